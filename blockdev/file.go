@@ -1,0 +1,157 @@
+package blockdev
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+)
+
+// File is a Device backed by a regular file (or a block device node).
+type File struct {
+	f        *os.File
+	size     int64
+	readOnly bool
+}
+
+var _ Device = (*File)(nil)
+var _ FUAWriter = (*File)(nil)
+
+// OpenFile opens path as a Device. A regular file keeps its current size.
+func OpenFile(path string, readOnly bool) (*File, error) {
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, fmt.Errorf("blockdev: %w", err)
+	}
+	size, err := deviceSize(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("blockdev: size of %s: %w", path, err)
+	}
+	return &File{f: f, size: size, readOnly: readOnly}, nil
+}
+
+// Size returns the size in bytes.
+func (d *File) Size() int64 { return d.size }
+
+// ReadAt reads len(p) bytes at off; a short file reads as zeroes past its end.
+func (d *File) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > d.size {
+		return 0, ErrOutOfRange
+	}
+	n, err := d.f.ReadAt(p, off)
+	if err != nil && n < len(p) {
+		// A sparse file shorter than its declared size reads as zeroes.
+		if errors.Is(err, io.EOF) {
+			clear(p[n:])
+			return len(p), nil
+		}
+		return n, err
+	}
+	return len(p), nil
+}
+
+// WriteAt writes p at off.
+func (d *File) WriteAt(p []byte, off int64) (int, error) {
+	if d.readOnly {
+		return 0, ErrReadOnly
+	}
+	if off < 0 || off+int64(len(p)) > d.size {
+		return 0, ErrOutOfRange
+	}
+	n, err := d.f.WriteAt(p, off)
+	return n, mapErr(err)
+}
+
+// WriteAtFUA writes p and syncs the file's data before returning.
+func (d *File) WriteAtFUA(p []byte, off int64) (int, error) {
+	n, err := d.WriteAt(p, off)
+	if err != nil {
+		return n, err
+	}
+	return n, d.Flush()
+}
+
+// Flush makes all completed writes durable (fdatasync).
+func (d *File) Flush() error {
+	if d.readOnly {
+		return nil
+	}
+	return mapErr(fdatasync(d.f))
+}
+
+// Trim deallocates the range where the filesystem can; otherwise it is a no-op,
+// which NBD allows.
+func (d *File) Trim(off, length int64) error {
+	if d.readOnly {
+		return ErrReadOnly
+	}
+	if off < 0 || off+length > d.size {
+		return ErrOutOfRange
+	}
+	if length == 0 {
+		return nil
+	}
+	if err := punchHole(d.f, off, length); err != nil && !errors.Is(err, errUnsupported) {
+		return mapErr(err)
+	}
+	return nil
+}
+
+// WriteZeroes zeroes the range, punching a hole when allowed and supported,
+// else asking the filesystem to zero it, else writing zero buffers.
+func (d *File) WriteZeroes(off, length int64, mayPunch bool) error {
+	if d.readOnly {
+		return ErrReadOnly
+	}
+	if off < 0 || off+length > d.size {
+		return ErrOutOfRange
+	}
+	if length == 0 {
+		return nil
+	}
+	if mayPunch {
+		if err := punchHole(d.f, off, length); err == nil {
+			return nil
+		}
+	}
+	if err := zeroRange(d.f, off, length); err == nil {
+		return nil
+	}
+	return writeZeroBuffers(d.f, off, length)
+}
+
+// Close closes the file.
+func (d *File) Close() error { return d.f.Close() }
+
+// Fd exposes the descriptor for transports that need it (FUSE passthrough).
+func (d *File) Fd() uintptr { return d.f.Fd() }
+
+func writeZeroBuffers(f *os.File, off, length int64) error {
+	const chunk = 1 << 20
+	buf := make([]byte, min(length, chunk))
+	for length > 0 {
+		n := min(length, chunk)
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			return mapErr(err)
+		}
+		off += n
+		length -= n
+	}
+	return nil
+}
+
+func mapErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) {
+		return fmt.Errorf("%w: %v", ErrNoSpace, err)
+	}
+	return err
+}

@@ -1,0 +1,58 @@
+// Package testenv holds helpers shared by tests that need real parts of the
+// machine: root, external commands (nbdkit, nbdinfo, fio, mkfs), and the
+// nbdfuse → losetup → mount path to the kernel's ext4 driver.
+//
+// Tests that need something missing skip with a clear reason, except under
+// CI=true, where every requirement must be met and a missing one fails the test.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// InCI reports whether the suite runs in CI (CI=true), where nothing may skip
+// for lack of root or tools.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// skipOrFail skips the test with reason, or fails it under CI.
+func skipOrFail(t testing.TB, reason string) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("CI=true but %s; run scripts/test, which installs what tests need", reason)
+	}
+	t.Skip(reason)
+}
+
+// RequireRoot skips (or under CI fails) unless the test runs as root.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "test needs root (loop devices, mount, FUSE); run it with sudo")
+	}
+}
+
+// RequireCommand returns the path of name, skipping (or failing under CI)
+// when it is not installed.
+func RequireCommand(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		for _, dir := range []string{"/usr/sbin", "/sbin"} {
+			if _, serr := os.Stat(dir + "/" + name); serr == nil {
+				return dir + "/" + name
+			}
+		}
+		skipOrFail(t, name+" is not installed (scripts/install-test-deps installs it)")
+	}
+	return p
+}
+
+// RequireShort skips slow tests under -short.
+func RequireLong(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("slow test skipped with -short")
+	}
+}

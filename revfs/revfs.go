@@ -1,0 +1,135 @@
+// Package revfs defines the Reverse File System engine: the part of the WORM
+// device that watches the raw blocks a host's filesystem driver writes and
+// infers, for each protected file, which bytes were appended and whether any
+// write attacks protected data. Filesystem-specific engines live in
+// subpackages (revfs/ext4, revfs/exfat); the device core (package worm) owns
+// policy, timing and sealing, and talks to an engine only through Engine.
+package revfs
+
+import (
+	"fmt"
+	"time"
+)
+
+// FileID identifies a protected file for the life of the device. For ext4 it
+// is the inode number; it is also the "inode" recorded in SealFS entries.
+type FileID uint64
+
+// ProtectedFile names a file whose appends are sealed.
+type ProtectedFile struct {
+	ID   FileID
+	Path string // path inside the filesystem, relative, slash-separated ("var/log/app.log")
+}
+
+// Kind classifies an indicator of compromise.
+type Kind int
+
+const (
+	KindDataChanged    Kind = iota + 1 // committed bytes of a protected file changed
+	KindSizeDecreased                  // size below the committed watermark
+	KindInodeFreed                     // inode freed, link count 0, or mode cleared
+	KindMappingChanged                 // extent mapping of the committed range changed
+	KindTypeChanged                    // no longer a regular file, or no longer uses extents
+	KindDirEntry                       // directory entry of a protected file removed or redirected
+	KindLayoutChanged                  // superblock/descriptors/journal changed layout (mkfs, resize)
+	KindDiscard                        // TRIM or WRITE_ZEROES over committed data or watched metadata
+	KindVolumeFull                     // free blocks under the threshold
+	KindUnparseable                    // watched metadata no longer parses
+)
+
+var kindNames = map[Kind]string{
+	KindDataChanged:    "data-changed",
+	KindSizeDecreased:  "size-decreased",
+	KindInodeFreed:     "inode-freed",
+	KindMappingChanged: "mapping-changed",
+	KindTypeChanged:    "type-changed",
+	KindDirEntry:       "dir-entry",
+	KindLayoutChanged:  "layout-changed",
+	KindDiscard:        "discard",
+	KindVolumeFull:     "volume-full",
+	KindUnparseable:    "unparseable",
+}
+
+func (k Kind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Violation is one indicator of compromise raised by a host request.
+type Violation struct {
+	Kind Kind
+	File FileID // 0 when no single protected file is concerned (layout, volume)
+	// Off and Len are the device byte range of the offending bytes inside the
+	// request: the bytes that a "discard" response restores to their old
+	// contents so that everything else in the request can still land.
+	Off, Len int64
+	Detail   string // human-readable, e.g. "size 4096 -> 0 (committed 4096)"
+}
+
+func (v Violation) String() string {
+	return fmt.Sprintf("%s file=%d bytes=[%d,+%d) %s", v.Kind, v.File, v.Off, v.Len, v.Detail)
+}
+
+// FileState is what an engine knows of a protected file's append progress.
+type FileState struct {
+	ID FileID
+	// Size is the newest file size the host has made visible (inode, journal or
+	// directory entry), whether or not its data has arrived.
+	Size int64
+	// Coherent is the length of the longest prefix whose every byte is backed
+	// by a block that is mapped, initialised (not an unwritten extent) and
+	// written by the host since it was allocated to the file, according to
+	// metadata that has reached its point of coherence (a jbd2 commit, or a
+	// home write when there is no journal). Coherent <= Size.
+	Coherent int64
+	// Journalled is true when Coherent was established by a jbd2 commit that
+	// carried the size (data=ordered or data=journal): the device may seal at
+	// once (journal) or after a short margin (ordered).
+	Journalled bool
+	// DataJournalled is true when the file's data travels through the journal
+	// (data=journal or the inode's JOURNAL_DATA flag).
+	DataJournalled bool
+	// LastTouch is when a write last touched the file's data or metadata.
+	LastTouch time.Time
+}
+
+// BlockSet is a set of filesystem block numbers. The device core supplies a
+// persistent one so that "written since allocation" survives a restart.
+type BlockSet interface {
+	Add(first, n uint64)
+	Remove(first, n uint64)
+	// Contains reports whether every block in [first, first+n) is in the set.
+	Contains(first, n uint64) bool
+}
+
+// Engine is a Reverse File System for one filesystem image. It is not safe
+// for concurrent use: the device core serialises calls.
+type Engine interface {
+	// Watches reports whether the device byte range touches anything the
+	// engine must see (protected data, watched metadata, the journal). A write
+	// that touches nothing watched still goes through Wrote, but may be written
+	// to the image before the device core takes its lock.
+	Watches(off, length int64) bool
+	// CheckWrite returns the violations the write of p at off would cause,
+	// without changing any state. The image still holds the old contents.
+	CheckWrite(off int64, p []byte) []Violation
+	// Wrote records that p now lies at off in the image.
+	Wrote(off int64, p []byte)
+	// CheckDiscard is CheckWrite for TRIM and WRITE_ZEROES.
+	CheckDiscard(off, length int64) []Violation
+	// Discarded records a TRIM or WRITE_ZEROES that landed (reads as zeroes).
+	Discarded(off, length int64)
+	// Flushed marks a host FLUSH: every write before it has landed.
+	Flushed()
+	// Files returns the state of every protected file, in a stable order.
+	Files() []FileState
+	// ReadFile reads the file's bytes [off, off+len(p)) from the newest
+	// coherent version (the image, or a journalled copy not yet written home).
+	// It fails unless the whole range lies within Coherent.
+	ReadFile(id FileID, p []byte, off int64) error
+	// SetCommitted tells the engine how many bytes of the file are sealed: from
+	// then on, any change to them is a violation.
+	SetCommitted(id FileID, n int64)
+}
