@@ -1,0 +1,197 @@
+package worm
+
+import (
+	"fmt"
+	"math/bits"
+	"os"
+	"sync"
+
+	"github.com/indelible-worm/indelible/revfs"
+)
+
+// chunkBlocks is how many blocks one bitmap chunk covers: 4 KiB of bitmap, so
+// a chunk is one page of the state file and 128 MiB of a 4 KiB-block image.
+const (
+	chunkBytes  = 4096
+	chunkWords  = chunkBytes / 8
+	chunkBlocks = chunkBytes * 8
+)
+
+// WrittenSet is the persistent set of filesystem blocks the host has written
+// since the image was created (revfs.BlockSet). It lives in a sparse file, one
+// bit per block, and keeps in memory only the chunks that have a bit set, so
+// a 1 TiB image that the host barely touched costs almost nothing.
+//
+// It is persisted on Sync (the device calls it on every host FLUSH): after a
+// crash the set may lack blocks written since the last flush, which only
+// makes the device more cautious (a block not known to be written is never
+// sealed), never less.
+type WrittenSet struct {
+	mu     sync.Mutex
+	f      *os.File
+	chunks map[uint64]*[chunkWords]uint64
+	dirty  map[uint64]bool
+	limit  uint64 // number of blocks in the filesystem; bits past it are ignored
+}
+
+var _ revfs.BlockSet = (*WrittenSet)(nil)
+
+// OpenWrittenSet opens (creating if needed) the bitmap file for a filesystem
+// of nblocks blocks.
+func OpenWrittenSet(path string, nblocks uint64) (*WrittenSet, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("worm: written-block map: %w", err)
+	}
+	s := &WrittenSet{f: f, chunks: map[uint64]*[chunkWords]uint64{}, dirty: map[uint64]bool{}, limit: nblocks}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	buf := make([]byte, chunkBytes)
+	for off := int64(0); off < fi.Size(); off += chunkBytes {
+		n, _ := f.ReadAt(buf, off)
+		if n == 0 {
+			break
+		}
+		clear(buf[n:])
+		var c [chunkWords]uint64
+		nonzero := false
+		for i := range c {
+			w := leUint64(buf[i*8:])
+			c[i] = w
+			nonzero = nonzero || w != 0
+		}
+		if nonzero {
+			s.chunks[uint64(off/chunkBytes)] = &c
+		}
+	}
+	return s, nil
+}
+
+func leUint64(b []byte) uint64 {
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// forEach calls fn for each (chunk, word, mask) covering blocks [first, first+n).
+func (s *WrittenSet) forEach(first, n uint64, fn func(ci uint64, wi int, mask uint64) bool) {
+	if first >= s.limit {
+		return
+	}
+	if n > s.limit-first {
+		n = s.limit - first
+	}
+	end := first + n
+	for b := first; b < end; {
+		ci, bi := b/chunkBlocks, b%chunkBlocks
+		wi, bit := int(bi/64), bi%64
+		cnt := min(64-bit, end-b)
+		mask := ^uint64(0) >> (64 - cnt) << bit
+		if !fn(ci, wi, mask) {
+			return
+		}
+		b += cnt
+	}
+}
+
+// Add marks blocks [first, first+n) written.
+func (s *WrittenSet) Add(first, n uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forEach(first, n, func(ci uint64, wi int, mask uint64) bool {
+		c := s.chunks[ci]
+		if c == nil {
+			c = new([chunkWords]uint64)
+			s.chunks[ci] = c
+		}
+		if c[wi]&mask != mask {
+			c[wi] |= mask
+			s.dirty[ci] = true
+		}
+		return true
+	})
+}
+
+// Remove marks blocks [first, first+n) not written (the host freed them).
+func (s *WrittenSet) Remove(first, n uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forEach(first, n, func(ci uint64, wi int, mask uint64) bool {
+		if c := s.chunks[ci]; c != nil && c[wi]&mask != 0 {
+			c[wi] &^= mask
+			s.dirty[ci] = true
+		}
+		return true
+	})
+}
+
+// Contains reports whether every block of [first, first+n) is written.
+func (s *WrittenSet) Contains(first, n uint64) bool {
+	if n == 0 {
+		return true
+	}
+	if first >= s.limit || n > s.limit-first {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all := true
+	s.forEach(first, n, func(ci uint64, wi int, mask uint64) bool {
+		c := s.chunks[ci]
+		if c == nil || c[wi]&mask != mask {
+			all = false
+		}
+		return all
+	})
+	return all
+}
+
+// Count returns how many blocks are marked (for status and tests).
+func (s *WrittenSet) Count() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n uint64
+	for _, c := range s.chunks {
+		for _, w := range c {
+			n += uint64(bits.OnesCount64(w))
+		}
+	}
+	return n
+}
+
+// Sync writes the changed chunks and makes them durable.
+func (s *WrittenSet) Sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.dirty) == 0 {
+		return nil
+	}
+	buf := make([]byte, chunkBytes)
+	for ci := range s.dirty {
+		c := s.chunks[ci]
+		for i, w := range c {
+			for j := 0; j < 8; j++ {
+				buf[i*8+j] = byte(w >> (8 * j))
+			}
+		}
+		if _, err := s.f.WriteAt(buf, int64(ci)*chunkBytes); err != nil {
+			return fmt.Errorf("worm: written-block map: %w", err)
+		}
+	}
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("worm: written-block map: %w", err)
+	}
+	clear(s.dirty)
+	return nil
+}
+
+// Close syncs and closes the file.
+func (s *WrittenSet) Close() error {
+	err := s.Sync()
+	if cerr := s.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

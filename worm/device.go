@@ -1,0 +1,305 @@
+// Package worm is the device core: it sits between the NBD server and the
+// image file, classifies every host write with a Reverse File System engine,
+// applies the violation policy, and seals coherent appends into the real logs.
+//
+// Locking: mu serialises the engine (revfs engines are not concurrent) and
+// the policy state. A write that touches nothing the engine watches is written
+// to the image without the lock and only recorded (engine.Wrote) under it, so
+// unprotected traffic runs in parallel.
+package worm
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/indelible-worm/indelible/blockdev"
+	"github.com/indelible-worm/indelible/revfs"
+)
+
+// Sealer is the part of the seal store the device uses.
+type Sealer interface {
+	// Append seals data at off of the file and makes it durable; off must be
+	// the file's watermark.
+	Append(id uint64, path string, off int64, data []byte) error
+	Watermark(id uint64) int64
+}
+
+// EventLogID and EventLogPath name the device's own sealed event log in the
+// store: one JSON line per indicator of compromise.
+const (
+	EventLogID   uint64 = 1<<63 - 1
+	EventLogPath        = ".indelible/events.jsonl"
+)
+
+// Device is a blockdev.Device that enforces WORM semantics on an image.
+type Device struct {
+	img     blockdev.Device
+	eng     revfs.Engine
+	sealer  Sealer
+	written *WrittenSet
+	cfg     Config
+	paths   map[revfs.FileID]string
+	log     *slog.Logger
+	now     func() time.Time
+
+	mu       sync.Mutex
+	tripped  bool                   // readonly response fired: every write fails
+	frozen   map[revfs.FileID]bool  // honeypot: no more appends for these files
+	handed   map[revfs.FileID]int64 // bytes handed to the sealer per file
+	events   *eventLog
+	sealErr  error     // last sealing failure, reported by Status
+	lastSeal time.Time // when the scheduler last sealed something
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+var _ blockdev.Device = (*Device)(nil)
+
+// Options tune a Device.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Tick is how often the commit scheduler re-examines pending appends when
+	// nothing wakes it (default 20 ms).
+	Tick time.Duration
+}
+
+// New builds a Device over an opened image, engine and store and starts its
+// commit scheduler. The device owns none of them except the scheduler: Close
+// stops the scheduler and syncs the written-block map.
+func New(img blockdev.Device, eng revfs.Engine, sealer Sealer, written *WrittenSet, cfg Config, opts Options) *Device {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Tick <= 0 {
+		opts.Tick = 20 * time.Millisecond
+	}
+	d := &Device{
+		img: img, eng: eng, sealer: sealer, written: written, cfg: cfg,
+		paths:  map[revfs.FileID]string{},
+		log:    opts.Logger,
+		now:    opts.Now,
+		frozen: map[revfs.FileID]bool{},
+		handed: map[revfs.FileID]int64{},
+		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	for _, p := range cfg.Protected {
+		d.paths[revfs.FileID(p.Inode)] = p.Path
+	}
+	d.events = &eventLog{sealer: sealer, log: opts.Logger}
+	go d.scheduler(opts.Tick)
+	return d
+}
+
+// Size is the image size.
+func (d *Device) Size() int64 { return d.img.Size() }
+
+// ReadAt serves reads straight from the image: nothing ever reads real logs
+// back to the host.
+func (d *Device) ReadAt(p []byte, off int64) (int, error) { return d.img.ReadAt(p, off) }
+
+// WriteAt classifies and applies one host write.
+func (d *Device) WriteAt(p []byte, off int64) (int, error) {
+	return d.write(p, off, false)
+}
+
+// WriteAtFUA is WriteAt followed by a flush of the image.
+func (d *Device) WriteAtFUA(p []byte, off int64) (int, error) {
+	return d.write(p, off, true)
+}
+
+func (d *Device) write(p []byte, off int64, fua bool) (int, error) {
+	if off < 0 || off+int64(len(p)) > d.img.Size() {
+		return 0, blockdev.ErrOutOfRange
+	}
+	d.mu.Lock()
+	if d.tripped {
+		d.mu.Unlock()
+		return 0, blockdev.ErrRefused
+	}
+	if !d.eng.Watches(off, int64(len(p))) {
+		d.mu.Unlock()
+		n, err := d.writeImage(p, off, fua)
+		if err != nil {
+			return n, err
+		}
+		d.mu.Lock()
+		d.eng.Wrote(off, p)
+		d.mu.Unlock()
+		return n, nil
+	}
+	defer d.mu.Unlock()
+	vs := d.eng.CheckWrite(off, p)
+	if len(vs) > 0 {
+		var err error
+		p, err = d.respond(vs, p, off, "write")
+		if err != nil {
+			return 0, err
+		}
+	}
+	n, err := d.writeImage(p, off, fua)
+	if err != nil {
+		return n, err
+	}
+	d.eng.Wrote(off, p)
+	d.poke()
+	return len(p), nil
+}
+
+func (d *Device) writeImage(p []byte, off int64, fua bool) (int, error) {
+	if fua {
+		return blockdev.WriteFUA(d.img, p, off)
+	}
+	return d.img.WriteAt(p, off)
+}
+
+// respond applies the configured response to the violations vs raised by a
+// request. For a write it returns the bytes to write instead (discard
+// restores the offending bytes to the image's current contents). Called with
+// mu held.
+func (d *Device) respond(vs []revfs.Violation, p []byte, off int64, op string) ([]byte, error) {
+	resp := d.cfg.OnViolation
+	for _, v := range vs {
+		digest := ""
+		if p != nil {
+			lo, hi := clampRange(v.Off-off, v.Len, int64(len(p)))
+			sum := sha256.Sum256(p[lo:hi])
+			digest = hex.EncodeToString(sum[:])
+		}
+		d.events.record(Event{
+			Time: d.now().UTC(), Kind: v.Kind.String(), Op: op,
+			Off: v.Off, Len: v.Len, File: d.paths[v.File], Inode: uint64(v.File),
+			Response: string(resp), Detail: v.Detail, SHA256: digest,
+		})
+	}
+	switch resp {
+	case ResponseDiscard:
+		if p == nil {
+			return nil, nil
+		}
+		q := append([]byte(nil), p...)
+		for _, v := range vs {
+			lo, hi := clampRange(v.Off-off, v.Len, int64(len(q)))
+			if hi > lo {
+				if _, err := d.img.ReadAt(q[lo:hi], off+lo); err != nil {
+					return nil, fmt.Errorf("worm: discard: reading old bytes: %w", err)
+				}
+			}
+		}
+		return q, nil
+	case ResponseHoneypot:
+		for _, v := range vs {
+			if v.File != 0 {
+				d.frozen[v.File] = true
+			} else {
+				for id := range d.paths {
+					d.frozen[id] = true
+				}
+			}
+		}
+		return p, nil
+	default:
+		d.tripped = true
+		d.log.Error("indelible: write refused, device now read-only", "violations", len(vs), "first", vs[0].String())
+		return nil, blockdev.ErrRefused
+	}
+}
+
+func clampRange(lo, n, size int64) (int64, int64) {
+	hi := lo + n
+	lo = max(lo, 0)
+	hi = min(hi, size)
+	if hi < lo {
+		hi = lo
+	}
+	return lo, hi
+}
+
+// Trim discards a range after checking it covers nothing protected.
+func (d *Device) Trim(off, length int64) error {
+	return d.discard(off, length, func() error { return d.img.Trim(off, length) }, "trim")
+}
+
+// WriteZeroes zeroes a range after checking it covers nothing protected.
+func (d *Device) WriteZeroes(off, length int64, mayPunch bool) error {
+	return d.discard(off, length, func() error { return d.img.WriteZeroes(off, length, mayPunch) }, "write-zeroes")
+}
+
+func (d *Device) discard(off, length int64, do func() error, op string) error {
+	if off < 0 || off+length > d.img.Size() {
+		return blockdev.ErrOutOfRange
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.tripped {
+		return blockdev.ErrRefused
+	}
+	if vs := d.eng.CheckDiscard(off, length); len(vs) > 0 {
+		if _, err := d.respond(vs, nil, off, op); err != nil {
+			return err
+		}
+		if d.cfg.OnViolation == ResponseDiscard {
+			// Dropping the whole request keeps every protected byte; the
+			// unprotected part of the range simply keeps its old contents,
+			// which TRIM allows.
+			return nil
+		}
+	}
+	if err := do(); err != nil {
+		return err
+	}
+	d.eng.Discarded(off, length)
+	d.poke()
+	return nil
+}
+
+// Flush makes every completed write durable, then tells the engine: a FLUSH
+// is the only ordering point the host gives.
+func (d *Device) Flush() error {
+	if err := d.img.Flush(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.eng.Flushed()
+	d.mu.Unlock()
+	if err := d.written.Sync(); err != nil {
+		return err
+	}
+	d.poke()
+	return nil
+}
+
+// poke wakes the scheduler without blocking.
+func (d *Device) poke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the scheduler after one last pass, then syncs the state.
+// It does not close the image, engine or store.
+func (d *Device) Close() error {
+	select {
+	case <-d.stop:
+	default:
+		close(d.stop)
+	}
+	<-d.done
+	return d.written.Sync()
+}
+
+// ErrTripped is returned by Status users to explain a read-only device.
+var ErrTripped = errors.New("worm: device is read-only after an indicator of compromise")

@@ -1,0 +1,114 @@
+package worm
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Event is one line of the sealed event log.
+type Event struct {
+	Time     time.Time `json:"time"`
+	Kind     string    `json:"kind"`              // revfs.Kind name, or "suppressed"
+	Op       string    `json:"op"`                // write, trim, write-zeroes, startup
+	Off      int64     `json:"off"`               // device byte range of the offending bytes
+	Len      int64     `json:"len"`               //
+	File     string    `json:"file,omitempty"`    // protected file path, when one is concerned
+	Inode    uint64    `json:"inode,omitempty"`   //
+	Response string    `json:"response"`          // readonly, discard, honeypot
+	Detail   string    `json:"detail,omitempty"`  //
+	SHA256   string    `json:"sha256,omitempty"`  // digest of the rejected bytes
+	Dropped  int       `json:"dropped,omitempty"` // for "suppressed": events not recorded one by one
+}
+
+// maxPendingEvents bounds memory under an attack that raises indicators in a
+// loop: past it, events are counted and recorded as one "suppressed" line.
+const maxPendingEvents = 4096
+
+// eventLog queues events under the device lock and seals them from the
+// scheduler, so that an attack never makes host I/O wait for fsync.
+type eventLog struct {
+	sealer Sealer
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	pending []Event
+	dropped int
+	total   int
+	off     int64 // bytes of the sealed event log already handed to the sealer
+	init    bool
+	// rate limit for the device log: at most logBurst lines per second.
+	logWindow time.Time
+	logCount  int
+	recent    []Event // the last few events, for status
+}
+
+const logBurst = 20
+
+func (l *eventLog) record(e Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total++
+	if len(l.pending) >= maxPendingEvents {
+		l.dropped++
+	} else {
+		l.pending = append(l.pending, e)
+	}
+	l.recent = append(l.recent, e)
+	if len(l.recent) > 16 {
+		l.recent = l.recent[len(l.recent)-16:]
+	}
+	if e.Time.Sub(l.logWindow) >= time.Second {
+		l.logWindow, l.logCount = e.Time, 0
+	}
+	if l.logCount < logBurst {
+		l.logCount++
+		l.log.Warn("indelible: indicator of compromise", "kind", e.Kind, "op", e.Op, "off", e.Off, "len", e.Len,
+			"file", e.File, "response", e.Response, "detail", e.Detail)
+	}
+}
+
+// flush seals the queued events. It is called by the scheduler only.
+func (l *eventLog) flush() error {
+	l.mu.Lock()
+	evs := l.pending
+	dropped := l.dropped
+	l.pending, l.dropped = nil, 0
+	if !l.init {
+		l.off = l.sealer.Watermark(EventLogID)
+		l.init = true
+	}
+	l.mu.Unlock()
+	if dropped > 0 {
+		evs = append(evs, Event{Time: time.Now().UTC(), Kind: "suppressed", Op: "-", Dropped: dropped,
+			Detail: fmt.Sprintf("%d indicators not recorded one by one (more than %d pending)", dropped, maxPendingEvents)})
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	var buf []byte
+	for _, e := range evs {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		buf = append(append(buf, b...), '\n')
+	}
+	if err := l.sealer.Append(EventLogID, EventLogPath, l.off, buf); err != nil {
+		// Put them back: an indicator is never silently lost.
+		l.mu.Lock()
+		l.pending = append(evs, l.pending...)
+		l.mu.Unlock()
+		return err
+	}
+	l.off += int64(len(buf))
+	return nil
+}
+
+func (l *eventLog) stats() (total int, recent []Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total, append([]Event(nil), l.recent...)
+}
