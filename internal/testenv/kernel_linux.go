@@ -74,6 +74,7 @@ type KernelMount struct {
 	fuse    string
 	t       testing.TB
 	mounted bool
+	nbdfuse *exec.Cmd
 }
 
 // MountNBD attaches the NBD export at uri (e.g. "nbd+unix:///?socket=/x.sock")
@@ -91,6 +92,7 @@ func MountNBD(t testing.TB, uri, fstype, opts string) *KernelMount {
 	os.Mkdir(m.fuse, 0o755)
 	cmd := exec.Command("nbdfuse", m.fuse, uri)
 	StartProcess(t, cmd)
+	m.nbdfuse = cmd
 	t.Cleanup(func() {
 		// Unmount FUSE before the kill registered above runs (cleanups run LIFO).
 		exec.Command("fusermount3", "-u", m.fuse).Run()
@@ -153,3 +155,17 @@ func (m *KernelMount) Sync() {
 
 // String describes the mount for test logs.
 func (m *KernelMount) String() string { return fmt.Sprintf("%s on %s", m.Loop, m.Dir) }
+
+// ForceDetach tears the stack down after the NBD server died under it: lazy
+// unmount, loop detach, nbdfuse killed and its FUSE mount removed. Dirty data
+// the host still held is lost, as on a real crash of the device.
+func (m *KernelMount) ForceDetach() {
+	exec.Command("umount", "-l", m.Dir).Run()
+	m.mounted = false
+	exec.Command("losetup", "-d", m.Loop).Run()
+	if m.nbdfuse != nil && m.nbdfuse.Process != nil {
+		m.nbdfuse.Process.Kill()
+	}
+	exec.Command("fusermount3", "-u", m.fuse).Run()
+	exec.Command("umount", "-l", m.fuse).Run()
+}
