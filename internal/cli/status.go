@@ -1,0 +1,110 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"text/tabwriter"
+	"time"
+
+	"github.com/indelible-worm/indelible/worm"
+)
+
+// statusFresh is how old a published status may be and still count as live:
+// a serving device rewrites it every second.
+const statusFresh = 5 * time.Second
+
+func init() {
+	var asJSON bool
+	register(&Command{
+		Name:  "status",
+		Args:  "[--json] DEVICE_DIR",
+		Short: "show protected files, committed and pending bytes, seal lag and indicators",
+		Long: `status reads what the serving device publishes every second in
+DEVICE_DIR/state/status.json: for each protected file its size as the host sees it, the
+bytes committed (sealed and durable) and pending, how long since the host last touched
+it; whether the device tripped to read-only; the number of indicators of compromise;
+keystream use. When the device is not being served it says so and shows the last
+published status.
+
+Examples:
+  indelible status /srv/worm
+  watch -n1 indelible status /srv/worm`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&asJSON, "json", false, "print the status as JSON")
+		},
+		Run: func(env *Env, _ *flag.FlagSet, args []string) error {
+			if len(args) != 1 {
+				return usageErrorf("status needs exactly one DEVICE_DIR")
+			}
+			dir := args[0]
+			cfg, err := worm.LoadConfig(dir)
+			if err != nil {
+				return err
+			}
+			st, age, err := worm.ReadStatusFile(dir, time.Now())
+			if errors.Is(err, fs.ErrNotExist) {
+				fmt.Fprintf(env.Stdout, "%s: never served (journal %s, %d protected files, on_violation %s)\n",
+					dir, cfg.Journal, len(cfg.Protected), cfg.OnViolation)
+				for _, p := range cfg.Protected {
+					fmt.Fprintf(env.Stdout, "  /%s (inode %d)\n", p.Path, p.Inode)
+				}
+				fmt.Fprintf(env.Stdout, "start it with: indelible serve %s\n", dir)
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("reading the published status: %w", err)
+			}
+			if asJSON {
+				b, _ := json.MarshalIndent(st, "", "  ")
+				fmt.Fprintln(env.Stdout, string(b))
+				return nil
+			}
+			live := age <= statusFresh
+			if live {
+				fmt.Fprintf(env.Stdout, "%s: serving (status %s old)\n", dir, age.Round(time.Millisecond))
+			} else {
+				fmt.Fprintf(env.Stdout, "%s: NOT serving; last status from %s (%s ago)\n", dir, st.Time.Format(time.RFC3339), age.Round(time.Second))
+			}
+			if st.ReadOnly {
+				fmt.Fprintln(env.Stdout, "READ-ONLY: an indicator of compromise tripped the readonly response; see `indelible events`")
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 2, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "FILE\tINODE\tSIZE\tCOMMITTED\tPENDING\tIDLE\t")
+			for _, f := range st.Files {
+				flag := ""
+				if f.Frozen {
+					flag = " (frozen: honeypot)"
+				}
+				fmt.Fprintf(tw, "/%s%s\t%d\t%d\t%d\t%d\t%s\t\n", f.Path, flag, f.Inode, f.Size, f.Committed, f.Pending,
+					(time.Duration(f.IdleMillis) * time.Millisecond).Round(time.Millisecond))
+			}
+			tw.Flush()
+			fmt.Fprintf(env.Stdout, "indicators: %d", st.Indicators)
+			if st.Indicators > 0 {
+				fmt.Fprint(env.Stdout, " (see `indelible events`)")
+			}
+			fmt.Fprintln(env.Stdout)
+			if !st.LastSeal.IsZero() {
+				fmt.Fprintf(env.Stdout, "last seal: %s\n", st.LastSeal.Format(time.RFC3339Nano))
+			}
+			if st.KeysTotal > 0 {
+				pct := 100 * float64(st.KeysUsed) / float64(st.KeysTotal)
+				fmt.Fprintf(env.Stdout, "keystream: %s of %s used (%.1f%%)", formatSize(st.KeysUsed), formatSize(st.KeysTotal), pct)
+				if pct >= 80 {
+					fmt.Fprint(env.Stdout, "  WARNING: provision a new device or key before it runs out")
+				}
+				fmt.Fprintln(env.Stdout)
+			}
+			if st.SealError != "" {
+				fmt.Fprintf(env.Stdout, "SEALING FAILS: %s\n", st.SealError)
+			}
+			if !live {
+				return &ExitError{Code: 3}
+			}
+			return nil
+		},
+	})
+}
