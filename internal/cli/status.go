@@ -29,6 +29,8 @@ it; whether the device tripped to read-only; the number of indicators of comprom
 keystream use. When the device is not being served it says so and shows the last
 published status.
 
+Exit status: 0 when the device is serving, 3 when it is not (the last status is shown).
+
 Examples:
   indelible status /srv/worm
   watch -n1 indelible status /srv/worm`,

@@ -1,0 +1,296 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/indelible-worm/indelible/blockdev"
+	"github.com/indelible-worm/indelible/nbd"
+)
+
+// defaultListen is the IANA NBD port on loopback only: reachable by clients on
+// this machine, not by the network, unless the user says otherwise.
+const defaultListen = "tcp:127.0.0.1:10809"
+
+// defaultImageSize is the size of the image `indelible serve` creates when
+// given no argument.
+const defaultImageSize = 64 << 20
+
+// shutdownTimeout bounds how long a signal waits for in-flight requests.
+const shutdownTimeout = 30 * time.Second
+
+func init() {
+	register(&Command{
+		Name:  "serve",
+		Args:  "[--listen unix:PATH|tcp:HOST:PORT] [--read-only] [--export NAME] [IMAGE]",
+		Short: "serve a disk image to NBD clients over TCP or a Unix socket",
+		Long: `Serves IMAGE (a file or block device) with the NBD protocol. Any NBD client
+can attach it: the Linux kernel through nbd-client, nbdfuse, qemu, nbdinfo,
+nbdcopy. The client sees a plain disk it can format and mount.
+
+With no IMAGE, serves the default device: a 64 MiB ext4 image created on
+first use in $INDELIBLE_HOME/default (default $XDG_DATA_HOME/indelible, or
+~/.local/share/indelible). Creating it needs mkfs.ext4 (e2fsprogs).
+
+SIGINT or SIGTERM stops the server gracefully: requests in flight finish,
+new ones are refused with ESHUTDOWN, and the image is flushed to disk.
+
+Security: NBD has no authentication and no encryption. Whoever can connect
+can read and overwrite the whole disk. The default listens on loopback only.
+Listening on another address (--listen tcp:0.0.0.0:10809) exposes the disk
+to that network: do it only on a dedicated, trusted link between the host
+and this device, or reach a loopback listener through an SSH tunnel. A Unix
+socket is protected by its file permissions.
+
+Examples:
+  indelible serve
+  indelible serve --listen unix:/run/indelible.sock disk.img
+  nbdinfo nbd://127.0.0.1:10809
+  nbd-client 127.0.0.1 10809 /dev/nbd0 -N ''`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.String("listen", defaultListen, "where to listen: `unix:PATH or tcp:HOST:PORT`")
+			fs.Bool("read-only", false, "refuse writes (clients see a read-only disk)")
+			fs.String("export", "", "export `NAME` clients ask for (\"\" is the default export)")
+		},
+		Run: runServe,
+	})
+}
+
+func runServe(env *Env, fs *flag.FlagSet, args []string) error {
+	if len(args) > 1 {
+		return usageErrorf("serve takes at most one IMAGE, got %d arguments", len(args))
+	}
+	listen := fs.Lookup("listen").Value.String()
+	readOnly := fs.Lookup("read-only").Value.(flag.Getter).Get().(bool)
+	exportName := fs.Lookup("export").Value.String()
+	network, addr, err := parseListen(listen)
+	if err != nil {
+		return err
+	}
+
+	target := ""
+	if len(args) == 1 {
+		target = args[0]
+	} else if target, err = ensureDefaultTarget(env); err != nil {
+		return err
+	}
+	dev, what, err := openServeTarget(env, target, readOnly)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+
+	logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	srv, err := nbd.NewServer(nbd.Config{
+		Exports: []nbd.Export{{Name: exportName, Description: what, Device: dev, ReadOnly: readOnly}},
+		Logger:  logger,
+	})
+	if err != nil {
+		return fmt.Errorf("indelible: cannot serve %s: %w", what, err)
+	}
+	ln, err := listenOn(network, addr)
+	if err != nil {
+		return err
+	}
+	if network == "unix" {
+		defer os.Remove(addr)
+	}
+	printConnectHelp(env, ln, exportName, what, readOnly)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return fmt.Errorf("indelible: serving stopped: %w", err)
+	case <-env.Context.Done():
+	}
+	fmt.Fprintln(env.Stderr, "indelible: shutting down: finishing requests in flight, flushing the image")
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(ctx)
+	<-served
+	if cerr := dev.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("indelible: shutdown: %w", err)
+	}
+	fmt.Fprintln(env.Stderr, "indelible: stopped; the image is flushed")
+	return nil
+}
+
+// parseListen splits "unix:PATH" or "tcp:HOST:PORT".
+func parseListen(s string) (network, addr string, err error) {
+	network, addr, ok := strings.Cut(s, ":")
+	switch {
+	case ok && network == "unix" && addr != "":
+		return network, addr, nil
+	case ok && network == "tcp":
+		if _, _, err := net.SplitHostPort(addr); err == nil {
+			return network, addr, nil
+		}
+	}
+	return "", "", usageErrorf("indelible: bad --listen %q; use unix:PATH or tcp:HOST:PORT (e.g. %s)", s, defaultListen)
+}
+
+// listenOn listens, replacing a stale Unix socket left by a crashed server
+// but never one that still has a listener.
+func listenOn(network, addr string) (net.Listener, error) {
+	if network == "unix" {
+		if fi, err := os.Lstat(addr); err == nil && fi.Mode()&fs.ModeSocket != 0 {
+			if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("indelible: %s is in use by another server; stop it or pick another --listen path", addr)
+			}
+			os.Remove(addr)
+		}
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("indelible: listen on %s:%s: %w; is another server using it? try another --listen", network, addr, err)
+	}
+	return ln, nil
+}
+
+// printConnectHelp tells the user how clients reach the export.
+func printConnectHelp(env *Env, ln net.Listener, name, what string, readOnly bool) {
+	mode := "read-write"
+	if readOnly {
+		mode = "read-only"
+	}
+	var uri, nbdClient string
+	switch a := ln.Addr().(type) {
+	case *net.UnixAddr:
+		uri = "nbd+unix:///" + url.PathEscape(name) + "?socket=" + a.Name
+		nbdClient = fmt.Sprintf("nbd-client -unix %s /dev/nbd0 -N '%s'", a.Name, name)
+	default:
+		host, port, _ := net.SplitHostPort(a.String())
+		uri = "nbd://" + net.JoinHostPort(host, port)
+		if name != "" {
+			uri += "/" + url.PathEscape(name)
+		}
+		nbdClient = fmt.Sprintf("nbd-client %s %s /dev/nbd0 -N '%s'", host, port, name)
+	}
+	fmt.Fprintf(env.Stdout, `indelible: serving %s (%s) as export %q at %s
+connect with:
+  nbdinfo '%s'
+  nbdfuse DIR '%s'            (then: losetup --find --show DIR/nbd; mount /dev/loopN MOUNTPOINT)
+  %s     (kernel NBD client, as root)
+stop with Ctrl-C (SIGINT) or SIGTERM
+`, what, mode, name, uri, uri, uri, nbdClient)
+}
+
+// openServeTarget opens what `indelible serve` exports: here a plain image
+// file or block device.
+func openServeTarget(env *Env, arg string, readOnly bool) (dev blockdev.Device, what string, err error) {
+	f, err := blockdev.OpenFile(arg, readOnly)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, "", fmt.Errorf("indelible: %s does not exist; create an image with `truncate -s 64M %s && mkfs.ext4 %s`, or run `indelible serve` with no argument for the default device", arg, arg, arg)
+		}
+		return nil, "", fmt.Errorf("indelible: open %s: %w", arg, err)
+	}
+	if f.Size() == 0 {
+		f.Close()
+		return nil, "", fmt.Errorf("indelible: %s is empty; give it a size first (truncate -s 64M %s)", arg, arg)
+	}
+	if f.Size()%nbd.DefaultMinBlock != 0 {
+		f.Close()
+		return nil, "", fmt.Errorf("indelible: %s is %d bytes, not a multiple of %d; resize it (truncate -s 64M %s)", arg, f.Size(), nbd.DefaultMinBlock, arg)
+	}
+	return f, fmt.Sprintf("%s, %s", arg, humanBytes(f.Size())), nil
+}
+
+// ensureDefaultTarget returns the default device's image, creating it (a
+// 64 MiB ext4 image) the first time.
+func ensureDefaultTarget(env *Env) (string, error) {
+	home := env.Getenv("INDELIBLE_HOME")
+	if home == "" {
+		data := env.Getenv("XDG_DATA_HOME")
+		if data == "" {
+			h := env.Getenv("HOME")
+			if h == "" {
+				return "", errors.New("indelible: cannot find a place for the default device: HOME is not set; set INDELIBLE_HOME or pass an IMAGE")
+			}
+			data = filepath.Join(h, ".local", "share")
+		}
+		home = filepath.Join(data, "indelible")
+	}
+	dir := filepath.Join(home, "default")
+	img := filepath.Join(dir, "disk.img")
+	if _, err := os.Stat(img); err == nil {
+		return img, nil
+	}
+	mkfs, err := findMkfsExt4()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("indelible: create the default device directory: %w", err)
+	}
+	// Build under a temporary name and rename, so an interrupted creation
+	// never leaves a half-made image that later runs would serve.
+	tmp := img + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("indelible: create %s: %w", tmp, err)
+	}
+	err = f.Truncate(defaultImageSize)
+	f.Close()
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("indelible: size %s: %w", tmp, err)
+	}
+	out, err := exec.Command(mkfs, "-q", "-F", "-b", "4096", "-L", "indelible", tmp).CombinedOutput()
+	if err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("indelible: mkfs.ext4 on %s: %v\n%s", tmp, err, out)
+	}
+	if err := os.Rename(tmp, img); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("indelible: %w", err)
+	}
+	fmt.Fprintf(env.Stderr, "indelible: created the default device %s (64 MiB, ext4)\n", img)
+	return img, nil
+}
+
+func findMkfsExt4() (string, error) {
+	if p, err := exec.LookPath("mkfs.ext4"); err == nil {
+		return p, nil
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(d, "mkfs.ext4")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("indelible: mkfs.ext4 not found, needed to create the default device; install e2fsprogs (apt-get install e2fsprogs) or pass an existing IMAGE")
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	if v == float64(int64(v)) {
+		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
+}

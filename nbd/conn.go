@@ -1,0 +1,403 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/indelible-worm/indelible/blockdev"
+)
+
+const (
+	stateHandshake int32 = iota
+	stateTransmission
+)
+
+// readBufSize is the socket read buffer: big enough that a burst of small
+// requests (4 KiB writes at queue depth 16) arrives in one read system call,
+// while large payloads bypass it and land directly in their own buffer.
+const readBufSize = 128 << 10
+
+// conn is one client connection.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	br  *bufio.Reader
+	log *slog.Logger
+
+	state     atomic.Int32
+	closeOnce sync.Once
+
+	// Fixed once the handshake ends.
+	exp        *export
+	structured bool
+
+	w replyWriter
+
+	// inflight counts requests read but not yet answered; Shutdown waits for
+	// it to reach zero, woken through idle.
+	inflight atomic.Int64
+	idle     chan struct{}
+
+	// free holds the MaxInFlight request slots: taking one is how the reader
+	// waits when too many requests are outstanding.
+	free chan *request
+	// work carries requests to the worker goroutines; credits counts idle
+	// workers the reader may hand a request to without starting a new one.
+	work    chan *request
+	credits atomic.Int32
+	workers sync.WaitGroup
+	budget  budget
+}
+
+// request is one transmission request while it is being served.
+type request struct {
+	Request
+	buf    *buffer // WRITE payload or READ data
+	budget int64   // bytes reserved from conn.budget
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{
+		srv:  s,
+		nc:   nc,
+		br:   bufio.NewReaderSize(nc, readBufSize),
+		log:  s.log.With("remote", remoteName(nc)),
+		idle: make(chan struct{}, 1),
+	}
+	c.w.nc = nc
+	c.w.onErr = c.close
+	return c
+}
+
+func remoteName(nc net.Conn) string {
+	if a := nc.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
+		return a.String()
+	}
+	return "unix"
+}
+
+func (c *conn) close() { c.closeOnce.Do(func() { c.nc.Close() }) }
+
+func (c *conn) serve() {
+	defer c.close()
+	n, err := c.handshake()
+	if err != nil {
+		if errors.Is(err, errHardDisconnect) {
+			c.log.Warn("nbd: handshake", "err", err)
+		} else if !errors.Is(err, io.EOF) {
+			c.log.Debug("nbd: handshake ended", "err", err)
+		}
+		return
+	}
+	c.exp, c.structured = n.exp, n.structured
+	c.state.Store(stateTransmission)
+	c.log.Debug("nbd: transmission", "export", c.exp.Name, "structured", c.structured)
+	c.transmit()
+}
+
+// drainAndClose is Shutdown's part for one connection: wait for its
+// in-flight requests (new ones are answered ESHUTDOWN), then disconnect.
+func (c *conn) drainAndClose(ctx context.Context) {
+	if c.state.Load() == stateTransmission {
+		for c.inflight.Load() != 0 {
+			select {
+			case <-c.idle:
+			case <-ctx.Done():
+				c.close()
+				return
+			}
+		}
+	}
+	c.close()
+}
+
+// transmit is the reader: it parses requests, checks them, reads WRITE
+// payloads and hands valid requests to workers. Errors found here are
+// answered at once. It returns when the client disconnects, sends DISC or
+// breaks the protocol, after every outstanding request has been answered.
+func (c *conn) transmit() {
+	maxInFlight := c.srv.cfg.MaxInFlight
+	c.free = make(chan *request, maxInFlight)
+	for range maxInFlight {
+		c.free <- new(request)
+	}
+	c.work = make(chan *request, maxInFlight)
+	c.budget.init(c.srv.cfg.MaxBufferBytes)
+	c.w.structured = c.structured
+	defer func() {
+		close(c.work)
+		c.workers.Wait()
+	}()
+
+	var hdr [requestLen]byte
+	for {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				c.log.Debug("nbd: read request", "err", err)
+			}
+			return
+		}
+		req := DecodeRequest(hdr[:])
+		if req.Magic != MagicRequest {
+			c.log.Warn("nbd: bad request magic; disconnecting", "magic", req.Magic)
+			return
+		}
+		if req.Type == CmdDisc {
+			c.log.Debug("nbd: client disconnect")
+			return
+		}
+		if req.Type == CmdWrite && req.Length > HardMaxPayload {
+			c.log.Warn("nbd: WRITE payload over the hard limit; disconnecting", "len", req.Length, "limit", HardMaxPayload)
+			return
+		}
+
+		r := <-c.free
+		r.Request = req
+		c.inflight.Add(1)
+		errno, msg := c.check(&req)
+		if c.srv.shutting.Load() {
+			errno, msg = ESHUTDOWN, "server is shutting down"
+		}
+		if req.Type == CmdWrite && req.Length > 0 {
+			if errno != 0 {
+				if _, err := io.CopyN(io.Discard, c.br, int64(req.Length)); err != nil {
+					c.done(r)
+					return
+				}
+			} else {
+				r.budget = int64(req.Length)
+				c.budget.acquire(r.budget)
+				r.buf = getBuffer(int(req.Length))
+				if _, err := io.ReadFull(c.br, r.buf.b); err != nil {
+					c.done(r)
+					return
+				}
+			}
+		}
+		switch {
+		case errno != 0:
+			c.log.Debug("nbd: request refused", "cmd", req.Type.String(), "flags", req.Flags.String(), "off", req.Offset, "len", req.Length, "errno", errno.String())
+			c.w.errorReply(req.Cookie, errno, msg)
+			c.done(r)
+		case req.Length == 0 && req.Type != CmdFlush:
+			// Unspecified by the spec; answering success without touching
+			// the device is the harmless choice.
+			if req.Type == CmdRead && c.structured {
+				c.w.noneChunk(req.Cookie)
+			} else {
+				c.w.simple(req.Cookie, 0)
+			}
+			c.done(r)
+		default:
+			if req.Type == CmdRead {
+				r.budget = int64(req.Length)
+				c.budget.acquire(r.budget)
+			}
+			c.dispatch(r)
+		}
+	}
+}
+
+// check validates a request against the export and the negotiated options.
+func (c *conn) check(r *Request) (Errno, string) {
+	e := c.exp
+	// FUA is valid on every command once negotiated; a read-only export does
+	// not advertise it, but ignoring it there is harmless.
+	allowed := CmdFlagFUA
+	switch r.Type {
+	case CmdRead:
+		if c.structured {
+			allowed |= CmdFlagDF
+		}
+	case CmdWrite, CmdFlush, CmdTrim, CmdCache:
+	case CmdWriteZeroes:
+		allowed |= CmdFlagNoHole | CmdFlagFastZero
+	default:
+		return EINVAL, "unknown command"
+	}
+	if r.Flags&^allowed != 0 {
+		return EINVAL, "flag not valid for this command"
+	}
+	if r.Type == CmdFlush {
+		if r.Offset != 0 || r.Length != 0 {
+			return EINVAL, "FLUSH with nonzero offset or length"
+		}
+		return 0, ""
+	}
+	write := r.Type == CmdWrite || r.Type == CmdWriteZeroes
+	if e.ReadOnly && (write || r.Type == CmdTrim) {
+		return EPERM, "export is read-only"
+	}
+	size := uint64(e.size)
+	if r.Offset > size || uint64(r.Length) > size-r.Offset {
+		if write {
+			return ENOSPC, "request past the end of the export"
+		}
+		return EINVAL, "request past the end of the export"
+	}
+	if (r.Offset|uint64(r.Length))&uint64(e.MinBlock-1) != 0 {
+		return EINVAL, "request not aligned to the minimum block size"
+	}
+	if (r.Type == CmdRead || r.Type == CmdWrite) && r.Length > e.MaxPayload {
+		return EINVAL, "request longer than the maximum payload"
+	}
+	return 0, ""
+}
+
+// dispatch hands r to an idle worker, or starts one when none is idle.
+// Workers never outnumber outstanding requests, so they are bounded by
+// MaxInFlight.
+func (c *conn) dispatch(r *request) {
+	if n := c.credits.Load(); n > 0 && c.credits.CompareAndSwap(n, n-1) {
+		c.work <- r
+		return
+	}
+	c.workers.Add(1)
+	go c.worker(r)
+}
+
+func (c *conn) worker(r *request) {
+	defer c.workers.Done()
+	for {
+		c.handle(r)
+		c.credits.Add(1)
+		var ok bool
+		if r, ok = <-c.work; !ok {
+			return
+		}
+	}
+}
+
+// handle performs one valid request on the device and replies.
+func (c *conn) handle(r *request) {
+	defer c.done(r)
+	dev := c.exp.Device
+	off, n := int64(r.Offset), int64(r.Length)
+	fua := r.Flags&CmdFlagFUA != 0
+	var err error
+	switch r.Type {
+	case CmdRead:
+		r.buf = getBuffer(int(n))
+		var got int
+		got, err = dev.ReadAt(r.buf.b, off)
+		if got == len(r.buf.b) && errors.Is(err, io.EOF) {
+			err = nil
+		}
+		if err == nil {
+			c.w.readReply(r.Cookie, r.Offset, r.buf.b)
+			return
+		}
+	case CmdWrite:
+		if fua {
+			_, err = blockdev.WriteFUA(dev, r.buf.b, off)
+		} else {
+			_, err = dev.WriteAt(r.buf.b, off)
+		}
+	case CmdFlush:
+		err = dev.Flush()
+	case CmdTrim:
+		err = dev.Trim(off, n)
+		if err == nil && fua {
+			err = dev.Flush()
+		}
+	case CmdWriteZeroes:
+		mayPunch := r.Flags&CmdFlagNoHole == 0
+		if r.Flags&CmdFlagFastZero != 0 {
+			fz, ok := dev.(FastZeroer)
+			if !ok || !fz.CanZeroFast(off, n, mayPunch) {
+				c.w.errorReply(r.Cookie, ENOTSUP, "the device cannot zero this range fast")
+				return
+			}
+		}
+		err = dev.WriteZeroes(off, n, mayPunch)
+		if err == nil && fua {
+			err = dev.Flush()
+		}
+	case CmdCache:
+		err = c.prefetch(off, n)
+	}
+	if err != nil {
+		write := r.Type == CmdWrite || r.Type == CmdWriteZeroes
+		errno := errnoFor(err, write)
+		if errno == EIO {
+			c.log.Warn("nbd: device error", "cmd", r.Type.String(), "off", off, "len", n, "err", err)
+		} else {
+			c.log.Debug("nbd: device refused", "cmd", r.Type.String(), "off", off, "len", n, "err", err)
+		}
+		c.w.errorReply(r.Cookie, errno, errno.String()+" from the device")
+		return
+	}
+	c.w.simple(r.Cookie, 0)
+}
+
+// prefetch serves CACHE by reading the range once, so that later reads find
+// it in the host's page cache; the data is dropped.
+func (c *conn) prefetch(off, n int64) error {
+	const chunk = 1 << 20
+	b := getBuffer(int(min(n, chunk)))
+	defer putBuffer(b)
+	for n > 0 {
+		l := min(n, chunk)
+		got, err := c.exp.Device.ReadAt(b.b[:l], off)
+		if err != nil && !(got == int(l) && errors.Is(err, io.EOF)) {
+			return err
+		}
+		off += l
+		n -= l
+	}
+	return nil
+}
+
+// done releases what r holds after its reply was sent.
+func (c *conn) done(r *request) {
+	if r.buf != nil {
+		putBuffer(r.buf)
+		r.buf = nil
+	}
+	if r.budget != 0 {
+		c.budget.release(r.budget)
+		r.budget = 0
+	}
+	c.free <- r
+	if c.inflight.Add(-1) == 0 && c.srv.shutting.Load() {
+		select {
+		case c.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// budget is a counting semaphore of payload bytes. Only the connection's
+// reader acquires, so a single waiter is woken with Signal.
+type budget struct {
+	mu    sync.Mutex
+	cond  sync.Cond
+	avail int64
+}
+
+func (b *budget) init(n int64) {
+	b.avail = n
+	b.cond.L = &b.mu
+}
+
+func (b *budget) acquire(n int64) {
+	b.mu.Lock()
+	for b.avail < n {
+		b.cond.Wait()
+	}
+	b.avail -= n
+	b.mu.Unlock()
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.avail += n
+	b.mu.Unlock()
+	b.cond.Signal()
+}

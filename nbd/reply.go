@@ -1,0 +1,132 @@
+package nbd
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+const (
+	// replyBufSize is the batching buffer for replies: small replies (write
+	// acknowledgements, 4 KiB reads) queue here and go out in one write.
+	replyBufSize = 256 << 10
+	// directDataMin is the READ size from which data is not copied into the
+	// batch buffer but sent with it in one writev.
+	directDataMin = 32 << 10
+)
+
+// replyWriter is the single writer of a connection's socket. Replies from
+// all workers are appended under mu; the buffer is written out when no other
+// reply is waiting for the lock (the queue drained) or when it is full, so a
+// burst of completions costs one system call and a lone reply is not delayed.
+type replyWriter struct {
+	nc         net.Conn
+	onErr      func()
+	structured bool
+
+	mu      sync.Mutex
+	waiting atomic.Int32
+	buf     []byte
+	iov     [2][]byte
+	bufs    net.Buffers
+	err     error
+}
+
+func (w *replyWriter) lock() bool {
+	w.waiting.Add(1)
+	w.mu.Lock()
+	w.waiting.Add(-1)
+	if w.err != nil {
+		w.mu.Unlock()
+		return false
+	}
+	if w.buf == nil {
+		w.buf = make([]byte, 0, replyBufSize)
+	}
+	return true
+}
+
+func (w *replyWriter) unlock() {
+	if len(w.buf) > 0 && (w.waiting.Load() == 0 || len(w.buf) >= replyBufSize-4096) {
+		w.write(nil)
+	}
+	w.mu.Unlock()
+}
+
+// write sends the batch buffer followed by data (which may be nil).
+func (w *replyWriter) write(data []byte) {
+	var err error
+	if data == nil {
+		_, err = w.nc.Write(w.buf)
+	} else {
+		w.iov[0], w.iov[1] = w.buf, data
+		w.bufs = w.iov[:]
+		_, err = w.bufs.WriteTo(w.nc)
+		w.iov[0], w.iov[1] = nil, nil
+		w.bufs = nil
+	}
+	w.buf = w.buf[:0]
+	if err != nil {
+		w.err = err
+		w.onErr()
+	}
+}
+
+// simple queues a simple reply (no data).
+func (w *replyWriter) simple(cookie uint64, errno Errno) {
+	if !w.lock() {
+		return
+	}
+	w.buf = appendSimpleReply(w.buf, errno, cookie)
+	w.unlock()
+}
+
+// readReply sends the successful answer to a READ of data at off: a simple
+// reply followed by the data, or with structured replies one OFFSET_DATA
+// chunk marked DONE (the data is already read, so no error can follow; this
+// also satisfies DF).
+func (w *replyWriter) readReply(cookie, off uint64, data []byte) {
+	if !w.lock() {
+		return
+	}
+	if w.structured {
+		w.buf = appendChunkHeader(w.buf, ReplyFlagDone, ReplyTypeOffsetData, cookie, uint32(8+len(data)))
+		w.buf = binary.BigEndian.AppendUint64(w.buf, off)
+	} else {
+		w.buf = appendSimpleReply(w.buf, 0, cookie)
+	}
+	if len(data) >= directDataMin || len(w.buf)+len(data) > cap(w.buf) {
+		w.write(data)
+	} else {
+		w.buf = append(w.buf, data...)
+	}
+	w.unlock()
+}
+
+// noneChunk answers a zero-length READ under structured replies.
+func (w *replyWriter) noneChunk(cookie uint64) {
+	if !w.lock() {
+		return
+	}
+	w.buf = appendChunkHeader(w.buf, ReplyFlagDone, ReplyTypeNone, cookie, 0)
+	w.unlock()
+}
+
+// errorReply reports errno for a request. With structured replies it is an
+// ERROR chunk carrying msg (mandatory for READ, preferred for the rest);
+// otherwise a simple reply, with no data even for READ.
+func (w *replyWriter) errorReply(cookie uint64, errno Errno, msg string) {
+	if !w.lock() {
+		return
+	}
+	if w.structured {
+		w.buf = appendChunkHeader(w.buf, ReplyFlagDone, ReplyTypeError, cookie, uint32(6+len(msg)))
+		w.buf = binary.BigEndian.AppendUint32(w.buf, uint32(errno))
+		w.buf = binary.BigEndian.AppendUint16(w.buf, uint16(len(msg)))
+		w.buf = append(w.buf, msg...)
+	} else {
+		w.buf = appendSimpleReply(w.buf, errno, cookie)
+	}
+	w.unlock()
+}

@@ -1,0 +1,602 @@
+package ext4
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+
+	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
+)
+
+// hostWrite is one write request seen block by block.
+type hostWrite struct {
+	e           *Engine
+	off, end    int64
+	p           []byte
+	first, last uint64
+}
+
+// block returns the content block b has once the write lands. The result
+// may alias the caller's buffer: clone it before keeping it.
+func (w *hostWrite) block(b uint64) []byte {
+	bs := w.e.bs
+	s := int64(b) * bs
+	if s >= w.off && s+bs <= w.end {
+		return w.p[s-w.off : s-w.off+bs]
+	}
+	var base []byte
+	if d, ok := w.e.meta[b]; ok {
+		base = bytes.Clone(d)
+	} else if d, err := w.e.readNewest(b); err == nil {
+		base = d
+	} else {
+		base = make([]byte, bs)
+	}
+	lo, hi := max(s, w.off), min(s+bs, w.end)
+	copy(base[lo-s:hi-s], w.p[lo-w.off:hi-w.off])
+	return base
+}
+
+func (w *hostWrite) has(b uint64) bool { return b >= w.first && b <= w.last }
+
+// blame clips bytes [lo, hi) of block b to the request.
+func (w *hostWrite) blame(b uint64, lo, hi int) (int64, int64) {
+	s := max(int64(b)*w.e.bs+int64(lo), w.off)
+	t := min(int64(b)*w.e.bs+int64(hi), w.end)
+	if s >= t {
+		return w.off, w.end - w.off
+	}
+	return s, t - s
+}
+
+// change is a set of new home-block versions that become visible together:
+// one host write, or the transactions completed by one commit block.
+type change struct {
+	get     func(b uint64) ([]byte, bool)
+	homes   []uint64
+	carries map[uint64]bool
+	blame   func(b uint64, lo, hi int) (int64, int64)
+	journal bool
+}
+
+// result is what evalChange computed, for applyChange.
+type result struct {
+	views   map[*tracked]*view
+	sb      []byte
+	gdt     map[uint64][]byte
+	bitmaps map[uint64][]byte
+}
+
+// process checks (apply=false) or records (apply=true) one host write.
+func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
+	if len(p) == 0 || off < 0 {
+		return nil
+	}
+	e.reindexIfDirty()
+	fsEnd := int64(e.blocks) * e.bs
+	if off >= fsEnd {
+		return nil // past the filesystem: nothing ext4 will read
+	}
+	if off+int64(len(p)) > fsEnd {
+		p = p[:fsEnd-off]
+	}
+	w := &hostWrite{e: e, off: off, end: off + int64(len(p)), p: p}
+	w.first, w.last = uint64(off/e.bs), uint64((w.end-1)/e.bs)
+	touched := map[*tracked]bool{}
+	var vs []revfs.Violation
+	if apply {
+		e.seq++
+		e.written.Add(w.first, w.last-w.first+1)
+		e.noteData(w, touched)
+	} else {
+		vs = append(vs, e.checkData(w)...)
+	}
+	if e.jnl != nil {
+		vs = append(vs, e.jnl.process(w, apply, touched)...)
+	}
+	chg := &change{get: func(b uint64) ([]byte, bool) {
+		if w.has(b) {
+			return w.block(b), true
+		}
+		return nil, false
+	}, blame: w.blame, carries: map[uint64]bool{}}
+	for b := w.first; b <= w.last; b++ {
+		if _, ok := e.roles[b]; ok {
+			chg.homes = append(chg.homes, b)
+			chg.carries[b] = true
+		}
+	}
+	if len(chg.homes) > 0 {
+		v, res := e.evalChange(chg)
+		vs = append(vs, v...)
+		if apply {
+			e.applyChange(chg, res, touched)
+		}
+	}
+	if apply {
+		e.reindexIfDirty()
+		for _, f := range e.files {
+			if touched[f] {
+				e.updateCoherent(f)
+			}
+		}
+	}
+	return vs
+}
+
+// checkData reports writes that change committed bytes of protected files.
+func (e *Engine) checkData(w *hostWrite) []revfs.Violation {
+	var vs []revfs.Violation
+	for _, d := range e.dataAt(w.first, w.last) {
+		f := d.file
+		if f.committed == 0 {
+			continue
+		}
+		lo, hi, _ := d.overlap(w.first, w.last)
+		for pb := lo; pb < hi; pb++ {
+			start := int64(d.logical+pb-d.phys) * e.bs
+			if start >= f.committed {
+				continue
+			}
+			n := min(e.bs, f.committed-start)
+			dev := int64(pb) * e.bs
+			s, t := max(dev, w.off), min(dev+n, w.end)
+			if s >= t {
+				continue
+			}
+			old, err := e.readNewest(pb)
+			if err == nil && bytes.Equal(old[s-dev:t-dev], w.p[s-w.off:t-w.off]) {
+				continue
+			}
+			vs = appendMerged(vs, revfs.Violation{Kind: revfs.KindDataChanged, File: revfs.FileID(f.ino), Off: s, Len: t - s,
+				Detail: fmt.Sprintf("write changes committed bytes [%d,%d) of the file (committed %d)", start+(s-dev), start+(t-dev), f.committed)})
+		}
+	}
+	return vs
+}
+
+// appendMerged appends v, merging it into the previous violation when both
+// are the same kind on the same file and their ranges touch.
+func appendMerged(vs []revfs.Violation, v revfs.Violation) []revfs.Violation {
+	if k := len(vs); k > 0 {
+		p := &vs[k-1]
+		if p.Kind == v.Kind && p.File == v.File && p.Off+p.Len == v.Off {
+			p.Len += v.Len
+			return vs
+		}
+	}
+	return append(vs, v)
+}
+
+// noteData records writes to protected data blocks: their write sequence
+// (for the partial-tail rule) and that a home write supersedes any
+// journalled copy.
+func (e *Engine) noteData(w *hostWrite, touched map[*tracked]bool) {
+	now := e.now()
+	for _, d := range e.dataAt(w.first, w.last) {
+		lo, hi, _ := d.overlap(w.first, w.last)
+		for pb := lo; pb < hi; pb++ {
+			e.lastWrite[pb] = e.seq
+			delete(e.overlay, pb)
+		}
+		d.file.lastTouch = now
+		touched[d.file] = true
+	}
+	// A home write of any other journalled block also supersedes its copy.
+	if len(e.overlay) > 0 {
+		for b := w.first; b <= w.last; b++ {
+			delete(e.overlay, b)
+		}
+	}
+}
+
+// evalChange computes the new views the change produces and the
+// violations they amount to, without changing the model.
+func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
+	res := &result{views: map[*tracked]*view{}, gdt: map[uint64][]byte{}, bitmaps: map[uint64][]byte{}}
+	var vs []revfs.Violation
+	affected := map[*tracked]bool{}
+	for _, b := range chg.homes {
+		roles := e.roles[b]
+		if len(roles) == 0 {
+			continue
+		}
+		nb, ok := chg.get(b)
+		if !ok {
+			continue
+		}
+		for _, r := range roles {
+			switch r.kind {
+			case roleSuper:
+				raw := nb[e.sbOff : e.sbOff+layout.SuperBlockSize]
+				vs = append(vs, e.checkSuper(raw, chg, b)...)
+				res.sb = bytes.Clone(raw)
+			case roleGroupDesc:
+				vs = append(vs, e.checkGroupDescs(b, nb, chg)...)
+				res.gdt[b] = bytes.Clone(nb)
+			case roleBitmap:
+				res.bitmaps[b] = bytes.Clone(nb)
+			default:
+				affected[r.owner] = true
+			}
+		}
+	}
+	ts := make([]*tracked, 0, len(affected))
+	for t := range affected {
+		ts = append(ts, t)
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].ino < ts[j].ino })
+	src := e.source(chg.get)
+	for _, t := range ts {
+		res.views[t] = e.computeView(t, src)
+	}
+	for _, t := range ts {
+		if !t.isDir {
+			vs = append(vs, e.checkFile(t, res.views[t], chg)...)
+			continue
+		}
+		for _, f := range e.files {
+			if f.parent == t {
+				vs = append(vs, e.checkEntry(f, t, res.views[t], chg)...)
+			}
+		}
+	}
+	return vs, res
+}
+
+// blameInode returns the device bytes to blame for a change to t: its
+// inode record when the change carries it, else the first carried block of
+// its tree or directory.
+func (e *Engine) blameInode(t *tracked, nv *view, chg *change) (int64, int64) {
+	if chg.carries[t.inoBlock] {
+		return chg.blame(t.inoBlock, t.inoOff, t.inoOff+e.sb.InodeSizeBytes())
+	}
+	for _, list := range [][]uint64{nv.tree, t.view.tree, nv.dirBlocks, t.view.dirBlocks} {
+		for _, b := range list {
+			if chg.carries[b] {
+				return chg.blame(b, 0, int(e.bs))
+			}
+		}
+	}
+	return chg.blame(t.inoBlock, t.inoOff, t.inoOff+e.sb.InodeSizeBytes())
+}
+
+func (e *Engine) blameBlock(t *tracked, nv *view, b uint64, chg *change) (int64, int64) {
+	if b != t.inoBlock && chg.carries[b] {
+		return chg.blame(b, 0, int(e.bs))
+	}
+	return e.blameInode(t, nv, chg)
+}
+
+// checkFile compares a protected file's new view with its current one.
+func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation {
+	id := revfs.FileID(f.ino)
+	old := f.view
+	viol := func(k revfs.Kind, at uint64, format string, args ...any) []revfs.Violation {
+		off, n := e.blameBlock(f, nv, at, chg)
+		return []revfs.Violation{{Kind: k, File: id, Off: off, Len: n, Detail: fmt.Sprintf(format, args...)}}
+	}
+	in := nv.inode
+	switch {
+	case in == nil:
+		return viol(revfs.KindUnparseable, f.inoBlock, "inode %d: %v", f.ino, nv.err)
+	case in.Mode == 0 || in.LinksCount == 0:
+		return viol(revfs.KindInodeFreed, f.inoBlock, "inode %d freed (mode %#o, links %d)", f.ino, in.Mode, in.LinksCount)
+	case old.inode != nil && in.Generation != old.inode.Generation:
+		return viol(revfs.KindInodeFreed, f.inoBlock, "inode %d reallocated (generation %d -> %d)", f.ino, old.inode.Generation, in.Generation)
+	case !in.IsRegular():
+		return viol(revfs.KindTypeChanged, f.inoBlock, "inode %d is no longer a regular file (mode %#o)", f.ino, in.Mode)
+	case in.Flags&layout.InodeFlagExtents == 0 || in.Flags&layout.InodeFlagInlineData != 0:
+		return viol(revfs.KindTypeChanged, f.inoBlock, "inode %d no longer maps its data with extents (flags %s)", f.ino, in.Flags)
+	case nv.err != nil:
+		return viol(revfs.KindUnparseable, nv.errAt, "inode %d: %v", f.ino, nv.err)
+	}
+	var vs []revfs.Violation
+	if size := int64(in.Size()); size < f.committed {
+		vs = append(vs, viol(revfs.KindSizeDecreased, f.inoBlock, "size %d -> %d (committed %d)", old.inode.Size(), size, f.committed)...)
+	}
+	if f.committed > 0 {
+		n := uint64((f.committed + e.bs - 1) / e.bs)
+		// A subtree the host has not written yet cannot be judged; the
+		// check runs again when it arrives.
+		if !nv.unknownIn(0, n) {
+			if got := normalise(nv.maps, n); !sameMaps(got, f.sealed) {
+				at := f.inoBlock
+				for _, b := range nv.tree {
+					if chg.carries[b] {
+						at = b
+						break
+					}
+				}
+				vs = append(vs, viol(revfs.KindMappingChanged, at, "block map of the committed range (%d blocks) changed: %v -> %v", n, f.sealed, got)...)
+			}
+		}
+	}
+	return vs
+}
+
+// checkEntry reports a protected file whose entry left its directory.
+func (e *Engine) checkEntry(f, d *tracked, nv *view, chg *change) []revfs.Violation {
+	id := revfs.FileID(f.ino)
+	blameAt := func(b uint64) (int64, int64) {
+		if chg.carries[b] {
+			return chg.blame(b, 0, int(e.bs))
+		}
+		return e.blameInode(d, nv, chg)
+	}
+	switch {
+	case nv.inode == nil || nv.err != nil:
+		off, n := blameAt(nv.errAt)
+		return []revfs.Violation{{Kind: revfs.KindUnparseable, File: id, Off: off, Len: n, Detail: fmt.Sprintf("directory %d of file %d: %v", d.ino, f.ino, nv.err)}}
+	case nv.freed() || !nv.inode.IsDir():
+		off, n := blameAt(d.inoBlock)
+		return []revfs.Violation{{Kind: revfs.KindDirEntry, File: id, Off: off, Len: n, Detail: fmt.Sprintf("directory %d holding file %d was removed (mode %#o, links %d)", d.ino, f.ino, nv.inode.Mode, nv.inode.LinksCount)}}
+	case nv.dirUnknown || len(nv.unknown) > 0:
+		return nil // a directory block the host has not written yet
+	case nv.entries[uint32(f.ino)] == 0 && d.view.entries[uint32(f.ino)] > 0:
+		off, n := blameAt(d.view.entryBlock[uint32(f.ino)])
+		return []revfs.Violation{{Kind: revfs.KindDirEntry, File: id, Off: off, Len: n, Detail: fmt.Sprintf("entry of file %d (%s) removed from directory %d", f.ino, f.path, d.ino)}}
+	}
+	return nil
+}
+
+// checkSuper compares a new primary superblock with the current one: any
+// change to what locates data (geometry, features that change layout, the
+// journal, the UUID) means a new mkfs or a resize.
+func (e *Engine) checkSuper(raw []byte, chg *change, b uint64) []revfs.Violation {
+	off, n := chg.blame(b, e.sbOff, e.sbOff+layout.SuperBlockSize)
+	viol := func(format string, args ...any) []revfs.Violation {
+		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n, Detail: fmt.Sprintf(format, args...)}}
+	}
+	nsb, err := layout.ParseSuperBlock(raw)
+	if err != nil {
+		return viol("superblock no longer parses: %v", err)
+	}
+	o := e.sb
+	const incompatMask = ^layout.IncompatRecover // set and cleared by every mount
+	const roMask = layout.ROCompatMetadataCsum | layout.ROCompatBigalloc | layout.ROCompatGDTCsum |
+		layout.ROCompatHasSnapshot | layout.ROCompatSharedBlocks | layout.ROCompatReplica
+	switch {
+	case nsb.UUID != o.UUID:
+		return viol("filesystem UUID changed (new mkfs?)")
+	case nsb.BlocksCount() != o.BlocksCount():
+		return viol("block count %d -> %d (resize)", o.BlocksCount(), nsb.BlocksCount())
+	case nsb.LogBlockSize != o.LogBlockSize || nsb.LogClusterSize != o.LogClusterSize:
+		return viol("block size %d -> %d", o.BlockSize(), nsb.BlockSize())
+	case nsb.BlocksPerGroup != o.BlocksPerGroup || nsb.InodesPerGroup != o.InodesPerGroup ||
+		nsb.InodeSizeBytes() != o.InodeSizeBytes() || nsb.DescSizeBytes() != o.DescSizeBytes() ||
+		nsb.FirstDataBlock != o.FirstDataBlock || nsb.InodesCount != o.InodesCount:
+		return viol("group geometry changed")
+	case nsb.FeatureIncompat&incompatMask != o.FeatureIncompat&incompatMask:
+		return viol("incompatible features %s -> %s", o.FeatureIncompat, nsb.FeatureIncompat)
+	case nsb.FeatureROCompat&roMask != o.FeatureROCompat&roMask:
+		return viol("read-only-compatible features %s -> %s", o.FeatureROCompat, nsb.FeatureROCompat)
+	case nsb.FeatureCompat&layout.CompatHasJournal != o.FeatureCompat&layout.CompatHasJournal || nsb.JournalInum != o.JournalInum:
+		return viol("journal changed (has_journal %v, inode %d -> %d)", nsb.FeatureCompat&layout.CompatHasJournal != 0, o.JournalInum, nsb.JournalInum)
+	case o.FeatureIncompat&layout.IncompatCsumSeed != 0 && nsb.ChecksumSeedField != o.ChecksumSeedField:
+		return viol("checksum seed changed")
+	}
+	return nil
+}
+
+// checkGroupDescs compares the descriptors in a new version of a group
+// descriptor table block: moving a bitmap or inode table is a new layout.
+func (e *Engine) checkGroupDescs(b uint64, nb []byte, chg *change) []revfs.Violation {
+	ds := e.sb.DescSizeBytes()
+	per := int(e.bs) / ds
+	var vs []revfs.Violation
+	for i := 0; i < per; i++ {
+		g := int(b-e.gdtFirst)*per + i
+		if g >= len(e.groups) {
+			break
+		}
+		gd, err := layout.ParseGroupDesc(nb[i*ds:], ds)
+		o := e.groups[g]
+		if err != nil || gd.BlockBitmap() != o.BlockBitmap() || gd.InodeBitmap() != o.InodeBitmap() || gd.InodeTable() != o.InodeTable() {
+			off, n := chg.blame(b, i*ds, (i+1)*ds)
+			vs = appendMergedLayout(vs, revfs.Violation{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
+				Detail: fmt.Sprintf("group %d descriptor moves its bitmaps or inode table", g)})
+		}
+	}
+	return vs
+}
+
+func appendMergedLayout(vs []revfs.Violation, v revfs.Violation) []revfs.Violation {
+	if k := len(vs); k > 0 && vs[k-1].Off+vs[k-1].Len == v.Off {
+		vs[k-1].Len += v.Len
+		vs[k-1].Detail = "group descriptors move bitmaps or inode tables"
+		return vs
+	}
+	return append(vs, v)
+}
+
+// applyChange makes the change's versions the model.
+func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool) {
+	now := e.now()
+	if res.sb != nil {
+		if nsb, err := layout.ParseSuperBlock(res.sb); err == nil && nsb.UUID == e.sb.UUID && nsb.BlockSize() == e.sb.BlockSize() {
+			e.sb, e.rawSB = nsb, res.sb
+		}
+		if d, ok := chg.get(e.sbBlock); ok {
+			e.meta[e.sbBlock] = bytes.Clone(d)
+		}
+	}
+	for b, d := range res.gdt {
+		e.meta[b] = d
+	}
+	for b, d := range res.bitmaps {
+		e.applyBitmap(b, d)
+	}
+	for t, nv := range res.views {
+		old := t.view
+		t.view = nv
+		for b, d := range nv.used {
+			e.meta[b] = bytes.Clone(d)
+		}
+		t.lastTouch = now
+		if !t.isDir {
+			touched[t] = true
+			if nv.inode != nil && old.inode != nil && (nv.inode.Size() != old.inode.Size() || !sameMaps(nv.maps, old.maps)) {
+				t.journalled = chg.journal
+			}
+			if nv.inode != nil && nv.inode.Flags&layout.InodeFlagJournalData != 0 {
+				t.dataJournalled = true
+			}
+		} else {
+			for _, f := range e.files {
+				if f.parent == t {
+					f.lastTouch = now
+				}
+			}
+		}
+	}
+	e.dirty = true
+}
+
+// applyBitmap takes a new version of a block bitmap: blocks whose bit goes
+// from 1 to 0 were freed, so they no longer count as written (a later
+// owner must write them again before its bytes are trusted).
+func (e *Engine) applyBitmap(b uint64, nb []byte) {
+	old := e.bitmaps[b]
+	g := e.bitmapG[b]
+	base := uint64(e.sb.FirstDataBlock) + g*uint64(e.sb.BlocksPerGroup)
+	limit := uint64(e.sb.BlocksPerGroup)
+	if base+limit > e.blocks {
+		limit = e.blocks - base
+	}
+	var runStart, runLen uint64
+	flush := func() {
+		if runLen > 0 {
+			e.written.Remove(runStart, runLen)
+			runLen = 0
+		}
+	}
+	for i := 0; i < len(old) && i < len(nb) && uint64(i)*8 < limit; i++ {
+		freed := old[i] &^ nb[i]
+		if freed == 0 {
+			continue
+		}
+		for bit := uint64(0); bit < 8; bit++ {
+			n := uint64(i)*8 + bit
+			if freed&(1<<bit) == 0 || n >= limit {
+				continue
+			}
+			if runLen > 0 && runStart+runLen == base+n {
+				runLen++
+				continue
+			}
+			flush()
+			runStart, runLen = base+n, 1
+		}
+	}
+	flush()
+	e.bitmaps[b] = nb
+}
+
+// CheckDiscard reports TRIM or WRITE_ZEROES over committed data or watched
+// metadata.
+func (e *Engine) CheckDiscard(off, length int64) []revfs.Violation {
+	if length <= 0 || off < 0 {
+		return nil
+	}
+	e.reindexIfDirty()
+	end := off + length
+	fsEnd := int64(e.blocks) * e.bs
+	if off >= fsEnd {
+		return nil
+	}
+	end = min(end, fsEnd)
+	first, last := uint64(off/e.bs), uint64((end-1)/e.bs)
+	var vs []revfs.Violation
+	for _, d := range e.dataAt(first, last) {
+		f := d.file
+		lo, hi, _ := d.overlap(first, last)
+		for pb := lo; pb < hi; pb++ {
+			start := int64(d.logical+pb-d.phys) * e.bs
+			if start >= f.committed {
+				continue
+			}
+			dev := int64(pb) * e.bs
+			s, t := max(dev, off), min(dev+min(e.bs, f.committed-start), end)
+			if s < t {
+				vs = appendMerged(vs, revfs.Violation{Kind: revfs.KindDiscard, File: revfs.FileID(f.ino), Off: s, Len: t - s,
+					Detail: "discard over committed data"})
+			}
+		}
+	}
+	for _, b := range e.metaBlocksIn(first, last) {
+		for _, r := range e.roles[b] {
+			if r.kind == roleBitmap {
+				continue
+			}
+			var id revfs.FileID
+			if r.owner != nil && !r.owner.isDir {
+				id = revfs.FileID(r.owner.ino)
+			}
+			dev := int64(b) * e.bs
+			s, t := max(dev, off), min(dev+e.bs, end)
+			vs = append(vs, revfs.Violation{Kind: revfs.KindDiscard, File: id, Off: s, Len: t - s,
+				Detail: fmt.Sprintf("discard over watched metadata block %d", b)})
+			break
+		}
+	}
+	return vs
+}
+
+// metaBlocksIn lists the blocks with roles in [first, last], in order,
+// walking the watched spans so a huge discard costs what it touches.
+func (e *Engine) metaBlocksIn(first, last uint64) []uint64 {
+	var out []uint64
+	i := sort.Search(len(e.watched), func(i int) bool { return e.watched[i].end > first })
+	for ; i < len(e.watched) && e.watched[i].start <= last; i++ {
+		s := e.watched[i]
+		lo, hi := max(s.start, first), min(s.end, last+1)
+		if hi-lo > uint64(len(e.roles)) {
+			for b := range e.roles {
+				if b >= lo && b < hi {
+					out = append(out, b)
+				}
+			}
+			continue
+		}
+		for b := lo; b < hi; b++ {
+			if _, ok := e.roles[b]; ok {
+				out = append(out, b)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// Discarded records a TRIM or WRITE_ZEROES that landed: the blocks no
+// longer hold what the host wrote, and watched metadata reads as zeroes.
+func (e *Engine) Discarded(off, length int64) {
+	if length <= 0 || off < 0 {
+		return
+	}
+	e.reindexIfDirty()
+	fsEnd := int64(e.blocks) * e.bs
+	if off >= fsEnd {
+		return
+	}
+	end := min(off+length, fsEnd)
+	first, last := uint64(off/e.bs), uint64((end-1)/e.bs)
+	e.written.Remove(first, last-first+1)
+	for _, b := range e.metaBlocksIn(first, last) {
+		dev := int64(b) * e.bs
+		s, t := max(dev, off), min(dev+e.bs, end)
+		e.process(s, make([]byte, t-s), true)
+	}
+	for _, d := range e.dataAt(first, last) {
+		lo, hi, _ := d.overlap(first, last)
+		for pb := lo; pb < hi; pb++ {
+			delete(e.overlay, pb)
+		}
+	}
+	e.written.Remove(first, last-first+1)
+	for _, f := range e.files {
+		e.updateCoherent(f)
+	}
+}

@@ -1,0 +1,355 @@
+// Package ext4 is the Reverse File System engine for ext4 images: it follows
+// the raw blocks a host's ext4 driver writes (home writes and jbd2
+// transactions), keeps a model of the protected files — inode, extent tree,
+// parent directory entries — and reports appends, coherence and attacks to
+// the device core through revfs.Engine.
+//
+// The model is built from versions of watched blocks. A version becomes
+// visible either when the host writes the block home (no journal, or a
+// checkpoint) or when a jbd2 transaction carrying a copy of it commits.
+// Every new set of versions (one host write, or the transactions completed
+// by one commit block) is parsed into new views of the tracked inodes and
+// compared with the current ones; differences that touch committed data are
+// violations. Nothing is ever written to the image.
+//
+// Fast commits (the fast_commit feature) are accepted but not parsed: the
+// fast-commit area of the journal is watched only so that its writes update
+// LastTouch. A fast commit is always followed by a full jbd2 commit (or a
+// checkpoint) carrying the same inode, which is where the engine sees the
+// new size. This delays coherence of an fsync-ed append by at most the
+// journal commit interval; it never makes the engine accept a change it
+// would refuse, because every full commit and home write is still checked.
+package ext4
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
+)
+
+// Options configures an Engine.
+type Options struct {
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Committed holds the sealed watermark of each file at start (restart).
+	Committed map[revfs.FileID]int64
+}
+
+// Engine implements revfs.Engine for one ext4 image.
+type Engine struct {
+	img     io.ReaderAt
+	size    int64
+	log     *slog.Logger
+	now     func() time.Time
+	written revfs.BlockSet
+
+	sb       *layout.SuperBlock
+	rawSB    []byte
+	bs       int64
+	blocks   uint64
+	fsSeed   uint32
+	sbBlock  uint64 // the block holding the primary superblock
+	sbOff    int    // its offset in that block
+	gdtFirst uint64
+	gdtCount uint64
+	groups   []*layout.GroupDesc
+	modeData bool // default mount options say data=journal
+
+	files   []*tracked          // protected files, ordered by ID
+	dirs    []*tracked          // their parent directories
+	byIno   map[uint64]*tracked // files and dirs
+	meta    map[uint64][]byte   // newest known version of each watched metadata block
+	bitmaps map[uint64][]byte   // block bitmap block -> newest version
+	bitmapG map[uint64]uint64   // block bitmap block -> group
+
+	jnl     *journal // nil without a journal
+	overlay map[uint64]journalCopy
+
+	// derived indexes, rebuilt by reindex when the model changes
+	roles   map[uint64][]role
+	data    []dataSpan // protected files' mapped blocks, by physical start
+	dataEnd []uint64   // running maximum of data span ends
+	watched []span     // every watched block range, sorted, merged
+	dirty   bool
+
+	seq       uint64            // counts Wrote/commit events, orders writes against size updates
+	lastWrite map[uint64]uint64 // protected data block -> seq of its newest write
+}
+
+var _ revfs.Engine = (*Engine)(nil)
+
+// Limits on hostile input.
+const (
+	// maxTrackedDirBlocks bounds how many blocks of a parent directory the
+	// engine keeps in memory (16 Ki blocks is 64 MiB of directory at 4 KiB,
+	// far more than a log directory).
+	maxTrackedDirBlocks = 1 << 14
+	// maxTreeBlocks bounds the extent tree of one tracked inode (see
+	// layout.MaxExtentTreeBlocks for why this is generous).
+	maxTreeBlocks = layout.MaxExtentTreeBlocks
+)
+
+// Open parses the image as it is and returns an engine following it.
+// files are the protected files (ID = inode number); written is the
+// persistent set of blocks the host has written since the image was made.
+func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revfs.BlockSet, opts Options) (*Engine, error) {
+	e := &Engine{
+		img: img, size: size, written: written, log: opts.Logger, now: opts.Now,
+		byIno: map[uint64]*tracked{}, meta: map[uint64][]byte{}, bitmaps: map[uint64][]byte{},
+		bitmapG: map[uint64]uint64{}, overlay: map[uint64]journalCopy{}, lastWrite: map[uint64]uint64{},
+		dirty: true,
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	im, err := layout.OpenImage(img)
+	if err != nil {
+		return nil, fmt.Errorf("ext4: %w", err)
+	}
+	if err := im.SB.Supported(); err != nil {
+		return nil, fmt.Errorf("ext4: %w", err)
+	}
+	e.sb, e.rawSB, e.groups = im.SB, im.RawSB, im.Groups
+	e.bs = int64(im.BlockSize())
+	e.blocks = im.SB.BlocksCount()
+	if uint64(size) < e.blocks*uint64(e.bs) {
+		return nil, fmt.Errorf("ext4: image of %d bytes is shorter than the filesystem (%d blocks of %d)", size, e.blocks, e.bs)
+	}
+	e.fsSeed = im.SB.ChecksumSeed()
+	e.sbBlock = layout.SuperBlockOffset / uint64(e.bs)
+	e.sbOff = int(layout.SuperBlockOffset % uint64(e.bs))
+	e.gdtFirst, e.gdtCount = im.SB.GroupDescBlock(), im.SB.GroupDescBlocks()
+	e.modeData = im.SB.FeatureCompat&layout.CompatHasJournal != 0 && im.SB.JournalMode() == "journal"
+	for b := e.gdtFirst; b < e.gdtFirst+e.gdtCount; b++ {
+		if e.meta[b], err = e.readImage(b); err != nil {
+			return nil, err
+		}
+	}
+	if e.meta[e.sbBlock], err = e.readImage(e.sbBlock); err != nil {
+		return nil, err
+	}
+	for g, gd := range e.groups {
+		bb := gd.BlockBitmap()
+		if bb >= e.blocks {
+			return nil, fmt.Errorf("ext4: block bitmap of group %d at block %d is outside the filesystem", g, bb)
+		}
+		e.bitmapG[bb] = uint64(g)
+		if gd.Flags&layout.GroupBlockUninit != 0 {
+			// Never initialised on disk: the kernel computes it; every
+			// bit the engine could see clear later was never set.
+			e.bitmaps[bb] = make([]byte, e.bs)
+			continue
+		}
+		if e.bitmaps[bb], err = e.readImage(bb); err != nil {
+			return nil, err
+		}
+	}
+
+	sorted := append([]revfs.ProtectedFile(nil), files...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
+	for _, pf := range sorted {
+		if _, dup := e.byIno[uint64(pf.ID)]; dup {
+			return nil, fmt.Errorf("ext4: file %d listed twice", pf.ID)
+		}
+		t, err := e.newTracked(uint64(pf.ID), false)
+		if err != nil {
+			return nil, fmt.Errorf("ext4: protected file %d (%s): %w", pf.ID, pf.Path, err)
+		}
+		t.path = pf.Path
+		if !t.view.inode.IsRegular() {
+			return nil, fmt.Errorf("ext4: protected file %d (%s) is not a regular file (mode %#o)", pf.ID, pf.Path, t.view.inode.Mode)
+		}
+		if t.view.err != nil || len(t.view.unknown) > 0 {
+			return nil, fmt.Errorf("ext4: protected file %d (%s): extent tree does not parse: %v", pf.ID, pf.Path, t.view.err)
+		}
+		e.files = append(e.files, t)
+		e.byIno[t.ino] = t
+	}
+	// Parent directories: found by path, checked against the ID.
+	for _, f := range e.files {
+		dino, err := e.lookupParent(im, f)
+		if err != nil {
+			e.log.Warn("ext4: parent directory not watched", "file", f.ino, "path", f.path, "err", err)
+			continue
+		}
+		d := e.byIno[dino]
+		if d == nil {
+			if d, err = e.newTracked(dino, true); err != nil {
+				e.log.Warn("ext4: parent directory not watched", "file", f.ino, "dir", dino, "err", err)
+				continue
+			}
+			e.dirs = append(e.dirs, d)
+			e.byIno[dino] = d
+		}
+		f.parent = d
+		if d.view.entries[uint32(f.ino)] == 0 {
+			return nil, fmt.Errorf("ext4: protected file %d (%s) has no entry in its directory", f.ino, f.path)
+		}
+	}
+	if err := e.openJournal(); err != nil {
+		return nil, err
+	}
+	for _, f := range e.files {
+		if c := opts.Committed[revfs.FileID(f.ino)]; c > 0 {
+			e.setCommitted(f, c)
+		}
+		f.dataJournalled = e.modeData || f.view.inode.Flags&layout.InodeFlagJournalData != 0
+		e.updateCoherent(f)
+	}
+	e.reindex()
+	return e, nil
+}
+
+// lookupParent finds the directory holding f by its path and checks that
+// the path still names f.
+func (e *Engine) lookupParent(im *layout.Image, f *tracked) (uint64, error) {
+	if f.path == "" {
+		return 0, errors.New("no path given")
+	}
+	dir := "/"
+	for i := len(f.path) - 1; i >= 0; i-- {
+		if f.path[i] == '/' {
+			dir = f.path[:i]
+			break
+		}
+	}
+	ino, err := im.Lookup(f.path)
+	if err != nil {
+		return 0, err
+	}
+	if ino != f.ino {
+		return 0, fmt.Errorf("path names inode %d, not %d", ino, f.ino)
+	}
+	return im.Lookup(dir)
+}
+
+// readImage reads filesystem block b as the image holds it now.
+func (e *Engine) readImage(b uint64) ([]byte, error) {
+	if b >= e.blocks {
+		return nil, fmt.Errorf("ext4: block %d outside the filesystem", b)
+	}
+	p := make([]byte, e.bs)
+	if _, err := e.img.ReadAt(p, int64(b)*e.bs); err != nil {
+		return nil, fmt.Errorf("ext4: read block %d: %w", b, err)
+	}
+	return p, nil
+}
+
+// readNewest reads the newest version of a home block: a committed
+// journalled copy not yet written home, or the image.
+func (e *Engine) readNewest(b uint64) ([]byte, error) {
+	if c, ok := e.overlay[b]; ok && e.jnl != nil {
+		return e.jnl.readCopy(c)
+	}
+	return e.readImage(b)
+}
+
+// Watches reports whether [off, off+length) touches a watched block.
+func (e *Engine) Watches(off, length int64) bool {
+	if length <= 0 || off < 0 {
+		return false
+	}
+	e.reindexIfDirty()
+	first := uint64(off / e.bs)
+	last := uint64((off + length - 1) / e.bs)
+	i := sort.Search(len(e.watched), func(i int) bool { return e.watched[i].end > first })
+	return i < len(e.watched) && e.watched[i].start <= last
+}
+
+// CheckWrite returns the violations writing p at off would cause.
+func (e *Engine) CheckWrite(off int64, p []byte) []revfs.Violation {
+	return e.process(off, p, false)
+}
+
+// Wrote records that p now lies at off in the image.
+func (e *Engine) Wrote(off int64, p []byte) {
+	e.process(off, p, true)
+}
+
+// Flushed marks a host FLUSH: every write before it has landed, so any
+// transaction whose commit block arrived before its other blocks is now
+// complete and is applied; then coherence is refreshed.
+func (e *Engine) Flushed() {
+	if e.jnl != nil {
+		e.reindexIfDirty()
+		e.jnl.catchUp(map[*tracked]bool{})
+		e.reindexIfDirty()
+	}
+	for _, f := range e.files {
+		e.updateCoherent(f)
+	}
+}
+
+// Files returns the state of every protected file, ordered by ID.
+func (e *Engine) Files() []revfs.FileState {
+	out := make([]revfs.FileState, 0, len(e.files))
+	for _, f := range e.files {
+		size := int64(0)
+		if f.view.inode != nil {
+			size = int64(f.view.inode.Size())
+		}
+		out = append(out, revfs.FileState{
+			ID: revfs.FileID(f.ino), Size: size, Coherent: f.coherent,
+			Journalled: f.journalled, DataJournalled: f.dataJournalled, LastTouch: f.lastTouch,
+		})
+	}
+	return out
+}
+
+// SetCommitted records that the first n bytes of the file are sealed.
+func (e *Engine) SetCommitted(id revfs.FileID, n int64) {
+	f := e.file(id)
+	if f == nil || n <= f.committed {
+		return
+	}
+	e.setCommitted(f, n)
+	e.updateCoherent(f)
+}
+
+func (e *Engine) file(id revfs.FileID) *tracked {
+	t := e.byIno[uint64(id)]
+	if t == nil || t.isDir {
+		return nil
+	}
+	return t
+}
+
+// ErrNotCoherent is returned by ReadFile for bytes beyond the coherent prefix.
+var ErrNotCoherent = errors.New("ext4: range is not coherent")
+
+// ReadFile reads [off, off+len(p)) of a protected file from the newest
+// coherent version of each block.
+func (e *Engine) ReadFile(id revfs.FileID, p []byte, off int64) error {
+	f := e.file(id)
+	if f == nil {
+		return fmt.Errorf("ext4: file %d is not protected", id)
+	}
+	if off < 0 || off+int64(len(p)) > f.coherent {
+		return fmt.Errorf("%w: [%d, +%d) with %d coherent bytes of file %d", ErrNotCoherent, off, len(p), f.coherent, id)
+	}
+	for len(p) > 0 {
+		lb := uint64(off / e.bs)
+		in := off % e.bs
+		n := min(int64(len(p)), e.bs-in)
+		m, ok := f.view.lookup(lb)
+		if !ok || m.Unwritten {
+			return fmt.Errorf("%w: logical block %d of file %d is not mapped", ErrNotCoherent, lb, id)
+		}
+		blk, err := e.readNewest(m.Physical + lb - m.Logical)
+		if err != nil {
+			return err
+		}
+		copy(p[:n], blk[in:in+n])
+		p, off = p[n:], off+n
+	}
+	return nil
+}

@@ -1,0 +1,276 @@
+package ext4
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
+)
+
+var allImages = []string{"b1k-journal.img", "b4k-journal.img", "b4k-nojournal.img", "b1k-nojournal.img", "b4k-journal-data.img"}
+
+func TestOpenAndRead(t *testing.T) {
+	for _, name := range allImages {
+		t.Run(name, func(t *testing.T) {
+			path := loadImage(t, name)
+			r := openRig(t, path, map[string]int64{"var/log/app.log": 5000, "var/log/big.log": 70000},
+				"var/log/app.log", "var/log/big.log", "var/log/empty.log")
+			for p, want := range map[string][]byte{"var/log/app.log": seqContent(5000), "var/log/big.log": seqContent(70000), "var/log/empty.log": nil} {
+				st := r.state(p)
+				if st.Size != int64(len(want)) || st.Coherent != int64(len(want)) {
+					t.Errorf("%s: size %d coherent %d, want %d", p, st.Size, st.Coherent, len(want))
+				}
+				got := make([]byte, len(want))
+				if err := r.e.ReadFile(st.ID, got, 0); err != nil || !bytes.Equal(got, want) {
+					t.Errorf("%s: ReadFile: %v (content equal %v)", p, err, bytes.Equal(got, want))
+				}
+			}
+			if err := r.e.ReadFile(r.ids["var/log/app.log"], make([]byte, 10), 4995); !errors.Is(err, ErrNotCoherent) {
+				t.Errorf("read past coherent: %v", err)
+			}
+			// Watches: superblock, the inode table block, data, not a free block.
+			if !r.e.Watches(1024, 1) {
+				t.Error("superblock not watched")
+			}
+			f := r.e.byIno[uint64(r.ids["var/log/app.log"])]
+			if !r.e.Watches(int64(f.inoBlock)*r.bs+int64(f.inoOff), 4) {
+				t.Error("inode not watched")
+			}
+			m := f.view.maps[0]
+			if !r.e.Watches(int64(m.Physical)*r.bs, 1) {
+				t.Error("data not watched")
+			}
+			if r.e.Watches(int64(r.e.blocks-1)*r.bs, r.bs) {
+				t.Error("last (free) block watched")
+			}
+		})
+	}
+}
+
+func TestOpenRefusesUnsupported(t *testing.T) {
+	for _, name := range []string{"unsupported-inline-data.img", "unsupported-bigalloc.img"} {
+		b, _ := os.ReadFile(loadImage(t, name))
+		_, err := Open(bytes.NewReader(b), int64(len(b)), nil, blockSet{}, Options{})
+		if !errors.Is(err, layout.ErrUnsupported) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// Fresh (uncommitted) files become coherent only as their blocks are
+// written: Open trusts nothing the host has not written.
+func TestCoherenceNeedsWrittenBlocks(t *testing.T) {
+	r := openRig(t, loadImage(t, "b4k-nojournal.img"), nil, "var/log/big.log")
+	st := r.state("var/log/big.log")
+	if st.Size != 70000 || st.Coherent != 0 {
+		t.Fatalf("fresh: %+v", st)
+	}
+	f := r.e.byIno[uint64(st.ID)]
+	rewrite := func(lb uint64) {
+		m, ok := f.view.lookup(lb)
+		if !ok {
+			t.Fatalf("logical block %d not mapped", lb)
+		}
+		off := int64(m.Physical+lb-m.Logical) * r.bs
+		r.write(off, bytes.Clone(r.img.b[off:off+r.bs]))
+	}
+	// Rewrite blocks 0..4 (unchanged content): coherent covers 5 blocks.
+	for i := uint64(0); i < 5; i++ {
+		rewrite(i)
+	}
+	if st = r.state("var/log/big.log"); st.Coherent != 5*r.bs {
+		t.Fatalf("after 5 blocks: coherent %d", st.Coherent)
+	}
+	// A gap (block 6 written, 5 not) does not extend it.
+	rewrite(6)
+	if st = r.state("var/log/big.log"); st.Coherent != 5*r.bs {
+		t.Fatalf("gap: coherent %d", st.Coherent)
+	}
+	// Freeing block 5 in the bitmap and writing nothing: still not coherent;
+	// the rest written: coherent reaches the size.
+	for i := uint64(5); i*uint64(r.bs) < 70000; i++ {
+		rewrite(i)
+	}
+	if st = r.state("var/log/big.log"); st.Coherent != 70000 {
+		t.Fatalf("all written: coherent %d", st.Coherent)
+	}
+}
+
+func TestBitmapFreeForgetsWritten(t *testing.T) {
+	r := openRig(t, loadImage(t, "b4k-nojournal.img"), nil, "var/log/app.log")
+	next := r.debugfs("rm var/log/big.log")
+	big, err := layout.LookupPath(bytes.NewReader(r.img.b), "var/log/big.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, _ := layout.OpenImage(bytes.NewReader(r.img.b))
+	in, _, _ := im.ReadInode(big)
+	maps, _, _ := im.FileMap(in)
+	r.written.Add(maps[0].Physical, maps[0].Len)
+	if vs := r.feed(next, changedBlocks(r.img.b, next, r.bs)); len(vs) != 0 {
+		t.Fatalf("rm of an unprotected file: %v", vs)
+	}
+	// Every changed block was "written" by the feed, but the freed data
+	// blocks were not among them: they must be gone from the set.
+	if r.written.Contains(maps[0].Physical, 1) {
+		t.Errorf("freed block %d still counts as written", maps[0].Physical)
+	}
+}
+
+// Attacks made with debugfs on the image, fed block by block as home
+// writes: each must raise the right kind, on the right file, blaming
+// exactly the offending bytes.
+func TestAttacks(t *testing.T) {
+	for _, name := range []string{"b1k-journal.img", "b4k-nojournal.img"} {
+		t.Run(name, func(t *testing.T) {
+			path := loadImage(t, name)
+			const p = "var/log/app.log"
+			open := func() *rig { return openRig(t, path, map[string]int64{p: 4000}, p) }
+			inodeRange := func(r *rig) (int64, int64) {
+				f := r.e.byIno[uint64(r.ids[p])]
+				return int64(f.inoBlock)*r.bs + int64(f.inoOff), int64(r.e.sb.InodeSizeBytes())
+			}
+			for _, tc := range []struct {
+				name string
+				cmds []string
+				want revfs.Kind
+			}{
+				{"truncate", []string{"set_inode_field " + p + " size 100"}, revfs.KindSizeDecreased},
+				{"clri", []string{"clri " + p}, revfs.KindInodeFreed},
+				{"links 0", []string{"set_inode_field " + p + " links_count 0"}, revfs.KindInodeFreed},
+				{"to directory", []string{"set_inode_field " + p + " mode 040644"}, revfs.KindTypeChanged},
+				{"drop extents flag", []string{"set_inode_field " + p + " flags 0"}, revfs.KindTypeChanged},
+				{"generation", []string{"set_inode_field " + p + " generation 77"}, revfs.KindInodeFreed},
+				{"extent start", []string{"set_inode_field " + p + " block[5] 1000"}, revfs.KindMappingChanged},
+				{"garbage extent header", []string{"set_inode_field " + p + " block[0] 0x12345678"}, revfs.KindUnparseable},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					r := open()
+					next := r.debugfs(tc.cmds...)
+					vs := r.feed(next, changedBlocks(r.img.b, next, r.bs))
+					if len(vs) == 0 {
+						t.Fatalf("no violation (want %s)", tc.want)
+					}
+					off, n := inodeRange(r)
+					v := vs[0]
+					if v.Kind != tc.want || v.File != r.ids[p] || v.Off != off || v.Len != n {
+						t.Fatalf("got %v, want %s on file %d bytes [%d,+%d)", vs, tc.want, r.ids[p], off, n)
+					}
+				})
+			}
+			t.Run("unlink", func(t *testing.T) {
+				r := open()
+				next := r.debugfs("rm " + p)
+				vs := r.feed(next, changedBlocks(r.img.b, next, r.bs))
+				if k := kinds(vs); k != "dir-entry,inode-freed" {
+					t.Fatalf("rm: %v", vs)
+				}
+			})
+			t.Run("entry removed only", func(t *testing.T) {
+				r := open()
+				next := r.debugfs("unlink " + p)
+				vs := r.feed(next, changedBlocks(r.img.b, next, r.bs))
+				if k := kinds(vs); k != "dir-entry" {
+					t.Fatalf("unlink: %v", vs)
+				}
+			})
+			t.Run("raw data overwrite", func(t *testing.T) {
+				r := open()
+				f := r.e.byIno[uint64(r.ids[p])]
+				m := f.view.maps[0]
+				// Overwrite bytes 3990..4010 of the file: 10 committed, 10 not.
+				off := int64(m.Physical)*r.bs + 3990
+				if r.bs == 1024 {
+					off = int64(m.Physical+3)*r.bs + 3990 - 3072
+				}
+				vs := r.write(off, bytes.Repeat([]byte{'X'}, 20))
+				if len(vs) != 1 || vs[0].Kind != revfs.KindDataChanged || vs[0].Off != off || vs[0].Len != 10 {
+					t.Fatalf("got %v, want data-changed [%d,+10)", vs, off)
+				}
+				// Rewriting the same bytes (the partial block refilled) is fine.
+				blk := int64(m.Physical) * r.bs
+				if vs := r.write(blk, bytes.Clone(r.img.b[blk:blk+r.bs])); len(vs) != 0 {
+					t.Fatalf("identical rewrite: %v", vs)
+				}
+			})
+			t.Run("discard", func(t *testing.T) {
+				r := open()
+				f := r.e.byIno[uint64(r.ids[p])]
+				m := f.view.maps[0]
+				vs := r.e.CheckDiscard(int64(m.Physical)*r.bs, 1<<20)
+				if len(vs) == 0 || vs[0].Kind != revfs.KindDiscard || vs[0].Off != int64(m.Physical)*r.bs {
+					t.Fatalf("discard: %v", vs)
+				}
+				if vs[0].Len != 4000 || vs[0].File != r.ids[p] {
+					t.Errorf("discard blames %v, want the 4000 committed bytes", vs[0])
+				}
+				t.Logf("%v", vs)
+			})
+			t.Run("mkfs", func(t *testing.T) {
+				r := open()
+				next := mkfsOver(t, r.img.b, "-b", "4096")
+				vs := r.feed(next, changedBlocks(r.img.b, next, r.bs))
+				found := false
+				for _, v := range vs {
+					if v.Kind == revfs.KindLayoutChanged && v.Off == 1024 && v.Len == 1024 {
+						found = true
+					}
+				}
+				if !found {
+					t.Fatalf("mkfs: no layout-changed on the superblock: %v", vs)
+				}
+			})
+			// Legitimate changes: none may raise anything.
+			for _, tc := range []struct {
+				name string
+				cmds []string
+			}{
+				{"append and immutable flags", []string{"set_inode_field " + p + " flags 0x80030"}},
+				{"times", []string{"set_inode_field " + p + " mtime 20250101000000", "set_inode_field " + p + " atime 20250101000000", "set_inode_field " + p + " ctime 20250101000000"}},
+				{"i_blocks", []string{"set_inode_field " + p + " blocks 800"}},
+				{"grow", []string{"set_inode_field " + p + " size 4500"}},
+				{"rename in place", []string{"ln " + p + " var/log/app.log.1", "unlink " + p}},
+				{"other files", []string{"rm var/log/big.log", "write /etc/hostname var/log/new.log", "mkdir var/log/sub"}},
+			} {
+				t.Run("ok "+tc.name, func(t *testing.T) {
+					r := open()
+					next := r.debugfs(tc.cmds...)
+					if vs := r.feed(next, changedBlocks(r.img.b, next, r.bs)); len(vs) != 0 {
+						t.Fatalf("false positive: %v", vs)
+					}
+				})
+			}
+		})
+	}
+}
+
+func mkfsOver(t *testing.T, img []byte, args ...string) []byte {
+	t.Helper()
+	path := t.TempDir() + "/img"
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, "mkfs.ext4", append(append([]string{"-q", "-F"}, args...), path)...)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestMappingCheckIgnoresExtentSplits(t *testing.T) {
+	// Two adjacent extents and one merged extent are the same mapping.
+	a := []layout.Mapping{{Logical: 0, Physical: 100, Len: 2}, {Logical: 2, Physical: 102, Len: 3}}
+	b := []layout.Mapping{{Logical: 0, Physical: 100, Len: 10}}
+	if !sameMaps(normalise(a, 5), normalise(b, 5)) {
+		t.Fatal("split extents compare unequal")
+	}
+	if sameMaps(normalise(a, 5), normalise(b, 6)) {
+		t.Fatal("different lengths compare equal")
+	}
+	_ = binary.LittleEndian
+}

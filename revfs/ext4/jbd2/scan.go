@@ -1,0 +1,245 @@
+package jbd2
+
+import (
+	"errors"
+	"fmt"
+)
+
+// A LoggedBlock is one journalled copy: the home block it stands for and the
+// journal-relative block index (0 = the journal superblock) where the copy
+// lies.
+type LoggedBlock struct {
+	Home    uint64
+	JBlock  uint32
+	Escaped bool // first 4 bytes stored as zero; Unescape a copy before use
+}
+
+// Transaction is one complete, committed transaction found in the log.
+type Transaction struct {
+	Sequence   uint32
+	Start, End uint32        // journal-relative: first block (descriptor or revoke) and the commit block
+	Blocks     []LoggedBlock // in log order; a home block may appear more than once (last wins)
+	Revoked    []uint64      // home blocks revoked by this transaction's revoke blocks
+	Commit     Commit
+
+	// Skipped holds copies whose csum v2/v3 tag checksum does not match
+	// their contents. The kernel's recovery does not replay them (it
+	// reports -EFSBADCRC and goes on), so they are not in Blocks.
+	Skipped []LoggedBlock
+}
+
+// Scan walks the log forward from journal block start expecting sequence
+// seq, as jbd2's PASS_SCAN does (wrapping from LogEnd() to First()), and
+// returns every complete, valid (checksums ok, commit block present)
+// transaction, in order, stopping at the first block that is not the next
+// valid piece of the log. It returns where the next transaction would start
+// and its sequence. read returns the contents of a journal-relative block
+// (the caller maps it to a device block through the journal inode's
+// extents). maxBlocks bounds the work: the number of log positions walked.
+//
+// The log ends — without error — at a block that lacks the magic, carries
+// another sequence, is of an unexpected type, or fails a check: a descriptor
+// or revoke block with a bad tail checksum or bad layout, a commit block
+// with a bad checksum (v1, v2 or v3). The transaction in progress there is
+// dropped. This is stricter than the kernel in one corner: when a
+// descriptor or revoke block fails its checksum, the kernel keeps scanning
+// to the commit block and then either declares the rest stale (older commit
+// time) or fails the mount with -EFSBADCRC; Scan stops at once, which gives
+// the same set of replayable transactions in the first case and refuses to
+// guess in the second.
+//
+// Errors: a read error or a read returning a block of the wrong size (with
+// the transactions complete before it), ErrTooLong when maxBlocks ran out
+// before the log ended (txs, next and nextSeq are valid: call again from
+// next to go on), ErrCorrupt when start lies outside the log or the walk
+// went a whole lap around the log without ending. In every case txs holds
+// only complete, valid transactions and next/nextSeq the point after them.
+//
+// Fast commits: Scan ignores the fast-commit area [LogEnd, MaxLen). A fast
+// commit made by fsync lands there without a full commit; an engine must
+// treat the full jbd2 commit that follows as the point of coherence (the
+// indelible init does not enable fast_commit).
+func Scan(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, error), maxBlocks int) (txs []Transaction, next, nextSeq uint32, err error) {
+	first, end := sb.First(), sb.LogEnd()
+	if start < first || start >= end {
+		return nil, start, seq, fmt.Errorf("%w: scan start %d outside the log [%d, %d)", ErrCorrupt, start, first, end)
+	}
+	s := scanner{sb: sb, read: read, pos: start, budget: maxBlocks, lap: int(end - first)}
+	for {
+		tx, ok, err := s.transaction(seq)
+		if err != nil || !ok {
+			return txs, tx.Start, seq, err
+		}
+		txs = append(txs, tx)
+		seq++
+	}
+}
+
+// errEndOfLog ends a transaction walk where the valid log ends.
+var errEndOfLog = errors.New("end of log")
+
+type scanner struct {
+	sb     *Superblock
+	read   func(uint32) ([]byte, error)
+	pos    uint32 // next block to look at
+	budget int    // positions left before ErrTooLong
+	lap    int    // positions left before the walk has gone all the way round
+}
+
+// take returns the current position and advances past it, wrapping at the
+// end of the log like the kernel's wrap() macro.
+func (s *scanner) take() (uint32, error) {
+	if s.budget <= 0 {
+		return 0, ErrTooLong
+	}
+	if s.lap <= 0 {
+		return 0, fmt.Errorf("%w: log runs a whole lap around the journal without ending", ErrCorrupt)
+	}
+	s.budget--
+	s.lap--
+	p := s.pos
+	s.pos++
+	if s.pos >= s.sb.LogEnd() {
+		s.pos = s.sb.First()
+	}
+	return p, nil
+}
+
+func (s *scanner) get(jb uint32) ([]byte, error) {
+	b, err := s.read(jb)
+	if err != nil {
+		return nil, fmt.Errorf("jbd2: read journal block %d: %w", jb, err)
+	}
+	if len(b) != s.sb.BlockSize() {
+		return nil, fmt.Errorf("%w: read of journal block %d returned %d bytes, want %d", ErrCorrupt, jb, len(b), s.sb.BlockSize())
+	}
+	return b, nil
+}
+
+// transaction reads one transaction with tid seq from s.pos. ok is false
+// (with a nil error) where the valid log ends; tx.Start is always where the
+// transaction began, so the caller can report it as the next start.
+func (s *scanner) transaction(seq uint32) (tx Transaction, ok bool, err error) {
+	tx = Transaction{Sequence: seq, Start: s.pos}
+	v1 := s.sb.HasChecksumV1()
+	crc := ^uint32(0) // checksum v1 running crc32_be over descriptors and copies
+	for {
+		jb, err := s.take()
+		if err != nil {
+			return tx, false, err
+		}
+		b, err := s.get(jb)
+		if err != nil {
+			return tx, false, err
+		}
+		h, isMeta := ParseHeader(b)
+		if !isMeta || h.Sequence != seq {
+			return tx, false, nil
+		}
+		switch h.BlockType {
+		case BlockTypeDescriptor:
+			tags, err := ParseDescriptor(s.sb, b)
+			if err != nil {
+				return tx, false, nil
+			}
+			if v1 {
+				crc = crc32Be(crc, b)
+			}
+			if err := s.copies(&tx, tags, seq, v1, &crc); err != nil {
+				if errors.Is(err, errEndOfLog) {
+					return tx, false, nil
+				}
+				return tx, false, err
+			}
+		case BlockTypeRevoke:
+			recs, err := ParseRevoke(s.sb, b)
+			if err != nil {
+				return tx, false, nil
+			}
+			tx.Revoked = append(tx.Revoked, recs...)
+		case BlockTypeCommit:
+			c, err := ParseCommit(s.sb, b)
+			if err != nil {
+				return tx, false, nil
+			}
+			if v1 && !v1CommitOK(c, crc) {
+				return tx, false, nil
+			}
+			tx.End, tx.Commit = jb, *c
+			return tx, true, nil
+		default:
+			return tx, false, nil
+		}
+	}
+}
+
+// copies walks the journalled copies a descriptor announces. Their contents
+// are read only when a checksum covers them.
+func (s *scanner) copies(tx *Transaction, tags []Tag, seq uint32, v1 bool, crc *uint32) error {
+	verify := s.sb.HasCsumV2V3()
+	v3 := s.sb.incompat&FeatureIncompatCsumV3 != 0
+	for _, t := range tags {
+		jb, err := s.take()
+		if err != nil {
+			return err
+		}
+		lb := LoggedBlock{Home: t.Home, JBlock: jb, Escaped: t.Escaped()}
+		if !verify && !v1 {
+			tx.Blocks = append(tx.Blocks, lb)
+			continue
+		}
+		b, err := s.get(jb)
+		if err != nil {
+			return err
+		}
+		if v1 {
+			*crc = crc32Be(*crc, b)
+		}
+		if verify {
+			sum := s.sb.dataChecksum(seq, b)
+			if !v3 {
+				sum &= 0xFFFF
+			}
+			if sum != t.Checksum {
+				tx.Skipped = append(tx.Skipped, lb)
+				continue
+			}
+		}
+		tx.Blocks = append(tx.Blocks, lb)
+	}
+	return nil
+}
+
+// v1CommitOK applies the kernel's checksum v1 test: the commit carries the
+// running crc32_be, or says it carries none.
+func v1CommitOK(c *Commit, crc uint32) bool {
+	if c.ChecksumType == ChecksumTypeCRC32 && c.ChecksumSize == ChecksumSizeCRC32 && c.Checksum == crc {
+		return true
+	}
+	return c.ChecksumType == 0 && c.ChecksumSize == 0 && c.Checksum == 0
+}
+
+// ReplayPlan applies the kernel's replay rules to txs (consecutive
+// transactions from one Scan) and returns, for every home block that
+// recovery would write, the journalled copy it would write: the last copy
+// in log order, unless a revoke record in the same or a later transaction
+// cancels it (jbd2_journal_test_revoke: a revoke with tid >= the copy's tid
+// wins).
+func ReplayPlan(txs []Transaction) map[uint64]LoggedBlock {
+	lastRevoke := map[uint64]int{} // home block -> index of the latest revoking transaction
+	for i, tx := range txs {
+		for _, r := range tx.Revoked {
+			lastRevoke[r] = i
+		}
+	}
+	plan := map[uint64]LoggedBlock{}
+	for i, tx := range txs {
+		for _, lb := range tx.Blocks {
+			if r, ok := lastRevoke[lb.Home]; ok && r >= i {
+				continue
+			}
+			plan[lb.Home] = lb
+		}
+	}
+	return plan
+}

@@ -1,0 +1,391 @@
+package ext4
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+
+	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
+)
+
+// journal follows the jbd2 log inside the journal inode.
+type journal struct {
+	e        *Engine
+	maps     []layout.Mapping // journal block -> device block, by journal block
+	byPhys   []layout.Mapping // the same, by device block
+	sb       *jbd2.Superblock
+	expect   bool   // pos/seq known: where the next transaction starts
+	pos, seq uint32 // journal block and tid of the next transaction
+}
+
+// journalCopy is a committed journalled copy of a home block that has not
+// been written home yet.
+type journalCopy struct {
+	jblock  uint32
+	escaped bool
+	seq     uint32
+}
+
+func (e *Engine) openJournal() error {
+	if e.sb.FeatureCompat&layout.CompatHasJournal == 0 {
+		return nil
+	}
+	jt, err := e.newTracked(uint64(e.sb.JournalInum), false)
+	if err != nil {
+		return fmt.Errorf("ext4: journal inode %d: %w", e.sb.JournalInum, err)
+	}
+	in := jt.view.inode
+	if in.Flags&layout.InodeFlagExtents == 0 {
+		return fmt.Errorf("ext4: %w: journal inode %d maps its blocks without extents", layout.ErrUnsupported, e.sb.JournalInum)
+	}
+	if len(jt.view.unknown) > 0 || len(jt.view.maps) == 0 {
+		return fmt.Errorf("ext4: journal inode %d has no readable block map", e.sb.JournalInum)
+	}
+	j := &journal{e: e, maps: jt.view.maps}
+	j.byPhys = append([]layout.Mapping(nil), j.maps...)
+	sort.Slice(j.byPhys, func(a, b int) bool { return j.byPhys[a].Physical < j.byPhys[b].Physical })
+	raw, err := j.readJ(0, nil)
+	if err != nil {
+		return err
+	}
+	if j.sb, err = jbd2.ParseSuperblock(raw); err != nil {
+		return fmt.Errorf("ext4: journal superblock: %w", err)
+	}
+	if j.sb.BlockSize() != int(e.bs) {
+		return fmt.Errorf("ext4: journal block size %d differs from the filesystem's %d", j.sb.BlockSize(), e.bs)
+	}
+	if uint64(j.sb.MaxLen()) > j.length() {
+		return fmt.Errorf("ext4: journal superblock claims %d blocks, the inode maps %d", j.sb.MaxLen(), j.length())
+	}
+	e.jnl = j
+	e.dirty = true
+	if j.sb.Clean() {
+		return nil
+	}
+	// Committed transactions not yet checkpointed: apply them logically,
+	// as the kernel's recovery would, without writing the image.
+	e.reindex()
+	txs, next, nseq, err := jbd2.Scan(j.sb, j.sb.Start(), j.sb.Sequence(), func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }, int(j.sb.MaxLen()))
+	if err != nil && len(txs) == 0 {
+		e.log.Warn("ext4: journal scan at open", "err", err)
+	}
+	if len(txs) > 0 {
+		j.apply(txs, func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }, nil, map[*tracked]bool{})
+	}
+	j.expect, j.pos, j.seq = true, next, nseq
+	return nil
+}
+
+// length is the number of journal blocks the inode maps.
+func (j *journal) length() uint64 {
+	last := j.maps[len(j.maps)-1]
+	return last.Logical + last.Len
+}
+
+// physOf maps a journal block to its device block.
+func (j *journal) physOf(jb uint32) (uint64, bool) {
+	i := sort.Search(len(j.maps), func(i int) bool { return j.maps[i].Logical+j.maps[i].Len > uint64(jb) })
+	if i < len(j.maps) && j.maps[i].Logical <= uint64(jb) && !j.maps[i].Unwritten {
+		return j.maps[i].Physical + uint64(jb) - j.maps[i].Logical, true
+	}
+	return 0, false
+}
+
+// jblockOf maps a device block to its journal block.
+func (j *journal) jblockOf(pb uint64) (uint32, bool) {
+	i := sort.Search(len(j.byPhys), func(i int) bool { return j.byPhys[i].Physical+j.byPhys[i].Len > pb })
+	if i < len(j.byPhys) && j.byPhys[i].Physical <= pb {
+		return uint32(j.byPhys[i].Logical + pb - j.byPhys[i].Physical), true
+	}
+	return 0, false
+}
+
+// readJ reads journal block jb as it is once w (if any) lands.
+func (j *journal) readJ(jb uint32, w *hostWrite) ([]byte, error) {
+	pb, ok := j.physOf(jb)
+	if !ok {
+		return nil, fmt.Errorf("ext4: journal block %d is not mapped", jb)
+	}
+	if w != nil && w.has(pb) {
+		return bytes.Clone(w.block(pb)), nil
+	}
+	return j.e.readImage(pb)
+}
+
+// readCopy reads a committed journalled copy, unescaped.
+func (j *journal) readCopy(c journalCopy) ([]byte, error) {
+	b, err := j.readJ(c.jblock, nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.escaped {
+		jbd2.Unescape(b)
+	}
+	return b, nil
+}
+
+// process handles the journal blocks of one host write: the journal
+// superblock, and commit blocks, which complete transactions.
+func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) []revfs.Violation {
+	e := j.e
+	i := sort.Search(len(j.byPhys), func(i int) bool { return j.byPhys[i].Physical+j.byPhys[i].Len > w.first })
+	if i == len(j.byPhys) || j.byPhys[i].Physical > w.last {
+		return nil
+	}
+	var vs []revfs.Violation
+	type commit struct {
+		pb  uint64
+		seq uint32
+	}
+	var commits []commit
+	for pb := max(w.first, j.byPhys[i].Physical); pb <= w.last; pb++ {
+		jb, ok := j.jblockOf(pb)
+		if !ok {
+			continue
+		}
+		nb := w.block(pb)
+		if jb == 0 {
+			vs = append(vs, j.superblock(nb, pb, w, apply)...)
+			continue
+		}
+		if h, ok := jbd2.ParseHeader(nb); ok && h.BlockType == jbd2.BlockTypeCommit {
+			commits = append(commits, commit{pb, h.Sequence})
+		}
+	}
+	if apply {
+		now := e.now()
+		for _, f := range e.files {
+			if f.dataJournalled {
+				f.lastTouch = now
+			}
+		}
+	}
+	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, w) }
+	for _, c := range commits {
+		txs, next, nseq := j.find(c.seq, read)
+		if len(txs) == 0 {
+			continue
+		}
+		blame := func(uint64, int, int) (int64, int64) { return w.blame(c.pb, 0, int(e.bs)) }
+		chg := j.change(txs, read, blame)
+		v, res := e.evalChange(chg)
+		vs = append(vs, v...)
+		vs = append(vs, j.checkDataCopies(chg, blame)...)
+		if apply {
+			j.apply(txs, read, res, touched)
+			j.expect, j.pos, j.seq = true, next, nseq
+		}
+	}
+	return vs
+}
+
+// tidBefore compares jbd2 transaction ids with wrap-around (tid_gt).
+func tidBefore(a, b uint32) bool { return int32(a-b) < 0 }
+
+// find returns the committed transactions the commit block of tid seq
+// completes, scanning from where the engine expects the next transaction;
+// when that does not find it (the engine lost track: a recovery or a
+// remount moved the head), from the log's first block, the head the
+// journal superblock records, and its tail.
+func (j *journal) find(seq uint32, read func(uint32) ([]byte, error)) ([]jbd2.Transaction, uint32, uint32) {
+	if j.expect && tidBefore(seq, j.seq) {
+		return nil, 0, 0 // an old commit block rewritten: already applied
+	}
+	budget := int(j.sb.MaxLen())
+	type cand struct{ pos, seq uint32 }
+	var cands []cand
+	if j.expect {
+		cands = append(cands, cand{j.pos, j.seq})
+	}
+	cands = append(cands, cand{j.sb.First(), seq})
+	if h := j.sb.Head(); h != 0 {
+		cands = append(cands, cand{h, seq})
+	}
+	if !j.sb.Clean() {
+		cands = append(cands, cand{j.sb.Start(), j.sb.Sequence()})
+	}
+	for _, c := range cands {
+		if c.pos < j.sb.First() || c.pos >= j.sb.LogEnd() {
+			continue
+		}
+		txs, next, nseq, err := jbd2.Scan(j.sb, c.pos, c.seq, read, budget)
+		if err != nil {
+			j.e.log.Debug("ext4: journal scan", "pos", c.pos, "seq", c.seq, "err", err)
+		}
+		for _, tx := range txs {
+			if tx.Sequence == seq {
+				// Drop transactions the engine has already applied.
+				k := 0
+				for k < len(txs) && j.expect && tidBefore(txs[k].Sequence, j.seq) {
+					k++
+				}
+				return txs[k:], next, nseq
+			}
+		}
+	}
+	j.e.log.Warn("ext4: commit block of a transaction the engine could not find", "tid", seq)
+	return nil, 0, 0
+}
+
+// change presents transactions as one set of home-block versions (the
+// last copy of each home block wins, as in replay).
+func (j *journal) change(txs []jbd2.Transaction, read func(uint32) ([]byte, error), blame func(uint64, int, int) (int64, int64)) *change {
+	latest := map[uint64]jbd2.LoggedBlock{}
+	var homes []uint64
+	for _, tx := range txs {
+		for _, r := range tx.Revoked {
+			delete(latest, r)
+		}
+		for _, lb := range tx.Blocks {
+			if _, ok := latest[lb.Home]; !ok {
+				homes = append(homes, lb.Home)
+			}
+			latest[lb.Home] = lb
+		}
+	}
+	cache := map[uint64][]byte{}
+	chg := &change{journal: true, blame: blame, carries: map[uint64]bool{}}
+	for _, h := range homes {
+		if _, ok := latest[h]; ok {
+			chg.homes = append(chg.homes, h)
+			chg.carries[h] = true
+		}
+	}
+	chg.get = func(b uint64) ([]byte, bool) {
+		lb, ok := latest[b]
+		if !ok {
+			return nil, false
+		}
+		if d, ok := cache[b]; ok {
+			return d, true
+		}
+		d, err := read(lb.JBlock)
+		if err != nil || int64(len(d)) != j.e.bs {
+			return nil, false
+		}
+		if lb.Escaped {
+			jbd2.Unescape(d)
+		}
+		cache[b] = d
+		return d, true
+	}
+	return chg
+}
+
+// checkDataCopies reports journalled copies (data=journal) that change
+// committed bytes of a protected file.
+func (j *journal) checkDataCopies(chg *change, blame func(uint64, int, int) (int64, int64)) []revfs.Violation {
+	e := j.e
+	var vs []revfs.Violation
+	for _, h := range chg.homes {
+		for _, d := range e.dataAt(h, h) {
+			f := d.file
+			start := int64(d.logical+h-d.phys) * e.bs
+			if start >= f.committed {
+				continue
+			}
+			n := min(e.bs, f.committed-start)
+			nb, ok := chg.get(h)
+			if !ok {
+				continue
+			}
+			old, err := e.readNewest(h)
+			if err == nil && bytes.Equal(old[:n], nb[:n]) {
+				continue
+			}
+			off, l := blame(h, 0, int(n))
+			vs = append(vs, revfs.Violation{Kind: revfs.KindDataChanged, File: revfs.FileID(f.ino), Off: off, Len: l,
+				Detail: fmt.Sprintf("journalled copy of block %d changes committed bytes [%d,%d)", h, start, start+n)})
+		}
+	}
+	return vs
+}
+
+// apply makes committed transactions the model: metadata versions first,
+// then copies of protected data blocks, which count as written and are
+// read from the journal until their home write lands.
+func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error), res *result, touched map[*tracked]bool) {
+	e := j.e
+	chg := j.change(txs, read, func(uint64, int, int) (int64, int64) { return 0, 0 })
+	if res == nil {
+		_, res = e.evalChange(chg)
+	}
+	e.seq++
+	e.applyChange(chg, res, touched)
+	e.reindex()
+	for _, tx := range txs {
+		for _, r := range tx.Revoked {
+			if c, ok := e.overlay[r]; ok && !tidBefore(tx.Sequence, c.seq) {
+				delete(e.overlay, r)
+			}
+		}
+		for _, lb := range tx.Blocks {
+			ds := e.dataAt(lb.Home, lb.Home)
+			if len(ds) == 0 {
+				continue
+			}
+			e.overlay[lb.Home] = journalCopy{jblock: lb.JBlock, escaped: lb.Escaped, seq: tx.Sequence}
+			e.written.Add(lb.Home, 1)
+			e.lastWrite[lb.Home] = e.seq
+			for _, d := range ds {
+				d.file.dataJournalled = true
+				touched[d.file] = true
+			}
+		}
+	}
+}
+
+// superblock checks and records a new version of the journal superblock.
+func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []revfs.Violation {
+	nsb, err := jbd2.ParseSuperblock(nb)
+	if err != nil {
+		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
+		return []revfs.Violation{{Kind: revfs.KindUnparseable, Off: off, Len: n, Detail: fmt.Sprintf("journal superblock: %v", err)}}
+	}
+	if nsb.BlockSize() != j.sb.BlockSize() || nsb.First() != j.sb.First() || nsb.MaxLen() != j.sb.MaxLen() || nsb.LogEnd() != j.sb.LogEnd() {
+		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
+		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
+			Detail: fmt.Sprintf("journal geometry changed: first %d maxlen %d -> first %d maxlen %d", j.sb.First(), j.sb.MaxLen(), nsb.First(), nsb.MaxLen())}}
+	}
+	if apply {
+		j.sb = nsb
+		switch {
+		case nsb.Clean():
+			// Unmounted cleanly: the next mount starts a new log.
+			j.expect = false
+		case !j.expect:
+			j.expect, j.pos, j.seq = true, nsb.Start(), nsb.Sequence()
+		}
+	}
+	return nil
+}
+
+// catchUp applies transactions whose commit block arrived before the rest
+// of the transaction (the host gives no order between two flushes). It
+// runs at a flush; a transaction that would raise a violation is left
+// alone, so that its home writes are judged against the old model.
+func (j *journal) catchUp(touched map[*tracked]bool) {
+	if !j.expect {
+		return
+	}
+	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
+	txs, next, nseq, err := jbd2.Scan(j.sb, j.pos, j.seq, read, int(j.sb.MaxLen()))
+	if len(txs) == 0 {
+		if err != nil {
+			j.e.log.Debug("ext4: journal catch-up scan", "err", err)
+		}
+		return
+	}
+	noBlame := func(uint64, int, int) (int64, int64) { return 0, 0 }
+	chg := j.change(txs, read, noBlame)
+	vs, res := j.e.evalChange(chg)
+	vs = append(vs, j.checkDataCopies(chg, noBlame)...)
+	if len(vs) > 0 {
+		j.e.log.Warn("ext4: committed transactions found at a flush would change protected data; not applied", "first", txs[0].Sequence, "violations", len(vs))
+		return
+	}
+	j.apply(txs, read, res, touched)
+	j.expect, j.pos, j.seq = true, next, nseq
+}

@@ -1,0 +1,312 @@
+package layout
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Limits on what a walk over a hostile image may cost.
+const (
+	// MaxGroups caps the group descriptor table: 2^20 groups is 128 TiB
+	// with 4 KiB blocks, far beyond a log device, and keeps the table
+	// under 64 MiB in memory.
+	MaxGroups = 1 << 20
+	// MaxExtentTreeBlocks caps the blocks visited in one extent tree. A
+	// 4 KiB leaf maps 340 extents of up to 32768 blocks, so 1<<16 tree
+	// blocks describe any file ext4 can hold many times over.
+	MaxExtentTreeBlocks = 1 << 16
+	// MaxDirBlocks caps the blocks read from one directory (64 Ki blocks
+	// is 256 MiB of directory at 4 KiB blocks).
+	MaxDirBlocks = 1 << 16
+	// MaxPathDepth caps the components LookupPath follows.
+	MaxPathDepth = 256
+)
+
+// Image reads ext4 structures from an image through an io.ReaderAt.
+type Image struct {
+	r      io.ReaderAt
+	SB     *SuperBlock
+	RawSB  []byte
+	Groups []*GroupDesc
+}
+
+// OpenImage reads and checks the superblock and the group descriptor
+// table. It does not refuse unsupported features; call SB.Supported.
+func OpenImage(r io.ReaderAt) (*Image, error) {
+	raw := make([]byte, SuperBlockSize)
+	if _, err := r.ReadAt(raw, SuperBlockOffset); err != nil {
+		return nil, fmt.Errorf("layout: read superblock: %w", err)
+	}
+	sb, err := ParseSuperBlock(raw)
+	if err != nil {
+		return nil, err
+	}
+	im := &Image{r: r, SB: sb, RawSB: raw}
+	n := sb.GroupCount()
+	if n > MaxGroups {
+		return nil, formatErr(SuperBlockOffset+4, "superblock", ErrCorrupt, "%d block groups (limit %d)", n, MaxGroups)
+	}
+	ds := sb.DescSizeBytes()
+	bs := sb.BlockSize()
+	table := make([]byte, int(sb.GroupDescBlocks())*bs)
+	if _, err := r.ReadAt(table, int64(sb.GroupDescBlock())*int64(bs)); err != nil {
+		return nil, fmt.Errorf("layout: read group descriptors: %w", err)
+	}
+	im.Groups = make([]*GroupDesc, n)
+	for g := range im.Groups {
+		gd, err := ParseGroupDesc(table[g*ds:], ds)
+		if err != nil {
+			return nil, err
+		}
+		im.Groups[g] = gd
+	}
+	return im, nil
+}
+
+// BlockSize is the filesystem block size.
+func (im *Image) BlockSize() int { return im.SB.BlockSize() }
+
+// ReadBlock reads filesystem block n.
+func (im *Image) ReadBlock(n uint64) ([]byte, error) {
+	if n >= im.SB.BlocksCount() {
+		return nil, formatErr(0, "block", ErrCorrupt, "block %d outside the filesystem (%d blocks)", n, im.SB.BlocksCount())
+	}
+	b := make([]byte, im.BlockSize())
+	if _, err := im.r.ReadAt(b, int64(n)*int64(len(b))); err != nil {
+		return nil, fmt.Errorf("layout: read block %d: %w", n, err)
+	}
+	return b, nil
+}
+
+// InodeAddr gives the block holding inode ino and the record's offset in it.
+func (im *Image) InodeAddr(ino uint64) (block uint64, off int, err error) {
+	g, off64, ok := im.SB.InodeLocation(ino)
+	if !ok || g >= uint64(len(im.Groups)) {
+		return 0, 0, fmt.Errorf("%w: inode %d out of range", ErrCorrupt, ino)
+	}
+	bs := uint64(im.BlockSize())
+	block = im.Groups[g].InodeTable() + off64/bs
+	if block >= im.SB.BlocksCount() {
+		return 0, 0, fmt.Errorf("%w: inode table of group %d at block %d outside the filesystem", ErrCorrupt, g, block)
+	}
+	return block, int(off64 % bs), nil
+}
+
+// ReadInode reads inode ino, returning the decoded inode and its raw record.
+func (im *Image) ReadInode(ino uint64) (*Inode, []byte, error) {
+	blk, off, err := im.InodeAddr(ino)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := im.ReadBlock(blk)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw := b[off : off+im.SB.InodeSizeBytes()]
+	in, err := ParseInode(raw)
+	return in, raw, err
+}
+
+// Mapping is one run of a file's block map, flattened from the extent tree.
+type Mapping struct {
+	Logical   uint64
+	Physical  uint64
+	Len       uint64
+	Unwritten bool
+}
+
+// ExtentTree walks the extent tree whose root is the 60-byte i_block,
+// reading interior and leaf nodes through read, and returns the flattened
+// map in logical order and the tree blocks it visited. It refuses trees
+// deeper than the root says, children outside [1, blocksCount), cycles
+// and runs past the physical end of the filesystem.
+func ExtentTree(root []byte, blocksCount uint64, read func(uint64) ([]byte, error)) ([]Mapping, []uint64, error) {
+	var (
+		maps  []Mapping
+		tree  []uint64
+		seen  = map[uint64]bool{}
+		visit func(b []byte, depth int, at uint64) error
+	)
+	visit = func(b []byte, depth int, at uint64) error {
+		n, err := ParseExtentNode(b)
+		if err != nil {
+			return fmt.Errorf("extent node at block %d: %w", at, err)
+		}
+		if depth >= 0 && int(n.Header.Depth) != depth {
+			return fmt.Errorf("%w: extent node at block %d has depth %d, parent expects %d", ErrCorrupt, at, n.Header.Depth, depth)
+		}
+		for _, x := range n.Extents {
+			if x.Start() == 0 || x.Start()+uint64(x.Length()) > blocksCount {
+				return fmt.Errorf("%w: extent at logical %d maps blocks [%d,+%d) outside the filesystem", ErrCorrupt, x.Block, x.Start(), x.Length())
+			}
+			maps = append(maps, Mapping{uint64(x.Block), x.Start(), uint64(x.Length()), x.Unwritten()})
+		}
+		for _, x := range n.Index {
+			c := x.Leaf()
+			if c == 0 || c >= blocksCount || seen[c] || len(tree) >= MaxExtentTreeBlocks {
+				return fmt.Errorf("%w: extent index to block %d (outside, repeated or too many nodes)", ErrCorrupt, c)
+			}
+			seen[c] = true
+			tree = append(tree, c)
+			cb, err := read(c)
+			if err != nil {
+				return err
+			}
+			if err := visit(cb, int(n.Header.Depth)-1, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := visit(root, -1, 0); err != nil {
+		return nil, nil, err
+	}
+	for i := 1; i < len(maps); i++ {
+		if maps[i].Logical < maps[i-1].Logical+maps[i-1].Len {
+			return nil, nil, fmt.Errorf("%w: extents overlap at logical block %d", ErrCorrupt, maps[i].Logical)
+		}
+	}
+	return maps, tree, nil
+}
+
+// FileMap returns the flattened block map and tree blocks of an inode that
+// uses extents.
+func (im *Image) FileMap(in *Inode) ([]Mapping, []uint64, error) {
+	if in.Flags&InodeFlagInlineData != 0 {
+		return nil, nil, fmt.Errorf("%w: inode keeps its data inline", ErrUnsupported)
+	}
+	if in.Flags&InodeFlagExtents == 0 {
+		return nil, nil, fmt.Errorf("%w: inode uses block maps, not extents", ErrUnsupported)
+	}
+	return ExtentTree(in.Block[:], im.SB.BlocksCount(), im.ReadBlock)
+}
+
+// ReadDir returns the live entries of a directory inode, block by block.
+func (im *Image) ReadDir(in *Inode) ([]DirEntry, error) {
+	if !in.IsDir() {
+		return nil, fmt.Errorf("%w: not a directory", ErrNotFound)
+	}
+	maps, _, err := im.FileMap(in)
+	if err != nil {
+		return nil, err
+	}
+	var out []DirEntry
+	count := 0
+	for _, m := range maps {
+		if m.Unwritten {
+			continue
+		}
+		for i := uint64(0); i < m.Len; i++ {
+			if count++; count > MaxDirBlocks {
+				return nil, fmt.Errorf("%w: directory over %d blocks", ErrCorrupt, MaxDirBlocks)
+			}
+			b, err := im.ReadBlock(m.Physical + i)
+			if err != nil {
+				return nil, err
+			}
+			entries, err := ParseDirBlock(b)
+			if err != nil {
+				return nil, fmt.Errorf("directory block %d: %w", m.Physical+i, err)
+			}
+			out = append(out, LiveEntries(entries)...)
+		}
+	}
+	return out, nil
+}
+
+// LookupPath walks path (slash-separated, relative to the root; a leading
+// slash is allowed) from the root directory and returns the inode number
+// it names.
+func LookupPath(img io.ReaderAt, path string) (uint64, error) {
+	im, err := OpenImage(img)
+	if err != nil {
+		return 0, err
+	}
+	if err := im.SB.Supported(); err != nil {
+		return 0, err
+	}
+	return im.Lookup(path)
+}
+
+// Lookup is LookupPath on an open image.
+func (im *Image) Lookup(path string) (uint64, error) {
+	ino := uint64(RootIno)
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	if len(parts) > MaxPathDepth {
+		return 0, fmt.Errorf("%w: path of %d components", ErrNotFound, len(parts))
+	}
+	for _, name := range parts {
+		if name == "" || name == "." {
+			continue
+		}
+		in, _, err := im.ReadInode(ino)
+		if err != nil {
+			return 0, err
+		}
+		entries, err := im.ReadDir(in)
+		if err != nil {
+			return 0, fmt.Errorf("looking up %q: %w", name, err)
+		}
+		found := false
+		for _, e := range entries {
+			if e.Name == name {
+				ino, found = uint64(e.Inode), true
+				break
+			}
+		}
+		if !found {
+			return 0, fmt.Errorf("%w: %q in %q", ErrNotFound, name, path)
+		}
+	}
+	return ino, nil
+}
+
+// Info is what `indelible init` needs to know about an image.
+type Info struct {
+	BlockSize   int
+	BlocksCount uint64
+	FreeBlocks  uint64
+	HasJournal  bool
+	FastCommit  bool
+	// JournalMode is the default data mode from the superblock
+	// ("journal", "ordered", "writeback"), "" when unset (ordered) or
+	// when there is no journal.
+	JournalMode string
+	Delalloc    bool // false when the default mount options say nodelalloc
+	Features    []string
+	MountOpts   string // s_default_mount_opts by name
+	UUID        [16]byte
+	// Unsupported is non-nil when the engine cannot follow this image,
+	// with the feature and the reason.
+	Unsupported error
+}
+
+// Inspect reads the superblock of an ext4 image and describes it.
+func Inspect(img io.ReaderAt) (*Info, error) {
+	im, err := OpenImage(img)
+	if err != nil {
+		return nil, err
+	}
+	sb := im.SB
+	info := &Info{
+		BlockSize:   sb.BlockSize(),
+		BlocksCount: sb.BlocksCount(),
+		FreeBlocks:  sb.FreeBlocksCount(),
+		HasJournal:  sb.FeatureCompat&CompatHasJournal != 0,
+		FastCommit:  sb.FeatureCompat&CompatFastCommit != 0,
+		Delalloc:    sb.DefaultMountOpts&DefmNoDelalloc == 0,
+		Features:    sb.Features(),
+		MountOpts:   sb.DefaultMountOpts.String(),
+		UUID:        sb.UUID,
+		Unsupported: sb.Supported(),
+	}
+	if info.HasJournal {
+		info.JournalMode = sb.JournalMode()
+	}
+	return info, nil
+}
+
+// IsUnsupported reports whether err is a refusal of an ext4 feature.
+func IsUnsupported(err error) bool { return errors.Is(err, ErrUnsupported) }

@@ -1,0 +1,461 @@
+package layout
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// loadImage decompresses testdata/NAME.gz (built by make-images.sh).
+func loadImage(t testing.TB, name string) []byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join("..", "testdata", name+".gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// seqContent is what make-images.sh's seq_file writes.
+func seqContent(n int) []byte {
+	var b bytes.Buffer
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, "line %06d of the protected log\n", i)
+	}
+	return b.Bytes()[:n]
+}
+
+var supportedImages = []string{"b1k-journal.img", "b4k-journal.img", "b4k-nojournal.img", "b1k-nojournal.img", "b4k-journal-data.img"}
+
+func TestStructSizes(t *testing.T) {
+	for _, tc := range []struct {
+		v    any
+		want int
+	}{
+		{SuperBlock{}, SuperBlockSize},
+		{GroupDesc{}, GroupDescSize64},
+		{Inode{}, InodeStructSize},
+		{ExtentHeader{}, ExtentEntrySize},
+		{ExtentIdx{}, ExtentEntrySize},
+		{Extent{}, ExtentEntrySize},
+		{DirEntry2Header{}, DirEntryHeaderSize},
+		{DirEntryTail{}, DirTailSize},
+		{DxRootInfo{}, 8},
+		{DxCountLimit{}, 4},
+		{DxEntry{}, DxEntrySize},
+	} {
+		if got := binary.Size(tc.v); got != tc.want {
+			t.Errorf("binary.Size(%T) = %d, want %d", tc.v, got, tc.want)
+		}
+	}
+}
+
+func TestSuperBlockFields(t *testing.T) {
+	for _, tc := range []struct {
+		img       string
+		blockSize int
+		blocks    uint64
+		journal   bool
+		mode      string
+	}{
+		{"b1k-journal.img", 1024, 8192, true, ""},
+		{"b4k-journal.img", 4096, 4096, true, ""},
+		{"b4k-nojournal.img", 4096, 4096, false, ""},
+		{"b4k-journal-data.img", 4096, 4096, true, "journal"},
+	} {
+		t.Run(tc.img, func(t *testing.T) {
+			img := loadImage(t, tc.img)
+			raw := img[SuperBlockOffset : SuperBlockOffset+SuperBlockSize]
+			sb, err := ParseSuperBlock(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sb.BlockSize() != tc.blockSize || sb.BlocksCount() != tc.blocks {
+				t.Errorf("block size %d count %d, want %d %d", sb.BlockSize(), sb.BlocksCount(), tc.blockSize, tc.blocks)
+			}
+			if sb.InodeSizeBytes() != 256 {
+				t.Errorf("inode size %d", sb.InodeSizeBytes())
+			}
+			if want := [16]byte{0x6b, 0x1d, 0x2c, 0x4e, 0, 0, 0x40, 0, 0x80, 0, 0, 0, 0, 0, 0xab, 0x01}; sb.UUID != want {
+				t.Errorf("uuid %x", sb.UUID)
+			}
+			if !sb.HasMetadataCsum() || !sb.VerifyChecksum(raw) {
+				t.Errorf("superblock checksum does not verify")
+			}
+			if got := sb.FeatureCompat&CompatHasJournal != 0; got != tc.journal {
+				t.Errorf("has_journal %v", got)
+			}
+			if tc.journal && sb.JournalInum != 8 {
+				t.Errorf("journal inode %d", sb.JournalInum)
+			}
+			if sb.JournalMode() != tc.mode {
+				t.Errorf("journal mode %q, want %q", sb.JournalMode(), tc.mode)
+			}
+			if err := sb.Supported(); err != nil {
+				t.Errorf("Supported: %v", err)
+			}
+			// Flipping a byte breaks the checksum.
+			bad := bytes.Clone(raw)
+			bad[0x78] ^= 1
+			if sb.VerifyChecksum(bad) {
+				t.Error("checksum verified a modified superblock")
+			}
+		})
+	}
+}
+
+func TestUnsupportedFeatures(t *testing.T) {
+	for _, tc := range []struct{ img, want string }{
+		{"unsupported-inline-data.img", "inline_data"},
+		{"unsupported-bigalloc.img", "bigalloc"},
+	} {
+		info, err := Inspect(bytes.NewReader(loadImage(t, tc.img)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !errors.Is(info.Unsupported, ErrUnsupported) || !strings.Contains(info.Unsupported.Error(), tc.want) {
+			t.Errorf("%s: Unsupported = %v, want %s", tc.img, info.Unsupported, tc.want)
+		}
+	}
+	// Hand-made refusals: external journal, meta_bg, unknown bits.
+	raw := loadImage(t, "b4k-journal.img")[SuperBlockOffset : SuperBlockOffset+SuperBlockSize]
+	for _, tc := range []struct {
+		name string
+		edit func(sb *SuperBlock)
+		want string
+	}{
+		{"external journal", func(sb *SuperBlock) { sb.JournalInum = 0 }, "external journal"},
+		{"meta_bg", func(sb *SuperBlock) { sb.FeatureIncompat |= IncompatMetaBG }, "meta_bg"},
+		{"encrypt", func(sb *SuperBlock) { sb.FeatureIncompat |= IncompatEncrypt }, "encrypt"},
+		{"journal_dev", func(sb *SuperBlock) { sb.FeatureIncompat |= IncompatJournalDev }, "journal_dev"},
+		{"unknown incompat", func(sb *SuperBlock) { sb.FeatureIncompat |= 0x80000000 }, "0x80000000"},
+		{"no extents", func(sb *SuperBlock) { sb.FeatureIncompat &^= IncompatExtents }, "extents"},
+	} {
+		sb, err := ParseSuperBlock(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.edit(sb)
+		err = sb.Supported()
+		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
+
+func TestParseSuperBlockRejects(t *testing.T) {
+	raw := loadImage(t, "b1k-journal.img")[SuperBlockOffset : SuperBlockOffset+SuperBlockSize]
+	for _, tc := range []struct {
+		name string
+		off  int
+		val  []byte
+		want error
+	}{
+		{"magic", 0x38, []byte{0, 0}, ErrBadMagic},
+		{"block size", 0x18, []byte{7, 0, 0, 0}, ErrCorrupt},
+		{"blocks per group", 0x20, []byte{0, 0, 0, 0}, ErrCorrupt},
+		{"inode size", 0x58, []byte{100, 0}, ErrCorrupt},
+		{"inodes count", 0x0, []byte{1, 0, 0, 0}, ErrCorrupt},
+	} {
+		b := bytes.Clone(raw)
+		copy(b[tc.off:], tc.val)
+		_, err := ParseSuperBlock(b)
+		var fe *FormatError
+		if !errors.Is(err, tc.want) || !errors.As(err, &fe) {
+			t.Errorf("%s: err %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if _, err := ParseSuperBlock(raw[:100]); !errors.Is(err, ErrShort) {
+		t.Errorf("short: %v", err)
+	}
+}
+
+// TestChecksumsAndFiles walks every supported image: group descriptor,
+// inode, extent-tail and directory-tail checksums verify, LookupPath finds
+// the files, and the block map reads back exactly what make-images.sh wrote.
+func TestChecksumsAndFiles(t *testing.T) {
+	for _, name := range supportedImages {
+		t.Run(name, func(t *testing.T) {
+			img := loadImage(t, name)
+			im, err := OpenImage(bytes.NewReader(img))
+			if err != nil {
+				t.Fatal(err)
+			}
+			seed := im.SB.ChecksumSeed()
+			ds := im.SB.DescSizeBytes()
+			gdt := img[int(im.SB.GroupDescBlock())*im.BlockSize():]
+			for g := range im.Groups {
+				raw := gdt[g*ds : (g+1)*ds]
+				if got := GroupDescChecksum(seed, uint32(g), raw); got != im.Groups[g].Checksum {
+					t.Errorf("group %d checksum %#x, stored %#x", g, got, im.Groups[g].Checksum)
+				}
+			}
+			for _, tc := range []struct {
+				path string
+				want []byte
+			}{
+				{"var/log/app.log", seqContent(5000)},
+				{"/var/log/big.log", seqContent(70000)},
+				{"var/log/empty.log", nil},
+				{"var/log/frag.log", fragContent()},
+			} {
+				ino, err := LookupPath(bytes.NewReader(img), tc.path)
+				if err != nil {
+					t.Fatalf("%s: %v", tc.path, err)
+				}
+				in, raw, err := im.ReadInode(ino)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !VerifyInodeChecksum(seed, uint32(ino), raw) {
+					t.Errorf("%s: inode checksum does not verify", tc.path)
+				}
+				raw[0x10] ^= 1 // mtime
+				if VerifyInodeChecksum(seed, uint32(ino), raw) {
+					t.Errorf("%s: inode checksum verified a modified inode", tc.path)
+				}
+				raw[0x10] ^= 1
+				if !in.IsRegular() || in.Size() != uint64(len(tc.want)) {
+					t.Errorf("%s: mode %#o size %d, want regular %d", tc.path, in.Mode, in.Size(), len(tc.want))
+				}
+				maps, tree, err := im.FileMap(in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				iseed := InodeSeed(seed, uint32(ino), in.Generation)
+				for _, blk := range tree {
+					b, _ := im.ReadBlock(blk)
+					n, err := ParseExtentNode(b)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !VerifyExtentTail(iseed, b, n.Header) {
+						t.Errorf("%s: extent block %d tail does not verify", tc.path, blk)
+					}
+				}
+				if tc.path == "var/log/frag.log" && (len(maps) <= 4 || len(tree) != 1) {
+					t.Errorf("frag.log: %d extents in %d tree blocks, want more than 4 in 1", len(maps), len(tree))
+				}
+				got := readMapped(img, im.BlockSize(), maps, len(tc.want))
+				if !bytes.Equal(got, tc.want) {
+					t.Errorf("%s: content differs from what make-images.sh wrote", tc.path)
+				}
+			}
+			// The directory holding the logs has a valid checksum tail.
+			dino, err := im.Lookup("var/log")
+			if err != nil {
+				t.Fatal(err)
+			}
+			din, _, _ := im.ReadInode(dino)
+			maps, _, err := im.FileMap(din)
+			if err != nil || len(maps) == 0 {
+				t.Fatal(err)
+			}
+			b, _ := im.ReadBlock(maps[0].Physical)
+			if !VerifyDirTail(InodeSeed(seed, uint32(dino), din.Generation), b) {
+				t.Error("directory tail does not verify")
+			}
+			if _, err := im.Lookup("var/log/missing"); !errors.Is(err, ErrNotFound) {
+				t.Errorf("missing file: %v", err)
+			}
+		})
+	}
+}
+
+func fragContent() []byte {
+	out := make([]byte, 11*8192+3072)
+	for i := 0; i < 12; i++ {
+		copy(out[i*8192:], seqContent(3072))
+	}
+	return out
+}
+
+func readMapped(img []byte, bs int, maps []Mapping, size int) []byte {
+	out := make([]byte, size)
+	for _, m := range maps {
+		for i := uint64(0); i < m.Len; i++ {
+			lo := int(m.Logical+i) * bs
+			if lo >= size || m.Unwritten {
+				continue
+			}
+			p := int(m.Physical+i) * bs
+			copy(out[lo:min(lo+bs, size)], img[p:p+bs])
+		}
+	}
+	return out
+}
+
+func TestParseExtentNodeRejects(t *testing.T) {
+	good := func() []byte {
+		b := make([]byte, 60)
+		binary.LittleEndian.PutUint16(b[0:], ExtentMagic)
+		binary.LittleEndian.PutUint16(b[2:], 2) // entries
+		binary.LittleEndian.PutUint16(b[4:], 4) // max
+		binary.LittleEndian.PutUint32(b[12:], 0)
+		binary.LittleEndian.PutUint16(b[16:], 2)
+		binary.LittleEndian.PutUint32(b[20:], 100)
+		binary.LittleEndian.PutUint32(b[24:], 2)
+		binary.LittleEndian.PutUint16(b[28:], 32768+3) // unwritten, 3 blocks
+		binary.LittleEndian.PutUint32(b[32:], 200)
+		return b
+	}
+	n, err := ParseExtentNode(good())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Extents) != 2 || n.Extents[1].Length() != 3 || !n.Extents[1].Unwritten() || n.Extents[0].Start() != 100 {
+		t.Fatalf("decoded %+v", n.Extents)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(b []byte)
+	}{
+		{"magic", func(b []byte) { b[0] = 0 }},
+		{"entries over max", func(b []byte) { binary.LittleEndian.PutUint16(b[2:], 5) }},
+		{"max over room", func(b []byte) { binary.LittleEndian.PutUint16(b[4:], 5) }},
+		{"depth", func(b []byte) { binary.LittleEndian.PutUint16(b[6:], 6) }},
+		{"overlap", func(b []byte) { binary.LittleEndian.PutUint32(b[24:], 1) }},
+		{"zero length", func(b []byte) { binary.LittleEndian.PutUint16(b[16:], 0) }},
+	} {
+		b := good()
+		tc.edit(b)
+		if _, err := ParseExtentNode(b); err == nil {
+			t.Errorf("%s: accepted", tc.name)
+		}
+	}
+}
+
+func TestExtentTreeRejectsCycles(t *testing.T) {
+	// An index node at block 5 pointing to itself.
+	blk := make([]byte, 1024)
+	binary.LittleEndian.PutUint16(blk[0:], ExtentMagic)
+	binary.LittleEndian.PutUint16(blk[2:], 1)
+	binary.LittleEndian.PutUint16(blk[4:], 84)
+	binary.LittleEndian.PutUint16(blk[6:], 1)
+	binary.LittleEndian.PutUint32(blk[16:], 5)
+	root := make([]byte, 60)
+	binary.LittleEndian.PutUint16(root[0:], ExtentMagic)
+	binary.LittleEndian.PutUint16(root[2:], 1)
+	binary.LittleEndian.PutUint16(root[4:], 4)
+	binary.LittleEndian.PutUint16(root[6:], 2)
+	binary.LittleEndian.PutUint32(root[16:], 5)
+	_, _, err := ExtentTree(root, 100, func(uint64) ([]byte, error) { return blk, nil })
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("cycle: %v", err)
+	}
+}
+
+func TestParseDirBlock(t *testing.T) {
+	img := loadImage(t, "b1k-journal.img")
+	im, err := OpenImage(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dino, _ := im.Lookup("var/log")
+	din, _, _ := im.ReadInode(dino)
+	entries, err := im.ReadDir(din)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name)
+	}
+	if got, want := strings.Join(names, ","), ".,..,app.log,big.log,frag.log,empty.log"; got != want {
+		t.Errorf("entries %s, want %s", got, want)
+	}
+	maps, _, _ := im.FileMap(din)
+	b, _ := im.ReadBlock(maps[0].Physical)
+	for _, tc := range []struct {
+		name string
+		off  int
+		val  []byte
+	}{
+		{"rec_len zero", 4, []byte{0, 0}},
+		{"rec_len odd", 4, []byte{13, 0}},
+		{"rec_len past block", 4, []byte{0xF0, 0xFF}},
+		{"name past rec_len", 6, []byte{200}},
+	} {
+		bad := bytes.Clone(b)
+		copy(bad[tc.off:], tc.val)
+		if _, err := ParseDirBlock(bad); !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrShort) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
+
+func TestDxRoot(t *testing.T) {
+	// A hand-built htree root for a 1 KiB block, as the kernel lays it out.
+	b := make([]byte, 1024)
+	binary.LittleEndian.PutUint32(b[0:], 12)
+	binary.LittleEndian.PutUint16(b[4:], 12)
+	b[6], b[7], b[8] = 1, 2, '.'
+	binary.LittleEndian.PutUint32(b[12:], 2)
+	binary.LittleEndian.PutUint16(b[16:], 1012)
+	b[18], b[19], b[20], b[21] = 2, 2, '.', '.'
+	b[0x1C], b[0x1D] = 1, 8
+	binary.LittleEndian.PutUint16(b[0x20:], 123) // limit
+	binary.LittleEndian.PutUint16(b[0x22:], 2)   // count
+	binary.LittleEndian.PutUint32(b[0x24:], 1)   // block for the lowest hashes
+	binary.LittleEndian.PutUint32(b[0x28:], 0x80000000)
+	binary.LittleEndian.PutUint32(b[0x2C:], 2)
+	r, err := ParseDxRoot(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Block0 != 1 || len(r.Entries) != 1 || r.Entries[0].Block != 2 {
+		t.Errorf("dx_root %+v", r)
+	}
+	entries, err := ParseDirBlock(b)
+	if err != nil || len(LiveEntries(entries)) != 2 {
+		t.Errorf("dx_root as a linear block: %v %+v", err, entries)
+	}
+	b[0x1D] = 9
+	if _, err := ParseDxRoot(b); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("bad info_length: %v", err)
+	}
+}
+
+func TestFeatureStrings(t *testing.T) {
+	if got := (IncompatExtents | IncompatInlineData | 0x40000000).String(); got != "extent|inline_data|0x40000000" {
+		t.Errorf("incompat string %q", got)
+	}
+	if got := (DefmJModeData | 0x4).String(); got != "user_xattr|journal_data" {
+		t.Errorf("mount opts %q", got)
+	}
+	if got := (InodeFlagAppend | InodeFlagExtents).String(); got != "append|extents" {
+		t.Errorf("inode flags %q", got)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	info, err := Inspect(bytes.NewReader(loadImage(t, "b4k-journal-data.img")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.BlockSize != 4096 || !info.HasJournal || info.JournalMode != "journal" || info.Unsupported != nil || !info.Delalloc {
+		t.Errorf("%+v", info)
+	}
+	if !strings.Contains(strings.Join(info.Features, " "), "metadata_csum") {
+		t.Errorf("features %v", info.Features)
+	}
+	if _, err := Inspect(bytes.NewReader(make([]byte, 4096))); !errors.Is(err, ErrBadMagic) {
+		t.Errorf("zero image: %v", err)
+	}
+}

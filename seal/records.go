@@ -1,0 +1,231 @@
+package seal
+
+import (
+	"encoding/binary"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+)
+
+// Side records are indelible's additions to a SealFS store. They live in
+// RecordsName, never in .SEALFS.LOG, so SealFS tools see a pure SealFS log.
+// Each record is bound to one entry of .SEALFS.LOG and sealed with a key
+// derived from that entry's key (see docs/FORMAT.md, "Side records").
+const (
+	// MetaDir holds indelible's own files inside a store. SealFS's verify
+	// ignores dot names, so nothing here disturbs it.
+	MetaDir = ".indelible"
+	// SealMetaDir is reserved for this package; real logs may not live here.
+	SealMetaDir = ".indelible/seal"
+	// RecordsName is the side-record file, relative to the store.
+	RecordsName = ".indelible/seal/records"
+	// ParamsName holds the store's nratchet as a decimal line. It is a hint
+	// (a wrong value only makes verification fail); the verifier can
+	// detect nratchet from the first entry as SealFS does.
+	ParamsName = ".indelible/seal/params"
+
+	recordHeaderSize = 24
+	// MaxRecordSize bounds one record: a map record holds a path of at most
+	// MaxPathLen bytes, a repair record at most maxRepairFiles files.
+	MaxRecordSize = 64 << 10
+	// MaxPathLen is PATH_MAX on Linux.
+	MaxPathLen = 4096
+	// maxRepairFiles keeps a repair record under MaxRecordSize.
+	maxRepairFiles = (MaxRecordSize - recordHeaderSize - KeySize - 32) / 24
+)
+
+// RecordType says what a side record holds.
+type RecordType uint8
+
+const (
+	RecordMap    RecordType = 1 // binds a file ID to its real-log path
+	RecordRepair RecordType = 2 // what crash recovery changed
+)
+
+func (t RecordType) String() string {
+	switch t {
+	case RecordMap:
+		return "map"
+	case RecordRepair:
+		return "repair"
+	}
+	return fmt.Sprintf("record(%d)", uint8(t))
+}
+
+// Record is one decoded side record.
+type Record struct {
+	Type  RecordType
+	Entry int64     // index of the entry whose key seals this record
+	Time  time.Time // when the device wrote it (device clock)
+	// RecordMap
+	ID   uint64
+	Path string
+	// RecordRepair
+	Repair *Repair
+	MAC    [KeySize]byte
+	// Off and Raw locate the record in RecordsName; Raw excludes the MAC.
+	Off int64
+	Raw []byte
+}
+
+// Repair describes what Open changed after a crash.
+type Repair struct {
+	Committed      int64 // entries acknowledged before the crash
+	Found          int64 // whole entries present in .SEALFS.LOG
+	DroppedEntries int64 // unacknowledged entries removed
+	BurnCompleted  int64 // keystream keys whose burn Open finished
+	Files          []FileRepair
+}
+
+// FileRepair is one real log cut back to its sealed watermark.
+type FileRepair struct {
+	ID       uint64
+	OldSize  int64
+	NewSize  int64
+}
+
+// validPath accepts relative, clean, slash-separated paths outside the
+// package's reserved directory.
+func validPath(p string) error {
+	switch {
+	case p == "" || len(p) > MaxPathLen:
+		return fmt.Errorf("%w: %q: empty or longer than %d bytes", ErrBadPath, p, MaxPathLen)
+	case strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "." || p == ".." || strings.HasPrefix(p, "../"):
+		return fmt.Errorf("%w: %q: must be relative, clean and inside the store", ErrBadPath, p)
+	case strings.ContainsRune(p, 0) || strings.ContainsRune(p, '\\'):
+		return fmt.Errorf("%w: %q: NUL or backslash", ErrBadPath, p)
+	case p == LogName || p == MetaDir || p == SealMetaDir || strings.HasPrefix(p, SealMetaDir+"/"):
+		return fmt.Errorf("%w: %q is reserved for the store itself", ErrBadPath, p)
+	}
+	return nil
+}
+
+// encodeRecord returns the record bytes without the trailing MAC.
+func encodeRecord(r *Record) ([]byte, error) {
+	b := make([]byte, 4, 128)
+	b = append(b, byte(r.Type), 1, 0, 0) // type, version 1, reserved
+	b = binary.LittleEndian.AppendUint64(b, uint64(r.Entry))
+	b = binary.LittleEndian.AppendUint64(b, uint64(r.Time.UnixNano()))
+	switch r.Type {
+	case RecordMap:
+		if err := validPath(r.Path); err != nil {
+			return nil, err
+		}
+		b = binary.LittleEndian.AppendUint64(b, r.ID)
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(r.Path)))
+		b = append(b, r.Path...)
+	case RecordRepair:
+		p := r.Repair
+		if len(p.Files) > maxRepairFiles {
+			return nil, fmt.Errorf("%w: repair of %d files", ErrTooLarge, len(p.Files))
+		}
+		for _, v := range []int64{p.Committed, p.Found, p.DroppedEntries, p.BurnCompleted} {
+			b = binary.LittleEndian.AppendUint64(b, uint64(v))
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(p.Files)))
+		for _, f := range p.Files {
+			b = binary.LittleEndian.AppendUint64(b, f.ID)
+			b = binary.LittleEndian.AppendUint64(b, uint64(f.OldSize))
+			b = binary.LittleEndian.AppendUint64(b, uint64(f.NewSize))
+		}
+	default:
+		return nil, fmt.Errorf("seal: cannot encode %v", r.Type)
+	}
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(b)+KeySize))
+	return b, nil
+}
+
+// ParseRecord decodes the record at the start of b (hostile bytes). It
+// returns the record and its total length including the MAC. off is the
+// record's offset in RecordsName, for error messages.
+func ParseRecord(b []byte, off int64) (Record, int, error) {
+	bad := func(format string, a ...any) (Record, int, error) {
+		return Record{}, 0, &FormatError{File: RecordsName, Off: off, Struct: "side record", Msg: fmt.Sprintf(format, a...)}
+	}
+	if len(b) < 4 {
+		return bad("%d bytes left, need a length", len(b))
+	}
+	n := int(binary.LittleEndian.Uint32(b))
+	if n < recordHeaderSize+KeySize || n > MaxRecordSize {
+		return bad("length %d outside [%d, %d]", n, recordHeaderSize+KeySize, MaxRecordSize)
+	}
+	if len(b) < n {
+		return bad("record of %d bytes cut at %d", n, len(b))
+	}
+	body := b[:n-KeySize]
+	r := Record{Type: RecordType(body[4]), Off: off, Raw: body}
+	if body[5] != 1 {
+		return bad("version %d: %v", body[5], ErrUnsupportedVer)
+	}
+	if body[6] != 0 || body[7] != 0 {
+		return bad("reserved bytes are not zero")
+	}
+	r.Entry = int64(binary.LittleEndian.Uint64(body[8:]))
+	if r.Entry < 0 {
+		return bad("entry index %d", r.Entry)
+	}
+	r.Time = time.Unix(0, int64(binary.LittleEndian.Uint64(body[16:])))
+	copy(r.MAC[:], b[n-KeySize:n])
+	p := body[recordHeaderSize:]
+	switch r.Type {
+	case RecordMap:
+		if len(p) < 10 {
+			return bad("map record payload of %d bytes", len(p))
+		}
+		r.ID = binary.LittleEndian.Uint64(p)
+		l := int(binary.LittleEndian.Uint16(p[8:]))
+		if len(p) != 10+l {
+			return bad("map record path length %d in %d payload bytes", l, len(p))
+		}
+		r.Path = string(p[10:])
+		if err := validPath(r.Path); err != nil {
+			return bad("%v", err)
+		}
+		if r.ID == FakeInode {
+			return bad("map record for the filler inode")
+		}
+	case RecordRepair:
+		if len(p) < 36 {
+			return bad("repair record payload of %d bytes", len(p))
+		}
+		rp := &Repair{}
+		vals := []*int64{&rp.Committed, &rp.Found, &rp.DroppedEntries, &rp.BurnCompleted}
+		for i, v := range vals {
+			*v = int64(binary.LittleEndian.Uint64(p[8*i:]))
+		}
+		nf := int(binary.LittleEndian.Uint32(p[32:]))
+		if nf > maxRepairFiles || len(p) != 36+24*nf {
+			return bad("repair record with %d files in %d payload bytes", nf, len(p))
+		}
+		for i := 0; i < nf; i++ {
+			q := p[36+24*i:]
+			rp.Files = append(rp.Files, FileRepair{
+				ID:      binary.LittleEndian.Uint64(q),
+				OldSize: int64(binary.LittleEndian.Uint64(q[8:])),
+				NewSize: int64(binary.LittleEndian.Uint64(q[16:])),
+			})
+		}
+		r.Repair = rp
+	default:
+		return bad("unknown record type %d", body[4])
+	}
+	return r, n, nil
+}
+
+// ParseRecords decodes a whole records file. It stops at the first
+// malformed record and returns what came before it, the offset where the
+// good prefix ends, and the error.
+func ParseRecords(b []byte) ([]Record, int64, error) {
+	var out []Record
+	off := 0
+	for off < len(b) {
+		r, n, err := ParseRecord(b[off:], int64(off))
+		if err != nil {
+			return out, int64(off), err
+		}
+		out = append(out, r)
+		off += n
+	}
+	return out, int64(off), nil
+}

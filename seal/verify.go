@@ -1,0 +1,785 @@
+package seal
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// ProblemKind classifies what the verifier found.
+type ProblemKind int
+
+const (
+	ProblemAltered     ProblemKind = iota + 1 // entry MAC fails: its data or the entry itself changed
+	ProblemMisplaced                          // entry not where its key puts it: reordered, replaced, copied
+	ProblemGap                                // real-log bytes no entry covers: entries deleted
+	ProblemTruncated                          // entries beyond the real log's data, or log tail missing per burnt keys
+	ProblemUnsealed                           // real-log bytes after the last entry
+	ProblemUnknownFile                        // a file or entry no sealed map record names
+	ProblemMissingFile                        // a sealed real log that is gone (renamed or deleted)
+	ProblemRecord                             // a side record that is malformed, forged or orphaned
+	ProblemKeystream                          // keystreams disagree with the log
+	ProblemStructure                          // malformed .SEALFS.LOG
+)
+
+var problemNames = map[ProblemKind]string{
+	ProblemAltered: "altered", ProblemMisplaced: "misplaced", ProblemGap: "missing-entries",
+	ProblemTruncated: "truncated", ProblemUnsealed: "unsealed", ProblemUnknownFile: "unknown-file",
+	ProblemMissingFile: "missing-file", ProblemRecord: "bad-record", ProblemKeystream: "keystream",
+	ProblemStructure: "structure",
+}
+
+func (k ProblemKind) String() string {
+	if s, ok := problemNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("problem(%d)", int(k))
+}
+
+// MarshalText makes kinds read as words in JSON.
+func (k ProblemKind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Problem is one finding, with the real log and byte range it concerns.
+type Problem struct {
+	Kind  ProblemKind `json:"kind"`
+	File  string      `json:"file,omitempty"` // real-log path ("" when not file-specific)
+	ID    uint64      `json:"id,omitempty"`
+	Entry int64       `json:"entry"` // entry index in .SEALFS.LOG, -1 when none
+	Off   int64       `json:"offset"`
+	Len   int64       `json:"length"`
+	Msg   string      `json:"message"`
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.Kind.String())
+	b.WriteString(":")
+	if p.File != "" {
+		fmt.Fprintf(&b, " %s", p.File)
+	} else if p.ID != 0 {
+		fmt.Fprintf(&b, " file id %d", p.ID)
+	}
+	if p.Len > 0 || p.Off > 0 {
+		fmt.Fprintf(&b, " offset %d length %d", p.Off, p.Len)
+	}
+	if p.Entry >= 0 {
+		fmt.Fprintf(&b, " (entry %d)", p.Entry)
+	}
+	fmt.Fprintf(&b, ": %s", p.Msg)
+	return b.String()
+}
+
+// EntryResult reports one entry, for listings.
+type EntryResult struct {
+	Index int64
+	Entry Entry
+	Path  string
+	OK    bool   // verified (or structurally sound without a key)
+	Why   string // reason when not OK
+}
+
+// Range selects bytes [Off, Off+Len) of a real log.
+type Range struct{ Off, Len int64 }
+
+// VerifyOptions says what to verify and where to report.
+type VerifyOptions struct {
+	// AuditorKey is the auditor's keystream. Without it only the structure
+	// is checked and Summary.Keyed is false: nothing is proven.
+	AuditorKey string
+	// DeviceKey is the device's (burnt) keystream, optional: its burnt
+	// offset and ratchet state reveal entries cut from the log's tail.
+	DeviceKey string
+	// File restricts verification to one real log (store-relative path);
+	// Range further restricts it to entries overlapping a byte range.
+	File  string
+	Range *Range
+	// OnProblem receives every problem as it is found.
+	OnProblem func(Problem)
+	// OnEntry receives every examined entry.
+	OnEntry func(EntryResult)
+	// Progress receives (bytes of .SEALFS.LOG processed, total) now and then.
+	Progress func(done, total int64)
+}
+
+// Summary counts what Verify saw.
+type Summary struct {
+	Keyed        bool  `json:"keyed"`
+	NRatchet     int   `json:"nratchet"`
+	Entries      int64 `json:"entries"` // entries examined (fillers included)
+	Intact       int64 `json:"intact"`
+	Altered      int64 `json:"altered"` // altered or misplaced entries
+	Gaps         int64 `json:"gaps"`
+	Truncations  int64 `json:"truncations"`
+	Unsealed     int64 `json:"unsealed"`
+	UnknownFiles int64 `json:"unknown_files"`
+	MissingFiles int64 `json:"missing_files"`
+	BadRecords   int64 `json:"bad_records"`
+	Other        int64 `json:"other"`
+	Bytes        int64 `json:"bytes"`      // real-log bytes verified intact
+	OpenBlock    bool  `json:"open_block"` // last ratchet block not closed (running or crashed device)
+	Files        int   `json:"files"`
+}
+
+// Problems is the number of problems found.
+func (s *Summary) Problems() int64 {
+	return s.Altered + s.Gaps + s.Truncations + s.Unsealed + s.UnknownFiles + s.MissingFiles + s.BadRecords + s.Other
+}
+
+// OK reports whether everything verified with a key.
+func (s *Summary) OK() bool { return s.Keyed && s.Problems() == 0 }
+
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// String is the one-line summary: "3 entries altered, 1 truncation, 10412 intact".
+func (s *Summary) String() string {
+	var parts []string
+	add := func(n int64, one, many string) {
+		if n > 0 {
+			parts = append(parts, plural(n, one, many))
+		}
+	}
+	add(s.Altered, "entry altered", "entries altered")
+	add(s.Gaps, "gap", "gaps")
+	add(s.Truncations, "truncation", "truncations")
+	add(s.Unsealed, "unsealed range", "unsealed ranges")
+	add(s.UnknownFiles, "unknown file", "unknown files")
+	add(s.MissingFiles, "missing file", "missing files")
+	add(s.BadRecords, "bad record", "bad records")
+	add(s.Other, "other problem", "other problems")
+	word := "intact"
+	if !s.Keyed {
+		word = "structurally sound (no key: nothing verified)"
+	}
+	parts = append(parts, fmt.Sprintf("%d %s", s.Intact, word))
+	return strings.Join(parts, ", ")
+}
+
+type vfile struct {
+	path    string
+	id      uint64
+	next    int64 // end of the contiguous verified/covered prefix
+	r       *seqReader
+	size    int64
+	missing bool
+	entries int64
+}
+
+type verifier struct {
+	dir   string
+	o     VerifyOptions
+	sum   Summary
+	m     *mac
+	keys  *keyReader
+	nr    int
+	files map[uint64]*vfile
+	paths map[string]uint64
+	recs  map[int64][]Record
+	want  uint64 // ID selected by File, 0 = all
+}
+
+// Verify checks a store and streams every problem it finds; it never stops
+// at the first one. The error is non-nil only when verification could not
+// run at all (no store, unreadable log header, key for another store).
+func Verify(storeDir string, o VerifyOptions) (*Summary, error) {
+	v := &verifier{dir: storeDir, o: o, m: newMAC(), files: map[uint64]*vfile{}, paths: map[string]uint64{}, recs: map[int64][]Record{}}
+	defer v.closeFiles()
+	return v.run()
+}
+
+func (v *verifier) report(p Problem) {
+	switch p.Kind {
+	case ProblemAltered, ProblemMisplaced:
+		v.sum.Altered++
+	case ProblemGap:
+		v.sum.Gaps++
+	case ProblemTruncated:
+		v.sum.Truncations++
+	case ProblemUnsealed:
+		v.sum.Unsealed++
+	case ProblemUnknownFile:
+		v.sum.UnknownFiles++
+	case ProblemMissingFile:
+		v.sum.MissingFiles++
+	case ProblemRecord:
+		v.sum.BadRecords++
+	default:
+		v.sum.Other++
+	}
+	if v.o.OnProblem != nil {
+		v.o.OnProblem(p)
+	}
+}
+
+func (v *verifier) run() (*Summary, error) {
+	lf, err := os.Open(filepath.Join(v.dir, LogName))
+	if err != nil {
+		return nil, fmt.Errorf("seal: %s is not a store: %w", v.dir, err)
+	}
+	defer lf.Close()
+	lst, err := lf.Stat()
+	if err != nil {
+		return nil, err
+	}
+	var lh [LogHeaderSize]byte
+	if _, err := io.ReadFull(lf, lh[:]); err != nil {
+		return nil, &FormatError{File: LogName, Struct: "log header", Msg: "missing: " + err.Error()}
+	}
+	magic := leU64(lh[:])
+	if v.o.AuditorKey != "" {
+		if v.keys, err = openKeyReader(v.o.AuditorKey); err != nil {
+			return nil, err
+		}
+		defer v.keys.f.Close()
+		if v.keys.hdr.Magic != magic {
+			return nil, fmt.Errorf("%w: log %#x, auditor keystream %#x: this key belongs to another store", ErrBadMagic, magic, v.keys.hdr.Magic)
+		}
+		v.sum.Keyed = true
+	}
+	nEntries := (lst.Size() - LogHeaderSize) / EntrySize
+	if nEntries < 0 {
+		nEntries = 0
+	}
+	v.nr, err = readParams(v.dir)
+	if err != nil {
+		v.nr = v.detectNRatchet(lf)
+	}
+	v.sum.NRatchet = v.nr
+	v.loadRecords()
+	if v.o.File != "" {
+		// The map binds IDs to paths; find the wanted ID from the records.
+		for _, rs := range v.recs {
+			for _, r := range rs {
+				if r.Type == RecordMap && r.Path == v.o.File {
+					v.want = r.ID
+				}
+			}
+		}
+		if v.want == 0 {
+			v.report(Problem{Kind: ProblemUnknownFile, File: v.o.File, Entry: -1, Msg: "no sealed map record names this file"})
+		}
+	}
+	r := bufio.NewReaderSize(io.NewSectionReader(lf, LogHeaderSize, nEntries*EntrySize), 1<<20)
+	var b [EntrySize]byte
+	var key [KeySize]byte
+	for i := int64(0); i < nEntries; i++ {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			v.report(Problem{Kind: ProblemStructure, Entry: i, Msg: "cannot read entry: " + err.Error()})
+			break
+		}
+		if v.keys != nil {
+			if !v.entryKey(i, &key) {
+				v.report(Problem{Kind: ProblemKeystream, Entry: i, Msg: "entry lies beyond the auditor keystream"})
+				v.keys = nil
+				v.sum.Keyed = false
+			}
+		}
+		v.applyRecords(i, &key)
+		e, _ := ParseEntry(b[:])
+		v.checkEntry(i, &e, &key)
+		if v.o.Progress != nil && i%8192 == 0 {
+			v.o.Progress(LogHeaderSize+i*EntrySize, lst.Size())
+		}
+	}
+	if v.o.Progress != nil {
+		v.o.Progress(lst.Size(), lst.Size())
+	}
+	if tail := (lst.Size() - LogHeaderSize) % EntrySize; lst.Size() > LogHeaderSize && tail != 0 && v.o.File == "" {
+		v.report(Problem{Kind: ProblemTruncated, Entry: nEntries, Off: entryPos(nEntries), Len: tail,
+			Msg: fmt.Sprintf("%s ends with a partial entry of %d bytes", LogName, tail)})
+	}
+	v.sum.OpenBlock = nEntries%int64(v.nr) != 0
+	v.orphanRecords(nEntries)
+	v.finishFiles()
+	if v.o.File == "" {
+		v.scanUnknown()
+		v.checkDevice(magic, nEntries)
+	}
+	v.sum.Files = len(v.files)
+	return &v.sum, nil
+}
+
+// detectNRatchet finds nratchet as SealFS's verify does: the value under
+// which the first entry verifies. Without a key it falls back to the default.
+func (v *verifier) detectNRatchet(lf *os.File) int {
+	if v.keys == nil {
+		return DefaultNRatchet
+	}
+	var b [EntrySize]byte
+	if _, err := lf.ReadAt(b[:], LogHeaderSize); err != nil {
+		return DefaultNRatchet
+	}
+	e, _ := ParseEntry(b[:])
+	recs, _, _ := v.readRecordsFile()
+	paths := map[uint64]string{}
+	for _, r := range recs {
+		if r.Type == RecordMap {
+			paths[r.ID] = r.Path
+		}
+	}
+	for nr := 1; nr <= MaxNRatchet; nr++ {
+		v.nr = nr
+		var key [KeySize]byte
+		if !v.entryKey(0, &key) {
+			break
+		}
+		ok, _ := v.macEntry(&e, &key, paths[e.Inode])
+		if ok {
+			return nr
+		}
+	}
+	return DefaultNRatchet
+}
+
+// entryKey sets key to the key of entry i, given the key of entry i-1.
+func (v *verifier) entryKey(i int64, key *[KeySize]byte) bool {
+	roff := i % int64(v.nr)
+	if roff != 0 {
+		v.m.ratchet(key, uint64(roff), v.nr)
+		return true
+	}
+	if !v.keys.key(i/int64(v.nr), key) {
+		return false
+	}
+	if v.nr != 1 {
+		v.m.ratchet(key, 0, v.nr)
+	}
+	return true
+}
+
+func (v *verifier) readRecordsFile() ([]Record, int64, error) {
+	f, err := os.Open(filepath.Join(v.dir, RecordsName))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxRecordsFile+1))
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(b) > maxRecordsFile {
+		return nil, 0, fmt.Errorf("%s larger than %d bytes", RecordsName, maxRecordsFile)
+	}
+	return ParseRecords(b)
+}
+
+func (v *verifier) loadRecords() {
+	recs, _, err := v.readRecordsFile()
+	if errors.Is(err, fs.ErrNotExist) {
+		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: -1, Msg: "side records missing: real logs cannot be located"})
+		return
+	}
+	if err != nil {
+		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: -1, Msg: err.Error()})
+	}
+	for _, r := range recs {
+		v.recs[r.Entry] = append(v.recs[r.Entry], r)
+	}
+}
+
+// applyRecords verifies the side records bound to entry i and applies the
+// map records among them.
+func (v *verifier) applyRecords(i int64, key *[KeySize]byte) {
+	rs := v.recs[i]
+	if len(rs) == 0 {
+		return
+	}
+	delete(v.recs, i)
+	var rk [KeySize]byte
+	if v.keys != nil {
+		rk = v.m.recordKey(key)
+	}
+	for _, r := range rs {
+		if v.keys != nil {
+			v.m.reset(&rk)
+			v.m.Write(r.Raw)
+			if !macEqual(v.m.final()[:], r.MAC[:]) {
+				v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: i, Off: r.Off, Len: int64(len(r.Raw) + KeySize),
+					Msg: fmt.Sprintf("%v record does not match its seal (forged or altered)", r.Type)})
+				continue
+			}
+		}
+		if r.Type != RecordMap {
+			continue
+		}
+		if f := v.files[r.ID]; f != nil {
+			if f.path != r.Path {
+				v.report(Problem{Kind: ProblemRecord, File: r.Path, ID: r.ID, Entry: i, Msg: fmt.Sprintf("file %d already mapped to %s", r.ID, f.path)})
+			}
+			continue
+		}
+		if id, ok := v.paths[r.Path]; ok {
+			v.report(Problem{Kind: ProblemRecord, File: r.Path, ID: r.ID, Entry: i, Msg: fmt.Sprintf("path already mapped to file %d", id)})
+			continue
+		}
+		f := &vfile{path: r.Path, id: r.ID}
+		v.files[r.ID] = f
+		v.paths[r.Path] = r.ID
+		fh, err := os.Open(filepath.Join(v.dir, filepath.FromSlash(r.Path)))
+		if err != nil {
+			f.missing = true
+			continue
+		}
+		st, err := fh.Stat()
+		if err != nil || !st.Mode().IsRegular() {
+			fh.Close()
+			f.missing = true
+			continue
+		}
+		f.size = st.Size()
+		f.r = newSeqReader(fh)
+	}
+}
+
+// macEntry computes e's MAC over the real log at path and compares it.
+// short reports that the real log ends before the entry's range.
+func (v *verifier) macEntry(e *Entry, key *[KeySize]byte, path string) (ok, short bool) {
+	v.m.startEntry(key, e)
+	if e.Inode != FakeInode {
+		f := v.files[e.Inode]
+		if f == nil || f.r == nil {
+			return false, false
+		}
+		if int64(e.Offset) < 0 || int64(e.Count) < 0 || int64(e.Offset)+int64(e.Count) > f.size || int64(e.Offset)+int64(e.Count) < 0 {
+			return false, true
+		}
+		if err := f.r.feed(v.m, int64(e.Offset), int64(e.Count)); err != nil {
+			return false, true
+		}
+	}
+	return macEqual(v.m.final()[:], e.MAC[:]), false
+}
+
+func (v *verifier) selected(e *Entry) bool {
+	if v.o.File == "" {
+		return true
+	}
+	if e.Inode != v.want || v.want == 0 {
+		return false
+	}
+	if rg := v.o.Range; rg != nil {
+		end := int64(e.Offset + e.Count)
+		return int64(e.Offset) < rg.Off+rg.Len && end > rg.Off
+	}
+	return true
+}
+
+func (v *verifier) checkEntry(i int64, e *Entry, key *[KeySize]byte) {
+	if !v.selected(e) {
+		return
+	}
+	v.sum.Entries++
+	roff, koff := expectedPlace(i, v.nr)
+	f := v.files[e.Inode]
+	path := ""
+	if f != nil {
+		path = f.path
+	}
+	res := EntryResult{Index: i, Entry: *e, Path: path}
+	fail := func(p Problem) {
+		p.Entry = i
+		if p.File == "" {
+			p.File = path
+		}
+		if p.ID == 0 && e.Inode != FakeInode {
+			p.ID = e.Inode
+		}
+		if res.Why == "" {
+			res.Why = p.Kind.String() + ": " + p.Msg
+		}
+		v.report(p)
+	}
+	defer func() {
+		if v.o.OnEntry != nil {
+			v.o.OnEntry(res)
+		}
+	}()
+	off, cnt := int64(e.Offset), int64(e.Count)
+	if e.RatchetOffset != roff || e.KeyOffset != koff {
+		fail(Problem{Kind: ProblemMisplaced, Off: off, Len: cnt, Msg: fmt.Sprintf(
+			"entry carries ratchet/key offset %d/%d but its position needs %d/%d (reordered, replaced or copied from elsewhere)",
+			e.RatchetOffset, e.KeyOffset, roff, koff)})
+		return
+	}
+	if e.Inode == FakeInode {
+		if e.Count != 0 {
+			fail(Problem{Kind: ProblemAltered, Msg: "filler entry claims data"})
+			return
+		}
+		if v.keys != nil {
+			if ok, _ := v.macEntry(e, key, ""); !ok {
+				fail(Problem{Kind: ProblemAltered, Msg: "filler entry does not match its seal"})
+				return
+			}
+		}
+		res.OK = true
+		v.sum.Intact++
+		return
+	}
+	if f == nil {
+		fail(Problem{Kind: ProblemUnknownFile, Off: off, Len: cnt, Msg: fmt.Sprintf("entry for file %d, which no sealed map record names", e.Inode)})
+		return
+	}
+	f.entries++
+	if v.o.Range != nil && f.entries == 1 {
+		f.next = off // a range starts mid-file: coverage starts at its first entry
+	}
+	if f.missing {
+		if f.entries == 1 {
+			fail(Problem{Kind: ProblemMissingFile, Entry: i, Msg: "sealed real log is missing (renamed or deleted)"})
+		} else {
+			res.Why = "missing-file"
+		}
+		f.next = max(f.next, off+cnt)
+		return
+	}
+	if off > f.next {
+		fail(Problem{Kind: ProblemGap, Off: f.next, Len: off - f.next, Msg: "bytes covered by no entry (entries deleted)"})
+	} else if off < f.next {
+		fail(Problem{Kind: ProblemMisplaced, Off: off, Len: cnt, Msg: fmt.Sprintf("entry overlaps bytes already sealed up to %d (replayed entry)", f.next)})
+		return
+	}
+	if off+cnt > f.size {
+		fail(Problem{Kind: ProblemTruncated, Off: off, Len: cnt, Msg: fmt.Sprintf("entry reaches past the real log's end at %d (real log truncated)", f.size)})
+		f.next = off + cnt
+		return
+	}
+	if v.keys != nil {
+		if ok, _ := v.macEntry(e, key, path); !ok {
+			fail(Problem{Kind: ProblemAltered, Off: off, Len: cnt, Msg: "data or entry does not match its seal"})
+			f.next = off + cnt
+			return
+		}
+	}
+	f.next = off + cnt
+	res.OK = true
+	v.sum.Intact++
+	v.sum.Bytes += cnt
+}
+
+func (v *verifier) orphanRecords(n int64) {
+	var idx []int64
+	for i := range v.recs {
+		idx = append(idx, i)
+	}
+	sort.Slice(idx, func(a, b int) bool { return idx[a] < idx[b] })
+	for _, i := range idx {
+		for _, r := range v.recs[i] {
+			if v.o.File != "" && r.Path != v.o.File {
+				continue
+			}
+			v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: i, Off: r.Off, Len: int64(len(r.Raw) + KeySize),
+				Msg: fmt.Sprintf("%v record bound to entry %d, but the log has %d entries", r.Type, i, n)})
+		}
+	}
+}
+
+func (v *verifier) finishFiles() {
+	ids := make([]uint64, 0, len(v.files))
+	for id := range v.files {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+	for _, id := range ids {
+		f := v.files[id]
+		if v.o.File != "" && id != v.want {
+			continue
+		}
+		if f.missing {
+			if f.entries == 0 {
+				v.report(Problem{Kind: ProblemMissingFile, File: f.path, ID: id, Entry: -1, Msg: "sealed real log is missing (renamed or deleted)"})
+			}
+			continue
+		}
+		end := f.size
+		if rg := v.o.Range; rg != nil {
+			end = min(end, rg.Off+rg.Len)
+		}
+		if end > f.next && v.o.Range == nil {
+			v.report(Problem{Kind: ProblemUnsealed, File: f.path, ID: id, Entry: -1, Off: f.next, Len: end - f.next,
+				Msg: "bytes after the last entry are not sealed (appended behind the device's back, or an unacknowledged tail)"})
+		}
+	}
+}
+
+// scanUnknown reports files in the store that no map record names.
+func (v *verifier) scanUnknown() {
+	filepath.WalkDir(v.dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		rel, _ := filepath.Rel(v.dir, p)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if rel == SealMetaDir {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if rel == LogName || strings.HasPrefix(rel, MetaDir+"/") {
+			if _, ok := v.paths[rel]; !ok {
+				return nil
+			}
+		}
+		if _, ok := v.paths[rel]; !ok {
+			v.report(Problem{Kind: ProblemUnknownFile, File: rel, Entry: -1, Msg: "file in the store that no sealed map record names (renamed or planted)"})
+		}
+		return nil
+	})
+}
+
+// checkDevice compares the log with the device keystream's burnt offset
+// and ratchet state: keys burnt for entries that are not in the log mean the
+// log's tail was cut.
+func (v *verifier) checkDevice(magic uint64, n int64) {
+	if v.o.DeviceKey == "" {
+		return
+	}
+	dk, err := openKeyReader(v.o.DeviceKey)
+	if err != nil {
+		v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: "device keystream: " + err.Error()})
+		return
+	}
+	defer dk.f.Close()
+	if dk.hdr.Magic != magic {
+		v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: fmt.Sprintf("device keystream magic %#x is not the log's %#x", dk.hdr.Magic, magic)})
+		return
+	}
+	blocks := int64(dk.hdr.Burnt-KeyHeaderSize) / KeySize
+	minEntries := (blocks-1)*int64(v.nr) + 1
+	if blocks > 0 && n < minEntries {
+		v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (minEntries - n) * EntrySize,
+			Msg: fmt.Sprintf("the device burnt %d keys, so the log must hold at least %d entries, but it holds %d (tail deleted)", blocks, minEntries, n)})
+	}
+	if n > blocks*int64(v.nr) {
+		v.report(Problem{Kind: ProblemKeystream, File: LogName, Entry: blocks * int64(v.nr), Msg: fmt.Sprintf(
+			"%d entries use keys the device has not burnt (unacknowledged tail of a crash, or forged)", n-blocks*int64(v.nr))})
+	}
+	if b, err := os.ReadFile(v.o.DeviceKey + StateSuffix); err == nil {
+		if st, err := ParseRatchetState(b); err == nil && st.KeyMagic == magic && st.Committed > n {
+			v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (st.Committed - n) * EntrySize,
+				Msg: fmt.Sprintf("the device acknowledged %d entries but the log holds %d (tail deleted)", st.Committed, n)})
+		}
+	}
+	// SealFS's checkKeyStreams: the last burnt key differs, the first unburnt one matches.
+	if v.keys != nil && blocks > 0 {
+		var a, d [KeySize]byte
+		if v.keys.key(blocks-1, &a) && dk.key(blocks-1, &d) && a == d {
+			v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: "the device keystream still holds the last key it claims to have burnt"})
+		}
+		if v.keys.key(blocks, &a) && dk.key(blocks, &d) && a != d {
+			v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: "the first unburnt keys differ: the keystreams are not a pair"})
+		}
+	}
+}
+
+func (v *verifier) closeFiles() {
+	for _, f := range v.files {
+		if f.r != nil {
+			f.r.f.Close()
+		}
+	}
+}
+
+// keyReader reads keys from a keystream with a read-ahead buffer.
+type keyReader struct {
+	f     *os.File
+	hdr   KeyHeader
+	slots int64
+	buf   []byte
+	first int64 // first slot in buf
+}
+
+func openKeyReader(p string) (*keyReader, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("seal: keystream: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	var hb [KeyHeaderSize]byte
+	if _, err := f.ReadAt(hb[:], 0); err != nil {
+		f.Close()
+		return nil, &FormatError{File: p, Struct: "key header", Msg: err.Error()}
+	}
+	h, err := ParseKeyHeader(hb[:], st.Size())
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &keyReader{f: f, hdr: h, slots: (st.Size() - KeyHeaderSize) / KeySize, first: -1}, nil
+}
+
+func (k *keyReader) key(slot int64, out *[KeySize]byte) bool {
+	if slot < 0 || slot >= k.slots {
+		return false
+	}
+	n := int64(len(k.buf) / KeySize)
+	if k.first < 0 || slot < k.first || slot >= k.first+n {
+		const chunk = 2048
+		cnt := min(chunk, k.slots-slot)
+		if cap(k.buf) < int(cnt*KeySize) {
+			k.buf = make([]byte, cnt*KeySize)
+		}
+		k.buf = k.buf[:cnt*KeySize]
+		if _, err := k.f.ReadAt(k.buf, KeyHeaderSize+slot*KeySize); err != nil {
+			k.first = -1
+			return false
+		}
+		k.first = slot
+	}
+	copy(out[:], k.buf[(slot-k.first)*KeySize:])
+	return true
+}
+
+// seqReader feeds byte ranges of a real log to a MAC, reading ahead in large
+// chunks because entries of one file come in file order.
+type seqReader struct {
+	f   *os.File
+	buf []byte
+	off int64 // file offset of buf[0]
+}
+
+const seqChunk = 1 << 20
+
+func newSeqReader(f *os.File) *seqReader { return &seqReader{f: f, off: -1} }
+
+func (r *seqReader) feed(w io.Writer, off, n int64) error {
+	for n > 0 {
+		if r.off < 0 || off < r.off || off >= r.off+int64(len(r.buf)) {
+			if cap(r.buf) < seqChunk {
+				r.buf = make([]byte, seqChunk)
+			}
+			k, err := r.f.ReadAt(r.buf[:seqChunk], off)
+			if k == 0 {
+				if err == nil {
+					err = io.ErrUnexpectedEOF
+				}
+				r.off = -1
+				return err
+			}
+			r.buf, r.off = r.buf[:k], off
+		}
+		p := r.buf[off-r.off:]
+		if int64(len(p)) > n {
+			p = p[:n]
+		}
+		w.Write(p)
+		off += int64(len(p))
+		n -= int64(len(p))
+	}
+	return nil
+}
