@@ -131,7 +131,8 @@ func run(c *Command, name string, args []string, env *Env) int {
 	if c.Flags != nil {
 		c.Flags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	positional, err := parseInterspersed(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printCommandHelp(env.Stdout, c, name)
 			return 0
@@ -139,7 +140,7 @@ func run(c *Command, name string, args []string, env *Env) int {
 		fmt.Fprintf(env.Stderr, "indelible: %v; run `%s --help`\n", err, name)
 		return 2
 	}
-	err := c.Run(env, fs, fs.Args())
+	err = c.Run(env, fs, positional)
 	if err == nil {
 		return 0
 	}
@@ -155,6 +156,29 @@ func run(c *Command, name string, args []string, env *Env) int {
 	}
 	printError(env.Stderr, err)
 	return 1
+}
+
+// parseInterspersed parses flags wherever they appear among the arguments
+// ("init DIR --size 1G" as well as "init --size 1G DIR"); everything after
+// "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, nil
+		}
+		// flag stops at "--" (consumed) or at the first non-flag argument.
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" {
+			return append(positional, rest...), nil
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
 }
 
 func printError(w io.Writer, err error) {

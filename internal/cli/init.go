@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"path/filepath"
+
+	"github.com/indelible-worm/indelible/provision"
+	"github.com/indelible-worm/indelible/seal"
+	"github.com/indelible-worm/indelible/worm"
+)
+
+func init() {
+	var (
+		fsType, journal, size, auditorKey, keySize, onViolation string
+		blockSize                                               int
+		logs                                                    stringList
+		quiescence                                              string
+	)
+	register(&Command{
+		Name:  "init",
+		Args:  "DEVICE_DIR --log PATH [--log PATH]... --auditor-key OUT [flags]",
+		Short: "create a WORM device: ext4 image with protected files, seal store, keys, device.toml",
+		Long: `init is the "configure" stage, run by the auditor on a trusted machine. It creates
+DEVICE_DIR holding:
+  image.ext4   an ext4 image made by mkfs.ext4 (extents, 64bit, metadata_csum, flex_bg,
+               dir_index; never inline_data, encrypt, bigalloc or meta_bg, which the
+               device cannot follow) with each protected file created empty, its parent
+               directories too, and the chosen data= mode and errors=remount-ro stored as
+               the image's default mount options;
+  store/       the empty sealed-log store;
+  device.key   the device's keystream, burnt as it is used;
+  device.toml  protected files (by path and inode), journal mode, commit windows, policy.
+The auditor's copy of the keystream goes to --auditor-key. It is the only key that can
+verify the logs: move it off the device (init warns if it lands inside DEVICE_DIR).
+
+--journal picks the host's journalling mode (what a plain mount will use):
+  ordered    (default) appends are sealed at the jbd2 commit plus a short margin
+  journal    data=journal: sealed at the commit block, the tightest window
+  writeback  sealed after a quiescence window with no writes to the file
+  none       no journal; sealed after the quiescence window
+
+Examples:
+  indelible init /srv/worm --size 1G --log var/log/app.log --auditor-key /media/usb/app.key
+  indelible init dev1 --journal journal --size 256M --log a.log --log logs/b.log \
+      --auditor-key ~/keys/dev1.auditor --on-violation honeypot`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&fsType, "fs", "ext4", "filesystem of the image (ext4)")
+			fs.StringVar(&journal, "journal", "ordered", "ext4 journal mode: none, ordered, writeback or journal")
+			fs.StringVar(&size, "size", "256M", "image size (K, M, G, T suffixes)")
+			fs.IntVar(&blockSize, "block-size", 4096, "filesystem block size: 1024 or 4096")
+			fs.Var(&logs, "log", "protected file path inside the filesystem (repeat for more)")
+			fs.StringVar(&auditorKey, "auditor-key", "", "where to write the auditor's keystream copy (required; keep it off the device)")
+			fs.StringVar(&keySize, "key-size", "", "keystream size (default: sized from --size, see `indelible help keys`)")
+			fs.StringVar(&onViolation, "on-violation", "readonly", "response to an attack: readonly, discard or honeypot")
+			fs.StringVar(&quiescence, "quiescence", "1s", "quiet time before sealing when there is no journal commit to wait for")
+		},
+		Run: func(env *Env, _ *flag.FlagSet, args []string) error {
+			if len(args) != 1 {
+				return usageErrorf("init needs exactly one DEVICE_DIR")
+			}
+			if fsType != "ext4" {
+				return usageErrorf("--fs %s is not supported yet; use --fs ext4", fsType)
+			}
+			if auditorKey == "" {
+				return usageErrorf("--auditor-key is required: the auditor's key must be written somewhere you will move off the device")
+			}
+			if len(logs) == 0 {
+				return usageErrorf("give at least one --log PATH to protect")
+			}
+			n, err := parseSize(size)
+			if err != nil {
+				return usageErrorf("--size: %v", err)
+			}
+			keyBytes := defaultKeyBytes(n)
+			if keySize != "" {
+				if keyBytes, err = parseSize(keySize); err != nil {
+					return usageErrorf("--key-size: %v", err)
+				}
+			}
+			cfg := worm.DefaultConfig()
+			cfg.OnViolation = worm.Response(onViolation)
+			if err := cfg.Commit.Quiescence.UnmarshalText([]byte(quiescence)); err != nil {
+				return usageErrorf("--quiescence: %v", err)
+			}
+			dir := args[0]
+			res, err := provision.Create(provision.Options{
+				Dir: dir, Size: n, BlockSize: blockSize, Journal: journal, Logs: logs,
+				AuditorKey: auditorKey, KeyBytes: keyBytes, Config: cfg,
+				CreateStore: func(storeDir, devKey, audKey string, kb int64) error {
+					return seal.Create(storeDir, devKey, audKey, kb, seal.CreateOptions{})
+				},
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "indelible: created %s (%s ext4, journal %s, %d protected files)\n",
+				dir, formatSize(n), journal, len(res.Config.Protected))
+			for _, p := range res.Config.Protected {
+				fmt.Fprintf(env.Stdout, "  protected: /%s (inode %d)\n", p.Path, p.Inode)
+			}
+			fmt.Fprintf(env.Stdout, "  auditor key: %s\n", auditorKey)
+			if w := seal.KeyPlacementWarning(filepath.Join(dir, res.Config.Store), filepath.Join(dir, res.Config.DeviceKey), auditorKey); w != "" {
+				fmt.Fprintf(env.Stderr, "\nindelible: %s\n\n", w)
+			}
+			fmt.Fprintf(env.Stdout, "\nServe it:   indelible serve %s\n", dir)
+			fmt.Fprintf(env.Stdout, "Host mount: mount -o %s /dev/nbd0 /mnt/worm\n", res.MountOpts)
+			return nil
+		},
+	})
+}
+
+// bytesPerSealedEntry is the smallest average append the default keystream
+// size plans for: each sealed entry covers at least this many log bytes, so a
+// keystream sized for size/bytesPerSealedEntry entries outlasts filling the
+// whole image with such appends (the device seals coalesced ranges, usually
+// far larger).
+const bytesPerSealedEntry = 256
+
+// defaultKeyBytes sizes the keystream from the image size.
+func defaultKeyBytes(imageBytes int64) int64 {
+	return seal.KeyBytesFor(imageBytes/bytesPerSealedEntry, 0)
+}

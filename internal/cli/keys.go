@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/indelible-worm/indelible/seal"
+)
+
+// defaultKeySize seals about 67 million appends with SealFS's 31 entries per key.
+const defaultKeySize = "64M"
+
+func init() {
+	register(&Command{
+		Name:  "keys",
+		Args:  "STORE_DIR --device-key PATH --auditor-key PATH [--size SIZE]",
+		Short: "create an empty sealed-log store and its keystream pair",
+		Long: `Creates STORE_DIR (absent or empty) holding an empty SealFS log (.SEALFS.LOG),
+and two identical random keystreams sharing a fresh magic number:
+
+  --device-key   stays on the device; each key is burnt (overwritten) once used
+  --auditor-key  the auditor's copy; move it OFF the device (it can forge every
+                 entry), keep it safe, and give it to 'indelible verify --key'
+
+Sizing: the keystream is finite and cannot grow. Each 32-byte key seals
+--nratchet appends (31 by default, as SealFS), so
+
+  SIZE ≈ expected appends ÷ 31 × 32 bytes ≈ expected appends in bytes
+
+An append is one sealed write: about one log line, or one flush of a log file.
+For example 10 million lines a day for a year is 3.65 billion appends: 3.6G.
+1 TiB of logs written in 4 KiB appends is 268 million appends: 264M.
+The device warns from 80 % use and refuses appends (never writing them
+unsealed) when the keystream runs out; then create a new store.
+
+Examples:
+  indelible keys /srv/worm/store --device-key /srv/worm/device.key \
+      --auditor-key /media/usb/auditor.key --size 1G
+`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.String("device-key", "", "path of the device keystream to create (stays on the device)")
+			fs.String("auditor-key", "", "path of the auditor keystream to create (must leave the device)")
+			fs.String("size", defaultKeySize, "key material to generate (K, M, G, T suffixes); see above for sizing")
+			fs.Int("nratchet", seal.DefaultNRatchet, "appends sealed per keystream key through the HMAC ratchet (1 disables it)")
+		},
+		Run: runKeys,
+	})
+}
+
+func runKeys(env *Env, fs *flag.FlagSet, args []string) error {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErrorf("keys takes one STORE_DIR, got %d arguments", len(pos))
+	}
+	dev := fs.Lookup("device-key").Value.String()
+	aud := fs.Lookup("auditor-key").Value.String()
+	if dev == "" || aud == "" {
+		return usageErrorf("keys needs both --device-key and --auditor-key")
+	}
+	size, err := parseSize(fs.Lookup("size").Value.String())
+	if err != nil {
+		return usageErrorf("--size: %v", err)
+	}
+	if size < seal.KeySize || size > seal.MaxKeyBytes {
+		return usageErrorf("--size %d outside [32 bytes, 1T]", size)
+	}
+	nr := fs.Lookup("nratchet").Value.(flag.Getter).Get().(int)
+	if nr < 1 || nr > seal.MaxNRatchet {
+		return usageErrorf("--nratchet %d outside [1, %d]", nr, seal.MaxNRatchet)
+	}
+	if w := seal.KeyPlacementWarning(pos[0], dev, aud); w != "" {
+		fmt.Fprintf(env.Stderr, "\n!!! indelible: %s\n\n", w)
+	}
+	if err := seal.Create(pos[0], dev, aud, size, seal.CreateOptions{NRatchet: nr}); err != nil {
+		return err
+	}
+	keys := (size + seal.KeySize - 1) / seal.KeySize
+	fmt.Fprintf(env.Stdout, "created store %s\n  device keystream  %s\n  auditor keystream %s\n  %s of keys: %d keys × %d appends = %d appends\n",
+		pos[0], dev, aud, formatSize(keys*seal.KeySize), keys, nr, keys*int64(nr))
+	fmt.Fprintf(env.Stdout, "move the auditor keystream off this machine before the device goes into service\n")
+	return nil
+}
