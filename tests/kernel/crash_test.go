@@ -1,0 +1,156 @@
+package kernel
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/indelible-worm/indelible/internal/testenv"
+	"github.com/indelible-worm/indelible/provision"
+	"github.com/indelible-worm/indelible/seal"
+	"github.com/indelible-worm/indelible/worm"
+)
+
+// buildIndelible builds the command once per test binary.
+func buildIndelible(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "indelible-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		bin = filepath.Join(dir, "indelible")
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/indelible-worm/indelible/cmd/indelible").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return bin
+}
+
+// TestKill9 kills the serving process with SIGKILL at random moments while
+// the host appends, restarts it, remounts, and goes on. After each restart
+// the real log must be a prefix of what the host wrote (I1), hold at least
+// everything that was sealed before the kill (I2, I6), and finally catch up
+// with no duplicate or missing byte.
+func TestKill9(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "mkfs.ext4")
+	bin := buildIndelible(t)
+	for _, mode := range []string{"ordered", "journal", "none"} {
+		t.Run(mode, func(t *testing.T) {
+			base := t.TempDir()
+			dir := filepath.Join(base, "dev")
+			cfg := worm.DefaultConfig()
+			cfg.Commit.Quiescence.Duration = 200 * time.Millisecond
+			logName := "var/log/app.log"
+			_, err := provision.Create(provision.Options{
+				Dir: dir, Size: 64 << 20, Journal: mode, Logs: []string{logName},
+				AuditorKey: filepath.Join(base, "auditor.key"), KeyBytes: 8 << 20, Config: cfg,
+				CreateStore: func(store, devKey, audKey string, kb int64) error {
+					return seal.Create(store, devKey, audKey, kb, seal.CreateOptions{})
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			realLog := filepath.Join(dir, "store", logName)
+			var written []byte // everything the host appended and saw succeed, in order
+			rng := rand.New(rand.NewSource(7))
+			for round := 0; round < 4; round++ {
+				sock := filepath.Join(base, fmt.Sprintf("s%d.sock", round))
+				cmd := exec.Command(bin, "serve", dir, "--listen", "unix:"+sock)
+				cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan struct{})
+				go func() { cmd.Wait(); close(done) }()
+				testenv.WaitFor(t, 10*time.Second, "server socket", func() bool { _, err := os.Stat(sock); return err == nil })
+				sealedBefore, _ := os.ReadFile(realLog)
+
+				m := testenv.MountNBD(t, "nbd+unix:///?socket="+sock, "ext4", "")
+				// After a crash the image's file may be shorter than what the
+				// host wrote before (unflushed data is lost with the server);
+				// the host goes on from what it now sees.
+				cur, err := os.ReadFile(filepath.Join(m.Dir, logName))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.HasPrefix(cur, written) {
+					t.Fatalf("round %d: after restart the file (%d bytes) lost fsync'd data (%d bytes written and synced)", round, len(cur), len(written))
+				}
+				if !bytes.HasPrefix(cur, sealedBefore) {
+					t.Fatalf("round %d: sealed bytes (%d) not in the recovered file (%d bytes)", round, len(sealedBefore), len(cur))
+				}
+				written = cur
+				killAt := time.Duration(100+rng.Intn(900)) * time.Millisecond
+				timer := time.AfterFunc(killAt, func() { cmd.Process.Signal(syscall.SIGKILL) })
+				for i := 0; ; i++ {
+					data := line(len(written) + i)
+					f, err := os.OpenFile(filepath.Join(m.Dir, logName), os.O_WRONLY|os.O_APPEND, 0)
+					if err != nil {
+						break
+					}
+					_, werr := f.Write(data)
+					serr := f.Sync()
+					f.Close()
+					if werr != nil || serr != nil {
+						break
+					}
+					written = append(written, data...)
+					select {
+					case <-done:
+					default:
+						continue
+					}
+					break
+				}
+				timer.Stop()
+				cmd.Process.Signal(syscall.SIGKILL)
+				<-done
+				// The real log never holds a byte the host did not append, in
+				// order (I1); bytes after the last acknowledged fsync may or may
+				// not be there.
+				got, _ := os.ReadFile(realLog)
+				if n := min(len(got), len(written)); !bytes.Equal(got[:n], written[:n]) {
+					t.Fatalf("round %d: real log (%d bytes) diverges from what the host wrote (%d bytes) at %d",
+						round, len(got), len(written), firstDiff(got, written))
+				}
+				m.ForceDetach()
+			}
+			// A final clean run: everything the host flushed gets sealed.
+			sock := filepath.Join(base, "final.sock")
+			cmd := exec.Command(bin, "serve", dir, "--listen", "unix:"+sock)
+			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+			testenv.StartProcess(t, cmd)
+			testenv.WaitFor(t, 10*time.Second, "server socket", func() bool { _, err := os.Stat(sock); return err == nil })
+			m := testenv.MountNBD(t, "nbd+unix:///?socket="+sock, "ext4", "")
+			want, _ := os.ReadFile(filepath.Join(m.Dir, logName))
+			deadline := time.Now().Add(sealTimeout)
+			for {
+				got, _ := os.ReadFile(realLog)
+				if bytes.Equal(got, want) {
+					break
+				}
+				if !bytes.HasPrefix(want, got) || time.Now().After(deadline) {
+					t.Fatalf("final: real log %d bytes, file %d bytes, first difference at %d", len(got), len(want), firstDiff(got, want))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if !bytes.HasPrefix(want, written) {
+				t.Fatalf("final: the file lost fsync'd data (%d bytes, %d synced)", len(want), len(written))
+			}
+		})
+	}
+}
