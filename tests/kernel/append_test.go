@@ -7,9 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/indelible-worm/indelible/internal/testenv"
 )
 
 const sealTimeout = 20 * time.Second
@@ -111,25 +114,48 @@ func TestConcurrentWriters(t *testing.T) {
 }
 
 // TestManyExtents: a protected file fragmented past the 4 extents of the
-// inode and past one extent leaf block, by interleaving fsync'd appends with
-// writes to another file.
+// inode and past one extent leaf block (340 extents at 4 KiB): free space is
+// first made a checkerboard of single blocks (fill the volume with one-block
+// files, delete every other one), so each fsync'd 4 KiB append gets an
+// extent of its own.
 func TestManyExtents(t *testing.T) {
+	testenv.RequireLong(t)
 	for _, mode := range []string{"ordered", "none"} {
 		t.Run(mode, func(t *testing.T) {
-			k := newDevice(t, devOpts{journal: mode, quiescence: 300 * time.Millisecond, size: 256 << 20})
+			k := newDevice(t, devOpts{journal: mode, quiescence: 300 * time.Millisecond, size: 48 << 20})
 			p := k.path(k.logs[0])
-			filler := filepath.Join(k.m.Dir, "filler")
+			fill := filepath.Join(k.m.Dir, "fill")
+			os.Mkdir(fill, 0o755)
 			blk := make([]byte, 4096)
-			for i := 0; i < 400; i++ {
+			var names []string
+			for i := 0; ; i++ {
+				name := filepath.Join(fill, fmt.Sprintf("%05d", i))
+				if err := os.WriteFile(name, blk, 0o644); err != nil {
+					os.Remove(name)
+					break // the volume is full
+				}
+				names = append(names, name)
+			}
+			testenv.Run(t, "sync")
+			for i := 0; i < len(names); i += 2 {
+				os.Remove(names[i])
+			}
+			testenv.Run(t, "sync")
+			const appends = 400
+			for i := 0; i < appends; i++ {
 				for j := range blk {
 					blk[j] = byte(i + j)
 				}
 				appendFile(t, p, blk, true)
-				appendFile(t, filler, blk, true)
 			}
 			k.waitSealed(60 * time.Second)
-			out, _ := exec.Command("filefrag", p).CombinedOutput()
+			out := testenv.Run(t, "filefrag", p)
 			t.Logf("filefrag: %s", out)
+			var extents int
+			fmt.Sscanf(out[strings.LastIndex(out, ":")+1:], "%d", &extents)
+			if extents <= 340 {
+				t.Fatalf("the workload made only %d extents; the test needs more than one leaf block (> 340)", extents)
+			}
 			k.noIndicators()
 		})
 	}
@@ -167,6 +193,33 @@ func TestHostChoosesAnotherMode(t *testing.T) {
 			for i := 0; i < 30; i++ {
 				appendFile(t, p, line(i), i%5 == 0)
 			}
+			k.waitSealed(sealTimeout)
+			k.noIndicators()
+		})
+	}
+}
+
+// TestChattrIsNotAnAttack: the host flag manager sets and clears +a/+i on
+// protected files on purpose; appends around it keep being sealed and no
+// indicator is raised.
+func TestChattrIsNotAnAttack(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode, func(t *testing.T) {
+			k := newDevice(t, devOpts{journal: mode, quiescence: 300 * time.Millisecond})
+			p := k.path(k.logs[0])
+			for i := 0; i < 5; i++ {
+				appendFile(t, p, line(i), false)
+			}
+			k.waitSealed(sealTimeout)
+			testenv.Run(t, "chattr", "+a", p)
+			appendFile(t, p, line(5), false)
+			k.waitSealed(sealTimeout)
+			testenv.Run(t, "chattr", "-a", p)
+			appendFile(t, p, line(6), false)
+			testenv.Run(t, "chattr", "+i", p)
+			k.waitSealed(sealTimeout)
+			testenv.Run(t, "chattr", "-i", p)
+			appendFile(t, p, line(7), true)
 			k.waitSealed(sealTimeout)
 			k.noIndicators()
 		})
