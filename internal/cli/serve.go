@@ -194,6 +194,12 @@ stop with Ctrl-C (SIGINT) or SIGTERM
 // openServeTarget opens what `indelible serve` exports: here a plain image
 // file or block device.
 func openServeTarget(env *Env, arg string, readOnly bool) (dev blockdev.Device, what string, err error) {
+	if isDeviceDir(arg) {
+		if readOnly {
+			return nil, "", usageErrorf("--read-only is for plain images; a WORM device directory is already append-only for its protected files")
+		}
+		return openDeviceDir(env, arg)
+	}
 	f, err := blockdev.OpenFile(arg, readOnly)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
