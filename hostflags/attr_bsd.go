@@ -61,7 +61,7 @@ func setFlags(fd int, v uint64) error {
 	return err
 }
 
-func describeSetError(err error, f Flag, op Op) error {
+func describeSetError(err error) error {
 	if errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("fchflags: %w (system flags need root and securelevel < 1; user flags need the owner or root)", err)
 	}

@@ -59,7 +59,7 @@ func unsupportedErrno(err error) bool {
 	return errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)
 }
 
-func describeSetError(err error, f Flag, op Op) error {
+func describeSetError(err error) error {
 	if errors.Is(err, unix.EPERM) {
 		return fmt.Errorf("FS_IOC_SETFLAGS: %w (changing +i or +a needs CAP_LINUX_IMMUTABLE; run as root)", err)
 	}

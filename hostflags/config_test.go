@@ -2,6 +2,7 @@ package hostflags
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -220,6 +221,29 @@ group: +a x
 	}
 	if len(pairs) != len(wantPairs) {
 		t.Errorf("got %d warnings, want %d:\n%s", len(pairs), len(wantPairs), strings.Join(got, "\n"))
+	}
+}
+
+// TestCheckConflictsBounded: a configuration built to make the check
+// quadratic (thousands of globs and paths in one directory, never matching)
+// stops early with a warning instead of running for minutes.
+func TestCheckConflictsBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("group: +a x\n")
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&b, "/d/x%d*\n", i)
+	}
+	b.WriteString("group: y\n")
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&b, "/d/g%d\n", i)
+	}
+	c, err := parseString(t, b.String(), Linux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CheckConflicts(nil)
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].Msg, "stopped checking for conflicting flags") {
+		t.Errorf("warnings: %v", c.Warnings)
 	}
 }
 

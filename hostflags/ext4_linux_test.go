@@ -496,3 +496,22 @@ func TestUnsupportedFilesystem(t *testing.T) {
 		t.Errorf("lock audit on ramfs should fail: %+v", res)
 	}
 }
+
+// TestHostileNamesQuoted: a file name holding a newline cannot forge a line
+// of audit output; it is printed Go-quoted.
+func TestHostileNamesQuoted(t *testing.T) {
+	root := mountImage(t, "ext4")
+	makeTree(t, root, "d/")
+	evil := "x (should be locked, flags=i)\nforged"
+	if err := os.WriteFile(filepath.Join(root, "d", evil), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Run(t, "chattr", "+i", filepath.Join(root, "d"))
+	defer unlockAll(t, root)
+	c := parseAt(t, root, "@/d\n")
+	res, l := run(t, c, Options{Op: Lock, Audit: true})
+	want := "In " + root + "/d/:\n   \"x (should be locked, flags=i)\\nforged\" (should be locked, flags=e)\n"
+	if l.out.String() != want || res.Mismatched != 1 {
+		t.Errorf("audit output %q, want %q (%+v)", l.out.String(), want, res)
+	}
+}

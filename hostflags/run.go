@@ -184,29 +184,31 @@ func (r *runner) entry(e *Entry) error {
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(e.Path, &st); err != nil {
-		return r.missingOrError(e.Path, err, true)
+		r.missingOrError(e.Path, err, true)
+		return nil
 	}
 	switch fileType(&st) {
 	case unix.S_IFLNK:
-		r.opts.Logf("warning: %s is a symbolic link; not followed (line %d)", quote(e.Path), e.Line)
+		r.warnf("%s is a symbolic link; not followed (line %d)", quote(e.Path), e.Line)
 		return nil
 	case unix.S_IFDIR:
 	case unix.S_IFREG:
 		if e.Prefix&(NoRecurse|ContentsOnly|FilesOnly) != 0 {
-			r.opts.Logf("warning: prefix %q has no effect on %s, which is not a directory (line %d)", (e.Prefix &^ KARL).String(), quote(e.Path), e.Line)
+			r.warnf("prefix %q has no effect on %s, which is not a directory (line %d)", (e.Prefix &^ KARL).String(), quote(e.Path), e.Line)
 		}
 		if r.opts.Verbose {
 			fmt.Fprintf(r.opts.Out, "%s %s\n", r.verb(), e.Path)
 		}
 		fd, err := openAt(unix.AT_FDCWD, e.Path, &st, false)
 		if err != nil {
-			return r.missingOrError(e.Path, err, true)
+			r.missingOrError(e.Path, err, true)
+			return nil
 		}
 		defer unix.Close(fd)
 		_, err = r.apply(fd, e.Path, e.Flag, 0)
 		return err
 	default:
-		r.opts.Logf("warning: %s is not a regular file or directory; skipped (line %d)", quote(e.Path), e.Line)
+		r.warnf("%s is not a regular file or directory; skipped (line %d)", quote(e.Path), e.Line)
 		return nil
 	}
 	w := walkFor(e.Prefix)
@@ -215,7 +217,8 @@ func (r *runner) entry(e *Entry) error {
 	}
 	fd, err := openAt(unix.AT_FDCWD, e.Path, &st, true)
 	if err != nil {
-		return r.missingOrError(e.Path, err, true)
+		r.missingOrError(e.Path, err, true)
+		return nil
 	}
 	defer unix.Close(fd)
 	return r.dir(fd, e.Path, e.Flag, w, 0)
@@ -240,15 +243,22 @@ func (r *runner) glob(e *Entry) error {
 	dir = path.Clean(dir)
 	var st unix.Stat_t
 	if err := unix.Lstat(dir, &st); err != nil {
-		return r.missingOrError(dir, err, true)
+		r.missingOrError(dir, err, true)
+		return nil
 	}
-	if fileType(&st) != unix.S_IFDIR {
-		r.opts.Logf("warning: %s in glob %s is not a directory; skipped (line %d)", quote(dir), quote(e.Path), e.Line)
+	switch fileType(&st) {
+	case unix.S_IFDIR:
+	case unix.S_IFLNK:
+		r.warnf("%s in glob %s is a symbolic link; not followed (line %d)", quote(dir), quote(e.Path), e.Line)
+		return nil
+	default:
+		r.warnf("%s in glob %s is not a directory; skipped (line %d)", quote(dir), quote(e.Path), e.Line)
 		return nil
 	}
 	dfd, err := openAt(unix.AT_FDCWD, dir, &st, true)
 	if err != nil {
-		return r.missingOrError(dir, err, true)
+		r.missingOrError(dir, err, true)
+		return nil
 	}
 	defer unix.Close(dfd)
 	names, err := readNames(dfd, dir)
@@ -264,18 +274,16 @@ func (r *runner) glob(e *Entry) error {
 		p := path.Join(dir, name)
 		var cst unix.Stat_t
 		if err := unix.Fstatat(dfd, name, &cst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			if err := r.missingOrError(p, err, false); err != nil {
-				return err
-			}
+			r.missingOrError(p, err, false)
 			continue
 		}
 		switch fileType(&cst) {
 		case unix.S_IFREG:
 		case unix.S_IFDIR:
-			r.opts.Logf("warning: glob %s matched directory %s; skipped (list directories on their own line)", quote(e.Path), quote(p))
+			r.warnf("glob %s matched directory %s; skipped (list directories on their own line)", quote(e.Path), quote(p))
 			continue
 		case unix.S_IFLNK:
-			r.opts.Logf("warning: glob %s matched symbolic link %s; not followed", quote(e.Path), quote(p))
+			r.warnf("glob %s matched symbolic link %s; not followed", quote(e.Path), quote(p))
 			continue
 		default:
 			continue
@@ -286,9 +294,7 @@ func (r *runner) glob(e *Entry) error {
 		}
 		fd, err := openAt(dfd, name, &cst, false)
 		if err != nil {
-			if err := r.missingOrError(p, err, false); err != nil {
-				return err
-			}
+			r.missingOrError(p, err, false)
 			continue
 		}
 		_, err = r.apply(fd, p, e.Flag, 0)
@@ -297,13 +303,14 @@ func (r *runner) glob(e *Entry) error {
 			return err
 		}
 	}
-	if matched == 0 && !r.opts.Quiet {
-		r.opts.Logf("warning: glob %s matches no files (line %d)", quote(e.Path), e.Line)
+	if matched == 0 {
+		r.warnf("glob %s matches no files (line %d)", quote(e.Path), e.Line)
 	}
 	return nil
 }
 
-// dir handles the directory open as dfd: its entries as w says, then itself.
+// dir handles the directory open as dfd: itself (when w.self), then its
+// entries as w says.
 // depth is how far below the configured path it is (for the audit's
 // indentation and the recursion bound).
 func (r *runner) dir(dfd int, p string, f Flag, w walk, depth int) error {
@@ -338,18 +345,14 @@ func (r *runner) dir(dfd int, p string, f Flag, w walk, depth int) error {
 		cp := path.Join(p, name)
 		var st unix.Stat_t
 		if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			if err := r.missingOrError(cp, err, false); err != nil {
-				return err
-			}
+			r.missingOrError(cp, err, false)
 			continue
 		}
 		switch fileType(&st) {
 		case unix.S_IFREG:
 			fd, err := openAt(dfd, name, &st, false)
 			if err != nil {
-				if err := r.missingOrError(cp, err, false); err != nil {
-					return err
-				}
+				r.missingOrError(cp, err, false)
 				continue
 			}
 			err = r.applyChild(fd, cp, p, name, f, depth, &header)
@@ -363,9 +366,7 @@ func (r *runner) dir(dfd int, p string, f Flag, w walk, depth int) error {
 			}
 			fd, err := openAt(dfd, name, &st, true)
 			if err != nil {
-				if err := r.missingOrError(cp, err, false); err != nil {
-					return err
-				}
+				r.missingOrError(cp, err, false)
 				continue
 			}
 			if w.subdirs == subdirsSelf {
@@ -445,7 +446,7 @@ func (r *runner) change(fd int, p string, f Flag, depth int, raw uint64) error {
 		return nil
 	}
 	if err := setFlags(fd, want); err != nil {
-		r.errorf("%s: %v", quote(p), describeSetError(err, f, r.opts.Op))
+		r.errorf("%s: %v", quote(p), describeSetError(err))
 		return nil
 	}
 	r.res.Changed++
@@ -468,12 +469,17 @@ func (r *runner) printMismatch(p string, depth int, what string) {
 func (r *runner) unsupported(p string, err error) {
 	if r.opts.Audit && r.opts.Op == Unlock {
 		// A file that cannot carry flags is as unlocked as it gets.
-		if !r.opts.Quiet {
-			r.opts.Logf("warning: %s: %v; counted as unlocked", quote(p), err)
-		}
+		r.warnf("%s: %v; counted as unlocked", quote(p), err)
 		return
 	}
 	r.errorf("%s: %v", quote(p), err)
+}
+
+// warnf reports something skipped; a quiet audit prints nothing.
+func (r *runner) warnf(format string, a ...any) {
+	if !r.opts.Quiet {
+		r.opts.Logf("warning: "+format, a...)
+	}
 }
 
 func (r *runner) errorf(format string, a ...any) {
@@ -485,28 +491,21 @@ func (r *runner) errorf(format string, a ...any) {
 
 // missingOrError reports a path that does not exist (or vanished while the
 // run was walking) and counts it; any other error is a per-path error.
-func (r *runner) missingOrError(p string, err error, configured bool) error {
+func (r *runner) missingOrError(p string, err error, configured bool) {
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		r.res.Missing++
-		if !r.opts.Quiet {
-			if configured {
-				r.opts.Logf("warning: %s does not exist; skipped", quote(p))
-			} else {
-				r.opts.Logf("warning: %s vanished while being walked; skipped", quote(p))
-			}
+		if configured {
+			r.warnf("%s does not exist; skipped", quote(p))
+		} else {
+			r.warnf("%s vanished while being walked; skipped", quote(p))
 		}
-		return nil
+		return
 	}
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, errChanged) {
-		r.opts.Logf("warning: %s changed type while being walked; not followed", quote(p))
-		return nil
-	}
-	if configured && r.opts.Quiet {
-		r.res.Errors++
-		return nil
+		r.warnf("%s changed type while being walked; not followed", quote(p))
+		return
 	}
 	r.errorf("%s: %v", quote(p), err)
-	return nil
 }
 
 var errChanged = errors.New("changed while being walked")

@@ -47,6 +47,9 @@ type Command struct {
 	Run     func(env *Env, fs *flag.FlagSet, args []string) error
 	Aliases []string // argv[0] names that run this command directly (syslock)
 	Hidden  bool
+	// Getopt lets single-letter boolean flags cluster, getopt style (-aq),
+	// as syslock's users expect.
+	Getopt bool
 }
 
 var commands = map[string]*Command{}
@@ -130,6 +133,9 @@ func run(c *Command, name string, args []string, env *Env) int {
 	fs.SetOutput(io.Discard)
 	if c.Flags != nil {
 		c.Flags(fs)
+	}
+	if c.Getopt {
+		args = splitGetopt(fs, args)
 	}
 	positional, err := parseInterspersed(fs, args)
 	if err != nil {

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
+	"io"
 
 	"github.com/indelible-worm/indelible/seal"
 )
@@ -48,10 +50,7 @@ Examples:
 }
 
 func runKeys(env *Env, fs *flag.FlagSet, args []string) error {
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return err
-	}
+	pos := args // the framework parses flags anywhere among the arguments
 	if len(pos) != 1 {
 		return usageErrorf("keys takes one STORE_DIR, got %d arguments", len(pos))
 	}
@@ -81,5 +80,65 @@ func runKeys(env *Env, fs *flag.FlagSet, args []string) error {
 	fmt.Fprintf(env.Stdout, "created store %s\n  device keystream  %s\n  auditor keystream %s\n  %s of keys: %d keys × %d appends = %d appends\n",
 		pos[0], dev, aud, formatSize(keys*seal.KeySize), keys, nr, keys*int64(nr))
 	fmt.Fprintf(env.Stdout, "move the auditor keystream off this machine before the device goes into service\n")
+	return nil
+}
+
+func init() {
+	register(&Command{
+		Name:   "seal-append",
+		Hidden: true,
+		Args:   "STORE_DIR --device-key PATH --id ID --path PATH < DATA",
+		Short:  "seal standard input into a real log, one append per line (testing and repair aid)",
+		Long: `Opens the store with the device keystream (repairing it after a crash), seals
+each line of standard input as one append to the real log PATH with file ID
+ID, and closes the store, finishing the ratchet block. The device normally
+does this itself; this command exists for tests and manual recovery.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.String("device-key", "", "the device keystream")
+			fs.Uint64("id", 0, "file ID (the SealFS inode number) of the real log")
+			fs.String("path", "", "store-relative path of the real log")
+		},
+		Run: runSealAppend,
+	})
+}
+
+func runSealAppend(env *Env, fs *flag.FlagSet, args []string) error {
+	if len(args) != 1 {
+		return usageErrorf("seal-append takes one STORE_DIR")
+	}
+	dev := fs.Lookup("device-key").Value.String()
+	id := fs.Lookup("id").Value.(flag.Getter).Get().(uint64)
+	path := fs.Lookup("path").Value.String()
+	if dev == "" || id == 0 || path == "" {
+		return usageErrorf("seal-append needs --device-key, --id and --path")
+	}
+	s, err := seal.Open(args[0], dev, seal.Options{})
+	if err != nil {
+		return err
+	}
+	ref := seal.FileRef{ID: id, Path: path}
+	br := bufio.NewReader(env.Stdin)
+	n := 0
+	for {
+		line, rerr := br.ReadBytes('\n')
+		if len(line) > 0 {
+			if err := s.Append(ref, s.Watermark(id), line); err != nil {
+				s.Close()
+				return err
+			}
+			n++
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			s.Close()
+			return rerr
+		}
+	}
+	if err := s.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "sealed %d appends to %s\n", n, path)
 	return nil
 }

@@ -20,6 +20,7 @@ func init() {
 		Flags:   func(fs *flag.FlagSet) { lockFlags(fs, hostflags.Lock) },
 		Run:     func(env *Env, fs *flag.FlagSet, args []string) error { return runLock(env, fs, args, hostflags.Lock) },
 		Aliases: []string{"syslock"},
+		Getopt:  true,
 	})
 	register(&Command{
 		Name:    "unlock",
@@ -29,6 +30,7 @@ func init() {
 		Flags:   func(fs *flag.FlagSet) { lockFlags(fs, hostflags.Unlock) },
 		Run:     func(env *Env, fs *flag.FlagSet, args []string) error { return runLock(env, fs, args, hostflags.Unlock) },
 		Aliases: []string{"sysunlock"},
+		Getopt:  true,
 	})
 }
 
@@ -62,7 +64,7 @@ audit (-a) checks those two states and prints each path that differs as
 should be and 1 when not. Exit status 2 means a bad command line or
 configuration.
 
-Flags:
+What the options do:
   -g GROUP[:FLAG],...  only these groups; GROUP:FLAG picks the group's
                        entries with that flag (logs:+a), FLAG alone every
                        entry with it (+a, uchg)
@@ -90,7 +92,7 @@ kern.securelevel > 0, so unlock skips them then, and lock skips them unless
 -f is given; naming them in -g makes that an error instead of a skip.
 Unlike syslock, indelible never remounts / read-write.
 
-Single-letter flags must be given separately (-a -q, not -aq).
+Single-letter flags may be combined (-aq) or given separately (-a -q).
 `
 
 const lockHelp = `Lock sets the flags that a syslock configuration gives its paths (the
@@ -321,16 +323,18 @@ func configError(env *Env, file string, err error) error {
 		fmt.Fprintf(env.Stderr, "indelible: %s: fix the lines above (see `indelible help lock` for the syntax)\n", file)
 		return &ExitError{Code: 2}
 	case errors.Is(err, os.ErrNotExist):
-		return &ExitError{Code: 2, Err: fmt.Errorf("indelible: %s does not exist; give another with -c FILE (examples/syslock has samples)", file)}
+		fmt.Fprintf(env.Stderr, "indelible: %s does not exist; give another with -c FILE (examples/syslock has samples)\n", file)
+		return &ExitError{Code: 2}
 	}
-	return &ExitError{Code: 2, Err: fmt.Errorf("indelible: %v", err)}
+	fmt.Fprintf(env.Stderr, "indelible: %v\n", err)
+	return &ExitError{Code: 2}
 }
 
 // splitGetopt rewrites syslock's getopt-style option clusters ("-swf",
 // "-aq", "-gNAME", "-ac FILE") into one option per argument, which is what
-// the flag package parses. Arguments after "--" or the first non-option are
-// left alone, as are "--long" options and anything naming an unknown flag
-// (so the flag package reports it).
+// the flag package parses. Arguments after "--" are left alone, as are
+// "--long" options and clusters with an unknown letter (so the flag package
+// reports them).
 func splitGetopt(fs *flag.FlagSet, args []string) []string {
 	isBool := func(name string) (known, isBool bool) {
 		f := fs.Lookup(name)
@@ -343,8 +347,12 @@ func splitGetopt(fs *flag.FlagSet, args []string) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if a == "--" || len(a) < 2 || a[0] != '-' {
+		if a == "--" {
 			return append(out, args[i:]...)
+		}
+		if len(a) < 2 || a[0] != '-' {
+			out = append(out, a) // a positional argument; options may follow
+			continue
 		}
 		if known, b := isBool(strings.TrimLeft(a, "-")); known || a[1] == '-' || strings.Contains(a, "=") {
 			out = append(out, a)

@@ -1,0 +1,225 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/indelible-worm/indelible/seal"
+)
+
+// deviceKeyName is where a device directory keeps its keystream.
+const deviceKeyName = "device.key"
+
+func init() {
+	register(&Command{
+		Name:  "verify",
+		Args:  "--key AUDITOR_KEY [flags] DEVICE_DIR|STORE",
+		Short: "verify sealed real logs with the auditor's keystream",
+		Long: `Checks every sealed entry of a store (a directory holding .SEALFS.LOG) or of
+a device directory (one holding store/), with the auditor's keystream.
+A copied store (cp -a, tar, rsync) verifies too: files are found through the
+sealed map, never through inode numbers.
+
+Every problem is reported, with its file, byte offset and length, and
+verification goes on:
+  altered          the data or the entry does not match its seal
+  misplaced        an entry out of sequence: reordered, replaced or copied
+  missing-entries  bytes of a real log that no entry covers (entries deleted)
+  truncated        entries beyond the real log's end, or the log's tail cut
+                   (found from the device's burnt keys when --device-key is
+                   given or the device directory holds device.key)
+  unsealed         real-log bytes after the last entry
+  unknown-file     files, or entries, that no sealed map record names
+  missing-file     a sealed real log that was renamed or deleted
+  bad-record       a forged, altered or orphaned side record
+Then a summary line ("3 entries altered, 1 truncation, 10412 intact").
+
+Without --key only the structure is checked; that proves nothing and never
+counts as success. Exit status: 0 all verified, 1 problems (or no key),
+2 usage.
+
+Examples:
+  indelible verify --key /media/usb/auditor.key /srv/worm
+  indelible verify --key auditor.key --file var/log/auth.log --range 0:4096 store
+  indelible verify --key auditor.key --json store | jq .
+`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.String("key", "", "the auditor keystream (without it: structure only, never success)")
+			fs.String("device-key", "", "the device keystream, to detect a cut tail from burnt keys (default DEVICE_DIR/device.key)")
+			fs.Bool("json", false, "print problems and the summary as JSON lines on stdout")
+			fs.Bool("entries", false, "list every entry with an OK or BAD mark")
+			fs.String("file", "", "verify only this real log (store-relative path)")
+			fs.String("range", "", "with --file: verify only entries overlapping OFF:LEN")
+			fs.Bool("progress", false, "show progress on stderr even when it is not a terminal")
+		},
+		Run: runVerify,
+	})
+}
+
+func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
+	pos := args // the framework parses flags anywhere among the arguments
+	if len(pos) != 1 {
+		return usageErrorf("verify takes one DEVICE_DIR or STORE, got %d arguments", len(pos))
+	}
+	get := func(n string) string { return fs.Lookup(n).Value.String() }
+	on := func(n string) bool { return get(n) == "true" }
+	o := seal.VerifyOptions{AuditorKey: get("key"), File: get("file")}
+	if r := get("range"); r != "" {
+		if o.File == "" {
+			return usageErrorf("--range needs --file")
+		}
+		rg, err := parseRange(r)
+		if err != nil {
+			return usageErrorf("--range: %v", err)
+		}
+		o.Range = &rg
+	}
+	if o.File != "" {
+		o.File = filepath.ToSlash(filepath.Clean(o.File))
+	}
+	store, devKey, err := resolveStore(pos[0])
+	if err != nil {
+		return err
+	}
+	o.DeviceKey = devKey
+	if k := get("device-key"); k != "" {
+		o.DeviceKey = k
+	}
+	jsonOut, entries := on("json"), on("entries")
+	enc := json.NewEncoder(env.Stdout)
+	o.OnProblem = func(p seal.Problem) {
+		if jsonOut {
+			enc.Encode(struct {
+				Problem seal.Problem `json:"problem"`
+			}{p})
+			return
+		}
+		fmt.Fprintf(env.Stderr, "indelible: %s\n", p)
+	}
+	if entries && !jsonOut {
+		o.OnEntry = func(r seal.EntryResult) {
+			mark, what := "OK ", r.Path
+			if !r.OK {
+				mark = "BAD"
+			}
+			if r.Entry.Inode == seal.FakeInode {
+				what = "(ratchet filler)"
+			} else if what == "" {
+				what = fmt.Sprintf("(file id %d)", r.Entry.Inode)
+			}
+			line := fmt.Sprintf("%s %8d %s %d+%d", mark, r.Index, what, r.Entry.Offset, r.Entry.Count)
+			if r.Why != "" {
+				line += "  " + r.Why
+			}
+			fmt.Fprintln(env.Stdout, line)
+		}
+	}
+	if p := newProgress(env.Stderr, on("progress")); p != nil {
+		o.Progress = p.update
+		defer p.done()
+	}
+	if o.AuditorKey == "" && !jsonOut {
+		fmt.Fprintln(env.Stderr, "indelible: no --key: checking structure only; this proves nothing about the logs")
+	}
+	sum, err := seal.Verify(store, o)
+	if err != nil {
+		return err
+	}
+	if jsonOut {
+		enc.Encode(struct {
+			Summary *seal.Summary `json:"summary"`
+			Text    string        `json:"text"`
+			OK      bool          `json:"ok"`
+		}{sum, sum.String(), sum.OK()})
+	} else {
+		fmt.Fprintln(env.Stdout, sum.String())
+		if sum.OpenBlock {
+			fmt.Fprintln(env.Stdout, "note: the last ratchet block is open (the device is running, or crashed and was not reopened)")
+		}
+	}
+	switch {
+	case sum.Problems() > 0:
+		return &ExitError{Code: 1, Err: fmt.Errorf("indelible: verification FAILED: %d problems in %s", sum.Problems(), store)}
+	case !sum.Keyed:
+		return &ExitError{Code: 1, Err: errors.New("indelible: not verified: structure only; pass the auditor keystream with --key")}
+	}
+	return nil
+}
+
+// resolveStore accepts a store (holding .SEALFS.LOG) or a device directory
+// (holding store/); for the latter it also finds the device keystream.
+func resolveStore(dir string) (store, devKey string, err error) {
+	if _, err := os.Stat(filepath.Join(dir, seal.LogName)); err == nil {
+		return dir, "", nil
+	}
+	s := filepath.Join(dir, "store")
+	if _, err := os.Stat(filepath.Join(s, seal.LogName)); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, deviceKeyName)); err == nil {
+			devKey = filepath.Join(dir, deviceKeyName)
+		}
+		return s, devKey, nil
+	}
+	return "", "", &ExitError{Code: 2, Err: fmt.Errorf("indelible: %s is neither a store (no %s) nor a device directory (no store/); give the directory `indelible keys` or `indelible init` created", dir, seal.LogName)}
+}
+
+func parseRange(s string) (seal.Range, error) {
+	a, b, ok := strings.Cut(s, ":")
+	if !ok {
+		return seal.Range{}, fmt.Errorf("%q is not OFF:LEN", s)
+	}
+	off, err1 := parseSize(a)
+	n, err2 := parseSize(b)
+	if err1 != nil || err2 != nil || n <= 0 {
+		return seal.Range{}, fmt.Errorf("%q is not OFF:LEN with LEN > 0", s)
+	}
+	return seal.Range{Off: off, Len: n}, nil
+}
+
+// progress draws a one-line bar on a terminal, at most four times a second.
+type progress struct {
+	w     io.Writer
+	start time.Time
+	last  time.Time
+	drawn bool
+}
+
+func newProgress(w io.Writer, force bool) *progress {
+	f, ok := w.(*os.File)
+	if !force && (!ok || !isTerminal(f)) {
+		return nil
+	}
+	return &progress{w: w, start: time.Now()}
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+func (p *progress) update(done, total int64) {
+	now := time.Now()
+	if now.Sub(p.last) < 250*time.Millisecond || total <= 0 || now.Sub(p.start) < time.Second {
+		return
+	}
+	p.last = now
+	p.drawn = true
+	pct := done * 100 / total
+	bar := strings.Repeat("#", int(pct/4)) + strings.Repeat(".", 25-int(pct/4))
+	rate := float64(done) / now.Sub(p.start).Seconds()
+	fmt.Fprintf(p.w, "\rverifying [%s] %3d%%  %s of entries/s ", bar, pct, formatSize(int64(rate)))
+}
+
+func (p *progress) done() {
+	if p.drawn {
+		fmt.Fprint(p.w, "\r"+strings.Repeat(" ", 70)+"\r")
+	}
+}
