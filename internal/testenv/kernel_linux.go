@@ -123,7 +123,13 @@ func (m *KernelMount) Mount(fstype, opts string) {
 	if opts != "" {
 		args = append(args, "-o", opts)
 	}
-	Run(m.t, "mount", append(args, m.Loop, m.Dir)...)
+	out, err := exec.Command("mount", append(args, m.Loop, m.Dir)...).CombinedOutput()
+	if err != nil {
+		dmesg, _ := exec.Command("dmesg").Output()
+		lines := strings.Split(strings.TrimSpace(string(dmesg)), "\n")
+		m.t.Fatalf("mount %s on %s: %v: %s\nkernel log:\n%s", m.Loop, m.Dir, err, out,
+			strings.Join(lines[max(0, len(lines)-8):], "\n"))
+	}
 	m.mounted = true
 }
 

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -79,7 +80,7 @@ func TestKill9(t *testing.T) {
 				testenv.WaitFor(t, 10*time.Second, "server socket", func() bool { _, err := os.Stat(sock); return err == nil })
 				sealedBefore, _ := os.ReadFile(realLog)
 
-				m := testenv.MountNBD(t, "nbd+unix:///?socket="+sock, "ext4", "")
+				m := hostBoot(t, "nbd+unix:///?socket="+sock)
 				// After a crash the image's file may be shorter than what the
 				// host wrote before (unflushed data is lost with the server);
 				// the host goes on from what it now sees.
@@ -88,7 +89,9 @@ func TestKill9(t *testing.T) {
 					t.Fatal(err)
 				}
 				if !bytes.HasPrefix(cur, written) {
-					t.Fatalf("round %d: after restart the file (%d bytes) lost fsync'd data (%d bytes written and synced)", round, len(cur), len(written))
+					d := firstDiff(cur, written)
+					t.Fatalf("round %d: after restart the file (%d bytes) lost fsync'd data (%d bytes written and synced): first difference at %d: file %q, written %q",
+						round, len(cur), len(written), d, cur[d:min(d+60, len(cur))], written[d:min(d+60, len(written))])
 				}
 				if !bytes.HasPrefix(cur, sealedBefore) {
 					t.Fatalf("round %d: sealed bytes (%d) not in the recovered file (%d bytes)", round, len(sealedBefore), len(cur))
@@ -124,8 +127,9 @@ func TestKill9(t *testing.T) {
 				// not be there.
 				got, _ := os.ReadFile(realLog)
 				if n := min(len(got), len(written)); !bytes.Equal(got[:n], written[:n]) {
-					t.Fatalf("round %d: real log (%d bytes) diverges from what the host wrote (%d bytes) at %d",
-						round, len(got), len(written), firstDiff(got, written))
+					d := firstDiff(got, written)
+					t.Fatalf("round %d: real log (%d bytes) diverges from what the host wrote (%d bytes) at %d: real log %q, written %q",
+						round, len(got), len(written), d, got[d:min(d+60, len(got))], written[d:min(d+60, len(written))])
 				}
 				m.ForceDetach()
 			}
@@ -135,7 +139,7 @@ func TestKill9(t *testing.T) {
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 			testenv.StartProcess(t, cmd)
 			testenv.WaitFor(t, 10*time.Second, "server socket", func() bool { _, err := os.Stat(sock); return err == nil })
-			m := testenv.MountNBD(t, "nbd+unix:///?socket="+sock, "ext4", "")
+			m := hostBoot(t, "nbd+unix:///?socket="+sock)
 			want, _ := os.ReadFile(filepath.Join(m.Dir, logName))
 			deadline := time.Now().Add(sealTimeout)
 			for {
@@ -153,4 +157,20 @@ func TestKill9(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hostBoot attaches the device and does what a host does at boot after a
+// crash: e2fsck -fy (journal replay, and the repairs a filesystem without a
+// journal needs before it is safe to mount), then mount.
+func hostBoot(t *testing.T, uri string) *testenv.KernelMount {
+	t.Helper()
+	m := testenv.MountNBD(t, uri, "", "")
+	out, err := exec.Command("e2fsck", "-fy", m.Loop).CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() < 4) {
+		t.Fatalf("e2fsck -fy %s: %v\n%s", m.Loop, err, out)
+	}
+	t.Logf("e2fsck: %s", bytes.TrimSpace(out))
+	m.Mount("ext4", "")
+	return m
 }
