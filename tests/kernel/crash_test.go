@@ -77,6 +77,8 @@ func TestKill9(t *testing.T) {
 				}
 				done := make(chan struct{})
 				go func() { cmd.Wait(); close(done) }()
+				// Never leave a server behind, even when the round fails.
+				t.Cleanup(func() { cmd.Process.Kill(); <-done })
 				testenv.WaitFor(t, 10*time.Second, "server socket", func() bool { _, err := os.Stat(sock); return err == nil })
 				sealedBefore, _ := os.ReadFile(realLog)
 
