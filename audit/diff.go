@@ -26,7 +26,9 @@ type Range struct {
 	Len  int64     `json:"len"`
 }
 
-func (r Range) String() string { return fmt.Sprintf("%s [%d, %d) %d bytes", r.Kind, r.Off, r.Off+r.Len, r.Len) }
+func (r Range) String() string {
+	return fmt.Sprintf("%s [%d, %d) %d bytes", r.Kind, r.Off, r.Off+r.Len, r.Len)
+}
 
 // Compare returns the divergent ranges between a real log and the file's
 // content in the image, in offset order. Adjacent differing bytes form one

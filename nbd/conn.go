@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/indelible-worm/indelible/blockdev"
 )
@@ -18,10 +19,16 @@ const (
 	stateTransmission
 )
 
-// readBufSize is the socket read buffer: big enough that a burst of small
-// requests (4 KiB writes at queue depth 16) arrives in one read system call,
-// while large payloads bypass it and land directly in their own buffer.
-const readBufSize = 128 << 10
+// readBufSize is the socket read buffer: a burst of small requests (4 KiB
+// writes at queue depth 8) arrives in one read system call. It is kept small
+// because whatever part of a large WRITE payload lands in it costs a copy;
+// the rest of the payload is read straight into its own buffer (see
+// readPayload).
+const readBufSize = 32 << 10
+
+// directReadMin is the payload remainder from which readPayload reads from
+// the socket into the payload buffer instead of through readBufSize.
+const directReadMin = 8 << 10
 
 // conn is one client connection.
 type conn struct {
@@ -53,6 +60,11 @@ type conn struct {
 	credits atomic.Int32
 	workers sync.WaitGroup
 	budget  budget
+	// latency is a moving average of recent READ/WRITE device times (ns),
+	// which decides whether the reader serves small requests itself.
+	latency atomic.Int64
+
+	lastWarn, suppressed atomic.Int64 // rate limit of device error logs
 }
 
 // request is one transmission request while it is being served.
@@ -60,6 +72,7 @@ type request struct {
 	Request
 	buf    *buffer // WRITE payload or READ data
 	budget int64   // bytes reserved from conn.budget
+	inline bool    // served by the reader itself (see inlineOK)
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -113,6 +126,7 @@ func (c *conn) drainAndClose(ctx context.Context) {
 				return
 			}
 		}
+		c.w.flushPending() // a reply the reader held back must not be lost
 	}
 	c.close()
 }
@@ -130,13 +144,19 @@ func (c *conn) transmit() {
 	c.work = make(chan *request, maxInFlight)
 	c.budget.init(c.srv.cfg.MaxBufferBytes)
 	c.w.structured = c.structured
+	// Start with workers; serve inline only once the device proved fast.
+	c.latency.Store(inlineMaxLatency)
 	defer func() {
 		close(c.work)
 		c.workers.Wait()
+		c.w.flushPending() // replies the reader held back (DISC after requests)
 	}()
 
 	var hdr [requestLen]byte
 	for {
+		if c.br.Buffered() < requestLen {
+			c.w.flushPending() // about to wait for the client: send what is queued
+		}
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				c.log.Debug("nbd: read request", "err", err)
@@ -157,7 +177,13 @@ func (c *conn) transmit() {
 			return
 		}
 
-		r := <-c.free
+		var r *request
+		select {
+		case r = <-c.free:
+		default:
+			c.w.flushPending()
+			r = <-c.free
+		}
 		r.Request = req
 		c.inflight.Add(1)
 		errno, msg := c.check(&req)
@@ -166,15 +192,16 @@ func (c *conn) transmit() {
 		}
 		if req.Type == CmdWrite && req.Length > 0 {
 			if errno != 0 {
+				c.w.flushPending()
 				if _, err := io.CopyN(io.Discard, c.br, int64(req.Length)); err != nil {
 					c.done(r)
 					return
 				}
 			} else {
 				r.budget = int64(req.Length)
-				c.budget.acquire(r.budget)
+				c.acquire(r.budget)
 				r.buf = getBuffer(int(req.Length))
-				if _, err := io.ReadFull(c.br, r.buf.b); err != nil {
+				if err := c.readPayload(r.buf.b); err != nil {
 					c.done(r)
 					return
 				}
@@ -194,14 +221,38 @@ func (c *conn) transmit() {
 				c.w.simple(req.Cookie, 0)
 			}
 			c.done(r)
+		case c.inlineOK(&req):
+			r.inline = true
+			c.handle(r)
 		default:
 			if req.Type == CmdRead {
 				r.budget = int64(req.Length)
-				c.budget.acquire(r.budget)
+				c.acquire(r.budget)
 			}
 			c.dispatch(r)
 		}
 	}
+}
+
+// readPayload fills p with the next bytes of the stream: first what the read
+// buffer already holds, then, for a large remainder, straight from the
+// socket, saving a copy of most of a large WRITE payload.
+func (c *conn) readPayload(p []byte) error {
+	if n := c.br.Buffered(); n > 0 {
+		k, _ := c.br.Read(p[:min(n, len(p))]) // served from the buffer: no system call, no error
+		p = p[k:]
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	c.w.flushPending() // the rest may take a while to arrive
+	var err error
+	if len(p) >= directReadMin {
+		_, err = io.ReadFull(c.nc, p) // the buffer is empty, so the stream stays in order
+	} else {
+		_, err = io.ReadFull(c.br, p)
+	}
+	return err
 }
 
 // check validates a request against the export and the negotiated options.
@@ -250,6 +301,40 @@ func (c *conn) check(r *Request) (Errno, string) {
 	return 0, ""
 }
 
+// acquire reserves payload bytes, first sending queued replies when it has
+// to wait (the bytes come back only as replies go out).
+func (c *conn) acquire(n int64) {
+	if !c.budget.tryAcquire(n) {
+		c.w.flushPending()
+		c.budget.acquire(n)
+	}
+}
+
+// Serving a request in the reader avoids waking a worker, which costs
+// more than a READ or WRITE that the page cache answers in microseconds;
+// but it stops reading the connection for as long as the device takes. So
+// the reader serves only small READs and WRITEs without FUA, and only while
+// the device has recently answered them within inlineMaxLatency; everything
+// else (FLUSH, FUA, TRIM, WRITE_ZEROES, CACHE, large requests, a slow
+// device) goes to workers, so it never holds up the requests behind it.
+const (
+	inlineMaxLen     = 128 << 10
+	inlineMaxLatency = int64(100 * time.Microsecond)
+)
+
+func (c *conn) inlineOK(r *Request) bool {
+	return (r.Type == CmdRead || r.Type == CmdWrite) && r.Flags&CmdFlagFUA == 0 &&
+		r.Length <= inlineMaxLen && c.latency.Load() < inlineMaxLatency
+}
+
+// noteLatency folds one READ/WRITE device time into the moving average
+// (weight 1/8: one slow request switches inline serving off at once when it
+// is more than 8× the limit, a few fast ones switch it back on).
+func (c *conn) noteLatency(d time.Duration) {
+	old := c.latency.Load()
+	c.latency.Store(old + (int64(d)-old)/8)
+}
+
 // dispatch hands r to an idle worker, or starts one when none is idle.
 // Workers never outnumber outstanding requests, so they are bounded by
 // MaxInFlight.
@@ -285,19 +370,23 @@ func (c *conn) handle(r *request) {
 	case CmdRead:
 		r.buf = getBuffer(int(n))
 		var got int
+		t0 := time.Now()
 		got, err = dev.ReadAt(r.buf.b, off)
+		c.noteLatency(time.Since(t0))
 		if got == len(r.buf.b) && errors.Is(err, io.EOF) {
 			err = nil
 		}
 		if err == nil {
-			c.w.readReply(r.Cookie, r.Offset, r.buf.b)
+			c.w.readReply(r.Cookie, r.Offset, r.buf.b, c.deferReply(r))
 			return
 		}
 	case CmdWrite:
 		if fua {
 			_, err = blockdev.WriteFUA(dev, r.buf.b, off)
 		} else {
+			t0 := time.Now()
 			_, err = dev.WriteAt(r.buf.b, off)
+			c.noteLatency(time.Since(t0))
 		}
 	case CmdFlush:
 		err = dev.Flush()
@@ -326,14 +415,36 @@ func (c *conn) handle(r *request) {
 		write := r.Type == CmdWrite || r.Type == CmdWriteZeroes
 		errno := errnoFor(err, write)
 		if errno == EIO {
-			c.log.Warn("nbd: device error", "cmd", r.Type.String(), "off", off, "len", n, "err", err)
+			c.warnDeviceError(r, err)
 		} else {
 			c.log.Debug("nbd: device refused", "cmd", r.Type.String(), "off", off, "len", n, "err", err)
 		}
 		c.w.errorReply(r.Cookie, errno, errno.String()+" from the device")
 		return
 	}
-	c.w.simple(r.Cookie, 0)
+	c.w.reply(r.Cookie, 0, c.deferReply(r))
+}
+
+// warnDeviceError logs a device I/O error, at most once a second per
+// connection (a failing disk fails every request), with the count of the
+// ones not logged since.
+func (c *conn) warnDeviceError(r *request, err error) {
+	now := time.Now().UnixNano()
+	last := c.lastWarn.Load()
+	if now-last < int64(time.Second) || !c.lastWarn.CompareAndSwap(last, now) {
+		c.suppressed.Add(1)
+		return
+	}
+	c.log.Warn("nbd: device error", "cmd", r.Type.String(), "off", r.Offset, "len", r.Length, "err", err,
+		"similar_errors_not_logged", c.suppressed.Swap(0))
+}
+
+// deferReply says whether r's reply may wait in the batch buffer: only when
+// the reader serves r itself and the next request is already buffered, so
+// the reader comes back to send it within microseconds (it always sends
+// queued replies before it waits for anything).
+func (c *conn) deferReply(r *request) bool {
+	return r.inline && c.br.Buffered() >= requestLen
 }
 
 // prefetch serves CACHE by reading the range once, so that later reads find
@@ -364,6 +475,7 @@ func (c *conn) done(r *request) {
 		c.budget.release(r.budget)
 		r.budget = 0
 	}
+	r.inline = false
 	c.free <- r
 	if c.inflight.Add(-1) == 0 && c.srv.shutting.Load() {
 		select {
@@ -384,6 +496,16 @@ type budget struct {
 func (b *budget) init(n int64) {
 	b.avail = n
 	b.cond.L = &b.mu
+}
+
+func (b *budget) tryAcquire(n int64) bool {
+	b.mu.Lock()
+	ok := b.avail >= n
+	if ok {
+		b.avail -= n
+	}
+	b.mu.Unlock()
+	return ok
 }
 
 func (b *budget) acquire(n int64) {

@@ -23,7 +23,9 @@ import (
 
 func runOut(t *testing.T, name string, args ...string) []byte {
 	t.Helper()
-	out, err := exec.Command(name, args...).Output()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = t.TempDir() // fio drops verify state files in its working directory
+	out, err := cmd.Output()
 	if err != nil {
 		var stderr []byte
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -155,7 +157,7 @@ func TestFioVerify(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			args := []string{"--name=" + name, "--ioengine=nbd", "--uri=" + srv.URI,
 				"--rw=" + tc.rw, "--bs=" + tc.bs, fmt.Sprintf("--iodepth=%d", tc.iodepth),
-				"--size=16m", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1",
+				"--size=16m", "--verify=crc32c", "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0",
 				"--randrepeat=0", "--output-format=json"}
 			if tc.rw == "randrw" {
 				// Verify what was read of what was written in this run.

@@ -27,10 +27,13 @@ type replyWriter struct {
 
 	mu      sync.Mutex
 	waiting atomic.Int32
-	buf     []byte
-	iov     [2][]byte
-	bufs    net.Buffers
-	err     error
+	// unflushed is set while buf holds replies held back by a deferred
+	// unlock; flushPending sends them.
+	unflushed atomic.Bool
+	buf       []byte
+	iov       [2][]byte
+	bufs      net.Buffers
+	err       error
 }
 
 func (w *replyWriter) lock() bool {
@@ -47,10 +50,34 @@ func (w *replyWriter) lock() bool {
 	return true
 }
 
-func (w *replyWriter) unlock() {
-	if len(w.buf) > 0 && (w.waiting.Load() == 0 || len(w.buf) >= replyBufSize-4096) {
+func (w *replyWriter) unlock() { w.unlockDefer(false) }
+
+// unlockDefer releases the writer. The batch goes out now unless another
+// reply is waiting for the lock (it will send it) or the caller defers it
+// (it promises to call flushPending before it waits for anything).
+func (w *replyWriter) unlockDefer(deferred bool) {
+	if len(w.buf) > 0 {
+		if len(w.buf) >= replyBufSize-4096 || (!deferred && w.waiting.Load() == 0) {
+			w.write(nil)
+		} else if deferred {
+			w.unflushed.Store(true)
+		}
+	}
+	w.mu.Unlock()
+}
+
+// flushPending sends replies held back by a deferred unlock.
+func (w *replyWriter) flushPending() {
+	if !w.unflushed.Load() {
+		return
+	}
+	if !w.lock() {
+		return
+	}
+	if len(w.buf) > 0 {
 		w.write(nil)
 	}
+	w.unflushed.Store(false)
 	w.mu.Unlock()
 }
 
@@ -67,6 +94,7 @@ func (w *replyWriter) write(data []byte) {
 		w.bufs = nil
 	}
 	w.buf = w.buf[:0]
+	w.unflushed.Store(false)
 	if err != nil {
 		w.err = err
 		w.onErr()
@@ -74,19 +102,21 @@ func (w *replyWriter) write(data []byte) {
 }
 
 // simple queues a simple reply (no data).
-func (w *replyWriter) simple(cookie uint64, errno Errno) {
+func (w *replyWriter) simple(cookie uint64, errno Errno) { w.reply(cookie, errno, false) }
+
+func (w *replyWriter) reply(cookie uint64, errno Errno, deferred bool) {
 	if !w.lock() {
 		return
 	}
 	w.buf = appendSimpleReply(w.buf, errno, cookie)
-	w.unlock()
+	w.unlockDefer(deferred)
 }
 
 // readReply sends the successful answer to a READ of data at off: a simple
 // reply followed by the data, or with structured replies one OFFSET_DATA
 // chunk marked DONE (the data is already read, so no error can follow; this
 // also satisfies DF).
-func (w *replyWriter) readReply(cookie, off uint64, data []byte) {
+func (w *replyWriter) readReply(cookie, off uint64, data []byte, deferred bool) {
 	if !w.lock() {
 		return
 	}
@@ -101,7 +131,7 @@ func (w *replyWriter) readReply(cookie, off uint64, data []byte) {
 	} else {
 		w.buf = append(w.buf, data...)
 	}
-	w.unlock()
+	w.unlockDefer(deferred)
 }
 
 // noneChunk answers a zero-length READ under structured replies.

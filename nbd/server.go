@@ -26,12 +26,14 @@
 //     and extended headers are not implemented and get ERR_UNSUP.
 //
 // Each connection has one reader goroutine that parses requests and reads
-// WRITE payloads, a pool of worker goroutines that call the device (so a slow
-// TRIM or WRITE_ZEROES never stalls the reader), and one reply writer that
-// batches small replies into one write and sends large READ data with
-// writev. At most Config.MaxInFlight requests and Config.MaxBufferBytes of
-// payload are outstanding per connection; buffers come from pools so steady
-// traffic does not allocate.
+// WRITE payloads, worker goroutines that call the device (so a slow TRIM,
+// WRITE_ZEROES, FLUSH or FUA write never stalls the reader), and one reply
+// writer that batches small replies into one write and sends large READ
+// data with writev. While the device answers small READs and WRITEs within
+// microseconds (the page cache), the reader serves those itself: waking a
+// worker would cost more than the request. At most Config.MaxInFlight
+// requests and Config.MaxBufferBytes of payload are outstanding per
+// connection; buffers come from pools so steady traffic does not allocate.
 package nbd
 
 import (

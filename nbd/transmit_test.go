@@ -1,10 +1,13 @@
 package nbd_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
+	"github.com/indelible-worm/indelible/internal/testenv"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -167,12 +170,21 @@ func TestDiscMidStream(t *testing.T) {
 	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: dev}}})
 	c := dialRaw(t, srv.Socket)
 	c.start(false)
-	data := make([]byte, 64<<10)
-	rand.Read(data)
-	for i := range 8 {
-		c.request(0, nbd.CmdWrite, uint64(i), uint64(i)*uint64(len(data)), uint32(len(data)), data)
+	for range 50 { // a fast device: later small writes are served by the reader
+		c.request(0, nbd.CmdRead, 0, 0, 4096, nil)
+		c.readReply(4096)
 	}
-	c.request(0, nbd.CmdDisc, 99, 0, 0, nil)
+	// Small writes and the DISC in one burst, so the reader finds them all
+	// buffered and holds replies back until it has nothing left to read.
+	data := make([]byte, 4096)
+	rand.Read(data)
+	var burst []byte
+	for i := range 8 {
+		burst = nbd.AppendRequest(burst, nbd.Request{Magic: nbd.MagicRequest, Type: nbd.CmdWrite, Cookie: uint64(i), Offset: uint64(i * len(data)), Length: uint32(len(data))})
+		burst = append(burst, data...)
+	}
+	burst = nbd.AppendRequest(burst, nbd.Request{Magic: nbd.MagicRequest, Type: nbd.CmdDisc, Cookie: 99})
+	c.write(burst)
 	seen := map[uint64]bool{}
 	for range 8 {
 		r := c.readReply(0)
@@ -409,7 +421,10 @@ func TestShutdown(t *testing.T) {
 	hs.hello()
 
 	data := bytes.Repeat([]byte{0xab}, 4096)
-	c.request(0, nbd.CmdWrite, 1, 0, 4096, data)
+	// FUA: a write that always goes to a worker, so it is in flight while
+	// the reader answers the requests below (a plain small write may be
+	// served by the reader itself once the device has proved fast).
+	c.request(fua, nbd.CmdWrite, 1, 0, 4096, data)
 	<-dev.entered
 	flushesBefore := f.Count(blockdev.OpFlush)
 	done := make(chan error, 1)
@@ -454,5 +469,134 @@ func TestShutdown(t *testing.T) {
 	// Shutdown again (the nbdtest cleanup) must be harmless.
 	if err := srv.Shutdown(context.Background()); err != nil && !errors.Is(err, context.Canceled) {
 		t.Fatal(err)
+	}
+}
+
+// fastFile claims fast zeroing, as a file on a filesystem with fallocate
+// would.
+type fastFile struct{ *blockdev.File }
+
+func (fastFile) CanZeroFast(off, length int64, mayPunch bool) bool { return true }
+
+func TestFastZero(t *testing.T) {
+	checkGoroutines(t)
+	f := newFile(t, 1<<20)
+	f.WriteAt(bytes.Repeat([]byte{1}, 1<<20), 0)
+	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: fastFile{f}}}})
+	c := dialRaw(t, srv.Socket)
+	c.start(true)
+	c.request(fastZero|noHole, nbd.CmdWriteZeroes, 1, 4096, 8192, nil)
+	if r := c.readReply(0); r.errno != 0 {
+		t.Fatalf("fast zero: %+v", r)
+	}
+	got := make([]byte, 3*4096)
+	f.ReadAt(got, 0)
+	if !bytes.Equal(got[4096:], make([]byte, 8192)) || got[0] != 1 {
+		t.Fatal("fast zero did not zero exactly the range")
+	}
+}
+
+// TestTCP serves over a loopback TCP listener.
+func TestTCP(t *testing.T) {
+	checkGoroutines(t)
+	srv, err := nbd.NewServer(nbd.Config{Exports: []nbd.Export{{Device: newFile(t, 1<<20)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	c := &rawClient{t: t, c: nc, br: bufio.NewReader(nc)}
+	c.start(false)
+	data := bytes.Repeat([]byte("tcp!"), 1024)
+	c.request(fua, nbd.CmdWrite, 1, 8192, 4096, data)
+	c.request(0, nbd.CmdRead, 2, 8192, 4096, nil)
+	for range 2 {
+		r := c.readReply(0)
+		if r.cookie == 2 { // the read may be answered first; then its data follows
+			if r.errno != 0 {
+				t.Fatal(r.errno)
+			}
+			c.read(4096)
+		} else if r.errno != 0 {
+			t.Fatal(r.errno)
+		}
+	}
+	nc.Close()
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; !errors.Is(err, nbd.ErrServerClosed) {
+		t.Fatalf("Serve returned %v", err)
+	}
+}
+
+// slowReads holds reads while slow is set, counting how many are inside.
+type slowReads struct {
+	blockdev.Device
+	mu      sync.Mutex
+	slow    bool
+	inside  int
+	release chan struct{}
+}
+
+func (d *slowReads) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	slow := d.slow
+	if slow {
+		d.inside++
+	}
+	d.mu.Unlock()
+	if slow {
+		<-d.release
+	}
+	return d.Device.ReadAt(p, off)
+}
+
+func (d *slowReads) insideNow() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.inside
+}
+
+// TestSlowDeviceServedConcurrently: the reader serves small reads itself
+// only while the device is fast; once a read is slow, requests go to
+// workers and run concurrently again.
+func TestSlowDeviceServedConcurrently(t *testing.T) {
+	checkGoroutines(t)
+	dev := &slowReads{Device: newFile(t, 1<<20), release: make(chan struct{})}
+	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: dev}}})
+	c := dialRaw(t, srv.Socket)
+	c.start(false)
+	for i := range 100 { // fast: the reader takes over
+		c.request(0, nbd.CmdRead, uint64(i), 0, 4096, nil)
+		c.readReply(4096)
+	}
+	dev.mu.Lock()
+	dev.slow = true
+	dev.mu.Unlock()
+	c.request(0, nbd.CmdRead, 1, 0, 4096, nil)
+	testenv.WaitFor(t, 10*time.Second, "the first slow read", func() bool { return dev.insideNow() == 1 })
+	time.Sleep(5 * time.Millisecond) // make it clearly slow: at least 5 ms
+	dev.release <- struct{}{}
+	c.readReply(4096)
+	const n = 8
+	for i := range n {
+		c.request(0, nbd.CmdRead, uint64(10+i), uint64(i)*4096, 4096, nil)
+	}
+	testenv.WaitFor(t, 10*time.Second, "all reads in the device at once", func() bool { return dev.insideNow() == 1+n })
+	close(dev.release)
+	for range n {
+		if r := c.readReply(4096); r.errno != 0 {
+			t.Fatal(r.errno)
+		}
 	}
 }

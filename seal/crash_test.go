@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -173,5 +172,4 @@ func TestCrashRecovery(t *testing.T) {
 	if repaired == 0 {
 		t.Error("no run needed repair: the kills never landed inside an append")
 	}
-	_ = strconv.Itoa
 }

@@ -90,6 +90,11 @@ func Create(storeDir, devKeyPath, auditorKeyPath string, keyBytes int64, opts Cr
 	if err := writeNew(filepath.Join(storeDir, RecordsName), nil, 0o640); err != nil {
 		return err
 	}
+	for _, p := range []string{devKeyPath, auditorKeyPath} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return fmt.Errorf("seal: create keystream directory: %w", err)
+		}
+	}
 	if err := writeKeyPair(devKeyPath, auditorKeyPath, magic, keyBytes); err != nil {
 		return err
 	}

@@ -67,6 +67,8 @@ func FuzzParseRecords(f *testing.F) {
 	f.Add(rb)
 	rep, _ := encodeRecord(&Record{Type: RecordRepair, Entry: 9, Repair: &Repair{Committed: 9, Found: 11, DroppedEntries: 2, Files: []FileRepair{{ID: 3, OldSize: 10, NewSize: 5}}}})
 	f.Add(append(rep, make([]byte, KeySize)...))
+	tm, _ := encodeRecord(&Record{Type: RecordTime, Entry: 3})
+	f.Add(append(tm, make([]byte, KeySize)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		recs, end, err := ParseRecords(b)
 		if err == nil && end != int64(len(b)) {
@@ -75,6 +77,20 @@ func FuzzParseRecords(f *testing.F) {
 		var fe *FormatError
 		if err != nil && !errors.As(err, &fe) {
 			t.Fatalf("error %v is not a FormatError", err)
+		}
+		// The streaming reader agrees with the whole-buffer parser.
+		rr := NewRecordReader(bytes.NewReader(b))
+		for i := 0; ; i++ {
+			r, err := rr.Next()
+			if err != nil {
+				if i != len(recs) || rr.Offset() != end {
+					t.Fatalf("reader stopped after %d records at %d; parser %d at %d", i, rr.Offset(), len(recs), end)
+				}
+				break
+			}
+			if i >= len(recs) || r.Off != recs[i].Off || !bytes.Equal(r.Raw, recs[i].Raw) {
+				t.Fatalf("reader record %d differs", i)
+			}
 		}
 		for _, r := range recs {
 			// Whatever parses re-encodes to the same bytes.

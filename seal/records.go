@@ -1,8 +1,10 @@
 package seal
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"path"
 	"strings"
 	"time"
@@ -41,6 +43,7 @@ type RecordType uint8
 const (
 	RecordMap    RecordType = 1 // binds a file ID to its real-log path
 	RecordRepair RecordType = 2 // what crash recovery changed
+	RecordTime   RecordType = 3 // device clock when its entry was sealed
 )
 
 func (t RecordType) String() string {
@@ -49,6 +52,8 @@ func (t RecordType) String() string {
 		return "map"
 	case RecordRepair:
 		return "repair"
+	case RecordTime:
+		return "time"
 	}
 	return fmt.Sprintf("record(%d)", uint8(t))
 }
@@ -80,9 +85,9 @@ type Repair struct {
 
 // FileRepair is one real log cut back to its sealed watermark.
 type FileRepair struct {
-	ID       uint64
-	OldSize  int64
-	NewSize  int64
+	ID      uint64
+	OldSize int64
+	NewSize int64
 }
 
 // validPath accepts relative, clean, slash-separated paths outside the
@@ -129,6 +134,7 @@ func encodeRecord(r *Record) ([]byte, error) {
 			b = binary.LittleEndian.AppendUint64(b, uint64(f.OldSize))
 			b = binary.LittleEndian.AppendUint64(b, uint64(f.NewSize))
 		}
+	case RecordTime:
 	default:
 		return nil, fmt.Errorf("seal: cannot encode %v", r.Type)
 	}
@@ -207,6 +213,10 @@ func ParseRecord(b []byte, off int64) (Record, int, error) {
 			})
 		}
 		r.Repair = rp
+	case RecordTime:
+		if len(p) != 0 {
+			return bad("time record with %d payload bytes", len(p))
+		}
 	default:
 		return bad("unknown record type %d", body[4])
 	}
@@ -229,3 +239,56 @@ func ParseRecords(b []byte) ([]Record, int64, error) {
 	}
 	return out, int64(off), nil
 }
+
+// RecordReader reads side records one at a time, so that neither the
+// device nor the verifier holds a long-lived store's records in memory.
+type RecordReader struct {
+	r   *bufio.Reader
+	off int64
+	buf []byte
+	err error
+}
+
+// NewRecordReader reads records from r, which starts at offset 0 of RecordsName.
+func NewRecordReader(r io.Reader) *RecordReader {
+	return &RecordReader{r: bufio.NewReaderSize(r, 1<<16)}
+}
+
+// Next returns the next record. At the clean end of the file it returns
+// io.EOF; a malformed or cut record returns a *FormatError and ends the
+// stream. Offset tells where the good prefix ends.
+func (rr *RecordReader) Next() (Record, error) {
+	if rr.err != nil {
+		return Record{}, rr.err
+	}
+	var lb [4]byte
+	if n, err := io.ReadFull(rr.r, lb[:]); err != nil {
+		if err == io.EOF {
+			rr.err = io.EOF
+		} else {
+			rr.err = &FormatError{File: RecordsName, Off: rr.off, Struct: "side record", Msg: fmt.Sprintf("%d bytes left, need a length", n)}
+		}
+		return Record{}, rr.err
+	}
+	n := int(binary.LittleEndian.Uint32(lb[:]))
+	if n < recordHeaderSize+KeySize || n > MaxRecordSize {
+		rr.err = &FormatError{File: RecordsName, Off: rr.off, Struct: "side record", Msg: fmt.Sprintf("length %d outside [%d, %d]", n, recordHeaderSize+KeySize, MaxRecordSize)}
+		return Record{}, rr.err
+	}
+	buf := make([]byte, n) // records are kept (Raw), so each gets its own buffer
+	copy(buf, lb[:])
+	if k, err := io.ReadFull(rr.r, buf[4:]); err != nil {
+		rr.err = &FormatError{File: RecordsName, Off: rr.off, Struct: "side record", Msg: fmt.Sprintf("record of %d bytes cut at %d", n, 4+k)}
+		return Record{}, rr.err
+	}
+	rec, _, err := ParseRecord(buf, rr.off)
+	if err != nil {
+		rr.err = err
+		return Record{}, err
+	}
+	rr.off += int64(n)
+	return rec, nil
+}
+
+// Offset is the end of the records read so far.
+func (rr *RecordReader) Offset() int64 { return rr.off }

@@ -35,6 +35,21 @@ type Options struct {
 	Logger *slog.Logger
 	// Now stamps side records; nil means time.Now.
 	Now func() time.Time
+	// StampEvery is how often a sealed time record dates the entries: the
+	// first append after Open and then the first one after each interval
+	// gets one (56 bytes). 0 means DefaultStampEvery; negative disables.
+	StampEvery time.Duration
+}
+
+// DefaultStampEvery dates appends to the minute at a cost of ~29 MB of
+// side records per year of continuous appending.
+const DefaultStampEvery = time.Minute
+
+func (s *Store) stampEvery() time.Duration {
+	if s.opts.StampEvery == 0 {
+		return DefaultStampEvery
+	}
+	return s.opts.StampEvery
 }
 
 // Store is an open sealed-log store. Its methods are safe for concurrent use.
@@ -49,23 +64,24 @@ type Store struct {
 	lf, kf, sf, rf *os.File
 	statePath      string
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	next     int64         // entries sealed (written, maybe not yet durable)
-	key      [KeySize]byte // key of entry next when next%nratchet != 0
-	durable  int64         // entries acknowledged durable
-	burnt    int64         // keystream header burnt value on disk
-	syncing  bool
-	files    map[uint64]*realLog
-	paths    map[string]uint64
-	dirty    map[*realLog]bool
-	metaDirt bool
-	err      error // sticky: a failed sync leaves durability unknown
-	closed   bool
-	warned   int // last key-usage percentage warned about
-	m        *mac
-	repair   *Repair
-	buf      []byte
+	mu        sync.Mutex
+	cond      *sync.Cond
+	next      int64         // entries sealed (written, maybe not yet durable)
+	key       [KeySize]byte // key of entry next when next%nratchet != 0
+	durable   int64         // entries acknowledged durable
+	burnt     int64         // keystream header burnt value on disk
+	syncing   bool
+	files     map[uint64]*realLog
+	paths     map[string]uint64
+	dirty     map[*realLog]bool
+	metaDirt  bool
+	err       error // sticky: a failed sync leaves durability unknown
+	closed    bool
+	warned    int // last key-usage percentage warned about
+	m         *mac
+	repair    *Repair
+	buf       []byte
+	lastStamp time.Time // device clock of the last time record
 }
 
 type realLog struct {
@@ -161,7 +177,7 @@ func (s *Store) open(devKeyPath string) error {
 		return err
 	}
 	rep := &Repair{Committed: n, Found: found, DroppedEntries: found - n}
-	if err := s.loadRecords(n, wm); err != nil {
+	if err := s.loadRecords(n); err != nil {
 		return err
 	}
 	for id := range wm {
@@ -306,32 +322,22 @@ func (s *Store) scanEntries(n int64) (map[uint64]int64, error) {
 	return wm, nil
 }
 
-// maxRecordsFile bounds what Open reads of the side records: map records
-// for a million files fit many times over.
-const maxRecordsFile = 256 << 20
-
-func (s *Store) loadRecords(n int64, wm map[uint64]int64) error {
+// loadRecords reads the side records bound to acknowledged entries, keeps
+// the map, and cuts the rest (records of unacknowledged entries, or a torn
+// last record).
+func (s *Store) loadRecords(n int64) error {
 	fi, err := s.rf.Stat()
 	if err != nil {
 		return err
 	}
-	if fi.Size() > maxRecordsFile {
-		return fmt.Errorf("%w: %s is %d bytes", ErrCorrupt, RecordsName, fi.Size())
-	}
-	b := make([]byte, fi.Size())
-	if _, err := io.ReadFull(io.NewSectionReader(s.rf, 0, fi.Size()), b); err != nil {
-		return err
-	}
-	recs, end, _ := ParseRecords(b)
-	keep := end
-	for i, r := range recs {
-		if r.Entry >= n {
-			keep = r.Off
-			recs = recs[:i]
+	rr := NewRecordReader(io.NewSectionReader(s.rf, 0, fi.Size()))
+	keep := int64(0)
+	for {
+		r, err := rr.Next()
+		if err != nil || r.Entry >= n {
 			break
 		}
-	}
-	for _, r := range recs {
+		keep = rr.Offset()
 		if r.Type != RecordMap {
 			continue
 		}
@@ -350,7 +356,6 @@ func (s *Store) loadRecords(n int64, wm map[uint64]int64) error {
 		}
 		s.metaDirt = true
 	}
-	_ = wm
 	return nil
 }
 
@@ -374,6 +379,40 @@ func (s *Store) Append(file FileRef, off int64, data []byte) error {
 		return err
 	}
 	return s.waitDurable(seq)
+}
+
+// AppendOp is one append of a batch.
+type AppendOp struct {
+	File FileRef
+	Off  int64
+	Data []byte
+}
+
+// AppendBatch seals ops in order and waits once for all of them to be
+// durable, so a device committing appends to many files pays for one
+// round of fsyncs. It stops at the first op that fails; the ops before it
+// are sealed and durable when it returns, and the error names the op.
+func (s *Store) AppendBatch(ops []AppendOp) error {
+	s.mu.Lock()
+	var seq int64
+	var failed error
+	for i, op := range ops {
+		if op.File.ID == FakeInode || op.File.ID == 0 {
+			failed = fmt.Errorf("seal: batch op %d: file ID %#x is reserved", i, op.File.ID)
+			break
+		}
+		n, err := s.sealLocked(op.File, op.Off, op.Data)
+		if err != nil {
+			failed = fmt.Errorf("seal: batch op %d (%s): %w", i, op.File.Path, err)
+			break
+		}
+		seq = n
+	}
+	s.mu.Unlock()
+	if err := s.waitDurable(seq); err != nil {
+		return err
+	}
+	return failed
 }
 
 // sealLocked writes data, its side records and its entry; the caller holds mu.
@@ -438,6 +477,15 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte) (int64, error) 
 			rl.f.Close()
 			return 0, err
 		}
+	}
+	if now := s.opts.Now(); s.opts.StampEvery >= 0 && (s.lastStamp.IsZero() || now.Sub(s.lastStamp) >= s.stampEvery()) {
+		if err := s.writeRecordLocked(&Record{Type: RecordTime, Entry: c, Time: now}); err != nil {
+			if newFile {
+				rl.f.Close()
+			}
+			return 0, err
+		}
+		s.lastStamp = now
 	}
 	if err := s.writeEntryLocked(file.ID, off, data); err != nil {
 		if newFile {
@@ -607,18 +655,11 @@ func (s *Store) commit() error {
 	meta := s.metaDirt
 	s.metaDirt = false
 	s.mu.Unlock()
-	for _, f := range files {
-		if err := f.Sync(); err != nil {
-			return err
-		}
-	}
 	if meta {
-		if err := s.rf.Sync(); err != nil {
-			return err
-		}
-		if err := s.lf.Sync(); err != nil {
-			return err
-		}
+		files = append(files, s.rf, s.lf)
+	}
+	if err := syncAll(files); err != nil {
+		return err
 	}
 	st := RatchetState{KeyMagic: s.magic, NRatchet: s.nratchet, Committed: n}
 	if n%int64(s.nratchet) != 0 {
@@ -637,6 +678,37 @@ func (s *Store) commit() error {
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// syncAll fsyncs files concurrently: the filesystem journal folds
+// concurrent fsyncs into shared commits, so syncing many real logs costs
+// little more than syncing one.
+func syncAll(files []*os.File) error {
+	if len(files) == 1 {
+		return files[0].Sync()
+	}
+	const workers = 16
+	errs := make(chan error, len(files))
+	work := make(chan *os.File)
+	var wg sync.WaitGroup
+	for i := 0; i < min(workers, len(files)); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				if err := f.Sync(); err != nil {
+					errs <- fmt.Errorf("seal: sync %s: %w", f.Name(), err)
+				}
+			}
+		}()
+	}
+	for _, f := range files {
+		work <- f
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 func (s *Store) writeState(st *RatchetState) error {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // testStore is a fresh store with its keys in a temporary directory.
@@ -256,5 +257,140 @@ func TestCreateRefusesOverwrite(t *testing.T) {
 	}
 	if w := KeyPlacementWarning(ts.store, ts.dev, ts.aud); w != "" {
 		t.Fatalf("warning for a key elsewhere: %s", w)
+	}
+}
+
+func TestAppendBatch(t *testing.T) {
+	ts := newTestStore(t, 4096, 4)
+	s := ts.open(t, Options{})
+	a, b := FileRef{ID: 1, Path: "a"}, FileRef{ID: 2, Path: "b"}
+	err := s.AppendBatch([]AppendOp{{a, 0, []byte("a1\n")}, {b, 0, []byte("b1\n")}, {a, 3, []byte("a2\n")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.AppendBatch([]AppendOp{{a, 6, []byte("a3\n")}, {b, 99, []byte("bad\n")}, {b, 3, []byte("b2\n")}})
+	if !errors.Is(err, ErrOffset) || !strings.Contains(err.Error(), "op 1") {
+		t.Fatalf("bad op: %v", err)
+	}
+	if s.Watermark(1) != 9 || s.Watermark(2) != 3 {
+		t.Fatalf("watermarks %d %d: ops before the failure must stay sealed, after it not", s.Watermark(1), s.Watermark(2))
+	}
+	s.Close()
+	if sum, ps := ts.verify(t, VerifyOptions{}); !sum.OK() || sum.Bytes != 12 {
+		t.Fatal(sum, ps)
+	}
+}
+
+// TestRecoveryRepairsAndRecords simulates what a crash leaves behind —
+// unacknowledged real-log bytes, a partial entry, an unfinished burn — and
+// checks that Open repairs it, seals a repair record, and refuses a store
+// whose acknowledged entries are gone.
+func TestRecoveryRepairsAndRecords(t *testing.T) {
+	ts := newTestStore(t, 4096, 4)
+	s := ts.open(t, Options{})
+	fill(t, s, twoFiles, 3) // 6 entries: block 1 open, state holds the next key
+	// "Crash": the store is never closed. Leave debris of an unfinished append.
+	app := filepath.Join(ts.store, "var/log/app.log")
+	f, _ := os.OpenFile(app, os.O_WRONLY|os.O_APPEND, 0)
+	f.Write([]byte("unacknowledged bytes\n"))
+	f.Close()
+	lf, _ := os.OpenFile(filepath.Join(ts.store, LogName), os.O_WRONLY|os.O_APPEND, 0)
+	lf.Write(make([]byte, EntrySize+13))
+	lf.Close()
+	// Undo the last burn, as if the crash came between state and burn.
+	kb, _ := os.ReadFile(ts.dev)
+	hdr, _ := ParseKeyHeader(kb, int64(len(kb)))
+	hb, _ := KeyHeader{Magic: hdr.Magic, Burnt: hdr.Burnt - KeySize}.MarshalBinary()
+	writeAt(t, ts.dev, hb, 0)
+	wmBefore := s.Watermark(12)
+	s.closeFiles() // drop descriptors without sealing anything more
+
+	var logs bytes.Buffer
+	s2, err := Open(ts.store, ts.dev, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := s2.Recovery()
+	if rep == nil || rep.Committed != 6 || rep.DroppedEntries != 1 || rep.BurnCompleted != 1 || len(rep.Files) != 1 || rep.Files[0].NewSize != wmBefore {
+		t.Fatalf("repair %+v", rep)
+	}
+	if s2.Watermark(12) != wmBefore {
+		t.Fatalf("watermark %d, want %d", s2.Watermark(12), wmBefore)
+	}
+	if !strings.Contains(logs.String(), "repaired store after a crash") || !strings.Contains(logs.String(), "watermark") {
+		t.Fatalf("recovery not logged:\n%s", logs.String())
+	}
+	fill(t, s2, twoFiles[:1], 2)
+	s2.Close()
+	sum, ps := ts.verify(t, VerifyOptions{})
+	if !sum.OK() {
+		t.Fatal(sum, ps)
+	}
+	rb, _ := os.ReadFile(filepath.Join(ts.store, RecordsName))
+	recs, _, err := ParseRecords(rb)
+	var repairs int
+	for _, r := range recs {
+		if r.Type == RecordRepair {
+			repairs++
+		}
+	}
+	if err != nil || repairs != 1 {
+		t.Fatalf("%d repair records (%v)", repairs, err)
+	}
+
+	// Acknowledged entries that vanished are not a crash: Open refuses.
+	size := logSize(t, ts)
+	os.Truncate(filepath.Join(ts.store, LogName), size-2*EntrySize)
+	if _, err := Open(ts.store, ts.dev, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("open with acknowledged entries missing: %v", err)
+	}
+}
+
+// TestLayoutSizes pins the on-disk sizes that docs/FORMAT.md and SealFS's
+// sealfstypes.h give.
+func TestLayoutSizes(t *testing.T) {
+	var e Entry
+	h, _ := KeyHeader{}.MarshalBinary()
+	st := RatchetState{NRatchet: 1}
+	for name, got := range map[string][2]int{
+		"sealfs_logfile_entry":  {len(e.AppendBinary(nil)), 72},
+		"EntrySize":             {EntrySize, 72},
+		"sealfs_keyfile_header": {len(h), 16},
+		"sealfs_logfile_header": {LogHeaderSize, 8},
+		"ratchet state":         {len(st.marshal()), 96},
+	} {
+		if got[0] != got[1] {
+			t.Errorf("%s is %d bytes, want %d", name, got[0], got[1])
+		}
+	}
+}
+
+func TestTimeRecords(t *testing.T) {
+	ts := newTestStore(t, 4096, 4)
+	t0 := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	now := t0
+	s := ts.open(t, Options{Now: func() time.Time { return now }})
+	f := FileRef{ID: 3, Path: "t.log"}
+	for _, dt := range []time.Duration{0, 30 * time.Second, 61 * time.Second, 62 * time.Second, 200 * time.Second} {
+		now = t0.Add(dt)
+		if err := s.Append(f, s.Watermark(3), []byte("x\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	var times []time.Time
+	sum, err := Verify(ts.store, VerifyOptions{AuditorKey: ts.aud, OnEntry: func(r EntryResult) {
+		if r.Entry.Inode == 3 {
+			times = append(times, r.Time)
+		}
+	}})
+	if err != nil || !sum.OK() {
+		t.Fatal(sum, err)
+	}
+	want := []time.Duration{0, 0, 61 * time.Second, 61 * time.Second, 200 * time.Second}
+	for i, w := range want {
+		if !times[i].Equal(t0.Add(w)) {
+			t.Errorf("entry %d dated %v, want %v", i, times[i], t0.Add(w))
+		}
 	}
 }

@@ -2,7 +2,6 @@ package seal
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -10,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // ProblemKind classifies what the verifier found.
@@ -80,8 +80,9 @@ type EntryResult struct {
 	Index int64
 	Entry Entry
 	Path  string
-	OK    bool   // verified (or structurally sound without a key)
-	Why   string // reason when not OK
+	OK    bool      // verified (or structurally sound without a key)
+	Why   string    // reason when not OK
+	Time  time.Time // device clock of the latest time record at or before the entry (zero if none)
 }
 
 // Range selects bytes [Off, Off+Len) of a real log.
@@ -184,15 +185,19 @@ type verifier struct {
 	nr    int
 	files map[uint64]*vfile
 	paths map[string]uint64
-	recs  map[int64][]Record
 	want  uint64 // ID selected by File, 0 = all
+
+	rf       *os.File
+	rr       *RecordReader
+	pending  *Record   // next side record, not yet bound
+	lastTime time.Time // device clock of the latest time record
 }
 
 // Verify checks a store and streams every problem it finds; it never stops
 // at the first one. The error is non-nil only when verification could not
 // run at all (no store, unreadable log header, key for another store).
 func Verify(storeDir string, o VerifyOptions) (*Summary, error) {
-	v := &verifier{dir: storeDir, o: o, m: newMAC(), files: map[uint64]*vfile{}, paths: map[string]uint64{}, recs: map[int64][]Record{}}
+	v := &verifier{dir: storeDir, o: o, m: newMAC(), files: map[uint64]*vfile{}, paths: map[string]uint64{}}
 	defer v.closeFiles()
 	return v.run()
 }
@@ -255,14 +260,12 @@ func (v *verifier) run() (*Summary, error) {
 		v.nr = v.detectNRatchet(lf)
 	}
 	v.sum.NRatchet = v.nr
-	v.loadRecords()
+	v.openRecords()
 	if v.o.File != "" {
 		// The map binds IDs to paths; find the wanted ID from the records.
-		for _, rs := range v.recs {
-			for _, r := range rs {
-				if r.Type == RecordMap && r.Path == v.o.File {
-					v.want = r.ID
-				}
+		for id, p := range v.mapPaths() {
+			if p == v.o.File {
+				v.want = id
 			}
 		}
 		if v.want == 0 {
@@ -320,13 +323,7 @@ func (v *verifier) detectNRatchet(lf *os.File) int {
 		return DefaultNRatchet
 	}
 	e, _ := ParseEntry(b[:])
-	recs, _, _ := v.readRecordsFile()
-	paths := map[uint64]string{}
-	for _, r := range recs {
-		if r.Type == RecordMap {
-			paths[r.ID] = r.Path
-		}
-	}
+	paths := v.mapPaths()
 	for nr := 1; nr <= MaxNRatchet; nr++ {
 		v.nr = nr
 		var key [KeySize]byte
@@ -357,50 +354,73 @@ func (v *verifier) entryKey(i int64, key *[KeySize]byte) bool {
 	return true
 }
 
-func (v *verifier) readRecordsFile() ([]Record, int64, error) {
+// mapPaths pre-reads the map records (unverified) in a separate pass.
+func (v *verifier) mapPaths() map[uint64]string {
+	paths := map[uint64]string{}
 	f, err := os.Open(filepath.Join(v.dir, RecordsName))
 	if err != nil {
-		return nil, 0, err
+		return paths
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxRecordsFile+1))
-	if err != nil {
-		return nil, 0, err
+	rr := NewRecordReader(f)
+	for {
+		r, err := rr.Next()
+		if err != nil {
+			return paths
+		}
+		if r.Type == RecordMap {
+			paths[r.ID] = r.Path
+		}
 	}
-	if len(b) > maxRecordsFile {
-		return nil, 0, fmt.Errorf("%s larger than %d bytes", RecordsName, maxRecordsFile)
-	}
-	return ParseRecords(b)
 }
 
-func (v *verifier) loadRecords() {
-	recs, _, err := v.readRecordsFile()
-	if errors.Is(err, fs.ErrNotExist) {
+func (v *verifier) openRecords() {
+	f, err := os.Open(filepath.Join(v.dir, RecordsName))
+	if err != nil {
 		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: -1, Msg: "side records missing: real logs cannot be located"})
 		return
 	}
-	if err != nil {
-		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: -1, Msg: err.Error()})
-	}
-	for _, r := range recs {
-		v.recs[r.Entry] = append(v.recs[r.Entry], r)
-	}
+	v.rf = f
+	v.rr = NewRecordReader(f)
 }
 
-// applyRecords verifies the side records bound to entry i and applies the
-// map records among them.
-func (v *verifier) applyRecords(i int64, key *[KeySize]byte) {
-	rs := v.recs[i]
-	if len(rs) == 0 {
+// nextRecord loads the next side record into v.pending; a malformed
+// record is reported once and ends the stream.
+func (v *verifier) nextRecord() {
+	v.pending = nil
+	if v.rr == nil {
 		return
 	}
-	delete(v.recs, i)
-	var rk [KeySize]byte
-	if v.keys != nil {
-		rk = v.m.recordKey(key)
+	r, err := v.rr.Next()
+	if err != nil {
+		if err != io.EOF {
+			v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: -1, Off: v.rr.Offset(), Msg: err.Error()})
+		}
+		v.rr = nil
+		return
 	}
-	for _, r := range rs {
+	v.pending = &r
+}
+
+// applyRecords verifies the side records bound to entry i (records come in
+// entry order) and applies the map and time records among them.
+func (v *verifier) applyRecords(i int64, key *[KeySize]byte) {
+	if v.pending == nil {
+		v.nextRecord()
+	}
+	var rk [KeySize]byte
+	haveKey := false
+	for ; v.pending != nil && v.pending.Entry <= i; v.nextRecord() {
+		r := *v.pending
+		if r.Entry < i {
+			v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: r.Entry, Off: r.Off, Len: int64(len(r.Raw) + KeySize),
+				Msg: fmt.Sprintf("%v record out of order (bound to entry %d, found after entry %d)", r.Type, r.Entry, i)})
+			continue
+		}
 		if v.keys != nil {
+			if !haveKey {
+				rk, haveKey = v.m.recordKey(key), true
+			}
 			v.m.reset(&rk)
 			v.m.Write(r.Raw)
 			if !macEqual(v.m.final()[:], r.MAC[:]) {
@@ -409,36 +429,42 @@ func (v *verifier) applyRecords(i int64, key *[KeySize]byte) {
 				continue
 			}
 		}
-		if r.Type != RecordMap {
-			continue
+		switch r.Type {
+		case RecordTime:
+			v.lastTime = r.Time
+		case RecordMap:
+			v.applyMap(i, &r)
 		}
-		if f := v.files[r.ID]; f != nil {
-			if f.path != r.Path {
-				v.report(Problem{Kind: ProblemRecord, File: r.Path, ID: r.ID, Entry: i, Msg: fmt.Sprintf("file %d already mapped to %s", r.ID, f.path)})
-			}
-			continue
-		}
-		if id, ok := v.paths[r.Path]; ok {
-			v.report(Problem{Kind: ProblemRecord, File: r.Path, ID: r.ID, Entry: i, Msg: fmt.Sprintf("path already mapped to file %d", id)})
-			continue
-		}
-		f := &vfile{path: r.Path, id: r.ID}
-		v.files[r.ID] = f
-		v.paths[r.Path] = r.ID
-		fh, err := os.Open(filepath.Join(v.dir, filepath.FromSlash(r.Path)))
-		if err != nil {
-			f.missing = true
-			continue
-		}
-		st, err := fh.Stat()
-		if err != nil || !st.Mode().IsRegular() {
-			fh.Close()
-			f.missing = true
-			continue
-		}
-		f.size = st.Size()
-		f.r = newSeqReader(fh)
 	}
+}
+
+func (v *verifier) applyMap(i int64, r *Record) {
+	if f := v.files[r.ID]; f != nil {
+		if f.path != r.Path {
+			v.report(Problem{Kind: ProblemRecord, File: r.Path, ID: r.ID, Entry: i, Msg: fmt.Sprintf("file %d already mapped to %s", r.ID, f.path)})
+		}
+		return
+	}
+	if id, ok := v.paths[r.Path]; ok {
+		v.report(Problem{Kind: ProblemRecord, File: r.Path, ID: r.ID, Entry: i, Msg: fmt.Sprintf("path already mapped to file %d", id)})
+		return
+	}
+	f := &vfile{path: r.Path, id: r.ID}
+	v.files[r.ID] = f
+	v.paths[r.Path] = r.ID
+	fh, err := os.Open(filepath.Join(v.dir, filepath.FromSlash(r.Path)))
+	if err != nil {
+		f.missing = true
+		return
+	}
+	st, err := fh.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		fh.Close()
+		f.missing = true
+		return
+	}
+	f.size = st.Size()
+	f.r = newSeqReader(fh, f.size)
 }
 
 // macEntry computes e's MAC over the real log at path and compares it.
@@ -454,7 +480,7 @@ func (v *verifier) macEntry(e *Entry, key *[KeySize]byte, path string) (ok, shor
 			return false, true
 		}
 		if err := f.r.feed(v.m, int64(e.Offset), int64(e.Count)); err != nil {
-			return false, true
+			return false, true // includes a file shrunk under a mapping (SIGBUS)
 		}
 	}
 	return macEqual(v.m.final()[:], e.MAC[:]), false
@@ -485,7 +511,7 @@ func (v *verifier) checkEntry(i int64, e *Entry, key *[KeySize]byte) {
 	if f != nil {
 		path = f.path
 	}
-	res := EntryResult{Index: i, Entry: *e, Path: path}
+	res := EntryResult{Index: i, Entry: *e, Path: path, Time: v.lastTime}
 	fail := func(p Problem) {
 		p.Entry = i
 		if p.File == "" {
@@ -568,19 +594,16 @@ func (v *verifier) checkEntry(i int64, e *Entry, key *[KeySize]byte) {
 }
 
 func (v *verifier) orphanRecords(n int64) {
-	var idx []int64
-	for i := range v.recs {
-		idx = append(idx, i)
+	if v.pending == nil {
+		v.nextRecord()
 	}
-	sort.Slice(idx, func(a, b int) bool { return idx[a] < idx[b] })
-	for _, i := range idx {
-		for _, r := range v.recs[i] {
-			if v.o.File != "" && r.Path != v.o.File {
-				continue
-			}
-			v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: i, Off: r.Off, Len: int64(len(r.Raw) + KeySize),
-				Msg: fmt.Sprintf("%v record bound to entry %d, but the log has %d entries", r.Type, i, n)})
+	for ; v.pending != nil; v.nextRecord() {
+		r := v.pending
+		if v.o.File != "" && r.Path != v.o.File {
+			continue
 		}
+		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: r.Entry, Off: r.Off, Len: int64(len(r.Raw) + KeySize),
+			Msg: fmt.Sprintf("%v record bound to entry %d, but the log has %d entries", r.Type, r.Entry, n)})
 	}
 }
 
@@ -657,19 +680,23 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 	}
 	blocks := int64(dk.hdr.Burnt-KeyHeaderSize) / KeySize
 	minEntries := (blocks-1)*int64(v.nr) + 1
-	if blocks > 0 && n < minEntries {
+	// The ratchet state names the exact count of acknowledged entries;
+	// the burnt offset alone bounds it to within a ratchet block.
+	cut := false
+	if b, err := os.ReadFile(v.o.DeviceKey + StateSuffix); err == nil {
+		if st, err := ParseRatchetState(b); err == nil && st.KeyMagic == magic && st.Committed > n {
+			cut = true
+			v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (st.Committed - n) * EntrySize,
+				Msg: fmt.Sprintf("the device acknowledged %d entries but the log holds %d (tail deleted)", st.Committed, n)})
+		}
+	}
+	if !cut && blocks > 0 && n < minEntries {
 		v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (minEntries - n) * EntrySize,
 			Msg: fmt.Sprintf("the device burnt %d keys, so the log must hold at least %d entries, but it holds %d (tail deleted)", blocks, minEntries, n)})
 	}
 	if n > blocks*int64(v.nr) {
 		v.report(Problem{Kind: ProblemKeystream, File: LogName, Entry: blocks * int64(v.nr), Msg: fmt.Sprintf(
 			"%d entries use keys the device has not burnt (unacknowledged tail of a crash, or forged)", n-blocks*int64(v.nr))})
-	}
-	if b, err := os.ReadFile(v.o.DeviceKey + StateSuffix); err == nil {
-		if st, err := ParseRatchetState(b); err == nil && st.KeyMagic == magic && st.Committed > n {
-			v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (st.Committed - n) * EntrySize,
-				Msg: fmt.Sprintf("the device acknowledged %d entries but the log holds %d (tail deleted)", st.Committed, n)})
-		}
 	}
 	// SealFS's checkKeyStreams: the last burnt key differs, the first unburnt one matches.
 	if v.keys != nil && blocks > 0 {
@@ -684,9 +711,12 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 }
 
 func (v *verifier) closeFiles() {
+	if v.rf != nil {
+		v.rf.Close()
+	}
 	for _, f := range v.files {
 		if f.r != nil {
-			f.r.f.Close()
+			f.r.close()
 		}
 	}
 }
@@ -745,25 +775,23 @@ func (k *keyReader) key(slot int64, out *[KeySize]byte) bool {
 	return true
 }
 
-// seqReader feeds byte ranges of a real log to a MAC, reading ahead in large
-// chunks because entries of one file come in file order.
-type seqReader struct {
+// preadReader feeds byte ranges of a real log to a MAC with large reads;
+// it is the fallback where the file cannot be mapped.
+type preadReader struct {
 	f   *os.File
 	buf []byte
-	off int64 // file offset of buf[0]
+	off int64 // file offset of buf[0], -1 when empty
 }
 
-const seqChunk = 1 << 20
+const readChunk = 1 << 20
 
-func newSeqReader(f *os.File) *seqReader { return &seqReader{f: f, off: -1} }
-
-func (r *seqReader) feed(w io.Writer, off, n int64) error {
+func (r *preadReader) feed(w io.Writer, off, n int64) error {
 	for n > 0 {
 		if r.off < 0 || off < r.off || off >= r.off+int64(len(r.buf)) {
-			if cap(r.buf) < seqChunk {
-				r.buf = make([]byte, seqChunk)
+			if cap(r.buf) < readChunk {
+				r.buf = make([]byte, readChunk)
 			}
-			k, err := r.f.ReadAt(r.buf[:seqChunk], off)
+			k, err := r.f.ReadAt(r.buf[:readChunk], off)
 			if k == 0 {
 				if err == nil {
 					err = io.ErrUnexpectedEOF

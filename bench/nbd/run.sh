@@ -4,7 +4,7 @@
 # table of throughput (MiB/s) and IOPS for each workload and the ratio
 # indelible/nbdkit.
 #
-#   bench/nbd/run.sh [RUNTIME_SECONDS] [IMAGE_SIZE]     (defaults: 15 1G)
+#   bench/nbd/run.sh [RUNTIME_SECONDS] [IMAGE_SIZE] [REPEATS]   (defaults: 15 1G 2)
 #
 # Like with like: one fio job (one NBD connection) per run against each
 # server; both servers run requests of that connection concurrently
@@ -12,12 +12,15 @@
 # thread model; indelible with one worker goroutine per outstanding
 # request), both read and write the same file through the page cache, and
 # neither flushes unless fio asks (it does not here). Each workload runs
-# against indelible first, then nbdkit, on an image written in full first
-# so that no run pays for allocating blocks.
+# REPEATS times against each server, alternating which goes first, with a
+# `sync` before every run so that no run pays for another's dirty pages; the
+# table shows the mean. The image is written in full first so that no run
+# pays for allocating blocks.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runtime=${1:-15}
 size=${2:-1G}
+repeats=${3:-2}
 for t in fio nbdkit go; do
 	command -v "$t" >/dev/null || { echo "run.sh: $t is not installed (scripts/install-deps --test)"; exit 1; }
 done
@@ -38,8 +41,11 @@ sync
 
 "$work/indelible" serve --listen "unix:$work/indelible.sock" "$img" >"$work/indelible.log" 2>&1 &
 pids+=($!)
+declare -A pid_of
+pid_of[indelible]=$!
 nbdkit -f --unix "$work/nbdkit.sock" file "$img" >"$work/nbdkit.log" 2>&1 &
 pids+=($!)
+pid_of[nbdkit]=$!
 for s in indelible nbdkit; do
 	for _ in $(seq 100); do [[ -S "$work/$s.sock" ]] && break; sleep 0.1; done
 	[[ -S "$work/$s.sock" ]] || { echo "run.sh: $s did not start"; cat "$work/$s.log"; exit 1; }
@@ -53,7 +59,11 @@ workloads=(
 	"randread-4k-qd16 randread 4k 16"
 )
 
-# fio_run SOCKET RW BS QD -> prints "MiB/s IOPS"
+# cpu_ticks PID -> user+system CPU time of the process, in clock ticks
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+
+# fio_run SOCKET RW BS QD -> prints "MiB/s IOPS IOS"
 fio_run() {
 	local out
 	out=$(fio --name=bench --ioengine=nbd --uri="nbd+unix:///?socket=$1" \
@@ -62,16 +72,38 @@ fio_run() {
 		--group_reporting --output-format=json)
 	python3 -c '
 import json, sys
-j = json.load(sys.stdin)["jobs"][0]
+s = sys.stdin.read()
+j = json.loads(s[s.index("{"):])["jobs"][0]  # fio prints a line before the JSON
 d = j["read"] if j["read"]["io_bytes"] > 0 else j["write"]
-print("%.1f %.0f" % (d["bw_bytes"] / 1048576, d["iops"]))' <<<"$out"
+print("%.1f %.0f %d" % (d["bw_bytes"] / 1048576, d["iops"], d["total_ios"]))' <<<"$out"
 }
 
-printf '%-20s %14s %14s %14s %14s %7s\n' workload "indelible MiB/s" "indelible IOPS" "nbdkit MiB/s" "nbdkit IOPS" ratio
+# The machine may be busy with other work, which moves throughput a lot;
+# the servers' own CPU time per request (cpu us/IO) moves much less and is
+# the fairer measure of efficiency.
+printf '%-18s %10s %8s %7s | %10s %8s %7s | %6s %6s\n' workload "indelible" "IOPS" "cpu/IO" "nbdkit" "IOPS" "cpu/IO" "ratio" "cpu"
+printf '%-18s %10s %8s %7s | %10s %8s %7s | %6s %6s\n' "" "MiB/s" "" "us" "MiB/s" "" "us" "MiB/s" "ratio"
 for w in "${workloads[@]}"; do
 	read -r name rw bs qd <<<"$w"
-	read -r ibw iiops < <(fio_run "$work/indelible.sock" "$rw" "$bs" "$qd")
-	read -r kbw kiops < <(fio_run "$work/nbdkit.sock" "$rw" "$bs" "$qd")
-	ratio=$(python3 -c "print('%.2f' % ($ibw / $kbw))")
-	printf '%-20s %14s %14s %14s %14s %7s\n' "$name" "$ibw" "$iiops" "$kbw" "$kiops" "$ratio"
+	declare -A bw_sum=() iops_sum=() ios_sum=() ticks_sum=()
+	for ((r = 0; r < repeats; r++)); do
+		order=(indelible nbdkit)
+		((r % 2 == 1)) && order=(nbdkit indelible)
+		for s in "${order[@]}"; do
+			sync
+			t0=$(cpu_ticks "${pid_of[$s]}")
+			read -r bw iops ios < <(fio_run "$work/$s.sock" "$rw" "$bs" "$qd")
+			t1=$(cpu_ticks "${pid_of[$s]}")
+			echo "  run $((r + 1)) $name $s: $bw MiB/s, $iops IOPS, $(( (t1 - t0) * tick_us / ios )) us CPU per IO" >&2
+			bw_sum[$s]=$(python3 -c "print(${bw_sum[$s]:-0} + $bw)")
+			iops_sum[$s]=$(python3 -c "print(${iops_sum[$s]:-0} + $iops)")
+			ios_sum[$s]=$(( ${ios_sum[$s]:-0} + ios ))
+			ticks_sum[$s]=$(( ${ticks_sum[$s]:-0} + t1 - t0 ))
+		done
+	done
+	python3 -c "
+r, us = $repeats, $tick_us
+ib, ii, ic = ${bw_sum[indelible]} / r, ${iops_sum[indelible]} / r, ${ticks_sum[indelible]} * us / ${ios_sum[indelible]}
+kb, ki, kc = ${bw_sum[nbdkit]} / r, ${iops_sum[nbdkit]} / r, ${ticks_sum[nbdkit]} * us / ${ios_sum[nbdkit]}
+print('%-18s %10.1f %8.0f %7.1f | %10.1f %8.0f %7.1f | %6.2f %6.2f' % ('$name', ib, ii, ic, kb, ki, kc, ib / kb, ic / kc))"
 done

@@ -14,9 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/indelible-worm/indelible/seal"
+	"github.com/indelible-worm/indelible/worm"
 )
 
-// deviceKeyName is where a device directory keeps its keystream.
+// deviceKeyName is where a device directory without device.toml keeps its keystream.
 const deviceKeyName = "device.key"
 
 func init() {
@@ -35,8 +36,8 @@ verification goes on:
   misplaced        an entry out of sequence: reordered, replaced or copied
   missing-entries  bytes of a real log that no entry covers (entries deleted)
   truncated        entries beyond the real log's end, or the log's tail cut
-                   (found from the device's burnt keys when --device-key is
-                   given or the device directory holds device.key)
+                   (found from the device's burnt keys: give --device-key,
+                   or verify a device directory, whose device.toml names it)
   unsealed         real-log bytes after the last entry
   unknown-file     files, or entries, that no sealed map record names
   missing-file     a sealed real log that was renamed or deleted
@@ -54,7 +55,7 @@ Examples:
 `,
 		Flags: func(fs *flag.FlagSet) {
 			fs.String("key", "", "the auditor keystream (without it: structure only, never success)")
-			fs.String("device-key", "", "the device keystream, to detect a cut tail from burnt keys (default DEVICE_DIR/device.key)")
+			fs.String("device-key", "", "the device keystream, to detect a cut tail from burnt keys (default: the one DEVICE_DIR/device.toml names)")
 			fs.Bool("json", false, "print problems and the summary as JSON lines on stdout")
 			fs.Bool("entries", false, "list every entry with an OK or BAD mark")
 			fs.String("file", "", "verify only this real log (store-relative path)")
@@ -117,6 +118,9 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 				what = fmt.Sprintf("(file id %d)", r.Entry.Inode)
 			}
 			line := fmt.Sprintf("%s %8d %s %d+%d", mark, r.Index, what, r.Entry.Offset, r.Entry.Count)
+			if !r.Time.IsZero() {
+				line += " @" + r.Time.UTC().Format(time.RFC3339)
+			}
 			if r.Why != "" {
 				line += "  " + r.Why
 			}
@@ -160,6 +164,24 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 func resolveStore(dir string) (store, devKey string, err error) {
 	if _, err := os.Stat(filepath.Join(dir, seal.LogName)); err == nil {
 		return dir, "", nil
+	}
+	// A device directory names its store and keystream in device.toml.
+	if _, err := os.Stat(filepath.Join(dir, worm.ConfigName)); err == nil {
+		cfg, err := worm.LoadConfig(dir)
+		if err != nil {
+			return "", "", err
+		}
+		in := func(p string) string {
+			if filepath.IsAbs(p) {
+				return p
+			}
+			return filepath.Join(dir, p)
+		}
+		store, devKey = in(cfg.Store), in(cfg.DeviceKey)
+		if _, err := os.Stat(devKey); err != nil {
+			devKey = "" // keystream kept elsewhere: no tail check from burnt keys
+		}
+		return store, devKey, nil
 	}
 	s := filepath.Join(dir, "store")
 	if _, err := os.Stat(filepath.Join(s, seal.LogName)); err == nil {
@@ -214,8 +236,8 @@ func (p *progress) update(done, total int64) {
 	p.drawn = true
 	pct := done * 100 / total
 	bar := strings.Repeat("#", int(pct/4)) + strings.Repeat(".", 25-int(pct/4))
-	rate := float64(done) / now.Sub(p.start).Seconds()
-	fmt.Fprintf(p.w, "\rverifying [%s] %3d%%  %s of entries/s ", bar, pct, formatSize(int64(rate)))
+	rate := float64(done) / seal.EntrySize / now.Sub(p.start).Seconds()
+	fmt.Fprintf(p.w, "\rverifying [%s] %3d%%  %.0f entries/s ", bar, pct, rate)
 }
 
 func (p *progress) done() {

@@ -83,6 +83,21 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 	}
 	w := &hostWrite{e: e, off: off, end: off + int64(len(p)), p: p}
 	w.first, w.last = uint64(off/e.bs), uint64((w.end-1)/e.bs)
+	if !e.Watches(off, int64(len(p))) {
+		// The hot path: nothing watched, only "written since allocation"
+		// (delalloc data arrives before the metadata that maps it).
+		if apply {
+			e.seq++
+			e.written.Add(w.first, w.last-w.first+1)
+			e.noteTails(w, nil)
+			if len(e.overlay) > 0 {
+				for b := w.first; b <= w.last; b++ {
+					delete(e.overlay, b)
+				}
+			}
+		}
+		return nil
+	}
 	touched := map[*tracked]bool{}
 	var vs []revfs.Violation
 	if apply {
@@ -105,6 +120,9 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 		if _, ok := e.roles[b]; ok {
 			chg.homes = append(chg.homes, b)
 			chg.carries[b] = true
+			if apply {
+				e.homeWrote[b] = e.epoch
+			}
 		}
 	}
 	if len(chg.homes) > 0 {
@@ -177,16 +195,31 @@ func (e *Engine) noteData(w *hostWrite, touched map[*tracked]bool) {
 	for _, d := range e.dataAt(w.first, w.last) {
 		lo, hi, _ := d.overlap(w.first, w.last)
 		for pb := lo; pb < hi; pb++ {
-			e.lastWrite[pb] = e.seq
+			e.lastWrite[pb] = writeMark{e.seq, e.epoch}
 			delete(e.overlay, pb)
 		}
 		d.file.lastTouch = now
 		touched[d.file] = true
 	}
+	e.noteTails(w, touched)
 	// A home write of any other journalled block also supersedes its copy.
 	if len(e.overlay) > 0 {
 		for b := w.first; b <= w.last; b++ {
 			delete(e.overlay, b)
+		}
+	}
+}
+
+// noteTails records writes of the blocks holding files' partial tails,
+// even while the engine cannot map them (a new extent leaf not written
+// yet), so the partial-tail rule sees them.
+func (e *Engine) noteTails(w *hostWrite, touched map[*tracked]bool) {
+	for _, f := range e.files {
+		if f.tail.set && w.has(f.tail.phys) {
+			e.lastWrite[f.tail.phys] = writeMark{e.seq, e.epoch}
+			if touched != nil {
+				touched[f] = true
+			}
 		}
 	}
 }
@@ -335,6 +368,15 @@ func (e *Engine) checkEntry(f, d *tracked, nv *view, chg *change) []revfs.Violat
 	case nv.dirUnknown || len(nv.unknown) > 0:
 		return nil // a directory block the host has not written yet
 	case nv.entries[uint32(f.ino)] == 0 && d.view.entries[uint32(f.ino)] > 0:
+		if e.jnl == nil {
+			// Without a journal the blocks of one directory change
+			// (a rename into another block, an htree split) reach the
+			// device one by one, in any order: a block without the entry
+			// does not mean the entry is gone. Only a freed inode (above,
+			// and in checkFile) is certain.
+			e.log.Info("ext4: entry of a protected file not in its directory's known blocks", "file", f.ino, "dir", d.ino)
+			return nil
+		}
 		off, n := blameAt(d.view.entryBlock[uint32(f.ino)])
 		return []revfs.Violation{{Kind: revfs.KindDirEntry, File: id, Off: off, Len: n, Detail: fmt.Sprintf("entry of file %d (%s) removed from directory %d", f.ino, f.path, d.ino)}}
 	}
@@ -430,6 +472,7 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 	}
 	for t, nv := range res.views {
 		old := t.view
+		e.forgetDropped(t, old, nv)
 		t.view = nv
 		for b, d := range nv.used {
 			e.meta[b] = bytes.Clone(d)
@@ -452,6 +495,41 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 		}
 	}
 	e.dirty = true
+}
+
+// forgetDropped removes from the written set the blocks a tracked inode
+// stopped using: tree blocks no longer referenced and data blocks beyond
+// the committed range no longer mapped. ext4 frees them, and without a
+// journal it may hand them out again before the device ever sees their
+// bitmap bit clear; a new owner must write them before they count.
+func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
+	if nv.inode == nil || nv.err != nil || len(nv.unknown) > 0 {
+		return // an incomplete view proves nothing was dropped
+	}
+	keep := map[uint64]bool{}
+	for _, b := range nv.tree {
+		keep[b] = true
+	}
+	for _, b := range old.tree {
+		if !keep[b] {
+			e.written.Remove(b, 1)
+		}
+	}
+	if t.isDir || sameMaps(old.maps, nv.maps) {
+		return
+	}
+	from := uint64((t.committed + e.bs - 1) / e.bs)
+	for _, m := range old.maps {
+		for i := uint64(0); i < m.Len; i++ {
+			lb := m.Logical + i
+			if lb < from {
+				continue
+			}
+			if n, ok := nv.lookup(lb); !ok || n.Physical+lb-n.Logical != m.Physical+i {
+				e.written.Remove(m.Physical+i, 1)
+			}
+		}
+	}
 }
 
 // applyBitmap takes a new version of a block bitmap: blocks whose bit goes
@@ -593,6 +671,15 @@ func (e *Engine) Discarded(off, length int64) {
 		lo, hi, _ := d.overlap(first, last)
 		for pb := lo; pb < hi; pb++ {
 			delete(e.overlay, pb)
+		}
+	}
+	if j := e.jnl; j != nil {
+		// Zeroed log blocks no longer hold the copies they held.
+		for _, m := range j.byPhys {
+			lo, hi := max(m.Physical, first), min(m.Physical+m.Len, last+1)
+			for pb := lo; pb < hi; pb++ {
+				j.reused(uint32(m.Logical+pb-m.Physical), map[*tracked]bool{})
+			}
 		}
 	}
 	e.written.Remove(first, last-first+1)

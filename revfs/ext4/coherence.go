@@ -7,6 +7,7 @@ package ext4
 type tailMark struct {
 	set     bool
 	logical uint64 // logical block holding the mark
+	phys    uint64 // its physical block when the mark was made
 	at      int64  // byte offset of the mark in the file
 	seq     uint64 // event sequence when the mark was made
 }
@@ -32,7 +33,7 @@ func (e *Engine) setCommitted(f *tracked, n int64) {
 // pruneLastWrite forgets write sequences of blocks inside committed
 // ranges: only the unsealed tail of each file needs them.
 func (e *Engine) pruneLastWrite() {
-	keep := map[uint64]uint64{}
+	keep := map[uint64]writeMark{}
 	for _, f := range e.files {
 		from := uint64(f.committed / e.bs)
 		for _, m := range f.view.maps {
@@ -53,15 +54,28 @@ func (e *Engine) pruneLastWrite() {
 // watermark, every block up to the size must be mapped by an initialised
 // extent known from trusted metadata and written since it was allocated.
 func (e *Engine) updateCoherent(f *tracked) {
+	c := e.coherentPrefix(f)
+	if c == f.coherent {
+		return
+	}
+	f.coherent = c
+	f.tail = tailMark{}
+	if c%e.bs != 0 {
+		lb := uint64(c / e.bs)
+		if m, ok := f.view.lookup(lb); ok {
+			f.tail = tailMark{set: true, logical: lb, phys: m.Physical + lb - m.Logical, at: c, seq: e.seq}
+		}
+	}
+}
+
+func (e *Engine) coherentPrefix(f *tracked) int64 {
 	v := f.view
 	if v.inode == nil || v.err != nil || v.freed() || !v.inode.IsRegular() {
-		f.coherent = f.committed
-		return
+		return f.committed
 	}
 	size := int64(v.inode.Size())
 	if size <= f.committed {
-		f.coherent = min(f.committed, size)
-		return
+		return size
 	}
 	lb := uint64(f.committed / e.bs)
 	pos := int64(lb) * e.bs
@@ -74,8 +88,13 @@ func (e *Engine) updateCoherent(f *tracked) {
 		n := min(m.Logical+m.Len-lb, need)
 		phys := m.Physical + (lb - m.Logical)
 		k := e.writtenPrefix(phys, n)
-		if t := f.tail; t.set && t.logical >= lb && t.logical < lb+k {
-			if e.lastWrite[phys+t.logical-lb] <= t.seq {
+		// The tail rule is for sizes that arrive by home writes (no
+		// journal), which may precede the data. A jbd2 commit in ordered
+		// or journal mode comes after the data it covers (flushed first),
+		// and a block written before the mark but after the append would
+		// otherwise hold coherence back until it is written yet again.
+		if t := f.tail; t.set && !f.journalled && t.logical >= lb && t.logical < lb+k && phys+t.logical-lb == t.phys {
+			if e.lastWrite[t.phys].seq <= t.seq {
 				pos = t.at
 				break
 			}
@@ -86,15 +105,7 @@ func (e *Engine) updateCoherent(f *tracked) {
 			break
 		}
 	}
-	c := max(min(pos, size), f.committed)
-	if c != f.coherent {
-		f.coherent = c
-		if c%e.bs != 0 {
-			f.tail = tailMark{set: true, logical: uint64(c / e.bs), at: c, seq: e.seq}
-		} else {
-			f.tail = tailMark{}
-		}
-	}
+	return max(min(pos, size), f.committed)
 }
 
 // writtenPrefix returns how many of the n blocks from phys the host has

@@ -1,24 +1,3 @@
-// Package ext4 is the Reverse File System engine for ext4 images: it follows
-// the raw blocks a host's ext4 driver writes (home writes and jbd2
-// transactions), keeps a model of the protected files — inode, extent tree,
-// parent directory entries — and reports appends, coherence and attacks to
-// the device core through revfs.Engine.
-//
-// The model is built from versions of watched blocks. A version becomes
-// visible either when the host writes the block home (no journal, or a
-// checkpoint) or when a jbd2 transaction carrying a copy of it commits.
-// Every new set of versions (one host write, or the transactions completed
-// by one commit block) is parsed into new views of the tracked inodes and
-// compared with the current ones; differences that touch committed data are
-// violations. Nothing is ever written to the image.
-//
-// Fast commits (the fast_commit feature) are accepted but not parsed: the
-// fast-commit area of the journal is watched only so that its writes update
-// LastTouch. A fast commit is always followed by a full jbd2 commit (or a
-// checkpoint) carrying the same inode, which is where the engine sees the
-// new size. This delays coherence of an fsync-ed append by at most the
-// journal commit interval; it never makes the engine accept a change it
-// would refuse, because every full commit and home write is still checked.
 package ext4
 
 import (
@@ -78,9 +57,19 @@ type Engine struct {
 	watched []span     // every watched block range, sorted, merged
 	dirty   bool
 
-	seq       uint64            // counts Wrote/commit events, orders writes against size updates
-	lastWrite map[uint64]uint64 // protected data block -> seq of its newest write
+	// seq counts Wrote and commit events: it orders writes against size
+	// updates for the partial-tail rule. epoch counts host flushes: between
+	// two flushes the order of writes carries no meaning, so a journalled
+	// copy only beats a home write of the same block from an earlier epoch.
+	seq       uint64
+	epoch     uint64
+	lastWrite map[uint64]writeMark // protected data block -> its newest write
+	homeWrote map[uint64]uint64    // watched metadata block -> epoch of its newest home write
+	opening   bool                 // Open is reading the image as its baseline
 }
+
+// writeMark says when a block was written.
+type writeMark struct{ seq, epoch uint64 }
 
 var _ revfs.Engine = (*Engine)(nil)
 
@@ -90,9 +79,11 @@ const (
 	// engine keeps in memory (16 Ki blocks is 64 MiB of directory at 4 KiB,
 	// far more than a log directory).
 	maxTrackedDirBlocks = 1 << 14
-	// maxTreeBlocks bounds the extent tree of one tracked inode (see
-	// layout.MaxExtentTreeBlocks for why this is generous).
-	maxTreeBlocks = layout.MaxExtentTreeBlocks
+	// maxTreeBlocks bounds the extent tree of one tracked inode, which is
+	// walked again whenever its metadata changes: 4096 leaves hold over a
+	// million extents (340 per 4 KiB leaf), far more than a log file needs,
+	// and keep a walk under 16 MiB of reads.
+	maxTreeBlocks = 1 << 12
 )
 
 // Open parses the image as it is and returns an engine following it.
@@ -102,8 +93,8 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 	e := &Engine{
 		img: img, size: size, written: written, log: opts.Logger, now: opts.Now,
 		byIno: map[uint64]*tracked{}, meta: map[uint64][]byte{}, bitmaps: map[uint64][]byte{},
-		bitmapG: map[uint64]uint64{}, overlay: map[uint64]journalCopy{}, lastWrite: map[uint64]uint64{},
-		dirty: true,
+		bitmapG: map[uint64]uint64{}, overlay: map[uint64]journalCopy{}, lastWrite: map[uint64]writeMark{}, epoch: 1,
+		homeWrote: map[uint64]uint64{}, dirty: true,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -111,6 +102,8 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 	if e.now == nil {
 		e.now = time.Now
 	}
+	e.opening = true
+	defer func() { e.opening = false }()
 	im, err := layout.OpenImage(img)
 	if err != nil {
 		return nil, fmt.Errorf("ext4: %w", err)
@@ -203,6 +196,10 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 			e.setCommitted(f, c)
 		}
 		f.dataJournalled = e.modeData || f.view.inode.Flags&layout.InodeFlagJournalData != 0
+		// With a journal, the size found at Open was committed (home
+		// inodes are written only after their transaction commits, and
+		// the data before it in ordered and journal mode).
+		f.journalled = f.journalled || e.jnl != nil
 		e.updateCoherent(f)
 	}
 	e.reindex()
@@ -279,6 +276,7 @@ func (e *Engine) Wrote(off int64, p []byte) {
 // transaction whose commit block arrived before its other blocks is now
 // complete and is applied; then coherence is refreshed.
 func (e *Engine) Flushed() {
+	e.epoch++
 	if e.jnl != nil {
 		e.reindexIfDirty()
 		e.jnl.catchUp(map[*tracked]bool{})

@@ -3,7 +3,9 @@ package ext4
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,6 +87,7 @@ type rig struct {
 	written blockSet
 	bs      int64
 	ids     map[string]revfs.FileID
+	log     *testLogger
 }
 
 // openRig opens an engine on the image file at path protecting paths.
@@ -104,7 +107,8 @@ func openRig(t testing.TB, path string, committed map[string]int64, paths ...str
 		r.ids[p] = revfs.FileID(ino)
 		files = append(files, revfs.ProtectedFile{ID: revfs.FileID(ino), Path: p})
 	}
-	opts := Options{Committed: map[revfs.FileID]int64{}}
+	r.log = &testLogger{t: t}
+	opts := Options{Committed: map[revfs.FileID]int64{}, Logger: slog.New(r.log)}
 	for p, n := range committed {
 		opts.Committed[r.ids[p]] = n
 	}
@@ -204,3 +208,22 @@ func seqContent(n int) []byte {
 	}
 	return b.Bytes()[:n]
 }
+
+// testLogger sends the engine's log to the test log and counts warnings.
+type testLogger struct {
+	t     testing.TB
+	warns int
+}
+
+func (l *testLogger) Enabled(context.Context, slog.Level) bool { return true }
+func (l *testLogger) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		l.warns++
+	}
+	var b strings.Builder
+	r.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+	l.t.Logf("engine %s: %s%s", r.Level, r.Message, b.String())
+	return nil
+}
+func (l *testLogger) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *testLogger) WithGroup(string) slog.Handler      { return l }

@@ -106,6 +106,11 @@ func (e *Engine) reindex() {
 			delete(e.meta, b)
 		}
 	}
+	for b := range e.homeWrote {
+		if _, ok := roles[b]; !ok {
+			delete(e.homeWrote, b)
+		}
+	}
 }
 
 // dataAt returns the data spans overlapping physical blocks [first, last].

@@ -18,6 +18,13 @@ type journal struct {
 	sb       *jbd2.Superblock
 	expect   bool   // pos/seq known: where the next transaction starts
 	pos, seq uint32 // journal block and tid of the next transaction
+	// wrote holds the event sequence of the newest write of each journal
+	// block: a journalled copy is as recent as its own write, not as the
+	// commit that made it count.
+	wrote map[uint32]writeMark
+	// copyOf maps a journal block to the home block whose pending copy it
+	// holds (the reverse of Engine.overlay).
+	copyOf map[uint32]uint64
 }
 
 // journalCopy is a committed journalled copy of a home block that has not
@@ -43,7 +50,7 @@ func (e *Engine) openJournal() error {
 	if len(jt.view.unknown) > 0 || len(jt.view.maps) == 0 {
 		return fmt.Errorf("ext4: journal inode %d has no readable block map", e.sb.JournalInum)
 	}
-	j := &journal{e: e, maps: jt.view.maps}
+	j := &journal{e: e, maps: jt.view.maps, wrote: map[uint32]writeMark{}, copyOf: map[uint32]uint64{}}
 	j.byPhys = append([]layout.Mapping(nil), j.maps...)
 	sort.Slice(j.byPhys, func(a, b int) bool { return j.byPhys[a].Physical < j.byPhys[b].Physical })
 	raw, err := j.readJ(0, nil)
@@ -146,6 +153,10 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 			continue
 		}
 		nb := w.block(pb)
+		if apply {
+			j.wrote[jb] = writeMark{e.seq, e.epoch}
+			j.reused(jb, touched)
+		}
 		if jb == 0 {
 			vs = append(vs, j.superblock(nb, pb, w, apply)...)
 			continue
@@ -164,7 +175,7 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 	}
 	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, w) }
 	for _, c := range commits {
-		txs, next, nseq := j.find(c.seq, read)
+		txs, next, nseq := j.find(c.seq, read, w)
 		if len(txs) == 0 {
 			continue
 		}
@@ -189,7 +200,7 @@ func tidBefore(a, b uint32) bool { return int32(a-b) < 0 }
 // when that does not find it (the engine lost track: a recovery or a
 // remount moved the head), from the log's first block, the head the
 // journal superblock records, and its tail.
-func (j *journal) find(seq uint32, read func(uint32) ([]byte, error)) ([]jbd2.Transaction, uint32, uint32) {
+func (j *journal) find(seq uint32, read func(uint32) ([]byte, error), w *hostWrite) ([]jbd2.Transaction, uint32, uint32) {
 	if j.expect && tidBefore(seq, j.seq) {
 		return nil, 0, 0 // an old commit block rewritten: already applied
 	}
@@ -210,22 +221,32 @@ func (j *journal) find(seq uint32, read func(uint32) ([]byte, error)) ([]jbd2.Tr
 		if c.pos < j.sb.First() || c.pos >= j.sb.LogEnd() {
 			continue
 		}
-		txs, next, nseq, err := jbd2.Scan(j.sb, c.pos, c.seq, read, budget)
+		txs, _, _, err := jbd2.Scan(j.sb, c.pos, c.seq, read, budget)
 		if err != nil {
 			j.e.log.Debug("ext4: journal scan", "pos", c.pos, "seq", c.seq, "err", err)
 		}
-		for _, tx := range txs {
-			if tx.Sequence == seq {
-				// Drop transactions the engine has already applied.
-				k := 0
-				for k < len(txs) && j.expect && tidBefore(txs[k].Sequence, j.seq) {
-					k++
-				}
-				return txs[k:], next, nseq
+		for i, tx := range txs {
+			if tx.Sequence != seq {
+				continue
 			}
+			// Drop transactions the engine has already applied.
+			k := 0
+			for k < len(txs) && j.expect && tidBefore(txs[k].Sequence, j.seq) {
+				k++
+			}
+			for _, t := range txs[k : i+1] {
+				if !j.complete(t, w) {
+					j.e.log.Debug("ext4: commit block before the rest of its transaction; taken at the next flush", "tid", seq)
+					return nil, 0, 0
+				}
+			}
+			return txs[k : i+1], j.after(txs[i].End), txs[i].Sequence + 1
 		}
 	}
-	j.e.log.Warn("ext4: commit block of a transaction the engine could not find", "tid", seq)
+	// Usually the rest of the transaction has not landed yet (reordered
+	// within a flush, or a transaction wrapping round the log's end);
+	// catchUp takes it at the next flush if it is complete by then.
+	j.e.log.Info("ext4: commit block of a transaction not found from the expected log position", "tid", seq, "pos", j.pos, "expect", j.expect)
 	return nil, 0, 0
 }
 
@@ -243,6 +264,14 @@ func (j *journal) change(txs []jbd2.Transaction, read func(uint32) ([]byte, erro
 				homes = append(homes, lb.Home)
 			}
 			latest[lb.Home] = lb
+		}
+	}
+	// A home write that landed after the copy was logged is newer than
+	// the copy: the copy does not count (the host reordered, or the
+	// kernel checkpointed a newer version).
+	for h, lb := range latest {
+		if w, ok := j.e.homeWrote[h]; ok && w >= j.wrote[lb.JBlock].epoch {
+			delete(latest, h)
 		}
 	}
 	cache := map[uint64][]byte{}
@@ -326,13 +355,86 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 			if len(ds) == 0 {
 				continue
 			}
+			at := j.wrote[lb.JBlock]
+			if w, ok := e.lastWrite[lb.Home]; ok && w.epoch >= at.epoch {
+				continue // written home since this copy was logged: home is at least as new
+			}
 			e.overlay[lb.Home] = journalCopy{jblock: lb.JBlock, escaped: lb.Escaped, seq: tx.Sequence}
+			j.copyOf[lb.JBlock] = lb.Home
 			e.written.Add(lb.Home, 1)
-			e.lastWrite[lb.Home] = e.seq
+			e.lastWrite[lb.Home] = at
 			for _, d := range ds {
 				d.file.dataJournalled = true
 				touched[d.file] = true
 			}
+		}
+	}
+	j.consume(txs)
+}
+
+// reused handles a write over a journal block that still holds the only
+// copy of a home block's newest version. jbd2 writes the block home before
+// it reuses the log space, so this happens only when the host reorders
+// (or forges): the home block then no longer counts as written, and
+// coherence waits for its home write.
+func (j *journal) reused(jb uint32, touched map[*tracked]bool) {
+	home, ok := j.copyOf[jb]
+	if !ok {
+		return
+	}
+	delete(j.copyOf, jb)
+	if c, ok := j.e.overlay[home]; ok && c.jblock == jb {
+		delete(j.e.overlay, home)
+		j.e.written.Remove(home, 1)
+		for _, d := range j.e.dataAt(home, home) {
+			touched[d.file] = true
+		}
+	}
+}
+
+// after is the journal block following jb in the circular log.
+func (j *journal) after(jb uint32) uint32 {
+	if jb+1 >= j.sb.LogEnd() {
+		return j.sb.First()
+	}
+	return jb + 1
+}
+
+// complete reports whether every block of tx (descriptor to commit) has
+// been written by the host since the engine last consumed that log
+// position, counting w. A commit block that lands before the rest of its
+// transaction (reordered within a flush, or forged) does not make stale
+// log contents count; the transaction is taken at the next flush.
+func (j *journal) complete(tx jbd2.Transaction, w *hostWrite) bool {
+	p := tx.Start
+	for n := uint32(0); n <= j.sb.MaxLen(); n++ {
+		_, ok := j.wrote[p]
+		if !ok && w != nil {
+			pb, mapped := j.physOf(p)
+			ok = mapped && w.has(pb)
+		}
+		if !ok {
+			return false
+		}
+		if p == tx.End {
+			return true
+		}
+		p = j.after(p)
+	}
+	return false
+}
+
+// consume forgets the writes of applied transactions' log positions, so
+// that the next lap needs fresh ones.
+func (j *journal) consume(txs []jbd2.Transaction) {
+	for _, tx := range txs {
+		p := tx.Start
+		for n := uint32(0); n <= j.sb.MaxLen(); n++ {
+			delete(j.wrote, p)
+			if p == tx.End {
+				break
+			}
+			p = j.after(p)
 		}
 	}
 }
@@ -372,6 +474,18 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 	}
 	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
 	txs, next, nseq, err := jbd2.Scan(j.sb, j.pos, j.seq, read, int(j.sb.MaxLen()))
+	for i, tx := range txs {
+		if !j.complete(tx, nil) {
+			txs = txs[:i]
+			if i > 0 {
+				next, nseq = txs[i-1].End, txs[i-1].Sequence+1
+			}
+			break
+		}
+	}
+	if len(txs) > 0 {
+		next = j.after(txs[len(txs)-1].End)
+	}
 	if len(txs) == 0 {
 		if err != nil {
 			j.e.log.Debug("ext4: journal catch-up scan", "err", err)

@@ -1,6 +1,7 @@
 package ext4
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -124,6 +125,18 @@ func (e *Engine) source(pending func(uint64) ([]byte, bool)) source {
 		if d, ok := e.meta[b]; ok {
 			return d, true, nil
 		}
+		// A block the host has not written since it was allocated holds
+		// whatever an earlier owner left, possibly an old extent leaf of
+		// this very inode (ext4 folds a leaf back into the inode and may
+		// reuse the block), checksum and all: it is not a version.
+		if e.opening {
+			// At Open the image as it is is the baseline.
+			d, err := e.readNewest(b)
+			return d, err == nil, err
+		}
+		if !e.written.Contains(b, 1) {
+			return nil, false, errNotWritten
+		}
 		d, err := e.readNewest(b)
 		return d, false, err
 	}
@@ -157,7 +170,8 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 		return v
 	}
 	w := treeWalk{e: e, v: v, src: src, seen: map[uint64]bool{},
-		seed: layout.InodeSeed(e.fsSeed, uint32(t.ino), in.Generation)}
+		seed:   layout.InodeSeed(e.fsSeed, uint32(t.ino), in.Generation),
+		sealed: t.sealed, sealedN: uint64((t.committed + e.bs - 1) / e.bs)}
 	w.node(in.Block[:], -1, 0, 1<<32, t.inoBlock, true)
 	if v.err == nil {
 		sort.Slice(v.maps, func(i, j int) bool { return v.maps[i].Logical < v.maps[j].Logical })
@@ -174,12 +188,42 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 	return v
 }
 
+var errNotWritten = errors.New("ext4: block not written since allocation")
+
 type treeWalk struct {
-	e    *Engine
-	v    *view
-	src  source
-	seen map[uint64]bool
-	seed uint32
+	e       *Engine
+	v       *view
+	src     source
+	seen    map[uint64]bool
+	seed    uint32
+	sealed  []layout.Mapping // the committed range's block map
+	sealedN uint64           // its length in blocks
+}
+
+// agrees reports whether extents found in the image (not written by the
+// host as a new version) map the committed range exactly as sealed. An
+// old leaf of the same inode can sit in a block the kernel is about to
+// reuse for a new leaf, checksum and all (ext4 folds a small tree back into
+// the inode and may allocate the same block again): such bytes are not
+// evidence of a change, only of staleness.
+func (w *treeWalk) agrees(xs []layout.Extent) bool {
+	for _, x := range xs {
+		lo, hi := uint64(x.Block), min(uint64(x.Block)+uint64(x.Length()), w.sealedN)
+		// Walk the sealed runs covering [lo, hi): each must continue the
+		// extent's physical run with the same written state.
+		i := sort.Search(len(w.sealed), func(i int) bool { return w.sealed[i].Logical+w.sealed[i].Len > lo })
+		for lb := lo; lb < hi; i++ {
+			if i == len(w.sealed) {
+				return false
+			}
+			s := w.sealed[i]
+			if s.Logical > lb || s.Unwritten != x.Unwritten() || s.Physical+lb-s.Logical != x.Start()+lb-uint64(x.Block) {
+				return false
+			}
+			lb = s.Logical + s.Len
+		}
+	}
+	return true
 }
 
 // node decodes one extent node covering logical blocks [lo, hi). at is the
@@ -192,6 +236,9 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted b
 	}
 	if err == nil && !trusted && at != 0 && w.e.sb.HasMetadataCsum() && !layout.VerifyExtentTail(w.seed, b, n.Header) {
 		err = fmt.Errorf("%w: tail checksum", layout.ErrCorrupt)
+	}
+	if err == nil && !trusted && !w.agrees(n.Extents) {
+		err = fmt.Errorf("%w: unwritten copy disagrees with the committed block map", layout.ErrCorrupt)
 	}
 	if err != nil {
 		if trusted {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/indelible-worm/indelible/audit"
 	"github.com/indelible-worm/indelible/internal/testenv"
 	"github.com/indelible-worm/indelible/worm"
 )
@@ -30,10 +31,14 @@ type hostResult struct {
 }
 
 func (r hostResult) String() string {
-	if r.err != nil {
-		return fmt.Sprintf("failed (%v): %s", r.err, strings.TrimSpace(r.out))
+	out := strings.TrimSpace(r.out)
+	if len(out) > 400 {
+		out = out[:400] + "..."
 	}
-	return "succeeded: " + strings.TrimSpace(r.out)
+	if r.err != nil {
+		return fmt.Sprintf("failed (%v): %s", r.err, out)
+	}
+	return "succeeded: " + out
 }
 
 // host runs a command as the attacker on the host, with a timeout. Failure is
@@ -84,12 +89,6 @@ func mountOptions(dir string) (string, bool) {
 		}
 	}
 	return opts, found
-}
-
-// readOnlyMount reports whether the host's mount went read-only.
-func (k *kdev) readOnlyMount() bool {
-	opts, ok := mountOptions(k.m.Dir)
-	return ok && strings.HasPrefix(opts, "ro")
 }
 
 // events reads the sealed event log of the device.
@@ -287,4 +286,38 @@ func tryAppend(path string, data []byte) error {
 		return err
 	}
 	return f.Sync()
+}
+
+// eventSummary lists the recorded events in one line each, for failure
+// messages.
+func (k *kdev) eventSummary() string {
+	var b strings.Builder
+	for _, e := range k.events() {
+		fmt.Fprintf(&b, "\n\t%s %s [%d,+%d) %s: %s", e.Kind, e.Op, e.Off, e.Len, e.File, e.Detail)
+	}
+	return b.String()
+}
+
+// imageFile reads a protected file out of the device's image by inode, as
+// the kernel would see it after mounting (journal replayed), with our own
+// parsers; notes say what the reader had to do.
+func (k *kdev) imageFile(ino uint64) ([]byte, []string, error) {
+	img, err := os.Open(filepath.Join(k.dir, k.dev.Config.Image))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer img.Close()
+	fi, err := img.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	im, err := audit.OpenImage(img, fi.Size())
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := im.ReadFile(ino)
+	if err != nil {
+		return nil, im.Notes, err
+	}
+	return f.Data, im.Notes, nil
 }

@@ -5,22 +5,10 @@ import (
 	"testing"
 )
 
-// fixtureSeeds calls add with the superblock and every block of each
-// kernel-written fixture journal.
-func fixtureSeeds(f *testing.F, add func(sb, block []byte)) {
-	for _, fx := range loadFixtures(f) {
-		for off := 0; off+fx.bs <= len(fx.raw); off += fx.bs {
-			add(fx.raw[:fx.bs], fx.raw[off:off+fx.bs])
-		}
-	}
-}
-
 func FuzzParseSuperblock(f *testing.F) {
-	fixtureSeeds(f, func(sb, block []byte) {
-		if &sb[0] == &block[0] {
-			f.Add(sb)
-		}
-	})
+	for _, fx := range loadFixtures(f) {
+		f.Add(fx.raw[:fx.bs])
+	}
 	j := newJournal(f, journalOpts{incompat: FeatureIncompatFastCommit | FeatureIncompatCsumV2, numFC: 7, maxLen: 2000})
 	f.Add(j.blocks[0])
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -43,19 +31,41 @@ func FuzzParseSuperblock(f *testing.F) {
 	})
 }
 
-// FuzzParseDescriptor feeds one block to every log block parser, under the
-// superblock (features, block size) of a kernel-written journal.
-func FuzzParseDescriptor(f *testing.F) {
-	fixtureSeeds(f, func(sb, block []byte) {
-		if h, ok := ParseHeader(block); ok && h.BlockType != BlockTypeSuperblockV2 {
-			f.Add(sb, block)
-		}
-	})
-	f.Fuzz(func(t *testing.T, sbBlock, b []byte) {
-		sb, err := ParseSuperblock(sbBlock)
+// fuzzSuperblocks are the superblocks the block and scan fuzzers choose
+// from by index: those of the kernel-written fixtures first, then one small
+// synthetic journal (1030 blocks of 1 KiB, so scans wrap) per feature set.
+// Fuzzing the superblock bytes as well would waste nearly every input on
+// its checksum; FuzzParseSuperblock covers those.
+func fuzzSuperblocks(f *testing.F) (sbs []*Superblock, fixtures []fixture) {
+	fixtures = loadFixtures(f)
+	for _, fx := range fixtures {
+		sb, err := ParseSuperblock(fx.raw)
 		if err != nil {
-			return
+			f.Fatal(err)
 		}
+		sbs = append(sbs, sb)
+	}
+	for _, fs := range featureSets {
+		sbs = append(sbs, newJournal(f, journalOpts{incompat: fs.incompat, compat: fs.compat, maxLen: 1030}).sb)
+	}
+	return sbs, fixtures
+}
+
+func pick(sbs []*Superblock, which uint8) *Superblock { return sbs[int(which)%len(sbs)] }
+
+// FuzzParseDescriptor feeds one block to every log block parser, under one
+// of the fuzzSuperblocks.
+func FuzzParseDescriptor(f *testing.F) {
+	sbs, fixtures := fuzzSuperblocks(f)
+	for i, fx := range fixtures {
+		for off := fx.bs; off+fx.bs <= len(fx.raw); off += fx.bs {
+			if _, ok := ParseHeader(fx.raw[off:]); ok {
+				f.Add(uint8(i), fx.raw[off:off+fx.bs])
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, which uint8, b []byte) {
+		sb := pick(sbs, which)
 		if tags, err := ParseDescriptor(sb, b); err == nil {
 			if len(tags) == 0 || len(tags) > (sb.BlockSize()-HeaderSize)/sb.TagBytes() {
 				t.Fatalf("%d tags in a %d-byte block", len(tags), sb.BlockSize())
@@ -78,18 +88,22 @@ func FuzzParseDescriptor(f *testing.F) {
 	})
 }
 
-// FuzzScan scans hostile logs: the fuzzer controls the superblock, every
-// block the read callback returns (log is laid out circularly from journal
-// block shift on, zeroes after it), where the scan starts and its budget. Scan must not
-// panic, must respect the budget, and may only return consistent
-// transactions.
+// FuzzScan scans hostile logs: the fuzzer picks one of the fuzzSuperblocks
+// and controls every block the read callback returns (log is laid out
+// circularly from journal block shift on, zeroes after it), where the scan
+// starts and its budget. Scan must not panic, must respect the budget, and
+// may only return consistent transactions.
 func FuzzScan(f *testing.F) {
-	for _, fx := range loadFixtures(f) {
-		sb, err := ParseSuperblock(fx.raw)
-		if err != nil {
-			f.Fatal(err)
+	sbs, fixtures := fuzzSuperblocks(f)
+	for i, fx := range fixtures {
+		f.Add(uint8(i), fx.raw, sbs[i].Start(), sbs[i].Sequence(), uint32(0), uint16(200))
+	}
+	// A csum v3 transaction wrapping from the end of a 1030-block journal.
+	v3 := -1
+	for i, fs := range featureSets {
+		if fs.name == "csum-v3-32" {
+			v3 = len(fixtures) + i
 		}
-		f.Add(fx.raw[:fx.bs], fx.raw, sb.Start(), sb.Sequence(), uint32(0), uint16(200))
 	}
 	j := newJournal(f, journalOpts{incompat: FeatureIncompatCsumV3, maxLen: 1030})
 	j.pos = 1027
@@ -99,13 +113,10 @@ func FuzzScan(f *testing.F) {
 		b, _ := j.read(jb)
 		log = append(log, b...)
 	}
-	f.Add(j.blocks[0], log, uint32(1027), uint32(1), uint32(1027), uint16(50))
+	f.Add(uint8(v3), log, uint32(1027), uint32(1), uint32(1027), uint16(50))
 
-	f.Fuzz(func(t *testing.T, sbBlock, log []byte, start, seq, shift uint32, maxBlocks uint16) {
-		sb, err := ParseSuperblock(sbBlock)
-		if err != nil {
-			return
-		}
+	f.Fuzz(func(t *testing.T, which uint8, log []byte, start, seq, shift uint32, maxBlocks uint16) {
+		sb := pick(sbs, which)
 		bs := sb.BlockSize()
 		nlog := uint32(len(log) / bs)
 		zero := make([]byte, bs)

@@ -2,7 +2,6 @@ package jbd2
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -136,15 +135,6 @@ func (k *kernelImage) snapshot() [][]byte {
 	return snap
 }
 
-func readerOf(snap [][]byte) func(uint32) ([]byte, error) {
-	return func(jb uint32) ([]byte, error) {
-		if int(jb) >= len(snap) {
-			return nil, fmt.Errorf("journal block %d beyond %d", jb, len(snap))
-		}
-		return snap[jb], nil
-	}
-}
-
 var (
 	imapRe = regexp.MustCompile(`located at block (\d+), offset 0x([0-9a-f]+)`)
 	numRe  = regexp.MustCompile(`(?m)^\s*(\d+)\s*$`)
@@ -174,94 +164,6 @@ func dataBlock(t *testing.T, img string, ino uint64) uint64 {
 	}
 	n, _ := strconv.ParseUint(m[1], 10, 64)
 	return n
-}
-
-// kernelFacts is what a kernel run learned, checked against the journal
-// snapshot (live, or from a fixture file).
-type kernelFacts struct {
-	Inode      uint64 // inode number of the appended file
-	ITable     uint64 // fs block of its inode-table block
-	ITableOff  int    // byte offset of the inode in that block
-	Data       uint64 // fs block of its first data block
-	Size       uint64 // final file size
-	DataPrefix string // first bytes of the file
-	Journal    bool   // data=journal
-}
-
-// checkJournal scans a journal snapshot as the engine would, and checks it
-// against what the kernel was asked to do. It returns the scan result.
-func checkJournal(t *testing.T, snap [][]byte, f kernelFacts) (*Superblock, []Transaction, uint32, uint32) {
-	t.Helper()
-	sb, err := ParseSuperblock(snap[0])
-	if err != nil {
-		t.Fatalf("journal superblock: %v", err)
-	}
-	if sb.Clean() {
-		t.Fatalf("journal clean while mounted after sync: %v", sb)
-	}
-	if int(sb.MaxLen()) != len(snap) {
-		t.Fatalf("s_maxlen %d, journal inode has %d blocks", sb.MaxLen(), len(snap))
-	}
-	txs, next, nextSeq, err := Scan(sb, sb.Start(), sb.Sequence(), readerOf(snap), len(snap))
-	if err != nil {
-		t.Fatalf("Scan: %v", err)
-	}
-	if len(txs) == 0 {
-		t.Fatalf("no transactions found from %v", sb)
-	}
-	if txs[0].Start != sb.Start() || txs[0].Sequence != sb.Sequence() {
-		t.Errorf("first transaction %d at %d; superblock says %d at %d", txs[0].Sequence, txs[0].Start, sb.Sequence(), sb.Start())
-	}
-	for i, tx := range txs {
-		if tx.Sequence != sb.Sequence()+uint32(i) || tx.Commit.Sequence != tx.Sequence {
-			t.Errorf("tx %d has sequence %d (commit %d), want %d", i, tx.Sequence, tx.Commit.Sequence, sb.Sequence()+uint32(i))
-		}
-		if i > 0 && tx.Start != txs[i-1].End+1 {
-			t.Errorf("tx %d starts at %d, previous commit at %d", tx.Sequence, tx.Start, txs[i-1].End)
-		}
-		if sb.HasChecksumV1() && (tx.Commit.ChecksumType != ChecksumTypeCRC32 || tx.Commit.ChecksumSize != ChecksumSizeCRC32) {
-			t.Errorf("tx %d: checksum v1 journal with commit checksum type %d size %d", tx.Sequence, tx.Commit.ChecksumType, tx.Commit.ChecksumSize)
-		}
-		if len(tx.Skipped) != 0 {
-			t.Errorf("tx %d: copies with bad checksums: %+v", tx.Sequence, tx.Skipped)
-		}
-		if i > 0 && tx.Commit.Sec < txs[i-1].Commit.Sec {
-			t.Errorf("tx %d committed at %d, before tx %d at %d", tx.Sequence, tx.Commit.Sec, txs[i-1].Sequence, txs[i-1].Commit.Sec)
-		}
-	}
-	if nextSeq != txs[len(txs)-1].Sequence+1 || next != txs[len(txs)-1].End+1 {
-		t.Errorf("next %d/%d after last commit %d/%d", next, nextSeq, txs[len(txs)-1].End, txs[len(txs)-1].Sequence)
-	}
-
-	plan := ReplayPlan(txs)
-	it, ok := plan[f.ITable]
-	if !ok {
-		t.Fatalf("inode-table block %d of inode %d is in no transaction; plan %v", f.ITable, f.Inode, plan)
-	}
-	cp := append([]byte(nil), snap[it.JBlock]...)
-	if it.Escaped {
-		Unescape(cp)
-	}
-	size := uint64(binary.LittleEndian.Uint32(cp[f.ITableOff+4:])) | uint64(binary.LittleEndian.Uint32(cp[f.ITableOff+0x6C:]))<<32
-	if size != f.Size {
-		t.Errorf("latest journalled inode says size %d, file has %d", size, f.Size)
-	}
-	d, ok := plan[f.Data]
-	switch {
-	case f.Journal && !ok:
-		t.Errorf("data=journal but data block %d is in no transaction", f.Data)
-	case f.Journal:
-		cp := append([]byte(nil), snap[d.JBlock]...)
-		if d.Escaped {
-			Unescape(cp)
-		}
-		if !bytes.HasPrefix(cp, []byte(f.DataPrefix)) {
-			t.Errorf("journalled data block starts %q, want %q", cp[:len(f.DataPrefix)], f.DataPrefix)
-		}
-	case ok:
-		t.Errorf("data block %d journalled without data=journal", f.Data)
-	}
-	return sb, txs, next, nextSeq
 }
 
 // appendLines appends to path the way a logger does, syncing after each.

@@ -269,3 +269,15 @@ func TestParseHeaderAndUnescape(t *testing.T) {
 	}
 	Unescape(z[:2]) // too short: must not panic
 }
+
+func TestNextBlock(t *testing.T) {
+	j := newJournal(t, journalOpts{incompat: FeatureIncompatFastCommit, maxLen: 1300, first: 4, numFC: 100})
+	for _, c := range []struct{ in, want uint32 }{{4, 5}, {1198, 1199}, {1199, 4}, {0, 4}, {1250, 4}, {0xFFFFFFFF, 4}} {
+		if got := j.sb.NextBlock(c.in); got != c.want {
+			t.Errorf("NextBlock(%d) = %d, want %d", c.in, got, c.want)
+		}
+	}
+	if j.sb.InLog(3) || !j.sb.InLog(4) || !j.sb.InLog(1199) || j.sb.InLog(1200) {
+		t.Error("InLog bounds")
+	}
+}

@@ -1,9 +1,6 @@
 package jbd2
 
-import (
-	"errors"
-	"fmt"
-)
+import "fmt"
 
 // A LoggedBlock is one journalled copy: the home block it stands for and the
 // journal-relative block index (0 = the journal superblock) where the copy
@@ -35,7 +32,9 @@ type Transaction struct {
 // valid piece of the log. It returns where the next transaction would start
 // and its sequence. read returns the contents of a journal-relative block
 // (the caller maps it to a device block through the journal inode's
-// extents). maxBlocks bounds the work: the number of log positions walked.
+// extents), as the host last wrote it — including the commit block whose
+// arrival prompted the scan. maxBlocks bounds the work: the number of log
+// positions walked.
 //
 // The log ends — without error — at a block that lacks the magic, carries
 // another sequence, is of an unexpected type, or fails a check: a descriptor
@@ -75,9 +74,6 @@ func Scan(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, e
 	}
 }
 
-// errEndOfLog ends a transaction walk where the valid log ends.
-var errEndOfLog = errors.New("end of log")
-
 type scanner struct {
 	sb     *Superblock
 	read   func(uint32) ([]byte, error)
@@ -98,10 +94,7 @@ func (s *scanner) take() (uint32, error) {
 	s.budget--
 	s.lap--
 	p := s.pos
-	s.pos++
-	if s.pos >= s.sb.LogEnd() {
-		s.pos = s.sb.First()
-	}
+	s.pos = s.sb.NextBlock(p)
 	return p, nil
 }
 
@@ -146,9 +139,6 @@ func (s *scanner) transaction(seq uint32) (tx Transaction, ok bool, err error) {
 				crc = crc32Be(crc, b)
 			}
 			if err := s.copies(&tx, tags, seq, v1, &crc); err != nil {
-				if errors.Is(err, errEndOfLog) {
-					return tx, false, nil
-				}
 				return tx, false, err
 			}
 		case BlockTypeRevoke:

@@ -167,6 +167,18 @@ func (sb *Superblock) NumFCBlocks() uint32 {
 // [First, LogEnd) and wraps from LogEnd-1 to First.
 func (sb *Superblock) LogEnd() uint32 { return sb.Disk.MaxLen - sb.NumFCBlocks() }
 
+// InLog reports whether journal block jb lies in the circular log.
+func (sb *Superblock) InLog(jb uint32) bool { return jb >= sb.Disk.First && jb < sb.LogEnd() }
+
+// NextBlock is the log position after jb, wrapping from LogEnd()-1 to
+// First() like the kernel's wrap() macro.
+func (sb *Superblock) NextBlock(jb uint32) uint32 {
+	if jb+1 >= sb.LogEnd() || jb+1 < sb.Disk.First {
+		return sb.Disk.First
+	}
+	return jb + 1
+}
+
 // TagBytes is the size of one descriptor tag without its optional UUID
 // (journal_tag_bytes, include/linux/jbd2.h).
 func (sb *Superblock) TagBytes() int {

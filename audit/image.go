@@ -1,0 +1,310 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
+)
+
+// Errors of the image reader. A file the image no longer shows is reported
+// with ErrGone; an image whose metadata cannot be trusted to say anything
+// with ErrCorrupt. Both come wrapped with the reason.
+var (
+	// ErrGone: the inode no longer holds the protected file (freed, its link
+	// count 0, or turned into something that is not a regular file).
+	ErrGone = errors.New("audit: the image no longer holds the file")
+	// ErrCorrupt: the image's metadata does not parse or contradicts itself.
+	ErrCorrupt = errors.New("audit: corrupt image metadata")
+)
+
+// maxJournalScan bounds the journal positions walked: jbd2.Scan is also
+// bounded by one lap of the log, so this only matters for absurd s_maxlen
+// values that passed the mapped-length check.
+const maxJournalScan = 1 << 22
+
+// Image is an ext4 image as the kernel would see it once mounted: the home
+// blocks with the committed transactions of a dirty journal replayed over
+// them, exactly as jbd2 recovery writes them at mount. Nothing is written:
+// the replay is an overlay applied on read.
+type Image struct {
+	raw    io.ReaderAt // bounded to the image size
+	size   int64
+	bs     int64
+	fs     *layout.Image // opened through the overlay
+	copies map[uint64]jbd2.LoggedBlock
+	jmap   []layout.Mapping // journal inode map, for copies' device blocks
+
+	// Replayed is the number of home blocks the journal overrides.
+	Replayed int
+	// Notes are things an auditor should know that did not stop the read
+	// (a journal that could not be replayed, a checksum that fails).
+	Notes []string
+}
+
+// OpenImage reads the ext4 image img of size bytes. Everything in it is
+// hostile: no read goes past size, every count is bounded, and malformed
+// metadata gives an error wrapping ErrCorrupt, never a panic.
+func OpenImage(img io.ReaderAt, size int64) (*Image, error) {
+	raw := io.NewSectionReader(img, 0, size)
+	home, err := openLayout(raw, size)
+	if err != nil {
+		return nil, err
+	}
+	im := &Image{raw: raw, size: size, bs: int64(home.BlockSize()), fs: home}
+	if err := im.replayJournal(home); err != nil {
+		im.Notes = append(im.Notes, fmt.Sprintf("journal not replayed, home blocks shown as they are: %v", err))
+		im.copies = nil
+		return im, nil
+	}
+	if len(im.copies) == 0 {
+		return im, nil
+	}
+	im.fs, err = openLayout(&overlay{im}, size)
+	if err != nil {
+		return nil, fmt.Errorf("after replaying the journal: %w", err)
+	}
+	return im, nil
+}
+
+// openLayout opens the superblock and group descriptors of r after checking
+// that the filesystem fits in the image, which bounds every later read and
+// allocation by the image size (the kernel refuses such a filesystem too:
+// "block count exceeds size of device").
+func openLayout(r io.ReaderAt, size int64) (*layout.Image, error) {
+	raw := make([]byte, layout.SuperBlockSize)
+	if _, err := r.ReadAt(raw, layout.SuperBlockOffset); err != nil {
+		return nil, fmt.Errorf("%w: reading the superblock: %v", ErrCorrupt, err)
+	}
+	sb, err := layout.ParseSuperBlock(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	bs := uint64(sb.BlockSize())
+	if n := sb.BlocksCount(); n > uint64(size)/bs {
+		return nil, fmt.Errorf("%w: the superblock claims %d blocks of %d bytes, the image holds %d bytes", ErrCorrupt, n, bs, size)
+	}
+	if gd := sb.GroupDescBlocks(); sb.GroupDescBlock()+gd > sb.BlocksCount() {
+		return nil, fmt.Errorf("%w: %d group descriptor blocks do not fit in %d blocks", ErrCorrupt, gd, sb.BlocksCount())
+	}
+	im, err := layout.OpenImage(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	if err := im.SB.Supported(); err != nil {
+		return nil, err
+	}
+	return im, nil
+}
+
+// replayJournal finds the committed transactions of a dirty journal and
+// records, for every home block recovery would write, where its copy lies.
+func (im *Image) replayJournal(home *layout.Image) error {
+	sb := home.SB
+	if sb.FeatureCompat&layout.CompatHasJournal == 0 {
+		return nil
+	}
+	in, _, err := home.ReadInode(uint64(sb.JournalInum))
+	if err != nil {
+		return fmt.Errorf("journal inode %d: %w", sb.JournalInum, err)
+	}
+	maps, _, err := home.FileMap(in)
+	if err != nil {
+		return fmt.Errorf("journal inode %d: %w", sb.JournalInum, err)
+	}
+	im.jmap = maps
+	first, err := im.journalBlock(0)
+	if err != nil {
+		return err
+	}
+	jsb, err := jbd2.ParseSuperblock(first)
+	if err != nil {
+		return err
+	}
+	if int64(jsb.BlockSize()) != im.bs {
+		return fmt.Errorf("journal block size %d, filesystem block size %d", jsb.BlockSize(), im.bs)
+	}
+	if jsb.Clean() {
+		return nil
+	}
+	txs, _, _, err := jbd2.Scan(jsb, jsb.Start(), jsb.Sequence(), im.journalBlock, int(min(uint64(jsb.MaxLen()), maxJournalScan)))
+	if err != nil {
+		// The transactions complete before the error still replay, as in
+		// the kernel, which stops at the first block it cannot use.
+		im.Notes = append(im.Notes, fmt.Sprintf("journal scan stopped early: %v", err))
+	}
+	plan := jbd2.ReplayPlan(txs)
+	im.copies = map[uint64]jbd2.LoggedBlock{}
+	for home, lb := range plan {
+		if home >= sb.BlocksCount() {
+			im.Notes = append(im.Notes, fmt.Sprintf("journal copy for block %d outside the filesystem ignored", home))
+			continue
+		}
+		if _, ok := im.jphys(lb.JBlock); !ok {
+			continue
+		}
+		im.copies[home] = lb
+	}
+	im.Replayed = len(im.copies)
+	if len(txs) > 0 {
+		im.Notes = append(im.Notes, fmt.Sprintf("dirty journal: %d committed transactions replayed over %d blocks", len(txs), im.Replayed))
+	}
+	return nil
+}
+
+// jphys maps a journal-relative block to its device block.
+func (im *Image) jphys(jb uint32) (uint64, bool) {
+	i := sort.Search(len(im.jmap), func(i int) bool { return im.jmap[i].Logical+im.jmap[i].Len > uint64(jb) })
+	if i == len(im.jmap) || im.jmap[i].Logical > uint64(jb) {
+		return 0, false
+	}
+	return im.jmap[i].Physical + uint64(jb) - im.jmap[i].Logical, true
+}
+
+func (im *Image) journalBlock(jb uint32) ([]byte, error) {
+	p, ok := im.jphys(jb)
+	if !ok {
+		return nil, fmt.Errorf("journal block %d is not mapped", jb)
+	}
+	b := make([]byte, im.bs)
+	if _, err := im.raw.ReadAt(b, int64(p)*im.bs); err != nil {
+		return nil, fmt.Errorf("journal block %d: %w", jb, err)
+	}
+	return b, nil
+}
+
+// overlay reads the image with the journal's copies in place of their home
+// blocks.
+type overlay struct{ im *Image }
+
+func (o *overlay) ReadAt(p []byte, off int64) (int, error) {
+	im := o.im
+	if off < 0 {
+		return 0, fmt.Errorf("audit: negative offset %d", off)
+	}
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		if pos >= im.size {
+			return n, io.EOF
+		}
+		blk := uint64(pos / im.bs)
+		in := pos % im.bs
+		chunk := min(int64(len(p)-n), im.bs-in, im.size-pos)
+		lb, ok := im.copies[blk]
+		if !ok {
+			m, err := im.raw.ReadAt(p[n:n+int(chunk)], pos)
+			n += m
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
+		phys, _ := im.jphys(lb.JBlock)
+		b := make([]byte, im.bs)
+		if _, err := im.raw.ReadAt(b, int64(phys)*im.bs); err != nil {
+			return n, err
+		}
+		if lb.Escaped {
+			jbd2.Unescape(b)
+		}
+		n += copy(p[n:n+int(chunk)], b[in:])
+	}
+	return n, nil
+}
+
+// File is what the image shows of one inode.
+type File struct {
+	Ino   uint64
+	Size  int64 // i_size
+	Links int
+	Flags layout.InodeFlags
+	// Data is the file's content, holes and unwritten extents as zeros.
+	Data []byte
+}
+
+// ReadFile reads inode ino's content. When the inode no longer holds a
+// regular file that uses extents, the error wraps ErrGone and says why.
+func (im *Image) ReadFile(ino uint64) (*File, error) {
+	in, raw, err := im.fs.ReadInode(ino)
+	if err != nil {
+		return nil, fmt.Errorf("%w: inode %d: %w", ErrCorrupt, ino, err)
+	}
+	f := &File{Ino: ino, Links: int(in.LinksCount), Flags: in.Flags}
+	switch {
+	case in.Mode == 0:
+		return f, fmt.Errorf("%w: inode %d is free (mode 0)", ErrGone, ino)
+	case in.LinksCount == 0:
+		return f, fmt.Errorf("%w: inode %d has link count 0 (deleted, dtime %d)", ErrGone, ino, in.Dtime)
+	case !in.IsRegular():
+		return f, fmt.Errorf("%w: inode %d is no longer a regular file (mode %#o)", ErrGone, ino, in.Mode)
+	case in.Flags&layout.InodeFlagExtents == 0:
+		return f, fmt.Errorf("%w: inode %d no longer uses extents (flags %s)", ErrGone, ino, in.Flags)
+	}
+	sb := im.fs.SB
+	if sb.HasMetadataCsum() && ino <= 1<<32-1 && !layout.VerifyInodeChecksum(sb.ChecksumSeed(), uint32(ino), raw) {
+		im.Notes = append(im.Notes, fmt.Sprintf("inode %d: checksum does not match (the kernel would refuse to read it)", ino))
+	}
+	size := in.Size()
+	if size > uint64(im.size) {
+		// The bytes past the image's end could only be holes; a size like
+		// this is an attempt to make the reader allocate without bound.
+		return f, fmt.Errorf("%w: inode %d claims %d bytes, more than the %d-byte image", ErrCorrupt, ino, size, im.size)
+	}
+	f.Size = int64(size)
+	maps, _, err := im.fs.FileMap(in)
+	if err != nil {
+		return f, fmt.Errorf("%w: inode %d: extent tree: %w", ErrCorrupt, ino, err)
+	}
+	f.Data = make([]byte, size)
+	bs := uint64(im.bs)
+	for _, m := range maps {
+		if m.Unwritten {
+			continue // reads as zeros, as the kernel returns them
+		}
+		lo := m.Logical * bs
+		if lo >= size {
+			continue
+		}
+		hi := min((m.Logical+m.Len)*bs, size)
+		// ExtentTree keeps every run inside the filesystem, and openLayout
+		// keeps the filesystem inside the image.
+		if _, err := im.reader().ReadAt(f.Data[lo:hi], int64(m.Physical*bs)); err != nil {
+			return f, fmt.Errorf("%w: inode %d: reading blocks [%d,+%d): %v", ErrCorrupt, ino, m.Physical, m.Len, err)
+		}
+	}
+	return f, nil
+}
+
+// reader is the image as the kernel sees it after replay.
+func (im *Image) reader() io.ReaderAt {
+	if len(im.copies) == 0 {
+		return im.raw
+	}
+	return &overlay{im}
+}
+
+// Lookup returns the inode that path names in the image's directories, to
+// tell a rename or a removed entry apart from a changed file.
+func (im *Image) Lookup(path string) (uint64, error) {
+	return im.fs.Lookup(path)
+}
+
+// errNotFound is layout's "no such file" sentinel, for Lookup's callers.
+var errNotFound = layout.ErrNotFound
+
+// ReadImageFile is OpenImage then ReadFile for a single inode.
+func ReadImageFile(img io.ReaderAt, size int64, ino uint64) ([]byte, error) {
+	im, err := OpenImage(img, size)
+	if err != nil {
+		return nil, err
+	}
+	f, err := im.ReadFile(ino)
+	if err != nil {
+		return nil, err
+	}
+	return f.Data, nil
+}

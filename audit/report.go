@@ -1,0 +1,93 @@
+package audit
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// SampleLen is how many bytes of each side a Divergence quotes.
+const SampleLen = 64
+
+// Divergence is one divergent range with a sample of both sides, so a
+// report shows what was changed or hidden, not only where.
+type Divergence struct {
+	Range
+	Real  string `json:"real,omitempty"`  // Go-quoted sample of the real log's bytes there
+	Image string `json:"image,omitempty"` // Go-quoted sample of the image's bytes there
+}
+
+// FileReport is the comparison of one protected file.
+type FileReport struct {
+	Path     string `json:"path"`
+	Inode    uint64 `json:"inode"`
+	RealLen  int64  `json:"real_len"`
+	ImageLen int64  `json:"image_len"`
+	// Gone says why the image no longer holds the file (inode freed,
+	// reused as something else, unreadable metadata); then the whole real
+	// log is reported missing.
+	Gone string `json:"gone,omitempty"`
+	// Entry is what the file's path names in the image now: "" when it
+	// still names the protected inode, else what it names instead.
+	Entry  string       `json:"entry,omitempty"`
+	Ranges []Divergence `json:"ranges"`
+}
+
+// Diverges reports whether the image and the real log disagree: any altered
+// or missing range, and with strict also bytes the image shows past the real
+// log (appended but not sealed).
+func (r *FileReport) Diverges(strict bool) bool {
+	for _, d := range r.Ranges {
+		if d.Kind != Unsealed || strict {
+			return true
+		}
+	}
+	return false
+}
+
+// Bytes sums the lengths of the ranges of one kind.
+func (r *FileReport) Bytes(k RangeKind) int64 {
+	var n int64
+	for _, d := range r.Ranges {
+		if d.Kind == k {
+			n += d.Len
+		}
+	}
+	return n
+}
+
+// DiffFile compares the protected file (path, inode ino) as the image im
+// shows it with its real log. The image is read by inode, so a rename or a
+// removed directory entry hides nothing.
+func DiffFile(im *Image, path string, ino uint64, real []byte) *FileReport {
+	rep := &FileReport{Path: path, Inode: ino, RealLen: int64(len(real)), Ranges: []Divergence{}}
+	var shown []byte
+	f, err := im.ReadFile(ino)
+	switch {
+	case err != nil:
+		rep.Gone = err.Error()
+	default:
+		shown = f.Data
+		rep.ImageLen = int64(len(shown))
+	}
+	if got, err := im.Lookup(path); err != nil {
+		rep.Entry = "no directory entry: " + err.Error()
+		if errors.Is(err, errNotFound) {
+			rep.Entry = "no directory entry (removed or renamed)"
+		}
+	} else if got != ino {
+		rep.Entry = fmt.Sprintf("names inode %d instead", got)
+	}
+	for _, r := range Compare(real, shown) {
+		rep.Ranges = append(rep.Ranges, Divergence{Range: r, Real: sample(real, r), Image: sample(shown, r)})
+	}
+	return rep
+}
+
+func sample(b []byte, r Range) string {
+	if r.Off >= int64(len(b)) {
+		return ""
+	}
+	hi := min(r.Off+r.Len, r.Off+SampleLen, int64(len(b)))
+	return strconv.Quote(string(b[r.Off:hi]))
+}

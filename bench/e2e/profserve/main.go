@@ -1,0 +1,91 @@
+// Command profserve runs the indelible command line in-process with a CPU
+// profile (and optionally a heap profile and an execution trace) around it,
+// for bench/e2e/run.sh. It exists so that the benchmark can profile
+// `indelible serve` under load without a profiling switch in the real binary.
+//
+//	profserve -cpuprofile cpu.pprof [-memprofile heap.pprof] [-trace t.out] -- serve DIR --listen unix:SOCK
+//
+// The profiles are written when the command returns, so stop the server with
+// SIGINT or SIGTERM (it then shuts down gracefully), not SIGKILL.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"runtime/trace"
+
+	"github.com/indelible-worm/indelible/internal/cli"
+)
+
+func main() {
+	cpu := flag.String("cpuprofile", "", "write a CPU profile to `file`")
+	mem := flag.String("memprofile", "", "write a heap profile to `file` when the command returns")
+	tr := flag.String("trace", "", "write an execution trace to `file`")
+	blockRate := flag.Int("blockprofile-rate", 0, "if > 0, record blocking events (runtime.SetBlockProfileRate) and write block.pprof and mutex.pprof next to -cpuprofile")
+	flag.Parse()
+	code, err := run(*cpu, *mem, *tr, *blockRate, flag.Args())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profserve:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func run(cpu, mem, tr string, blockRate int, args []string) (int, error) {
+	if cpu != "" {
+		f, err := os.Create(cpu)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if tr != "" {
+		f, err := os.Create(tr)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return 0, err
+		}
+		defer trace.Stop()
+	}
+	if blockRate > 0 {
+		runtime.SetBlockProfileRate(blockRate)
+		runtime.SetMutexProfileFraction(1)
+	}
+	code := cli.Main(append([]string{"indelible"}, args...), cli.StdEnv())
+	if blockRate > 0 && cpu != "" {
+		for _, name := range []string{"block", "mutex"} {
+			if err := writeProfile(name, cpu+"."+name); err != nil {
+				return code, err
+			}
+		}
+	}
+	if mem != "" {
+		runtime.GC()
+		if err := writeProfile("heap", mem); err != nil {
+			return code, err
+		}
+	}
+	return code, nil
+}
+
+func writeProfile(name, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup(name).WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

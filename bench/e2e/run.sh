@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of the WORM device. Not a test: it prints a table and
+# ratios (see bench/e2e/RESULTS.md for what was measured and how to read it).
+#
+#   sudo bench/e2e/run.sh
+#
+# Settings (environment):
+#   REPEATS=3          runs per mode and server; the table shows the median
+#   WRITERS=16         appending processes' threads, one protected file each
+#   PER_WRITER=16M     bytes each writer appends (16 x 16M = 256 MiB per run)
+#   APPEND=4096        bytes per append
+#   FSYNC_EVERY=16     appends between fsyncs
+#   MODES="ordered journal"
+#   IMAGE_SIZE=2G      image of the throughput runs
+#   BIG=1              also time a 1 TiB sparse device: start-up and RSS (BIG=0 skips it)
+#   BIG_SIZE=1T
+#   PROFILE=1          one more indelible run per mode under a CPU profile (bench/e2e/profserve)
+#   BLOCKPROFILE_RATE=0  with PROFILE=1: also block and mutex profiles (ns, see runtime.SetBlockProfileRate)
+#   OUT=/var/tmp/indelible-e2e-out   where profiles and logs are kept
+#   SRC=.              source tree the binaries are built from (a snapshot, while
+#                      the working tree is mid-edit)
+#
+# What one run is: a fresh copy of a freshly initialised device directory,
+# served by `indelible serve DIR` (sealing on) or its image by `nbdkit file`;
+# the same client path for both: nbdfuse (multi-conn, 4 connections) → a loop
+# device (--direct-io=off) → the kernel's ext4 driver with the image's default
+# mount options (data=MODE,errors=remount-ro); then bench/e2e/appender: W
+# writers appending A bytes with O_APPEND to their own file, fsync every N
+# appends. Throughput is bytes appended / wall time from the first append
+# to the last fsync's return. Seal lag is measured against the real logs
+# (DIR/store/<path>) polled every 1 ms. indelible and nbdkit alternate which
+# goes first; every run starts after a `sync`.
+#
+# Everything the script starts (servers, nbdfuse, loop devices, mounts) is
+# undone on exit, by PID and by name of the exact loop device and mount point.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+REPEATS=${REPEATS:-3}
+WRITERS=${WRITERS:-16}
+PER_WRITER=${PER_WRITER:-16M}
+APPEND=${APPEND:-4096}
+FSYNC_EVERY=${FSYNC_EVERY:-16}
+MODES=${MODES:-ordered journal}
+IMAGE_SIZE=${IMAGE_SIZE:-2G}
+BIG=${BIG:-1}
+BIG_SIZE=${BIG_SIZE:-1T}
+PROFILE=${PROFILE:-1}
+OUT=${OUT:-/var/tmp/indelible-e2e-out}
+SRC=${SRC:-.}
+
+[[ $EUID -eq 0 ]] || { echo "run.sh: needs root (losetup, mount)"; exit 1; }
+for t in go nbdkit nbdfuse nbdinfo losetup mount fusermount3 python3; do
+	command -v "$t" >/dev/null || { echo "run.sh: $t is not installed (scripts/install-test-deps)"; exit 1; }
+done
+
+work=$(mktemp -d /var/tmp/indelible-e2e.XXXXXX)
+mkdir -p "$OUT"
+
+# undo is a stack of shell commands that tear down what is attached; the
+# EXIT trap runs what is left of it, newest first.
+undo=()
+push_undo() { undo+=("$1"); }
+run_undo() {
+	local i
+	for ((i = ${#undo[@]} - 1; i >= 0; i--)); do
+		eval "${undo[i]}" || true
+	done
+	undo=()
+}
+cleanup() {
+	run_undo
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "# building from $SRC" >&2
+(cd "$SRC" && go build -o "$work/indelible" ./cmd/indelible &&
+	go build -o "$work/appender" ./bench/e2e/appender &&
+	go build -o "$work/profserve" ./bench/e2e/profserve)
+
+per_writer_bytes=$(numfmt --from=iec "$PER_WRITER")
+logs=()
+files=""
+for ((i = 0; i < WRITERS; i++)); do
+	logs+=(--log "$(printf 'log/w%02d.log' "$i")")
+	files+="${files:+,}$(printf 'log/w%02d.log' "$i")"
+done
+
+# stop_pid PID: SIGTERM and wait (servers flush and exit), SIGKILL after 60 s.
+stop_pid() {
+	local pid=$1 i
+	kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 600; i++)); do
+		kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# wait_nbd URI: until the server answers (at most 30 s).
+wait_nbd() {
+	local i
+	for ((i = 0; i < 3000; i++)); do
+		nbdinfo --size "$1" >/dev/null 2>&1 && return 0
+		sleep 0.01
+	done
+	echo "run.sh: no NBD server answering at $1" >&2
+	return 1
+}
+
+# attach URI DIR: nbdfuse DIR/fuse → loop → mount on DIR/mnt. Sets $mnt.
+attach() {
+	local uri=$1 d=$2 i loop fpid
+	mkdir -p "$d/fuse" "$d/mnt"
+	nbdfuse "$d/fuse" "$uri" >"$d/nbdfuse.log" 2>&1 &
+	fpid=$!
+	push_undo "fusermount3 -u '$d/fuse' 2>/dev/null; for i in \$(seq 100); do kill -0 $fpid 2>/dev/null || break; sleep 0.1; done; kill $fpid 2>/dev/null; wait $fpid 2>/dev/null"
+	for ((i = 0; i < 1000; i++)); do
+		[[ -s "$d/fuse/nbd" ]] && break
+		sleep 0.01
+	done
+	[[ -s "$d/fuse/nbd" ]] || { echo "run.sh: nbdfuse did not expose $d/fuse/nbd" >&2; cat "$d/nbdfuse.log" >&2; return 1; }
+	loop=$(losetup --find --show --direct-io=off "$d/fuse/nbd")
+	push_undo "losetup -d '$loop'"
+	mount "$loop" "$d/mnt"
+	push_undo "umount '$d/mnt'"
+	mnt=$d/mnt
+}
+
+# kv KEY LINE: the value of KEY=... in a key=value line.
+kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
+
+# init_device DIR JOURNAL SIZE
+init_device() {
+	"$work/indelible" init "$1" --journal "$2" --size "$3" "${logs[@]}" \
+		--auditor-key "$1.auditor.key" >/dev/null
+}
+
+# serve_device DIR SOCK [PROFILE_PREFIX]: starts indelible serve, sets $spid.
+serve_device() {
+	local dir=$1 sock=$2 prof=${3:-}
+	if [[ -n $prof ]]; then
+		"$work/profserve" -cpuprofile "$prof.cpu.pprof" -memprofile "$prof.heap.pprof" \
+			-blockprofile-rate "${BLOCKPROFILE_RATE:-0}" -- serve "$dir" --listen "unix:$sock" >"$dir.serve.log" 2>&1 &
+	else
+		"$work/indelible" serve "$dir" --listen "unix:$sock" >"$dir.serve.log" 2>&1 &
+	fi
+	spid=$!
+	push_undo "stop_pid $spid"
+	wait_nbd "nbd+unix:///?socket=$sock"
+}
+
+# one_run SERVER MODE REP [PROFILE_PREFIX]: one measured run; sets $result
+# to the appender's key=value line, plus hwm_kb= for indelible. Not to be
+# called in a subshell: the undo stack must stay this shell's.
+one_run() {
+	local server=$1 mode=$2 rep=$3 prof=${4:-}
+	local d="$work/run-$server-$mode-$rep" sock line hwm=""
+	mkdir -p "$d"
+	sock="$d/sock"
+	sync
+	if [[ $server == indelible ]]; then
+		cp -a --sparse=always "$work/tpl-$mode" "$d/dev"
+		serve_device "$d/dev" "$sock" "$prof"
+		local pid=$spid
+	else
+		cp --sparse=always "$work/tpl-$mode/image.ext4" "$d/image.ext4"
+		nbdkit -f --unix "$sock" file "$d/image.ext4" >"$d/nbdkit.log" 2>&1 &
+		local pid=$!
+		push_undo "stop_pid $pid"
+		wait_nbd "nbd+unix:///?socket=$sock"
+	fi
+	attach "nbd+unix:///?socket=$sock" "$d"
+	local args=(-mount "$mnt" -files "$files" -append "$APPEND" -fsync-every "$FSYNC_EVERY" -per-writer "$per_writer_bytes")
+	if [[ $server == indelible ]]; then
+		args+=(-store "$d/dev/store" -verify)
+	fi
+	sync
+	line=$("$work/appender" "${args[@]}")
+	if [[ $server == indelible ]]; then
+		hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+		line+=" hwm_kb=$hwm"
+	fi
+	run_undo
+	if [[ $server == indelible ]]; then
+		cp "$d/dev.serve.log" "$OUT/serve-$mode-$rep.log"
+		if grep -q 'level=ERROR' "$d/dev.serve.log"; then
+			echo "run.sh: the server logged errors (see $OUT/serve-$mode-$rep.log)" >&2
+		fi
+	fi
+	rm -rf "$d"
+	result=$line
+}
+
+{
+	echo "# $(date -u +%FT%TZ) indelible end-to-end benchmark"
+	echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r), $(go version | cut -d' ' -f3)"
+	echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "# nbdkit $(nbdkit --version | cut -d' ' -f2), nbdfuse $(nbdfuse --version | head -1 | cut -d' ' -f2)"
+	echo "# workload: $WRITERS writers x $PER_WRITER, $APPEND B appends, fsync every $FSYNC_EVERY; image $IMAGE_SIZE; $REPEATS repeats, median shown"
+} | tee "$OUT/summary.txt"
+
+declare -A res
+for mode in $MODES; do
+	echo "# initialising a $IMAGE_SIZE data=$mode device" >&2
+	init_device "$work/tpl-$mode" "$mode" "$IMAGE_SIZE"
+	for ((r = 1; r <= REPEATS; r++)); do
+		order=(indelible nbdkit)
+		((r % 2 == 0)) && order=(nbdkit indelible)
+		for s in "${order[@]}"; do
+			one_run "$s" "$mode" "$r"
+			echo "  $mode run $r $s: $result" | tee -a "$OUT/summary.txt" >&2
+			res[$s-$mode-$r]=$result
+		done
+	done
+	if [[ $PROFILE == 1 ]]; then
+		one_run indelible "$mode" prof "$OUT/serve-$mode"
+		echo "  $mode profiled indelible run: $result (profiles: $OUT/serve-$mode.cpu.pprof, .heap.pprof)" | tee -a "$OUT/summary.txt" >&2
+	fi
+	rm -rf "$work/tpl-$mode" "$work/tpl-$mode.auditor.key"
+done
+
+# median of the values on stdin
+median() { python3 -c 'import sys, statistics; v = [float(x) for x in sys.stdin.read().split()]; print("%.2f" % statistics.median(v) if v else "-")'; }
+
+{
+	echo
+	printf '%-8s | %14s %14s %6s | %9s %9s %9s %8s | %8s\n' mode "indelible" "nbdkit" ratio "lag p50" "lag p99" "lag max" unsealed "VmHWM"
+	printf '%-8s | %14s %14s %6s | %9s %9s %9s %8s | %8s\n' "" "MB/s" "MB/s" "" ms ms ms "" MiB
+	for mode in $MODES; do
+		ib=$(for ((r = 1; r <= REPEATS; r++)); do kv mbps "${res[indelible-$mode-$r]}"; done | median)
+		kb=$(for ((r = 1; r <= REPEATS; r++)); do kv mbps "${res[nbdkit-$mode-$r]}"; done | median)
+		p50=$(for ((r = 1; r <= REPEATS; r++)); do kv lag_p50_ms "${res[indelible-$mode-$r]}"; done | median)
+		p99=$(for ((r = 1; r <= REPEATS; r++)); do kv lag_p99_ms "${res[indelible-$mode-$r]}"; done | median)
+		pmax=$(for ((r = 1; r <= REPEATS; r++)); do kv lag_max_ms "${res[indelible-$mode-$r]}"; done | python3 -c 'import sys; print(max(float(x) for x in sys.stdin.read().split()))')
+		uns=$(for ((r = 1; r <= REPEATS; r++)); do kv unsealed "${res[indelible-$mode-$r]}"; done | python3 -c 'import sys; print(sum(int(x) for x in sys.stdin.read().split()))')
+		hwm=$(for ((r = 1; r <= REPEATS; r++)); do kv hwm_kb "${res[indelible-$mode-$r]}"; done | python3 -c 'import sys; print("%.1f" % (max(float(x) for x in sys.stdin.read().split()) / 1024))')
+		ratio=$(python3 -c "print('%.2f' % ($ib / $kb))")
+		printf '%-8s | %14s %14s %6s | %9s %9s %9s %8s | %8s\n' "$mode" "$ib" "$kb" "$ratio" "$p50" "$p99" "$pmax" "$uns" "$hwm"
+	done
+	echo "(MB = 10^6 bytes; lag p50/p99: median over runs; lag max and VmHWM: worst run; unsealed: fsyncs not sealed within 30 s, all runs)"
+} | tee -a "$OUT/summary.txt"
+
+if [[ $BIG == 1 ]]; then
+	echo "# initialising a $BIG_SIZE sparse data=ordered device" >&2
+	big="$work/big"
+	t0=$(date +%s%N)
+	init_device "$big" ordered "$BIG_SIZE"
+	t1=$(date +%s%N)
+	starts=()
+	for ((r = 1; r <= 3; r++)); do
+		sock="$work/big-$r.sock"
+		t0s=$(date +%s%N)
+		serve_device "$big" "$sock"
+		t1s=$(date +%s%N)
+		starts+=($(((t1s - t0s) / 1000000)))
+		run_undo
+	done
+	# RSS after a workload of appends (a quarter of the throughput runs' volume).
+	sock="$work/big-w.sock"
+	serve_device "$big" "$sock"
+	bpid=$spid
+	attach "nbd+unix:///?socket=$sock" "$work/big-w"
+	line=$("$work/appender" -mount "$mnt" -files "$files" -append "$APPEND" -fsync-every "$FSYNC_EVERY" \
+		-per-writer $((per_writer_bytes / 4)) -store "$big/store" -verify)
+	hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$bpid/status")
+	run_undo
+	{
+		echo
+		echo "$BIG_SIZE sparse device (data=ordered): init $(((t1 - t0) / 1000000)) ms, apparent $(du -h --apparent-size "$big/image.ext4" | cut -f1), allocated $(du -h "$big/image.ext4" | cut -f1) image + $(du -h "$big/device.key" | cut -f1) device key"
+		echo "  start to nbdinfo answering: ${starts[*]} ms (3 starts; target < 2000 ms)"
+		echo "  after $WRITERS x $((per_writer_bytes / 4 >> 20)) MiB of appends: $line"
+		echo "  server VmHWM: $((hwm / 1024)) MiB (target < 128 MiB)"
+	} | tee -a "$OUT/summary.txt"
+fi
+echo "# summary kept in $OUT/summary.txt" >&2

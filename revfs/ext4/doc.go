@@ -1,0 +1,83 @@
+// Package ext4 is the Reverse File System engine for ext4 images: it follows
+// the raw blocks a host's ext4 driver writes (home writes and jbd2
+// transactions), keeps a model of the protected files — inode, extent tree,
+// parent directory — and reports appends, coherence and attacks to the
+// device core through revfs.Engine.
+//
+// # Model
+//
+// The engine holds the newest version of every watched metadata block: the
+// primary superblock, the group descriptor table, every block bitmap, the
+// inode-table blocks of the protected files and of their parent
+// directories, their extent tree blocks, and the parent directories' blocks.
+// A version becomes visible when the host writes the block home (no
+// journal, or a checkpoint) or when a jbd2 transaction carrying a copy of
+// it commits. A set of versions that becomes visible together (one host
+// write, or the transactions one commit block completes) is parsed into new
+// views of the tracked inodes and compared with the current views before
+// it is applied; what touches committed data is a violation, blamed on the
+// exact bytes that carry it (the inode record, the extent block, the
+// descriptor, the committed data bytes, or the commit block for anything
+// that arrives through the journal). Nothing is ever written to the image.
+//
+// Versions and order. Between two host flushes the order of writes carries
+// no meaning, so a journalled copy only overrides a home write of the same
+// block made in an earlier flush epoch; jbd2 always writes a block home
+// after the commit that logged it and a flush, so this loses nothing with
+// the real kernel. A commit block only counts once every block of its
+// transaction has been written since that log position was last used; a
+// transaction whose commit block lands first is taken at the next flush
+// (and is not applied at all if it would change protected data: its home
+// writes are then judged against the old model).
+//
+// # Coherence
+//
+// A file's coherent prefix starts at its sealed watermark and extends over
+// blocks that are mapped by initialised extents known from trusted
+// metadata and that the host has written since they were allocated (the
+// device core's persistent BlockSet; blocks whose bitmap bit goes from 1
+// to 0 are removed from it, so a reused block must be written again).
+// Journalled copies of a protected file's data (data=journal) count as
+// written and are read from the journal until the home write lands.
+// Unwritten extents and subtrees the host has not written yet stop the
+// prefix. When the size arrives by a home write (no journal), the partial
+// last block gets one more rule: once the prefix stops inside a block,
+// bytes after that point only count once the block has been written again,
+// which catches the order where the inode announces a new size before the
+// data arrives. A jbd2 commit needs no such rule in ordered and journal
+// mode (the data it covers is flushed before it); in writeback mode, and
+// for blocks ext4 zeroed beyond the end of file (unwritten-extent
+// conversion) before the size reached them, the device core's quiescence
+// window is the safety margin.
+//
+// # Fast commits
+//
+// Fast commits (the fast_commit feature) are accepted but not parsed: the
+// fast-commit area is part of the watched journal, and jbd2.Scan ignores
+// it. Every fast commit is followed by a full jbd2 commit (within the
+// commit interval) or a checkpoint carrying the same inode, which is where
+// the engine sees the new size. This delays the coherence of an fsync-ed
+// append by at most the commit interval; it never lets a change through
+// unchecked, since full commits and home writes are always checked.
+//
+// # Known limits
+//
+//   - A protected file moved to another directory is reported as
+//     KindDirEntry: the engine watches only the parent directory it knew
+//     at Open (a rename inside that directory is fine).
+//   - Without a journal, an entry missing from its directory is not
+//     reported (only logged): the blocks of one directory change (a rename
+//     into another block, an htree split) arrive one by one in any order,
+//     so a block without the entry proves nothing. Unlinking still frees
+//     or unlinks the inode, which is reported.
+//   - Without metadata_csum, an extent block read from the image before
+//     the host writes it is trusted if it parses (there is no checksum to
+//     tell a stale block from a fresh one); with metadata_csum it must
+//     carry this inode's checksum.
+//   - A block map change of the committed range made under an extent
+//     subtree the host has not written yet is judged when that subtree
+//     arrives, and blamed on it.
+//   - Superblock backups are not watched: a new mkfs is caught by the
+//     primary superblock, the descriptors and the inode tables.
+//   - The engine does not compute KindVolumeFull.
+package ext4

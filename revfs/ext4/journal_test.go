@@ -1,0 +1,167 @@
+package ext4
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+
+	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
+)
+
+// txWriter appends hand-built jbd2 transactions to a rig's clean journal
+// (no checksums, no 64bit: 8-byte tags), the way jbd2 lays them out.
+type txWriter struct {
+	r   *rig
+	pos uint32 // next journal block
+	seq uint32
+}
+
+func newTxWriter(r *rig) *txWriter {
+	j := r.e.jnl
+	return &txWriter{r: r, pos: j.sb.First(), seq: j.sb.Sequence()}
+}
+
+func (w *txWriter) put(jb uint32, b []byte) []revfs.Violation {
+	pb, ok := w.r.e.jnl.physOf(jb)
+	if !ok {
+		w.r.t.Fatalf("journal block %d not mapped", jb)
+	}
+	return w.r.write(int64(pb)*w.r.bs, b)
+}
+
+// commit logs copies of home blocks as one transaction and returns the
+// violations of the commit block write and its device offset.
+func (w *txWriter) commit(homes []uint64, copies [][]byte) ([]revfs.Violation, int64) {
+	bs := w.r.bs
+	desc := jbdBlock(bs, 1, w.seq)
+	off := 12
+	for i, h := range homes {
+		binary.BigEndian.PutUint32(desc[off:], uint32(h))
+		flags := uint16(0)
+		if i > 0 {
+			flags |= 2 // SAME_UUID
+		}
+		if i == len(homes)-1 {
+			flags |= 8 // LAST_TAG
+		}
+		binary.BigEndian.PutUint16(desc[off+6:], flags)
+		off += 8
+		if i == 0 {
+			off += 16 // the UUID after the first tag
+		}
+	}
+	if vs := w.put(w.pos, desc); len(vs) > 0 {
+		w.r.t.Fatalf("descriptor raised %v", vs)
+	}
+	for i, c := range copies {
+		if vs := w.put(w.pos+1+uint32(i), c); len(vs) > 0 {
+			w.r.t.Fatalf("copy raised %v", vs)
+		}
+	}
+	cpos := w.pos + 1 + uint32(len(copies))
+	pb, _ := w.r.e.jnl.physOf(cpos)
+	vs := w.put(cpos, jbdBlock(bs, 2, w.seq))
+	w.pos, w.seq = cpos+1, w.seq+1
+	return vs, int64(pb) * bs
+}
+
+// inodeBlockWith returns the inode-table block of file p with its record
+// edited by edit.
+func (r *rig) inodeBlockWith(p string, edit func(raw []byte)) (uint64, []byte) {
+	f := r.e.byIno[uint64(r.ids[p])]
+	b := bytes.Clone(r.img.b[int64(f.inoBlock)*r.bs : int64(f.inoBlock+1)*r.bs])
+	edit(b[f.inoOff : f.inoOff+r.e.sb.InodeSizeBytes()])
+	return f.inoBlock, b
+}
+
+func TestJournalTransactions(t *testing.T) {
+	const p = "var/log/app.log"
+	path := loadImage(t, "b4k-journal.img")
+	setSize := func(n uint32) func([]byte) {
+		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
+	}
+
+	t.Run("truncate in a transaction is blamed on the commit block", func(t *testing.T) {
+		r := openRig(t, path, map[string]int64{p: 5000}, p)
+		home, blk := r.inodeBlockWith(p, setSize(100))
+		vs, commitOff := newTxWriter(r).commit([]uint64{home}, [][]byte{blk})
+		if len(vs) != 1 || vs[0].Kind != revfs.KindSizeDecreased || vs[0].Off != commitOff || vs[0].Len != r.bs {
+			t.Fatalf("got %v, want size-decreased on the commit block [%d,+%d)", vs, commitOff, r.bs)
+		}
+	})
+
+	t.Run("growth through the journal is visible before any home write", func(t *testing.T) {
+		r := openRig(t, path, map[string]int64{p: 5000}, p)
+		home, blk := r.inodeBlockWith(p, setSize(6000))
+		homeBefore := bytes.Clone(r.img.b[int64(home)*r.bs : int64(home+1)*r.bs])
+		vs, _ := newTxWriter(r).commit([]uint64{home}, [][]byte{blk})
+		if len(vs) != 0 {
+			t.Fatalf("legit growth: %v", vs)
+		}
+		st := r.state(p)
+		if st.Size != 6000 || !st.Journalled {
+			t.Fatalf("after the commit: %+v", st)
+		}
+		if !bytes.Equal(homeBefore, r.img.b[int64(home)*r.bs:int64(home+1)*r.bs]) {
+			t.Fatal("the engine changed the image")
+		}
+		// The checkpoint (home write of the same version) is no violation.
+		if vs := r.write(int64(home)*r.bs, blk); len(vs) != 0 {
+			t.Fatalf("checkpoint: %v", vs)
+		}
+		// A later home write that truncates is.
+		_, bad := r.inodeBlockWith(p, setSize(10))
+		if vs := r.write(int64(home)*r.bs, bad); len(vs) != 1 || vs[0].Kind != revfs.KindSizeDecreased {
+			t.Fatalf("home truncate after checkpoint: %v", vs)
+		}
+	})
+
+	t.Run("journalled data copy changing committed bytes", func(t *testing.T) {
+		r := openRig(t, path, map[string]int64{p: 5000}, p)
+		f := r.e.byIno[uint64(r.ids[p])]
+		m := f.view.maps[0]
+		data := bytes.Clone(r.img.b[int64(m.Physical)*r.bs : int64(m.Physical+1)*r.bs])
+		data[10] ^= 0xFF
+		vs, commitOff := newTxWriter(r).commit([]uint64{m.Physical}, [][]byte{data})
+		if len(vs) != 1 || vs[0].Kind != revfs.KindDataChanged || vs[0].Off != commitOff {
+			t.Fatalf("got %v, want data-changed on the commit block", vs)
+		}
+	})
+
+	t.Run("commit before its transaction waits for the flush", func(t *testing.T) {
+		r := openRig(t, path, map[string]int64{p: 5000}, p)
+		home, blk := r.inodeBlockWith(p, setSize(7000))
+		w := newTxWriter(r)
+		// Commit block first (stale log blocks must not count)...
+		pb, _ := r.e.jnl.physOf(w.pos + 2)
+		if vs := r.write(int64(pb)*r.bs, jbdBlock(r.bs, 2, w.seq)); len(vs) != 0 {
+			t.Fatalf("early commit: %v", vs)
+		}
+		if st := r.state(p); st.Size != 5000 {
+			t.Fatalf("size %d before the transaction landed", st.Size)
+		}
+		// ...then the rest, then the flush.
+		w.commit([]uint64{home}, [][]byte{blk})
+		r.e.Flushed()
+		if st := r.state(p); st.Size != 7000 {
+			t.Fatalf("size %d after the flush", st.Size)
+		}
+	})
+
+	t.Run("journal superblock garbage and new geometry", func(t *testing.T) {
+		r := openRig(t, path, nil, p)
+		pb, _ := r.e.jnl.physOf(0)
+		jsb := bytes.Clone(r.img.b[int64(pb)*r.bs : int64(pb+1)*r.bs])
+		bad := bytes.Clone(jsb)
+		bad[0] = 0
+		if vs := r.e.CheckWrite(int64(pb)*r.bs, bad); len(vs) != 1 || vs[0].Kind != revfs.KindUnparseable {
+			t.Fatalf("garbage journal superblock: %v", vs)
+		}
+		binary.BigEndian.PutUint32(jsb[0x14:], 2) // s_first
+		if vs := r.e.CheckWrite(int64(pb)*r.bs, jsb); len(vs) != 1 || vs[0].Kind != revfs.KindLayoutChanged {
+			t.Fatalf("moved log start: %v", vs)
+		}
+	})
+	_ = layout.ExtentMagic
+}
