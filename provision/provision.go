@@ -119,6 +119,9 @@ func cleanLogPaths(in []string) ([]string, error) {
 		if c == "" || strings.ContainsAny(c, "\x00\n\"") {
 			return nil, fmt.Errorf("protected path %q is not a file path", p)
 		}
+		if c == worm.EventLogPath || strings.HasPrefix(c, ".indelible/") || c == ".indelible" {
+			return nil, fmt.Errorf("protected path %q is reserved for the device's own sealed files", p)
+		}
 		if seen[c] {
 			return nil, fmt.Errorf("protected path %q given twice", p)
 		}

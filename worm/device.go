@@ -30,10 +30,12 @@ type Sealer interface {
 }
 
 // EventLogID and EventLogPath name the device's own sealed event log in the
-// store: one JSON line per indicator of compromise.
+// store: one JSON line per indicator of compromise. The path does not start
+// with a dot because SealFS's own verifier skips dot names, and a whole store
+// must verify with it; `indelible init` refuses a protected file of this name.
 const (
 	EventLogID   uint64 = 1<<63 - 1
-	EventLogPath        = ".indelible/events.jsonl"
+	EventLogPath        = "indelible-events.jsonl"
 )
 
 // Device is a blockdev.Device that enforces WORM semantics on an image.
