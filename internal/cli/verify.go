@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/indelible-worm/indelible/seal"
 	"github.com/indelible-worm/indelible/worm"
 )
@@ -222,9 +220,11 @@ func newProgress(w io.Writer, force bool) *progress {
 	return &progress{w: w, start: time.Now()}
 }
 
+// isTerminal reports whether f is a character device (a terminal, for the
+// progress bar's purposes); portable to every system indelible builds for.
 func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func (p *progress) update(done, total int64) {
