@@ -1,6 +1,13 @@
 // Package audit compares what a device's image shows with what its real logs
 // hold, for `indelible diff`: the divergence is what an attacker tried to hide
 // or change.
+//
+// "What the image shows" is read with indelible's own parsers (revfs/ext4/layout
+// and revfs/ext4/jbd2), by inode number, as the kernel would show it after
+// mounting: the committed transactions of a dirty journal are replayed over
+// their home blocks (OpenImage). The image is hostile: every read stays inside
+// it, every count is bounded, and bad metadata is an error (ErrCorrupt, or
+// ErrGone when the inode no longer holds the file), never a panic.
 package audit
 
 import "fmt"

@@ -153,17 +153,27 @@ func (c *conn) transmit() {
 	}()
 
 	var hdr [requestLen]byte
+	bigWrites := false // the last request was a WRITE with a large payload
 	for {
 		if c.br.Buffered() < requestLen {
 			c.w.flushPending() // about to wait for the client: send what is queued
 		}
-		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+		var err error
+		if bigWrites && c.br.Buffered() == 0 {
+			// Large WRITEs are streaming in: read just the header, so that
+			// no part of the next payload passes through the read buffer.
+			_, err = io.ReadFull(c.nc, hdr[:])
+		} else {
+			_, err = io.ReadFull(c.br, hdr[:])
+		}
+		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				c.log.Debug("nbd: read request", "err", err)
 			}
 			return
 		}
 		req := DecodeRequest(hdr[:])
+		bigWrites = req.Type == CmdWrite && req.Length >= directReadMin
 		if req.Magic != MagicRequest {
 			c.log.Warn("nbd: bad request magic; disconnecting", "magic", req.Magic)
 			return
@@ -318,13 +328,21 @@ func (c *conn) acquire(n int64) {
 // else (FLUSH, FUA, TRIM, WRITE_ZEROES, CACHE, large requests, a slow
 // device) goes to workers, so it never holds up the requests behind it.
 const (
-	inlineMaxLen     = 128 << 10
+	inlineMaxRead    = 128 << 10
+	inlineMaxWrite   = 128 << 10
 	inlineMaxLatency = int64(100 * time.Microsecond)
 )
 
 func (c *conn) inlineOK(r *Request) bool {
-	return (r.Type == CmdRead || r.Type == CmdWrite) && r.Flags&CmdFlagFUA == 0 &&
-		r.Length <= inlineMaxLen && c.latency.Load() < inlineMaxLatency
+	switch {
+	case r.Flags&CmdFlagFUA != 0 || c.latency.Load() >= inlineMaxLatency:
+		return false
+	case r.Type == CmdRead:
+		return r.Length <= inlineMaxRead
+	case r.Type == CmdWrite:
+		return r.Length <= inlineMaxWrite
+	}
+	return false
 }
 
 // noteLatency folds one READ/WRITE device time into the moving average

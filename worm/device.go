@@ -21,10 +21,12 @@ import (
 	"github.com/indelible-worm/indelible/revfs"
 )
 
-// Sealer is the part of the seal store the device uses.
+// Sealer is the part of the seal store the device uses. A sealer may also
+// implement BatchSealer.
 type Sealer interface {
 	// Append seals data at off of the file and makes it durable; off must be
-	// the file's watermark.
+	// the file's watermark. data is valid only during the call (the device
+	// reuses the buffer).
 	Append(id uint64, path string, off int64, data []byte) error
 	Watermark(id uint64) int64
 }
@@ -56,6 +58,15 @@ type Device struct {
 	events   *eventLog
 	sealErr  error     // last sealing failure, reported by Status
 	lastSeal time.Time // when the scheduler last sealed something
+	// coherence is, per file, when each coherent length was first seen
+	// (the data=ordered margin runs from there); nextDue is when the next
+	// of them becomes ready to seal (zero: none pending).
+	coherence map[revfs.FileID][]cohMark
+	nextDue   time.Time
+
+	// Owned by the scheduler goroutine.
+	slab     []byte // read buffer reused by every pass
+	nextFile int    // where a bounded pass resumes
 
 	wake chan struct{}
 	stop chan struct{}
@@ -88,14 +99,15 @@ func New(img blockdev.Device, eng revfs.Engine, sealer Sealer, written *WrittenS
 	}
 	d := &Device{
 		img: img, eng: eng, sealer: sealer, written: written, cfg: cfg,
-		paths:  map[revfs.FileID]string{},
-		log:    opts.Logger,
-		now:    opts.Now,
-		frozen: map[revfs.FileID]bool{},
-		handed: map[revfs.FileID]int64{},
-		wake:   make(chan struct{}, 1),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		paths:     map[revfs.FileID]string{},
+		log:       opts.Logger,
+		now:       opts.Now,
+		frozen:    map[revfs.FileID]bool{},
+		handed:    map[revfs.FileID]int64{},
+		coherence: map[revfs.FileID][]cohMark{},
+		wake:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	for _, p := range cfg.Protected {
 		d.paths[revfs.FileID(p.Inode)] = p.Path
@@ -269,16 +281,26 @@ func (d *Device) discard(off, length int64, do func() error, op string) error {
 
 // Flush makes every completed write durable, then tells the engine: a FLUSH
 // is the only ordering point the host gives.
+//
+// The written-block map is synced at the same time as the image rather than
+// after it: both fsyncs then share the device filesystem's journal commits,
+// and the host's FLUSH waits for one round of disk flushes instead of two.
+// Every completed write has already recorded its blocks (Wrote runs before
+// the write is answered), so the map synced here covers them; it is durable
+// before the FLUSH is answered, as I6 needs.
 func (d *Device) Flush() error {
-	if err := d.img.Flush(); err != nil {
+	mapDone := make(chan error, 1)
+	go func() { mapDone <- d.written.Sync() }()
+	err := d.img.Flush()
+	if merr := <-mapDone; err == nil {
+		err = merr
+	}
+	if err != nil {
 		return err
 	}
 	d.mu.Lock()
 	d.eng.Flushed()
 	d.mu.Unlock()
-	if err := d.written.Sync(); err != nil {
-		return err
-	}
 	d.poke()
 	return nil
 }

@@ -114,11 +114,38 @@ func (o *Opened) closeResources() error {
 	return first
 }
 
-// storeSealer adapts *seal.Store to Sealer.
+// storeSealer adapts *seal.Store to Sealer and BatchSealer.
 type storeSealer struct{ s *seal.Store }
+
+var (
+	_ Sealer      = storeSealer{}
+	_ BatchSealer = storeSealer{}
+)
 
 func (a storeSealer) Append(id uint64, path string, off int64, data []byte) error {
 	return a.s.Append(seal.FileRef{ID: id, Path: path}, off, data)
 }
-func (a storeSealer) Watermark(id uint64) int64     { return a.s.Watermark(id) }
+func (a storeSealer) Watermark(id uint64) int64 { return a.s.Watermark(id) }
+
+// AppendBatch seals ops with one round of durability. seal.Store says which
+// op failed only in its error, but ops are in order and name distinct files,
+// so the ops done are the leading ones whose file reached its new watermark.
+func (a storeSealer) AppendBatch(ops []SealOp) (int, error) {
+	batch := make([]seal.AppendOp, len(ops))
+	for i, op := range ops {
+		batch[i] = seal.AppendOp{File: seal.FileRef{ID: op.ID, Path: op.Path}, Off: op.Off, Data: op.Data}
+	}
+	err := a.s.AppendBatch(batch)
+	if err == nil {
+		return len(ops), nil
+	}
+	done := 0
+	for _, op := range ops {
+		if a.s.Watermark(op.ID) < op.Off+int64(len(op.Data)) {
+			break
+		}
+		done++
+	}
+	return done, err
+}
 func (a storeSealer) KeyUsage() (used, total int64) { return a.s.KeyUsage() }

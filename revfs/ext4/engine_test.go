@@ -329,7 +329,6 @@ func TestMappingCheckIgnoresExtentSplits(t *testing.T) {
 	if sameMaps(normalise(a, 5), normalise(b, 6)) {
 		t.Fatal("different lengths compare equal")
 	}
-	_ = binary.LittleEndian
 }
 
 func r0(t *testing.T, path string) *rig { return openRig(t, path, nil) }

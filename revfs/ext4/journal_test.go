@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/indelible-worm/indelible/revfs"
-	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
 // txWriter appends hand-built jbd2 transactions to a rig's clean journal
@@ -163,5 +162,4 @@ func TestJournalTransactions(t *testing.T) {
 			t.Fatalf("moved log start: %v", vs)
 		}
 	})
-	_ = layout.ExtentMagic
 }

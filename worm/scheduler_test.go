@@ -1,0 +1,125 @@
+package worm
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/seal"
+)
+
+// In data=ordered the margin runs from when a length became coherent, not
+// from the file's last write: a host that never stops appending must still
+// see its appends sealed (I3).
+func TestOrderedMarginWhileHostKeepsAppending(t *testing.T) {
+	r := newRig(t, ResponseReadOnly)
+	r.dev.mu.Lock()
+	r.eng.journalled = true
+	r.dev.mu.Unlock()
+	r.appendBytes(t, []byte("first\n"))
+	r.dev.poke()
+	time.Sleep(20 * time.Millisecond) // let a pass note the coherent length
+	for i := 0; i < 4; i++ {
+		r.clk.add(40 * time.Millisecond)
+		r.appendBytes(t, []byte("more\n")) // touches the file: idle stays 0
+		r.dev.poke()
+		time.Sleep(20 * time.Millisecond)
+	}
+	// 160 ms since "first\n" became coherent, 0 since the last write.
+	waitSealed(t, r, 6)
+	if got := string(r.sealer.get(12)); !strings.HasPrefix(got, "first\n") {
+		t.Fatalf("sealed %q", got)
+	}
+	// The later appends follow once they have been coherent for the margin.
+	r.clk.add(150 * time.Millisecond)
+	waitSealed(t, r, 6+4*5)
+}
+
+// A coherent length is never sealed before the margin has passed since the
+// device first saw it, however long the file was quiet before.
+func TestOrderedMarginCountsFromCoherence(t *testing.T) {
+	r := newRig(t, ResponseReadOnly)
+	r.dev.mu.Lock()
+	r.eng.journalled = true
+	r.dev.mu.Unlock()
+	r.clk.add(10 * time.Second) // the file has been idle for long
+	r.appendBytes(t, []byte("late\n"))
+	r.dev.poke()
+	time.Sleep(30 * time.Millisecond)
+	if n := len(r.sealer.get(12)); n != 0 {
+		t.Fatalf("sealed %d bytes before the ordered margin", n)
+	}
+	r.clk.add(100 * time.Millisecond)
+	waitSealed(t, r, 5)
+}
+
+func TestNoteCoherentHistory(t *testing.T) {
+	d := &Device{coherence: map[revfs.FileID][]cohMark{}}
+	d.cfg.Commit.OrderedMargin.Duration = 100 * time.Millisecond
+	t0 := time.Unix(1700000000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	steps := []struct {
+		ms        int
+		coherent  int64
+		wantLimit int64
+	}{
+		{0, 10, 0},
+		{50, 20, 0},
+		{99, 30, 0},
+		{100, 30, 10},
+		{149, 40, 10},
+		{150, 40, 20},
+		{199, 40, 30}, // 30 was first seen at 99
+		{260, 5, 0},   // the prefix shrank: longer marks are void
+		{360, 5, 5},
+	}
+	for _, s := range steps {
+		if got := d.noteCoherent(7, s.coherent, at(s.ms)); got != s.wantLimit {
+			t.Fatalf("at %d ms with %d coherent: limit %d, want %d", s.ms, s.coherent, got, s.wantLimit)
+		}
+	}
+	// Continuous growth keeps the history bounded.
+	for ms := 400; ms < 5000; ms++ {
+		d.noteCoherent(7, int64(ms), at(ms))
+		if n := len(d.coherence[7]); n > maxCohMarks {
+			t.Fatalf("history grew to %d marks", n)
+		}
+	}
+}
+
+// storeSealer.AppendBatch reports how many ops are sealed when one fails,
+// so that the scheduler retries exactly the rest.
+func TestStoreSealerBatchPartialFailure(t *testing.T) {
+	dir := t.TempDir()
+	storeDir, devKey := filepath.Join(dir, "store"), filepath.Join(dir, "device.key")
+	if err := seal.Create(storeDir, devKey, filepath.Join(dir, "auditor.key"), 1<<16, seal.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := seal.Open(storeDir, devKey, seal.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := storeSealer{st}
+	done, err := s.AppendBatch([]SealOp{
+		{ID: 12, Path: "a.log", Off: 0, Data: []byte("aaaa")},
+		{ID: 13, Path: "b.log", Off: 0, Data: []byte("bb")},
+	})
+	if err != nil || done != 2 {
+		t.Fatalf("batch: done %d, err %v", done, err)
+	}
+	done, err = s.AppendBatch([]SealOp{
+		{ID: 12, Path: "a.log", Off: 4, Data: []byte("AAAA")},
+		{ID: 13, Path: "b.log", Off: 1, Data: []byte("BB")}, // not the watermark
+		{ID: 14, Path: "c.log", Off: 0, Data: []byte("c")},
+	})
+	if !errors.Is(err, seal.ErrOffset) || done != 1 {
+		t.Fatalf("batch with a bad op: done %d, err %v; want 1 and ErrOffset", done, err)
+	}
+	if a, b := st.Watermark(12), st.Watermark(13); a != 8 || b != 2 {
+		t.Fatalf("watermarks after the partial batch: %d, %d; want 8, 2", a, b)
+	}
+}
