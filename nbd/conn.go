@@ -60,9 +60,12 @@ type conn struct {
 	credits atomic.Int32
 	workers sync.WaitGroup
 	budget  budget
-	// latency is a moving average of recent READ/WRITE device times (ns),
-	// which decides whether the reader serves small requests itself.
-	latency atomic.Int64
+	// latency is a moving average of the device time of requests the
+	// reader served itself, which decides whether it goes on doing so
+	// (inlineOK); probe counts requests since the last probe. Both belong
+	// to the reader goroutine.
+	latency time.Duration
+	probe   int
 
 	lastWarn, suppressed atomic.Int64 // rate limit of device error logs
 }
@@ -144,8 +147,8 @@ func (c *conn) transmit() {
 	c.work = make(chan *request, maxInFlight)
 	c.budget.init(c.srv.cfg.MaxBufferBytes)
 	c.w.structured = c.structured
-	// Start with workers; serve inline only once the device proved fast.
-	c.latency.Store(inlineMaxLatency)
+	// Start with workers; serve inline only once a probe proved the device fast.
+	c.latency = inlineMaxLatency
 	defer func() {
 		close(c.work)
 		c.workers.Wait()
@@ -323,34 +326,46 @@ func (c *conn) acquire(n int64) {
 // Serving a request in the reader avoids waking a worker, which costs
 // more than a READ or WRITE that the page cache answers in microseconds;
 // but it stops reading the connection for as long as the device takes. So
-// the reader serves only small READs and WRITEs without FUA, and only while
-// the device has recently answered them within inlineMaxLatency; everything
-// else (FLUSH, FUA, TRIM, WRITE_ZEROES, CACHE, large requests, a slow
-// device) goes to workers, so it never holds up the requests behind it.
+// the reader serves only READs and WRITEs without FUA of at most
+// inlineMaxLen, and only while the device answers them within
+// inlineMaxLatency on average; everything else (FLUSH, FUA, TRIM,
+// WRITE_ZEROES, CACHE, large requests, a slow device) goes to workers, so it
+// never holds up the requests behind it.
+//
+// Only requests the reader serves are timed: the time a worker measures
+// includes waiting for a CPU behind the other workers and would keep a busy
+// server away from the fast path. So while requests go to workers, every
+// inlineProbeEvery-th eligible request is served by the reader as a probe.
 const (
-	inlineMaxRead    = 128 << 10
-	inlineMaxWrite   = 128 << 10
-	inlineMaxLatency = int64(100 * time.Microsecond)
+	inlineMaxLen     = 128 << 10
+	inlineMaxLatency = 100 * time.Microsecond
+	inlineProbeEvery = 32
 )
 
 func (c *conn) inlineOK(r *Request) bool {
-	switch {
-	case r.Flags&CmdFlagFUA != 0 || c.latency.Load() >= inlineMaxLatency:
+	if (r.Type != CmdRead && r.Type != CmdWrite) || r.Flags&CmdFlagFUA != 0 || r.Length > inlineMaxLen {
 		return false
-	case r.Type == CmdRead:
-		return r.Length <= inlineMaxRead
-	case r.Type == CmdWrite:
-		return r.Length <= inlineMaxWrite
 	}
-	return false
+	if c.latency < inlineMaxLatency {
+		return true
+	}
+	c.probe++
+	return c.probe%inlineProbeEvery == 0
 }
 
-// noteLatency folds one READ/WRITE device time into the moving average
-// (weight 1/8: one slow request switches inline serving off at once when it
-// is more than 8× the limit, a few fast ones switch it back on).
+// noteLatency records how long the device took for a request the reader
+// served. A probe's time replaces the average (one fast probe switches the
+// fast path on); otherwise it is a moving average with weight 1/8, so one
+// request 8× over the limit switches the fast path off at once.
 func (c *conn) noteLatency(d time.Duration) {
-	old := c.latency.Load()
-	c.latency.Store(old + (int64(d)-old)/8)
+	if c.latency >= inlineMaxLatency {
+		c.latency = d
+	} else {
+		c.latency += (d - c.latency) / 8
+	}
+	if c.latency >= inlineMaxLatency {
+		c.probe = 0
+	}
 }
 
 // dispatch hands r to an idle worker, or starts one when none is idle.
@@ -390,7 +405,9 @@ func (c *conn) handle(r *request) {
 		var got int
 		t0 := time.Now()
 		got, err = dev.ReadAt(r.buf.b, off)
-		c.noteLatency(time.Since(t0))
+		if r.inline {
+			c.noteLatency(time.Since(t0))
+		}
 		if got == len(r.buf.b) && errors.Is(err, io.EOF) {
 			err = nil
 		}
@@ -404,7 +421,9 @@ func (c *conn) handle(r *request) {
 		} else {
 			t0 := time.Now()
 			_, err = dev.WriteAt(r.buf.b, off)
-			c.noteLatency(time.Since(t0))
+			if r.inline {
+				c.noteLatency(time.Since(t0))
+			}
 		}
 	case CmdFlush:
 		err = dev.Flush()

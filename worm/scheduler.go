@@ -81,6 +81,9 @@ func (d *Device) scheduler(tick time.Duration) {
 		case <-due.C:
 		case retry = <-sealed:
 			sealed = nil
+			if len(retry) > 0 {
+				continue // a failed seal is retried at the next tick or poke, not at once
+			}
 		}
 		jobs := d.pass(retry, sealed == nil)
 		if len(jobs) > 0 {

@@ -124,7 +124,7 @@ attach() {
 	done
 	[[ -s "$d/fuse/nbd" ]] || { echo "run.sh: nbdfuse did not expose $d/fuse/nbd" >&2; cat "$d/nbdfuse.log" >&2; return 1; }
 	loop=$(losetup --find --show --direct-io=off "$d/fuse/nbd")
-	push_undo "losetup -d '$loop'"
+	push_undo "losetup -d '$loop' 2>/dev/null"
 	mount "$loop" "$d/mnt"
 	push_undo "umount '$d/mnt'"
 	mnt=$d/mnt

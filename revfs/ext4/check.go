@@ -167,6 +167,16 @@ func (e *Engine) checkData(w *hostWrite) []revfs.Violation {
 			if err == nil && bytes.Equal(old[s-dev:t-dev], w.p[s-w.off:t-w.off]) {
 				continue
 			}
+			e.log.Warn("DEBUG datachanged", "pb", pb, "overlay", fmt.Sprint(e.overlay[pb]), "hasOverlay", func() bool { _, ok := e.overlay[pb]; return ok }(), "lastWrite", fmt.Sprint(e.lastWrite[pb]), "epoch", e.epoch, "seq", e.seq, "diff", func() string {
+				a, b := old[s-dev:t-dev], w.p[s-w.off:t-w.off]
+				for i := range a {
+					if a[i] != b[i] {
+						lo := max(0, i-60)
+						return fmt.Sprintf("at %d old %q new %q", i, a[lo:min(len(a), i+60)], b[lo:min(len(b), i+60)])
+					}
+				}
+				return ""
+			}())
 			vs = appendMerged(vs, revfs.Violation{Kind: revfs.KindDataChanged, File: revfs.FileID(f.ino), Off: s, Len: t - s,
 				Detail: fmt.Sprintf("write changes committed bytes [%d,%d) of the file (committed %d)", start+(s-dev), start+(t-dev), f.committed)})
 		}

@@ -360,6 +360,7 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 				continue // written home since this copy was logged: home is at least as new
 			}
 			e.overlay[lb.Home] = journalCopy{jblock: lb.JBlock, escaped: lb.Escaped, seq: tx.Sequence}
+			e.log.Warn("DEBUG overlay", "home", lb.Home, "jblock", lb.JBlock, "tid", tx.Sequence, "at", fmt.Sprint(at), "lastWrite", fmt.Sprint(e.lastWrite[lb.Home]))
 			j.copyOf[lb.JBlock] = lb.Home
 			e.written.Add(lb.Home, 1)
 			e.lastWrite[lb.Home] = at
