@@ -1,3 +1,7 @@
+// The helpers below drive Linux tools (losetup, nbdfuse, mount); they build
+// everywhere so that test files vet on every platform, and the tests that
+// call them skip or fail with the tool missing.
+
 package testenv
 
 import (
