@@ -22,6 +22,7 @@ type FileStatus struct {
 // Status is a snapshot of the device for `indelible status`.
 type Status struct {
 	Time       time.Time    `json:"time"`
+	Serving    bool         `json:"serving"` // false in the last status a stopping server writes
 	Files      []FileStatus `json:"files"`
 	ReadOnly   bool         `json:"read_only"` // tripped by the readonly response
 	Indicators int          `json:"indicators"`

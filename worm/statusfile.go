@@ -44,12 +44,13 @@ func (d *Device) PublishStatus(dir string, interval time.Duration, stop <-chan s
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := WriteStatusFile(dir, d.Status()); err != nil {
+		st := d.Status()
+		st.Serving = true
+		if err := WriteStatusFile(dir, st); err != nil {
 			d.log.Warn("indelible: cannot publish status", "err", err)
 		}
 		select {
 		case <-stop:
-			WriteStatusFile(dir, d.Status())
 			return
 		case <-t.C:
 		}

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -22,10 +21,6 @@ import (
 // defaultListen is the IANA NBD port on loopback only: reachable by clients on
 // this machine, not by the network, unless the user says otherwise.
 const defaultListen = "tcp:127.0.0.1:10809"
-
-// defaultImageSize is the size of the image `indelible serve` creates when
-// given no argument.
-const defaultImageSize = 64 << 20
 
 // shutdownTimeout bounds how long a signal waits for in-flight requests.
 const shutdownTimeout = 30 * time.Second
@@ -215,7 +210,7 @@ func openServeTarget(env *Env, arg string, readOnly bool) (dev blockdev.Device, 
 		f.Close()
 		return nil, "", fmt.Errorf("indelible: %s is %d bytes, not a multiple of %d; resize it (truncate -s 64M %s)", arg, f.Size(), nbd.DefaultMinBlock, arg)
 	}
-	return f, fmt.Sprintf("%s, %s", arg, humanBytes(f.Size())), nil
+	return f, fmt.Sprintf("%s, %s", arg, formatSize(f.Size())), nil
 }
 
 // ensureDefaultTarget returns the default device's image, creating it (a
@@ -233,70 +228,5 @@ func ensureDefaultTarget(env *Env) (string, error) {
 		}
 		home = filepath.Join(data, "indelible")
 	}
-	dir := filepath.Join(home, "default")
-	img := filepath.Join(dir, "disk.img")
-	if _, err := os.Stat(img); err == nil {
-		return img, nil
-	}
-	mkfs, err := findMkfsExt4()
-	if err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("indelible: create the default device directory: %w", err)
-	}
-	// Build under a temporary name and rename, so an interrupted creation
-	// never leaves a half-made image that later runs would serve.
-	tmp := img + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("indelible: create %s: %w", tmp, err)
-	}
-	err = f.Truncate(defaultImageSize)
-	f.Close()
-	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("indelible: size %s: %w", tmp, err)
-	}
-	out, err := exec.Command(mkfs, "-q", "-F", "-b", "4096", "-L", "indelible", tmp).CombinedOutput()
-	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("indelible: mkfs.ext4 on %s: %v\n%s", tmp, err, out)
-	}
-	if err := os.Rename(tmp, img); err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("indelible: %w", err)
-	}
-	fmt.Fprintf(env.Stderr, "indelible: created the default device %s (64 MiB, ext4)\n", img)
-	return img, nil
-}
-
-func findMkfsExt4() (string, error) {
-	if p, err := exec.LookPath("mkfs.ext4"); err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(d, "mkfs.ext4")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	return "", errors.New("indelible: mkfs.ext4 not found, needed to create the default device; install e2fsprogs (apt-get install e2fsprogs) or pass an existing IMAGE")
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	v := float64(n) / float64(div)
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %ciB", int64(v), "KMGTPE"[exp])
-	}
-	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
+	return ensureDefaultDevice(env, filepath.Join(home, "default"))
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/indelible-worm/indelible/provision"
+	"github.com/indelible-worm/indelible/seal"
 	"github.com/indelible-worm/indelible/worm"
 )
 
@@ -65,4 +67,55 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
+}
+
+// The built-in default device: small, data=ordered, one protected file.
+const (
+	defaultImageSize = 64 << 20
+	defaultLogPath   = "log/app.log"
+	defaultKeyName   = "auditor.key"
+)
+
+// ensureDefaultDevice returns the default WORM device directory, creating it
+// the first time: a 64 MiB ext4 image with one protected file, its seal
+// store, and the auditor key beside it (with a loud warning: on a real device
+// that key must leave the machine).
+func ensureDefaultDevice(env *Env, dir string) (string, error) {
+	if isDeviceDir(dir) {
+		return dir, nil
+	}
+	if _, err := os.Stat(dir); err == nil {
+		if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+			return "", fmt.Errorf("indelible: %s exists but is not a device directory; move it away, or serve a device made with `indelible init`", dir)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o700); err != nil {
+		return "", fmt.Errorf("indelible: create %s: %w", filepath.Dir(dir), err)
+	}
+	// Build next to the final place and rename, so an interrupted creation
+	// never leaves a half-made device that later runs would serve.
+	tmp := dir + ".creating"
+	os.RemoveAll(tmp)
+	key := filepath.Join(dir, defaultKeyName)
+	_, err := provision.Create(provision.Options{
+		Dir: tmp, Size: defaultImageSize, Journal: "ordered", Logs: []string{defaultLogPath},
+		AuditorKey: filepath.Join(tmp, defaultKeyName), KeyBytes: defaultKeyBytes(defaultImageSize),
+		Config: worm.DefaultConfig(),
+		CreateStore: func(store, devKey, audKey string, kb int64) error {
+			return seal.Create(store, devKey, audKey, kb, seal.CreateOptions{})
+		},
+	})
+	if err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("indelible: creating the default device: %w", err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("indelible: %w", err)
+	}
+	fmt.Fprintf(env.Stderr, "indelible: created the default device %s (64 MiB ext4, data=ordered, protected file /%s)\n", dir, defaultLogPath)
+	fmt.Fprintf(env.Stderr, "indelible: WARNING: the auditor key was written to %s, on this machine.\n"+
+		"  This is a demo default. On a real device, move that key to the auditor now and delete it here:\n"+
+		"  whoever holds it can forge the sealed logs. Create real devices with `indelible init`.\n", key)
+	return dir, nil
 }

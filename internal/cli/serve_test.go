@@ -128,9 +128,9 @@ func TestEnsureDefaultTargetPlaces(t *testing.T) {
 		vars map[string]string
 		want string
 	}{
-		{map[string]string{"INDELIBLE_HOME": dir + "/ih", "XDG_DATA_HOME": dir + "/x", "HOME": dir + "/h"}, dir + "/ih/default/disk.img"},
-		{map[string]string{"XDG_DATA_HOME": dir + "/x", "HOME": dir + "/h"}, dir + "/x/indelible/default/disk.img"},
-		{map[string]string{"HOME": dir + "/h"}, dir + "/h/.local/share/indelible/default/disk.img"},
+		{map[string]string{"INDELIBLE_HOME": dir + "/ih", "XDG_DATA_HOME": dir + "/x", "HOME": dir + "/h"}, dir + "/ih/default"},
+		{map[string]string{"XDG_DATA_HOME": dir + "/x", "HOME": dir + "/h"}, dir + "/x/indelible/default"},
+		{map[string]string{"HOME": dir + "/h"}, dir + "/h/.local/share/indelible/default"},
 	} {
 		var stderr bytes.Buffer
 		env := &Env{Stderr: &stderr, Getenv: func(k string) string { return tc.vars[k] }}
@@ -138,12 +138,19 @@ func TestEnsureDefaultTargetPlaces(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Fatalf("ensureDefaultTarget = %q, %v; want %q", got, err, tc.want)
 		}
-		fi, err := os.Stat(got)
+		img := filepath.Join(got, "image.ext4")
+		fi, err := os.Stat(img)
 		if err != nil || fi.Size() != defaultImageSize {
 			t.Fatalf("default image: %v, %v", fi, err)
 		}
-		if out, err := exec.Command(testenv.RequireCommand(t, "e2fsck"), "-fn", got).CombinedOutput(); err != nil {
+		if !isDeviceDir(got) {
+			t.Fatalf("%s is not a device directory", got)
+		}
+		if out, err := exec.Command(testenv.RequireCommand(t, "e2fsck"), "-fn", img).CombinedOutput(); err != nil {
 			t.Fatalf("e2fsck on the default image: %v\n%s", err, out)
+		}
+		if !regexp.MustCompile(`WARNING: the auditor key`).MatchString(stderr.String()) {
+			t.Fatalf("no warning about the auditor key: %q", stderr.String())
 		}
 		stderr.Reset()
 		if again, err := ensureDefaultTarget(env); err != nil || again != got || stderr.Len() != 0 {

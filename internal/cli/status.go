@@ -64,11 +64,14 @@ Examples:
 				fmt.Fprintln(env.Stdout, string(b))
 				return nil
 			}
-			live := age <= statusFresh
+			live := st.Serving && age <= statusFresh
 			if live {
 				fmt.Fprintf(env.Stdout, "%s: serving (status %s old)\n", dir, age.Round(time.Millisecond))
 			} else {
 				fmt.Fprintf(env.Stdout, "%s: NOT serving; last status from %s (%s ago)\n", dir, st.Time.Format(time.RFC3339), age.Round(time.Second))
+				if st.Serving {
+					fmt.Fprintln(env.Stdout, "  the server stopped without a clean shutdown (killed or crashed?)")
+				}
 			}
 			if st.ReadOnly {
 				fmt.Fprintln(env.Stdout, "READ-ONLY: an indicator of compromise tripped the readonly response; see `indelible events`")

@@ -37,20 +37,23 @@ func parseSize(s string) (int64, error) {
 	return v * mult, nil
 }
 
-// formatSize prints a byte count in the largest binary unit that keeps it exact
-// to one decimal.
+// formatSize prints a byte count in the largest binary unit, exactly when it
+// is a whole number of that unit ("64 MiB"), else to one decimal ("1.5 GiB").
 func formatSize(n int64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
-	f := float64(n)
-	i := 0
-	for f >= 1024 && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	if i == 0 {
+	const unit = 1024
+	if n < unit {
 		return fmt.Sprintf("%d B", n)
 	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(n) / float64(div)
+	if n%div == 0 {
+		return fmt.Sprintf("%d %ciB", n/div, "KMGTPE"[exp])
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[exp])
 }
 
 // stringList is a repeatable string flag (--log A --log B).

@@ -14,7 +14,9 @@ func TestParseSize(t *testing.T) {
 			t.Errorf("parseSize(%q) accepted", in)
 		}
 	}
-	if s := formatSize(3 << 20); s != "3.0 MiB" {
-		t.Errorf("formatSize = %q", s)
+	for n, want := range map[int64]string{3 << 20: "3 MiB", 1536 << 20: "1.5 GiB", 100: "100 B", 1 << 40: "1 TiB"} {
+		if s := formatSize(n); s != want {
+			t.Errorf("formatSize(%d) = %q, want %q", n, s, want)
+		}
 	}
 }
