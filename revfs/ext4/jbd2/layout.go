@@ -2,8 +2,8 @@ package jbd2
 
 import (
 	"fmt"
+	"github.com/indelible-worm/indelible/internal/bitnames"
 	"math/bits"
-	"strings"
 )
 
 // JournalMagic opens every jbd2 metadata block (JBD2_MAGIC_NUMBER,
@@ -76,9 +76,9 @@ type FeatureCompat uint32
 // its commit block.
 const FeatureCompatChecksum FeatureCompat = 0x1
 
-var featureCompatNames = []flagName{{uint32(FeatureCompatChecksum), "checksum"}}
+var featureCompatNames = []bitnames.Name{{uint32(FeatureCompatChecksum), "checksum"}}
 
-func (f FeatureCompat) String() string { return flagString(uint32(f), featureCompatNames) }
+func (f FeatureCompat) String() string { return bitnames.Format(uint32(f), featureCompatNames) }
 
 // FeatureIncompat is journal_superblock_t.s_feature_incompat.
 type FeatureIncompat uint32
@@ -97,7 +97,7 @@ const (
 const knownIncompat = FeatureIncompatRevoke | FeatureIncompat64Bit | FeatureIncompatAsyncCommit |
 	FeatureIncompatCsumV2 | FeatureIncompatCsumV3 | FeatureIncompatFastCommit
 
-var featureIncompatNames = []flagName{
+var featureIncompatNames = []bitnames.Name{
 	{uint32(FeatureIncompatRevoke), "revoke"},
 	{uint32(FeatureIncompat64Bit), "64bit"},
 	{uint32(FeatureIncompatAsyncCommit), "async_commit"},
@@ -106,7 +106,7 @@ var featureIncompatNames = []flagName{
 	{uint32(FeatureIncompatFastCommit), "fast_commit"},
 }
 
-func (f FeatureIncompat) String() string { return flagString(uint32(f), featureIncompatNames) }
+func (f FeatureIncompat) String() string { return bitnames.Format(uint32(f), featureIncompatNames) }
 
 // DiskSuperblock mirrors journal_superblock_t (include/linux/jbd2.h), 1024
 // bytes at the start of journal block 0. Fields after Errno exist only in a
@@ -210,37 +210,14 @@ const (
 	TagFlagLastTag  TagFlag = 8 // last tag of this descriptor block
 )
 
-var tagFlagNames = []flagName{
+var tagFlagNames = []bitnames.Name{
 	{uint32(TagFlagEscape), "escape"},
 	{uint32(TagFlagSameUUID), "same_uuid"},
 	{uint32(TagFlagDeleted), "deleted"},
 	{uint32(TagFlagLastTag), "last_tag"},
 }
 
-func (f TagFlag) String() string { return flagString(uint32(f), tagFlagNames) }
-
-type flagName struct {
-	bit  uint32
-	name string
-}
-
-// flagString prints a bitmask as names joined by "|", with unknown bits in hex.
-func flagString(v uint32, names []flagName) string {
-	if v == 0 {
-		return "0"
-	}
-	var parts []string
-	for _, n := range names {
-		if v&n.bit != 0 {
-			parts = append(parts, n.name)
-			v &^= n.bit
-		}
-	}
-	if v != 0 {
-		parts = append(parts, fmt.Sprintf("%#x", v))
-	}
-	return strings.Join(parts, "|")
-}
+func (f TagFlag) String() string { return bitnames.Format(uint32(f), tagFlagNames) }
 
 // isPow2 reports whether v is a power of two.
 func isPow2(v uint32) bool { return v != 0 && bits.OnesCount32(v) == 1 }

@@ -1,8 +1,7 @@
 package layout
 
 import (
-	"fmt"
-	"strings"
+	"github.com/indelible-worm/indelible/internal/bitnames"
 )
 
 // CompatFeature is s_feature_compat.
@@ -94,25 +93,20 @@ const (
 	DefmNoDelalloc     MountOpts = 0x800
 )
 
-type bitName struct {
-	bit  uint32
-	name string
-}
-
-var compatNames = []bitName{
+var compatNames = []bitnames.Name{
 	{0x1, "dir_prealloc"}, {0x2, "imagic_inodes"}, {0x4, "has_journal"}, {0x8, "ext_attr"},
 	{0x10, "resize_inode"}, {0x20, "dir_index"}, {0x40, "lazy_bg"}, {0x100, "exclude_bitmap"},
 	{0x200, "sparse_super2"}, {0x400, "fast_commit"}, {0x800, "stable_inodes"}, {0x1000, "orphan_file"},
 }
 
-var incompatNames = []bitName{
+var incompatNames = []bitnames.Name{
 	{0x1, "compression"}, {0x2, "filetype"}, {0x4, "needs_recovery"}, {0x8, "journal_dev"},
 	{0x10, "meta_bg"}, {0x40, "extent"}, {0x80, "64bit"}, {0x100, "mmp"}, {0x200, "flex_bg"},
 	{0x400, "ea_inode"}, {0x1000, "dirdata"}, {0x2000, "metadata_csum_seed"}, {0x4000, "large_dir"},
 	{0x8000, "inline_data"}, {0x10000, "encrypt"}, {0x20000, "casefold"},
 }
 
-var roCompatNames = []bitName{
+var roCompatNames = []bitnames.Name{
 	{0x1, "sparse_super"}, {0x2, "large_file"}, {0x4, "btree_dir"}, {0x8, "huge_file"},
 	{0x10, "uninit_bg"}, {0x20, "dir_nlink"}, {0x40, "extra_isize"}, {0x80, "snapshot"},
 	{0x100, "quota"}, {0x200, "bigalloc"}, {0x400, "metadata_csum"}, {0x800, "replica"},
@@ -120,36 +114,17 @@ var roCompatNames = []bitName{
 	{0x10000, "orphan_present"},
 }
 
-var mountOptNames = []bitName{
+var mountOptNames = []bitnames.Name{
 	{0x1, "debug"}, {0x2, "bsdgroups"}, {0x4, "user_xattr"}, {0x8, "acl"}, {0x10, "uid16"},
 	{0x100, "nobarrier"}, {0x200, "block_validity"}, {0x400, "discard"}, {0x800, "nodelalloc"},
 }
 
-// bitString names the set bits of v from table (mke2fs spelling), joined by
-// "|"; unknown bits print in hex.
-func bitString(v uint32, table []bitName) string {
-	if v == 0 {
-		return "0"
-	}
-	var parts []string
-	for _, n := range table {
-		if v&n.bit != 0 {
-			parts = append(parts, n.name)
-			v &^= n.bit
-		}
-	}
-	if v != 0 {
-		parts = append(parts, fmt.Sprintf("%#x", v))
-	}
-	return strings.Join(parts, "|")
-}
-
-func (f CompatFeature) String() string   { return bitString(uint32(f), compatNames) }
-func (f IncompatFeature) String() string { return bitString(uint32(f), incompatNames) }
-func (f ROCompatFeature) String() string { return bitString(uint32(f), roCompatNames) }
+func (f CompatFeature) String() string   { return bitnames.Format(uint32(f), compatNames) }
+func (f IncompatFeature) String() string { return bitnames.Format(uint32(f), incompatNames) }
+func (f ROCompatFeature) String() string { return bitnames.Format(uint32(f), roCompatNames) }
 
 func (m MountOpts) String() string {
-	s := bitString(uint32(m&^DefmJModeMask), mountOptNames)
+	s := bitnames.Format(uint32(m&^DefmJModeMask), mountOptNames)
 	j := map[MountOpts]string{DefmJModeData: "journal_data", DefmJModeOrdered: "journal_data_ordered", DefmJModeWriteback: "journal_data_writeback"}[m&DefmJModeMask]
 	switch {
 	case j == "":

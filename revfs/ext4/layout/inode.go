@@ -1,5 +1,7 @@
 package layout
 
+import "github.com/indelible-worm/indelible/internal/bitnames"
+
 // Inode sizes and offsets.
 const (
 	InodeGoodOldSize   = 128 // EXT4_GOOD_OLD_INODE_SIZE: the base record
@@ -46,14 +48,14 @@ const (
 	InodeFlagCasefold    InodeFlags = 0x40000000
 )
 
-var inodeFlagNames = []bitName{
+var inodeFlagNames = []bitnames.Name{
 	{0x1, "secrm"}, {0x8, "sync"}, {0x10, "immutable"}, {0x20, "append"}, {0x40, "nodump"},
 	{0x80, "noatime"}, {0x800, "encrypt"}, {0x1000, "index"}, {0x4000, "journal_data"},
 	{0x40000, "huge_file"}, {0x80000, "extents"}, {0x100000, "verity"}, {0x200000, "ea_inode"},
 	{0x10000000, "inline_data"}, {0x40000000, "casefold"},
 }
 
-func (f InodeFlags) String() string { return bitString(uint32(f), inodeFlagNames) }
+func (f InodeFlags) String() string { return bitnames.Format(uint32(f), inodeFlagNames) }
 
 // Inode mirrors struct ext4_inode (fs/ext4/ext4.h): the 128-byte base and
 // the extra fields up to i_projid. The Linux osd1/osd2 unions are spelled out.
