@@ -2,8 +2,9 @@ package jbd2
 
 import (
 	"fmt"
-	"github.com/indelible-worm/indelible/internal/bitnames"
 	"math/bits"
+
+	"github.com/indelible-worm/indelible/internal/bitnames"
 )
 
 // JournalMagic opens every jbd2 metadata block (JBD2_MAGIC_NUMBER,
