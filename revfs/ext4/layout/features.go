@@ -1,8 +1,6 @@
 package layout
 
-import (
-	"github.com/indelible-worm/indelible/internal/bitnames"
-)
+import "github.com/indelible-worm/indelible/internal/bitnames"
 
 // CompatFeature is s_feature_compat.
 type CompatFeature uint32
