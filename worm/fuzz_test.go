@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,25 +48,17 @@ type span struct {
 	what     string
 }
 
-var (
-	baseOnce sync.Once
-	base     *fuzzBase
-	baseErr  error
-)
+// base is the unpacked fixture of the running fuzz target; each run of the
+// target (go test -count=N runs it N times) unpacks its own and removes it.
+var base *fuzzBase
 
 func loadFuzzBase(f *testing.F) {
-	baseOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "worm-fuzz-base-")
-		if err != nil {
-			baseErr = err
-			return
-		}
-		f.Cleanup(func() { os.RemoveAll(dir) })
-		base, baseErr = unpackFixture(dir)
-	})
-	if baseErr != nil {
-		f.Fatalf("unpacking %s: %v", fixtureDir, baseErr)
+	dir := f.TempDir()
+	b, err := unpackFixture(dir)
+	if err != nil {
+		f.Fatalf("unpacking %s: %v", fixtureDir, err)
 	}
+	base = b
 }
 
 // unpackFixture copies the fixture into dir, decompressing the image.
