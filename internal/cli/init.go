@@ -51,7 +51,7 @@ Examples:
 			fs.IntVar(&blockSize, "block-size", 4096, "filesystem block size: 1024 or 4096")
 			fs.Var(&logs, "log", "protected file path inside the filesystem (repeat for more)")
 			fs.StringVar(&auditorKey, "auditor-key", "", "where to write the auditor's keystream copy (required; keep it off the device)")
-			fs.StringVar(&keySize, "key-size", "", "keystream size (default: sized from --size, see `indelible help keys`)")
+			fs.StringVar(&keySize, "key-size", "", "keystream size (default: one 32-byte key per 31 entries, an entry per 4 KiB of image, at least 1 MiB; see `indelible help keys`)")
 			fs.StringVar(&onViolation, "on-violation", "readonly", "response to an attack: readonly, discard or honeypot")
 			fs.StringVar(&quiescence, "quiescence", "1s", "quiet time before sealing when there is no journal commit to wait for")
 		},
@@ -110,14 +110,17 @@ Examples:
 	})
 }
 
-// bytesPerSealedEntry is the smallest average append the default keystream
-// size plans for: each sealed entry covers at least this many log bytes, so a
-// keystream sized for size/bytesPerSealedEntry entries outlasts filling the
-// whole image with such appends (the device seals coalesced ranges, usually
-// far larger).
-const bytesPerSealedEntry = 256
+// bytesPerSealedEntry is the average log bytes one sealed entry is planned
+// to cover when --key-size is not given. The device seals coalesced ranges
+// (everything that became coherent since the last pass), so entries are
+// usually far larger than one host write; status warns at 80 % key use.
+const bytesPerSealedEntry = 4096
+
+// minKeyBytes is the smallest default keystream: 1 MiB of keys seals about
+// a million entries, whatever the image size.
+const minKeyBytes = 1 << 20
 
 // defaultKeyBytes sizes the keystream from the image size.
 func defaultKeyBytes(imageBytes int64) int64 {
-	return seal.KeyBytesFor(imageBytes/bytesPerSealedEntry, 0)
+	return max(seal.KeyBytesFor(imageBytes/bytesPerSealedEntry, 0), minKeyBytes)
 }
