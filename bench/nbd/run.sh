@@ -5,6 +5,7 @@
 # indelible/nbdkit.
 #
 #   bench/nbd/run.sh [RUNTIME_SECONDS] [IMAGE_SIZE] [REPEATS]   (defaults: 15 1G 2)
+#   ONLY=seqwrite bench/nbd/run.sh ...   runs only the workloads whose name matches
 #
 # Like with like: one fio job (one NBD connection) per run against each
 # server; both servers run requests of that connection concurrently
@@ -84,6 +85,7 @@ print("%.1f %.0f %d" % (d["bw_bytes"] / 1048576, d["iops"], d["total_ios"]))' <<
 printf '%-18s %10s %8s %7s | %10s %8s %7s | %6s %6s\n' workload "indelible" "IOPS" "cpu/IO" "nbdkit" "IOPS" "cpu/IO" "ratio" "cpu"
 printf '%-18s %10s %8s %7s | %10s %8s %7s | %6s %6s\n' "" "MiB/s" "" "us" "MiB/s" "" "us" "MiB/s" "ratio"
 for w in "${workloads[@]}"; do
+	[[ "${w%% *}" =~ ${ONLY:-.} ]] || continue   # ONLY=regex picks workloads
 	read -r name rw bs qd <<<"$w"
 	declare -A bw_sum=() iops_sum=() ios_sum=() ticks_sum=()
 	for ((r = 0; r < repeats; r++)); do
