@@ -133,3 +133,11 @@ type Engine interface {
 	// then on, any change to them is a violation.
 	SetCommitted(id FileID, n int64)
 }
+
+// SpaceReporter is implemented by engines that can tell how full the
+// filesystem is from the newest metadata the host wrote or committed. The
+// device core uses it to raise KindVolumeFull.
+type SpaceReporter interface {
+	// FreeBlocks returns the free and total block counts.
+	FreeBlocks() (free, total uint64)
+}

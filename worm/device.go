@@ -53,6 +53,7 @@ type Device struct {
 
 	mu       sync.Mutex
 	tripped  bool                   // readonly response fired: every write fails
+	spaceLow bool                   // volume-full raised; re-armed when free space rises above the threshold
 	frozen   map[revfs.FileID]bool  // honeypot: no more appends for these files
 	handed   map[revfs.FileID]int64 // bytes handed to the sealer per file
 	events   *eventLog
@@ -169,7 +170,38 @@ func (d *Device) write(p []byte, off int64, fua bool) (int, error) {
 	}
 	d.eng.Wrote(off, p)
 	d.poke()
+	if err := d.checkSpace(p, off); err != nil {
+		return 0, err
+	}
 	return len(p), nil
+}
+
+// checkSpace raises KindVolumeFull, once, when the write that just landed
+// took the engine's free-block count under Config.VolumeFullPercent; it is
+// armed again once free space rises above the threshold. The write has
+// landed (the count is only known from the metadata it carried), so the
+// response acts on what follows: readonly refuses this and every later
+// write, honeypot freezes every file, discard has nothing to undo. Called
+// with mu held.
+func (d *Device) checkSpace(p []byte, off int64) error {
+	sr, ok := d.eng.(revfs.SpaceReporter)
+	if !ok || d.cfg.VolumeFullPercent <= 0 {
+		return nil
+	}
+	free, total := sr.FreeBlocks()
+	if total == 0 {
+		return nil
+	}
+	low := float64(free)*100 < float64(total)*d.cfg.VolumeFullPercent
+	if !low || d.spaceLow {
+		d.spaceLow = low
+		return nil
+	}
+	d.spaceLow = true
+	vs := []revfs.Violation{{Kind: revfs.KindVolumeFull, Off: off, Len: int64(len(p)),
+		Detail: fmt.Sprintf("%d of %d blocks free, under %g%%", free, total, d.cfg.VolumeFullPercent)}}
+	_, err := d.respond(vs, p, off, "write")
+	return err
 }
 
 func (d *Device) writeImage(p []byte, off int64, fua bool) (int, error) {

@@ -89,12 +89,20 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 		if apply {
 			e.seq++
 			e.written.Add(w.first, w.last-w.first+1)
-			e.noteTails(w, nil)
 			if len(e.overlay) > 0 {
 				for b := w.first; b <= w.last; b++ {
 					delete(e.overlay, b)
 				}
 			}
+		}
+		return nil
+	}
+	if e.jnl != nil && e.jnl.isReplay(w) {
+		// A journal replay of an older committed copy: the host wrote
+		// it, but the model keeps the newest committed version.
+		if apply {
+			e.seq++
+			e.written.Add(w.first, w.last-w.first+1)
 		}
 		return nil
 	}
@@ -167,16 +175,6 @@ func (e *Engine) checkData(w *hostWrite) []revfs.Violation {
 			if err == nil && bytes.Equal(old[s-dev:t-dev], w.p[s-w.off:t-w.off]) {
 				continue
 			}
-			e.log.Warn("DEBUG datachanged", "pb", pb, "overlay", fmt.Sprint(e.overlay[pb]), "hasOverlay", func() bool { _, ok := e.overlay[pb]; return ok }(), "lastWrite", fmt.Sprint(e.lastWrite[pb]), "epoch", e.epoch, "seq", e.seq, "diff", func() string {
-				a, b := old[s-dev:t-dev], w.p[s-w.off:t-w.off]
-				for i := range a {
-					if a[i] != b[i] {
-						lo := max(0, i-60)
-						return fmt.Sprintf("at %d old %q new %q", i, a[lo:min(len(a), i+60)], b[lo:min(len(b), i+60)])
-					}
-				}
-				return ""
-			}())
 			vs = appendMerged(vs, revfs.Violation{Kind: revfs.KindDataChanged, File: revfs.FileID(f.ino), Off: s, Len: t - s,
 				Detail: fmt.Sprintf("write changes committed bytes [%d,%d) of the file (committed %d)", start+(s-dev), start+(t-dev), f.committed)})
 		}
@@ -198,7 +196,7 @@ func appendMerged(vs []revfs.Violation, v revfs.Violation) []revfs.Violation {
 }
 
 // noteData records writes to protected data blocks: their write sequence
-// (for the partial-tail rule) and that a home write supersedes any
+// (for the coherence proof) and that a home write supersedes any
 // journalled copy.
 func (e *Engine) noteData(w *hostWrite, touched map[*tracked]bool) {
 	now := e.now()
@@ -211,25 +209,10 @@ func (e *Engine) noteData(w *hostWrite, touched map[*tracked]bool) {
 		d.file.lastTouch = now
 		touched[d.file] = true
 	}
-	e.noteTails(w, touched)
 	// A home write of any other journalled block also supersedes its copy.
 	if len(e.overlay) > 0 {
 		for b := w.first; b <= w.last; b++ {
 			delete(e.overlay, b)
-		}
-	}
-}
-
-// noteTails records writes of the blocks holding files' partial tails,
-// even while the engine cannot map them (a new extent leaf not written
-// yet), so the partial-tail rule sees them.
-func (e *Engine) noteTails(w *hostWrite, touched map[*tracked]bool) {
-	for _, f := range e.files {
-		if f.tail.set && w.has(f.tail.phys) {
-			e.lastWrite[f.tail.phys] = writeMark{e.seq, e.epoch}
-			if touched != nil {
-				touched[f] = true
-			}
 		}
 	}
 }
@@ -476,6 +459,7 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 	}
 	for b, d := range res.gdt {
 		e.meta[b] = d
+		e.freeValid = false
 	}
 	for b, d := range res.bitmaps {
 		e.applyBitmap(b, d)
@@ -492,6 +476,9 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 			touched[t] = true
 			if nv.inode != nil && old.inode != nil && (nv.inode.Size() != old.inode.Size() || !sameMaps(nv.maps, old.maps)) {
 				t.journalled = chg.journal
+			}
+			if nv.inode != nil && (old.inode == nil || nv.inode.Size() > old.inode.Size()) {
+				t.grew = e.seq
 			}
 			if nv.inode != nil && nv.inode.Flags&layout.InodeFlagJournalData != 0 {
 				t.dataJournalled = true

@@ -1,17 +1,5 @@
 package ext4
 
-// tailMark remembers where the coherent prefix stopped inside a block: the
-// bytes after it in that block only count once the block has been written
-// again after the mark (a partial last block is rewritten as it fills, and
-// without a journal the new size may arrive before the new bytes).
-type tailMark struct {
-	set     bool
-	logical uint64 // logical block holding the mark
-	phys    uint64 // its physical block when the mark was made
-	at      int64  // byte offset of the mark in the file
-	seq     uint64 // event sequence when the mark was made
-}
-
 // setCommitted records the sealed watermark and freezes the block map of
 // the committed range: from now on it may not change.
 func (e *Engine) setCommitted(f *tracked, n int64) {
@@ -52,20 +40,10 @@ func (e *Engine) pruneLastWrite() {
 
 // updateCoherent recomputes the coherent prefix of f: from the committed
 // watermark, every block up to the size must be mapped by an initialised
-// extent known from trusted metadata and written since it was allocated.
+// extent known from trusted metadata, written since it was allocated, and
+// shown to hold the bytes the size announces (see proven).
 func (e *Engine) updateCoherent(f *tracked) {
-	c := e.coherentPrefix(f)
-	if c == f.coherent {
-		return
-	}
-	f.coherent = c
-	f.tail = tailMark{}
-	if c%e.bs != 0 {
-		lb := uint64(c / e.bs)
-		if m, ok := f.view.lookup(lb); ok {
-			f.tail = tailMark{set: true, logical: lb, phys: m.Physical + lb - m.Logical, at: c, seq: e.seq}
-		}
-	}
+	f.coherent = e.coherentPrefix(f)
 }
 
 func (e *Engine) coherentPrefix(f *tracked) int64 {
@@ -88,24 +66,60 @@ func (e *Engine) coherentPrefix(f *tracked) int64 {
 		n := min(m.Logical+m.Len-lb, need)
 		phys := m.Physical + (lb - m.Logical)
 		k := e.writtenPrefix(phys, n)
-		// The tail rule is for sizes that arrive by home writes (no
-		// journal), which may precede the data. A jbd2 commit in ordered
-		// or journal mode comes after the data it covers (flushed first),
-		// and a block written before the mark but after the append would
-		// otherwise hold coherence back until it is written yet again.
-		if t := f.tail; t.set && !f.journalled && t.logical >= lb && t.logical < lb+k && phys+t.logical-lb == t.phys {
-			if e.lastWrite[t.phys].seq <= t.seq {
-				pos = t.at
-				break
-			}
-		}
 		pos += int64(k) * e.bs
 		lb += k
 		if k < n {
 			break
 		}
 	}
-	return max(min(pos, size), f.committed)
+	end := max(min(pos, size), f.committed)
+	return e.proven(f, end)
+}
+
+// proven clips a candidate coherent prefix [0, end) to the bytes the last
+// block is known to hold.
+//
+// The size of a file can be ahead of its data in every journal mode:
+// appending inside a block that is already allocated, ext4 raises
+// i_disksize at write() time and logs the inode (or, without a journal,
+// the inode-table block goes home with any other inode's update) while the
+// new bytes are still only in the page cache; and the data may also have
+// been written long before the size arrives, and never again. Neither the
+// order of writes nor the flush epochs tell these apart, but the content
+// does: ext4 writes a whole block with the bytes past the in-memory size
+// zeroed, so a block written while the file ended at c holds zeroes from c
+// on. The last block therefore proves the bytes up to just past its last
+// non-zero byte below end, or all of them once it has been written after
+// the newest size increase (the in-memory size was at least the announced
+// one then). Blocks before the last one were written whole, while the
+// file already went past them (delalloc maps and writes a block with the
+// size it submits), so "written since allocated" is enough for them. The
+// device core's quiescence window covers a write reordered within one
+// flush epoch.
+func (e *Engine) proven(f *tracked, end int64) int64 {
+	from := max(f.committed, min(f.coherent, end))
+	if end <= from {
+		return end
+	}
+	p := ((end - 1) / e.bs) * e.bs
+	lb := uint64(p / e.bs)
+	m, ok := f.view.lookup(lb)
+	if !ok {
+		return max(p, from)
+	}
+	phys := m.Physical + lb - m.Logical
+	if w, ok := e.lastWrite[phys]; ok && w.seq > f.grew {
+		return end
+	}
+	blk, err := e.readNewest(phys)
+	if err != nil {
+		return max(p, from)
+	}
+	k := end - p
+	for k > 0 && blk[k-1] == 0 {
+		k--
+	}
+	return max(p+k, from)
 }
 
 // writtenPrefix returns how many of the n blocks from phys the host has

@@ -40,15 +40,29 @@
 // Journalled copies of a protected file's data (data=journal) count as
 // written and are read from the journal until the home write lands.
 // Unwritten extents and subtrees the host has not written yet stop the
-// prefix. When the size arrives by a home write (no journal), the partial
-// last block gets one more rule: once the prefix stops inside a block,
-// bytes after that point only count once the block has been written again,
-// which catches the order where the inode announces a new size before the
-// data arrives. A jbd2 commit needs no such rule in ordered and journal
-// mode (the data it covers is flushed before it); in writeback mode, and
-// for blocks ext4 zeroed beyond the end of file (unwritten-extent
-// conversion) before the size reached them, the device core's quiescence
-// window is the safety margin.
+// prefix.
+//
+// The size alone never proves the bytes below it. In every journal mode
+// ext4 raises i_disksize at write() time for an append that stays inside
+// an allocated block, so a jbd2 commit (or, without a journal, an
+// inode-table block written home for any inode it holds) can announce
+// bytes that are still only in the host's page cache; and the data of the
+// tail block may equally have been written long before the size arrives,
+// and never again. Write order and flush epochs cannot tell these apart,
+// but the content can: ext4 writes a whole block with the bytes past the
+// in-memory size zeroed, so a block written while the file ended at c
+// holds zeroes from c on. The last block of the prefix therefore proves
+// the bytes up to just past its last non-zero byte, or all of them once it
+// has been written after the newest size increase (the in-memory size was
+// at least the announced one then). Blocks before the last one need only
+// have been written since allocation: delalloc maps and writes a block
+// with the size it submits, which already went past it. A last block that
+// proves less stops the prefix there until it is written again or the
+// file grows past it; a block holding fewer bytes than the size is still
+// dirty in the host's cache, so that write comes. The device core's
+// quiescence window is the margin for a write reordered within one flush
+// epoch, and for blocks ext4 zeroed beyond the end of file
+// (unwritten-extent conversion) before the size reached them.
 //
 // # Fast commits
 //
@@ -79,5 +93,11 @@
 //     arrives, and blamed on it.
 //   - Superblock backups are not watched: a new mkfs is caught by the
 //     primary superblock, the descriptors and the inode tables.
-//   - The engine does not compute KindVolumeFull.
+//   - A file whose last byte is zero, in a last block written before the
+//     size that covers it arrived, is not coherent up to that byte until
+//     the block is written again or the file grows past it.
+//   - The engine does not raise KindVolumeFull itself: it reports the
+//     free-block count of the newest group descriptors (FreeBlocks,
+//     revfs.SpaceReporter) and the device core compares it with its
+//     threshold.
 package ext4

@@ -58,7 +58,7 @@ type Engine struct {
 	dirty   bool
 
 	// seq counts Wrote and commit events: it orders writes against size
-	// updates for the partial-tail rule. epoch counts host flushes: between
+	// updates for the coherence proof. epoch counts host flushes: between
 	// two flushes the order of writes carries no meaning, so a journalled
 	// copy only beats a home write of the same block from an earlier epoch.
 	seq       uint64
@@ -66,6 +66,9 @@ type Engine struct {
 	lastWrite map[uint64]writeMark // protected data block -> its newest write
 	homeWrote map[uint64]uint64    // watched metadata block -> epoch of its newest home write
 	opening   bool                 // Open is reading the image as its baseline
+
+	free      uint64 // FreeBlocks' cached sum, valid while freeValid
+	freeValid bool
 }
 
 // writeMark says when a block was written.

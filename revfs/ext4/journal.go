@@ -2,6 +2,7 @@ package ext4
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"sort"
 
@@ -25,6 +26,10 @@ type journal struct {
 	// copyOf maps a journal block to the home block whose pending copy it
 	// holds (the reverse of Engine.overlay).
 	copyOf map[uint32]uint64
+	// replay holds digests of the committed copies a recovery may write
+	// home, from Open with a dirty log until the next journal superblock
+	// write (replay.go); nil otherwise.
+	replay map[uint64][][sha256.Size]byte
 }
 
 // journalCopy is a committed journalled copy of a home block that has not
@@ -79,7 +84,9 @@ func (e *Engine) openJournal() error {
 		e.log.Warn("ext4: journal scan at open", "err", err)
 	}
 	if len(txs) > 0 {
-		j.apply(txs, func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }, nil, map[*tracked]bool{})
+		read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
+		j.rememberReplay(txs, read)
+		j.apply(txs, read, nil, map[*tracked]bool{})
 	}
 	j.expect, j.pos, j.seq = true, next, nseq
 	return nil
@@ -360,10 +367,8 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 				continue // written home since this copy was logged: home is at least as new
 			}
 			e.overlay[lb.Home] = journalCopy{jblock: lb.JBlock, escaped: lb.Escaped, seq: tx.Sequence}
-			e.log.Warn("DEBUG overlay", "home", lb.Home, "jblock", lb.JBlock, "tid", tx.Sequence, "at", fmt.Sprint(at), "lastWrite", fmt.Sprint(e.lastWrite[lb.Home]))
 			j.copyOf[lb.JBlock] = lb.Home
 			e.written.Add(lb.Home, 1)
-			e.lastWrite[lb.Home] = at
 			for _, d := range ds {
 				d.file.dataJournalled = true
 				touched[d.file] = true
@@ -454,6 +459,7 @@ func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []r
 	}
 	if apply {
 		j.sb = nsb
+		j.replay = nil // a recovery ends by writing the journal superblock
 		switch {
 		case nsb.Clean():
 			// Unmounted cleanly: the next mount starts a new log.

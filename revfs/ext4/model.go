@@ -24,7 +24,7 @@ type tracked struct {
 	committed      int64            // sealed bytes
 	sealed         []layout.Mapping // block map of the committed range, normalised
 	coherent       int64
-	tail           tailMark
+	grew           uint64 // event sequence of the newest size increase
 	journalled     bool
 	dataJournalled bool
 	lastTouch      time.Time

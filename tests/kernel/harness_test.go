@@ -42,6 +42,9 @@ type devOpts struct {
 	mountOpts  string // "" = the image's defaults
 	quiescence time.Duration
 	response   worm.Response
+	// spaceCheckOff disables the volume-full indicator, for tests that
+	// fill the volume on purpose as setup.
+	spaceCheckOff bool
 }
 
 func newDevice(t *testing.T, o devOpts) *kdev {
@@ -62,6 +65,9 @@ func newDevice(t *testing.T, o devOpts) *kdev {
 	}
 	if o.response != "" {
 		cfg.OnViolation = o.response
+	}
+	if o.spaceCheckOff {
+		cfg.VolumeFullPercent = 0
 	}
 	_, err := provision.Create(provision.Options{
 		Dir: k.dir, Size: o.size, Journal: o.journal, Logs: o.logs, AuditorKey: k.auditorKey,

@@ -1,0 +1,41 @@
+package ext4
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
+)
+
+// FreeBlocks follows the group descriptors as the host writes them: it
+// starts at what mkfs and debugfs left (debugfs keeps the superblock's
+// count exact) less ext4's metadata reserve, and grows when a file is
+// removed.
+func TestFreeBlocksFollowsDescriptors(t *testing.T) {
+	r := openRig(t, loadImage(t, "b4k-nojournal.img"), nil, "var/log/app.log")
+	info, err := layout.Inspect(bytes.NewReader(r.img.b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, total := r.e.FreeBlocks()
+	resv := min(info.BlocksCount/50, 4096)
+	if free != info.FreeBlocks-resv || total != info.BlocksCount {
+		t.Fatalf("at open: %d/%d, superblock says %d/%d (reserve %d)", free, total, info.FreeBlocks, info.BlocksCount, resv)
+	}
+	next := r.debugfs("rm var/log/big.log")
+	if vs := r.feed(next, changedBlocks(r.img.b, next, r.bs)); len(vs) != 0 {
+		t.Fatalf("rm: %v", vs)
+	}
+	after, _ := r.e.FreeBlocks()
+	want := free + (70000+uint64(r.bs)-1)/uint64(r.bs)
+	if after != want {
+		t.Fatalf("after rm of a 70000-byte file: %d free, want %d", after, want)
+	}
+	// A descriptor block that no longer parses counts as full, never as
+	// more free space than the volume has.
+	gdt := int64(r.e.gdtFirst) * r.bs
+	r.write(gdt, bytes.Repeat([]byte{0xff}, int(r.bs)))
+	if f, tot := r.e.FreeBlocks(); f > tot {
+		t.Fatalf("forged descriptors: %d free of %d", f, tot)
+	}
+}

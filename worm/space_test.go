@@ -1,0 +1,96 @@
+package worm
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/indelible-worm/indelible/blockdev"
+)
+
+// spaceEngine is a scriptedEngine that also reports free space.
+type spaceEngine struct {
+	*scriptedEngine
+	free, total uint64
+}
+
+func (e *spaceEngine) FreeBlocks() (uint64, uint64) { return e.free, e.total }
+
+func newSpaceRig(t *testing.T, resp Response) (*Device, *spaceEngine, *memSealer) {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "img")
+	os.WriteFile(p, nil, 0o600)
+	os.Truncate(p, 1<<20)
+	img, err := blockdev.OpenFile(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := OpenWrittenSet(filepath.Join(dir, "written"), 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Unix(1700000000, 0)}
+	eng := &spaceEngine{scriptedEngine: &scriptedEngine{img: img, dataStart: 65536, dataLen: 65536, now: clk.now, lastTouch: clk.now()},
+		free: 500, total: 1000}
+	s := &memSealer{logs: map[uint64][]byte{}}
+	cfg := DefaultConfig()
+	cfg.OnViolation = resp
+	cfg.VolumeFullPercent = 10
+	cfg.Protected = []Protected{{Path: "app.log", Inode: 12}}
+	d := New(img, eng, s, ws, cfg, Options{Now: clk.now, Tick: time.Millisecond})
+	t.Cleanup(func() { d.Close(); ws.Close(); img.Close() })
+	return d, eng, s
+}
+
+// volume-full is raised once, by the watched write that takes free space
+// under the threshold, and again only after space rose above it.
+func TestVolumeFullRaisedOnceAndRearmed(t *testing.T) {
+	d, eng, s := newSpaceRig(t, ResponseHoneypot)
+	write := func(free uint64) {
+		t.Helper()
+		eng.free = free
+		if _, err := d.WriteAt([]byte("x"), eng.dataStart+100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int { return strings.Count(string(s.get(EventLogID)), "volume-full") }
+	write(200)
+	if st := d.Status(); st.Indicators != 0 {
+		t.Fatalf("20%% free raised %d indicators", st.Indicators)
+	}
+	write(99) // 9.9%: crossed
+	write(50)
+	write(10)
+	if st := d.Status(); st.Indicators != 1 || st.Recent[0].Kind != "volume-full" || st.Recent[0].Off != eng.dataStart+100 || st.Recent[0].Len != 1 {
+		t.Fatalf("after crossing: %+v", st)
+	}
+	write(100) // exactly 10%: no longer under, re-armed
+	write(80)
+	if st := d.Status(); st.Indicators != 2 {
+		t.Fatalf("after re-arming and crossing again: %d indicators", st.Indicators)
+	}
+	waitEvents(t, &rig{sealer: s}, 2)
+	if count() != 2 {
+		t.Fatalf("event log: %q", s.get(EventLogID))
+	}
+}
+
+// Under the readonly response the crossing write fails and the device
+// refuses everything after it.
+func TestVolumeFullReadOnly(t *testing.T) {
+	d, eng, _ := newSpaceRig(t, ResponseReadOnly)
+	eng.free = 5
+	if _, err := d.WriteAt([]byte("x"), eng.dataStart); !errors.Is(err, blockdev.ErrRefused) {
+		t.Fatalf("crossing write: %v, want ErrRefused", err)
+	}
+	if _, err := d.WriteAt([]byte("x"), 0); !errors.Is(err, blockdev.ErrRefused) {
+		t.Fatalf("later write: %v", err)
+	}
+	if !d.Status().ReadOnly {
+		t.Fatal("not read-only")
+	}
+}
