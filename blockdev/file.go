@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -13,6 +14,14 @@ type File struct {
 	f        *os.File
 	size     int64
 	readOnly bool
+
+	// What the backing filesystem can zero without writing buffers, for
+	// NBD's FAST_ZERO: canPunch is probed at open (a hole punched past the
+	// end of a regular file changes nothing); canZeroRange is learned from
+	// the first FALLOC_FL_ZERO_RANGE that succeeds, because no probe of it
+	// is harmless (it preallocates).
+	canPunch     bool
+	canZeroRange atomic.Bool
 }
 
 var _ Device = (*File)(nil)
@@ -33,7 +42,11 @@ func OpenFile(path string, readOnly bool) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("blockdev: size of %s: %w", path, err)
 	}
-	return &File{f: f, size: size, readOnly: readOnly}, nil
+	d := &File{f: f, size: size, readOnly: readOnly}
+	if !readOnly {
+		d.canPunch = probePunch(f, size)
+	}
+	return d, nil
 }
 
 // Size returns the size in bytes.
@@ -121,9 +134,22 @@ func (d *File) WriteZeroes(off, length int64, mayPunch bool) error {
 		}
 	}
 	if err := zeroRange(d.f, off, length); err == nil {
+		d.canZeroRange.Store(true)
 		return nil
 	}
 	return writeZeroBuffers(d.f, off, length)
+}
+
+// CanZeroFast reports whether WriteZeroes on the range would be done by the
+// filesystem without writing zero buffers: a hole punch when holes are
+// allowed and the filesystem punches, or a zero-range the filesystem has
+// already shown it supports. Unknown counts as slow, so a client asking for
+// FAST_ZERO is told ENOTSUP rather than kept waiting.
+func (d *File) CanZeroFast(off, length int64, mayPunch bool) bool {
+	if d.readOnly {
+		return false
+	}
+	return mayPunch && d.canPunch || d.canZeroRange.Load()
 }
 
 // Close closes the file.

@@ -27,6 +27,17 @@ func zeroRange(f *os.File, off, length int64) error {
 	return err
 }
 
+// probePunch reports whether the filesystem behind the regular file f
+// punches holes: it punches one block at the file's end, where there is no
+// data to lose. Block device nodes answer false (no harmless probe there).
+func probePunch(f *os.File, size int64) bool {
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	return punchHole(f, size, 4096) == nil
+}
+
 // deviceSize is the file size, or for a block device node its BLKGETSIZE64.
 func deviceSize(f *os.File) (int64, error) {
 	fi, err := f.Stat()

@@ -12,6 +12,7 @@ var errUnsupported = errors.New("blockdev: operation not supported on this syste
 func fdatasync(f *os.File) error                    { return f.Sync() }
 func punchHole(f *os.File, off, length int64) error { return errUnsupported }
 func zeroRange(f *os.File, off, length int64) error { return errUnsupported }
+func probePunch(f *os.File, size int64) bool        { return false }
 func deviceSize(f *os.File) (int64, error) {
 	fi, err := f.Stat()
 	if err != nil {

@@ -66,7 +66,7 @@ func TestMalformedRequests(t *testing.T) {
 		{"zero-length write", 0, nbd.CmdWrite, 512, 0, 0, 0},
 		{"zero-length trim", 0, nbd.CmdTrim, 512, 0, 0, 0},
 		{"zero-length write at end", 0, nbd.CmdWrite, size, 0, 0, 0},
-		{"fast zero unsupported by a file", fastZero, nbd.CmdWriteZeroes, 0, 4096, 0, nbd.ENOTSUP},
+		{"fast zero without holes, zero-range not yet seen", fastZero | noHole, nbd.CmdWriteZeroes, 0, 4096, 0, nbd.ENOTSUP},
 		{"FUA on read is accepted", fua, nbd.CmdRead, 0, 512, 0, 0},
 		{"FUA write", fua, nbd.CmdWrite, 0, 512, 512, 0},
 		{"write zeroes NO_HOLE FUA", noHole | fua, nbd.CmdWriteZeroes, 0, 8192, 0, 0},
