@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -49,12 +50,14 @@ func patternBytes(k int, off, n int64) []byte {
 }
 
 // crashChild appends to the crash files from one goroutine each and reports
-// every acknowledged append as "k end" on fd 3, until it is killed.
+// every acknowledged append as "k end" on fd 3, until it is killed. With a
+// stage in its spec it kills itself at that point of its count-th commit
+// (of those that burn keys, or that burn none) after printing "kill".
 func crashChild(spec string) {
 	var store, dev string
 	var seed uint64
-	var group int
-	fmt.Sscanf(spec, "%s %s %d %d", &store, &dev, &seed, &group)
+	var group, stage, count, burn int
+	fmt.Sscanf(spec, "%s %s %d %d %d %d %d", &store, &dev, &seed, &group, &stage, &count, &burn)
 	s, err := Open(store, dev, Options{GroupCommit: time.Duration(group) * time.Microsecond})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child open:", err)
@@ -62,6 +65,22 @@ func crashChild(spec string) {
 	}
 	acks := os.NewFile(3, "acks")
 	var mu sync.Mutex
+	if stage != 0 {
+		seen := 0
+		s.hook = func(st commitStage, b bool) {
+			if int(st) != stage || b != (burn == 1) {
+				return
+			}
+			if seen++; seen == count {
+				mu.Lock() // no ack line may be half written
+				fmt.Fprintf(acks, "kill %d %d\n", stage, burn)
+				if p, err := os.FindProcess(os.Getpid()); err == nil {
+					p.Kill() // SIGKILL on unix
+				}
+				select {}
+			}
+		}
+	}
 	for k := range crashFiles {
 		go func(k int) {
 			r := rand.New(rand.NewPCG(seed, uint64(k)))
@@ -92,7 +111,14 @@ func TestCrashRecovery(t *testing.T) {
 	const runs = 60
 	repaired := 0
 	start := time.Now()
+	// Every other run kills the child from inside a commit: each stage,
+	// in commits that burn keys and in commits that do not.
+	stageKills := map[string]int{}
 	for run := 0; run < runs; run++ {
+		stage, count, burn := 0, 0, 0
+		if run%2 == 0 {
+			stage, count, burn = 1+(run/2)%int(stageRound2), 1+r.IntN(4), (run/2/int(stageRound2))%2
+		}
 		pr, pw, err := os.Pipe()
 		if err != nil {
 			t.Fatal(err)
@@ -102,7 +128,7 @@ func TestCrashRecovery(t *testing.T) {
 			group = r.IntN(2000)
 		}
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %d", crashEnv, ts.store, ts.dev, r.Uint64(), group))
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %d %d %d %d %d", crashEnv, ts.store, ts.dev, r.Uint64(), group, stage, count, burn))
 		cmd.ExtraFiles = []*os.File{pw}
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -112,24 +138,33 @@ func TestCrashRecovery(t *testing.T) {
 		pw.Close()
 		// Kill after a random number of acknowledgements, plus a random
 		// delay so the kill lands anywhere inside an append.
+		// A child killing itself inside a commit gets a long rope.
 		killAfter := 1 + r.IntN(80)
+		if stage != 0 {
+			killAfter = 2000
+		}
 		sc := bufio.NewScanner(pr)
 		seen := 0
-		for seen < killAfter && sc.Scan() {
+		ack := func(line string) {
+			if k, b := 0, 0; strings.HasPrefix(line, "kill") {
+				fmt.Sscanf(line, "kill %d %d", &k, &b)
+				stageKills[fmt.Sprintf("stage %d burn %d", k, b)]++
+				return
+			}
 			var k int
 			var end int64
-			fmt.Sscanf(sc.Text(), "%d %d", &k, &end)
+			fmt.Sscanf(line, "%d %d", &k, &end)
 			acked[k] = max(acked[k], end)
+		}
+		for seen < killAfter && sc.Scan() {
+			ack(sc.Text())
 			seen++
 		}
 		time.Sleep(time.Duration(r.IntN(3000)) * time.Microsecond)
 		cmd.Process.Signal(syscall.SIGKILL)
 		// Acks already in the pipe were acknowledged before the kill.
 		for sc.Scan() {
-			var k int
-			var end int64
-			fmt.Sscanf(sc.Text(), "%d %d", &k, &end)
-			acked[k] = max(acked[k], end)
+			ack(sc.Text())
 		}
 		pr.Close()
 		werr := cmd.Wait()
@@ -168,7 +203,10 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatalf("run %d: recovered store does not verify: %v %v", run, sum, ps)
 		}
 	}
-	t.Logf("%d kill -9 runs in %v; %d needed repair; acknowledged bytes %v", runs, time.Since(start).Round(time.Millisecond), repaired, acked)
+	t.Logf("%d kill -9 runs in %v; %d needed repair; acknowledged bytes %v; kills inside commits %v", runs, time.Since(start).Round(time.Millisecond), repaired, acked, stageKills)
+	if len(stageKills) < 2*int(stageRound2)-2 {
+		t.Errorf("too few commit stages were hit by a kill: %v", stageKills)
+	}
 	if repaired == 0 {
 		t.Error("no run needed repair: the kills never landed inside an append")
 	}

@@ -98,7 +98,7 @@ func Create(storeDir, devKeyPath, auditorKeyPath string, keyBytes int64, opts Cr
 	if err := writeKeyPair(devKeyPath, auditorKeyPath, magic, keyBytes); err != nil {
 		return err
 	}
-	st := RatchetState{KeyMagic: magic, NRatchet: nr}
+	st := RatchetState{KeyMagic: magic, NRatchet: nr, BurnFrom: KeyHeaderSize}
 	if err := writeNew(devKeyPath+StateSuffix, st.marshal(), 0o600); err != nil {
 		return err
 	}

@@ -17,7 +17,9 @@
 //     the key of one entry, so it is exactly as hard to forge;
 //   - the ratchet state (next to the device keystream): the acknowledged
 //     entry count and the key of the next entry, which lets a crashed
-//     device finish its ratchet block instead of leaving it unverifiable.
+//     device finish its ratchet block instead of leaving it unverifiable,
+//     and the commit in flight, which lets Open finish a commit whose keys
+//     had started burning (Store.commit explains the two-round commit).
 //
 // Create makes a store and a keystream pair; Open (which repairs after a
 // crash) returns a Store whose Append seals and makes durable one append;

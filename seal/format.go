@@ -1,6 +1,7 @@
 package seal
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -141,4 +142,21 @@ func entryPos(i int64) int64 { return LogHeaderSize + i*EntrySize }
 func expectedPlace(i int64, nratchet int) (roff, koff uint64) {
 	n := int64(nratchet)
 	return uint64(i % n), uint64(KeyHeaderSize + (i/n)*KeySize)
+}
+
+// burntKeyLabel makes burnt keystream slots recognisable (docs/FORMAT.md
+// §2): SealFS only needs a burnt key to differ from the auditor's copy, and
+// a value the device can recognise lets Open tell, after a power loss, a
+// key that was burnt from one still live (random bytes could be either).
+const burntKeyLabel = "indelible burnt key v1"
+
+// burntKey is what the device writes over keystream key number slot of
+// the keystream with this magic. It is public and says nothing about the
+// key it replaced; a live random key equals it with probability 2^-256.
+func burntKey(magic uint64, slot int64) [KeySize]byte {
+	var b [len(burntKeyLabel) + 16]byte
+	copy(b[:], burntKeyLabel)
+	binary.LittleEndian.PutUint64(b[len(burntKeyLabel):], magic)
+	binary.LittleEndian.PutUint64(b[len(burntKeyLabel)+8:], uint64(slot))
+	return sha256.Sum256(b[:])
 }

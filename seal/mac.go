@@ -10,33 +10,39 @@ import (
 // mac is HMAC-SHA256 (RFC 2104) with reusable digests: sealing and
 // verification rekey for every entry, and crypto/hmac would allocate each
 // time. The result is identical to crypto/hmac's (see TestMACMatchesStdlib).
+// Scratch buffers live in the struct: a local array passed to the digest
+// through the hash.Hash interface escapes, one allocation per use.
 type mac struct {
 	inner, outer hash.Hash
-	opad         [sha256.BlockSize]byte
+	ipad, opad   [sha256.BlockSize]byte
 	sum          [KeySize]byte
+	scratch      [40]byte
 }
 
-func newMAC() *mac { return &mac{inner: sha256.New(), outer: sha256.New()} }
+func newMAC() *mac {
+	m := &mac{inner: sha256.New(), outer: sha256.New()}
+	// Keys are always KeySize bytes, so the pads' second halves are the
+	// bare constants and only the first halves change with the key.
+	for i := KeySize; i < sha256.BlockSize; i++ {
+		m.ipad[i], m.opad[i] = 0x36, 0x5c
+	}
+	return m
+}
 
 // reset starts a MAC under key (always KeySize bytes here).
 func (m *mac) reset(key *[KeySize]byte) {
-	var ipad [sha256.BlockSize]byte
-	copy(ipad[:], key[:])
-	m.opad = ipad
-	for i := range ipad {
-		ipad[i] ^= 0x36
-		m.opad[i] ^= 0x5c
+	for i, k := range key {
+		m.ipad[i], m.opad[i] = k^0x36, k^0x5c
 	}
 	m.inner.Reset()
-	m.inner.Write(ipad[:])
+	m.inner.Write(m.ipad[:])
 }
 
 func (m *mac) Write(p []byte) (int, error) { return m.inner.Write(p) }
 
 func (m *mac) writeU64(v uint64) {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], v)
-	m.inner.Write(b[:])
+	binary.LittleEndian.PutUint64(m.scratch[:8], v)
+	m.inner.Write(m.scratch[:8])
 }
 
 // final returns the MAC; the slice is valid until the next call.
@@ -63,7 +69,7 @@ func (m *mac) ratchet(key *[KeySize]byte, roff uint64, nratchet int) {
 // the caller then writes the appended bytes and calls final.
 func (m *mac) startEntry(key *[KeySize]byte, e *Entry) {
 	m.reset(key)
-	var b [40]byte
+	b := &m.scratch
 	binary.LittleEndian.PutUint64(b[0:], e.RatchetOffset)
 	binary.LittleEndian.PutUint64(b[8:], e.Inode)
 	binary.LittleEndian.PutUint64(b[16:], e.Offset)
@@ -77,9 +83,11 @@ func (m *mac) startEntry(key *[KeySize]byte, e *Entry) {
 // entry itself and needs no key material of its own.
 const recordKeyLabel = "indelible side-record key v1"
 
+var recordKeyLabelBytes = []byte(recordKeyLabel) // converted once: it escapes into the digest
+
 func (m *mac) recordKey(entryKey *[KeySize]byte) [KeySize]byte {
 	m.reset(entryKey)
-	m.inner.Write([]byte(recordKeyLabel))
+	m.inner.Write(recordKeyLabelBytes)
 	return *m.final()
 }
 

@@ -76,14 +76,15 @@ type Record struct {
 
 // Repair describes what Open changed after a crash.
 type Repair struct {
-	Committed      int64 // entries acknowledged before the crash
+	Committed      int64 // entries kept as acknowledged (a commit Open finished included)
 	Found          int64 // whole entries present in .SEALFS.LOG
 	DroppedEntries int64 // unacknowledged entries removed
 	BurnCompleted  int64 // keystream keys whose burn Open finished
 	Files          []FileRepair
 }
 
-// FileRepair is one real log cut back to its sealed watermark.
+// FileRepair is one real log cut back to its sealed watermark (NewSize 0:
+// one that only unacknowledged appends created, removed).
 type FileRepair struct {
 	ID      uint64
 	OldSize int64

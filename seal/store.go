@@ -2,13 +2,13 @@ package seal
 
 import (
 	"bufio"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,22 +66,52 @@ type Store struct {
 
 	mu        sync.Mutex
 	cond      *sync.Cond
-	next      int64         // entries sealed (written, maybe not yet durable)
+	next      int64         // entries sealed (maybe not yet written, maybe not durable)
 	key       [KeySize]byte // key of entry next when next%nratchet != 0
 	durable   int64         // entries acknowledged durable
-	burnt     int64         // keystream header burnt value on disk
+	ackKey    [KeySize]byte // key of entry durable, as the ratchet state on disk holds it
+	burnt     int64         // keystream header burnt value on disk; only commit and Open change it
 	syncing   bool
 	files     map[uint64]*realLog
 	paths     map[string]uint64
 	dirty     map[*realLog]bool
-	metaDirt  bool
-	err       error // sticky: a failed sync leaves durability unknown
+	newDirs   map[string]bool // directories whose new entries the next commit must sync
+	metaDirt  bool            // records or .SEALFS.LOG changed outside pend
+	recSize   int64           // size of the side-record file
+	err       error           // sticky: a failed sync leaves durability unknown
 	closed    bool
 	warned    int // last key-usage percentage warned about
 	m         *mac
 	repair    *Repair
-	buf       []byte
 	lastStamp time.Time // device clock of the last time record
+
+	// Entries [pendFirst, next) are sealed but only in pend: the commit
+	// writes them to .SEALFS.LOG with one write, instead of one write per
+	// append. spare is the other half of the double buffer.
+	pend, spare []byte
+	pendFirst   int64
+
+	// hook, when set (tests only), runs at each stage of a commit; burn
+	// says whether the commit burns keystream keys.
+	hook func(stage commitStage, burn bool)
+}
+
+// commitStage names the points inside a commit where crash tests kill the
+// process or capture what a power loss could leave on disk.
+type commitStage int
+
+const (
+	stageWritten      commitStage = iota + 1 // round 1 written (entries, intent), nothing synced
+	stageRound1                              // round 1 durable
+	stageBurnWritten                         // round 2: keystream burn written, state not yet
+	stageStateWritten                        // round 2: state written too, not yet synced
+	stageRound2                              // round 2 durable, not yet acknowledged
+)
+
+func (s *Store) at(stage commitStage, burn bool) {
+	if s.hook != nil {
+		s.hook(stage, burn)
+	}
 }
 
 type realLog struct {
@@ -98,7 +128,8 @@ type realLog struct {
 // makes Open fail with ErrCorrupt.
 func Open(storeDir, devKeyPath string, opts Options) (*Store, error) {
 	s := &Store{dir: storeDir, opts: opts, log: opts.Logger, statePath: devKeyPath + StateSuffix,
-		files: map[uint64]*realLog{}, paths: map[string]uint64{}, dirty: map[*realLog]bool{}, m: newMAC()}
+		files: map[uint64]*realLog{}, paths: map[string]uint64{}, dirty: map[*realLog]bool{},
+		newDirs: map[string]bool{}, m: newMAC()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -168,8 +199,26 @@ func (s *Store) open(devKeyPath string) error {
 			return fmt.Errorf("%w: store params say nratchet %d, ratchet state %d", ErrCorrupt, v, s.nratchet)
 		}
 	}
-	n := st.Committed
+	if st.Version < 2 {
+		st.BurnFrom = s.burnt
+	}
+	// A commit in flight (Target > Committed) is finished when its second
+	// round had begun, and undone otherwise (see commit).
+	n, key := st.Committed, st.NextKey
+	finished := false
+	if st.Target > st.Committed {
+		started, err := s.secondRoundStarted(&st, found)
+		if err != nil {
+			return err
+		}
+		if started {
+			n, key, finished = st.Target, st.TargetKey, true
+		}
+	}
 	if found < n {
+		if finished {
+			return fmt.Errorf("%w: %s holds %d entries but a commit of %d had burnt keys (truncated or tampered)", ErrCorrupt, LogName, found, n)
+		}
 		return fmt.Errorf("%w: %s holds %d entries but %d were acknowledged (keys burnt without entries: truncated or tampered)", ErrCorrupt, LogName, found, n)
 	}
 	wm, err := s.scanEntries(n)
@@ -177,7 +226,8 @@ func (s *Store) open(devKeyPath string) error {
 		return err
 	}
 	rep := &Repair{Committed: n, Found: found, DroppedEntries: found - n}
-	if err := s.loadRecords(n); err != nil {
+	cut, err := s.loadRecords(n)
+	if err != nil {
 		return err
 	}
 	for id := range wm {
@@ -214,6 +264,9 @@ func (s *Store) open(devKeyPath string) error {
 			s.dirty[rl] = true
 		}
 	}
+	if err := s.removeUnacknowledged(cut, rep); err != nil {
+		return err
+	}
 	if lst.Size() != entryPos(n) {
 		if err := s.lf.Truncate(entryPos(n)); err != nil {
 			return err
@@ -221,23 +274,32 @@ func (s *Store) open(devKeyPath string) error {
 		s.metaDirt = true
 	}
 	// Keys: every block with an acknowledged entry must be burnt.
-	want := int64(KeyHeaderSize) + KeySize*((n+int64(s.nratchet)-1)/int64(s.nratchet))
+	want := s.keysFor(n)
 	if s.burnt > want {
 		return fmt.Errorf("%w: keystream burnt up to %d but acknowledged entries need only %d (stale ratchet state?)", ErrCorrupt, s.burnt, want)
 	}
-	rep.BurnCompleted = (want - s.burnt) / KeySize
-	s.next, s.durable = n, n
-	if n%int64(s.nratchet) != 0 {
-		s.key = st.NextKey
-	}
-	if err := s.burnTo(want); err != nil {
+	if rep.BurnCompleted, err = s.finishBurn(min(st.BurnFrom, s.burnt), want); err != nil {
 		return err
+	}
+	s.next, s.durable, s.pendFirst = n, n, n
+	if n%int64(s.nratchet) != 0 {
+		s.key, s.ackKey = key, key
+	}
+	// The state on disk must name what Open decided before anything new
+	// is sealed: a finished commit's count, or no commit in flight.
+	if st.Version < 2 || st.Committed != n || st.Target != n {
+		if err := s.writeState(n, key, n, key); err != nil {
+			return err
+		}
+		if err := datasync(s.sf); err != nil {
+			return err
+		}
 	}
 	s.warnUsage()
 	partial := lst.Size() > entryPos(found)
-	if rep.DroppedEntries > 0 || partial || len(rep.Files) > 0 || rep.BurnCompleted > 0 || s.metaDirt {
+	if rep.DroppedEntries > 0 || partial || len(rep.Files) > 0 || rep.BurnCompleted > 0 || s.metaDirt || finished {
 		s.repair = rep
-		s.log.Warn("seal: repaired store after a crash", "store", s.dir, "acknowledged", n,
+		s.log.Warn("seal: repaired store after a crash", "store", s.dir, "acknowledged", n, "finished_commit", finished,
 			"dropped_entries", rep.DroppedEntries, "truncated_files", len(rep.Files), "burns_completed", rep.BurnCompleted)
 		if err := s.sealRepair(rep); err != nil {
 			return err
@@ -247,6 +309,92 @@ func (s *Store) open(devKeyPath string) error {
 		s.log.Info("seal: watermark", "id", id, "path", s.files[id].ref.Path, "bytes", s.files[id].size)
 	}
 	return nil
+}
+
+// keysFor is the keystream burnt offset that n sealed entries need: every
+// block holding one of them has had its key burnt.
+func (s *Store) keysFor(n int64) int64 {
+	return int64(KeyHeaderSize) + KeySize*((n+int64(s.nratchet)-1)/int64(s.nratchet))
+}
+
+// secondRoundStarted tells whether the commit in flight that st describes
+// had begun burning keys: the keystream header went past what the
+// acknowledged entries need, or one of the keys only that commit burns
+// holds the burnt pattern. Either means its first round was durable. Keys
+// are looked at only as far as the found entries reach: a commit whose
+// entries are not all there never started its second round.
+func (s *Store) secondRoundStarted(st *RatchetState, entries int64) (bool, error) {
+	lo := s.keysFor(st.Committed)
+	if s.burnt > lo {
+		return true, nil
+	}
+	hi := min(s.keysFor(min(st.Target, entries)), KeyHeaderSize+s.keySlots*KeySize)
+	found := false
+	err := s.scanKeys(lo, hi, func(slot int64, k []byte) bool {
+		found = [KeySize]byte(k) == burntKey(s.magic, slot)
+		return !found
+	})
+	return found, err
+}
+
+// scanKeys calls f for the device keystream's keys in [lo, hi) (byte
+// offsets), in chunks, until f returns false. The keys are read, not
+// trusted: lo and hi come from the ratchet state.
+func (s *Store) scanKeys(lo, hi int64, f func(slot int64, key []byte) bool) error {
+	buf := make([]byte, 64<<10)
+	for off := lo; off < hi; {
+		b := buf[:min(int64(len(buf)), hi-off)]
+		if _, err := s.kf.ReadAt(b, off); err != nil {
+			return fmt.Errorf("seal: read keystream: %w", err)
+		}
+		for i := 0; i+KeySize <= len(b); i += KeySize {
+			if !f((off+int64(i)-KeyHeaderSize)/KeySize, b[i:i+KeySize]) {
+				return nil
+			}
+		}
+		off += int64(len(b))
+	}
+	return nil
+}
+
+// finishBurn makes sure every key in [from, want) is burnt and the header
+// says want, after a crash that may have left any part of a burn on disk.
+// It returns how many keys it burnt: those the header did not yet cover,
+// and any below the header whose burn never reached the disk.
+func (s *Store) finishBurn(from, want int64) (int64, error) {
+	if from >= want {
+		return 0, nil
+	}
+	var fix []int64
+	if err := s.scanKeys(from, want, func(slot int64, k []byte) bool {
+		if [KeySize]byte(k) != burntKey(s.magic, slot) {
+			fix = append(fix, slot)
+		}
+		return true
+	}); err != nil {
+		return 0, err
+	}
+	n := (want - max(from, s.burnt)) / KeySize
+	for _, slot := range fix {
+		if KeyHeaderSize+slot*KeySize < s.burnt {
+			n++
+		}
+		k := burntKey(s.magic, slot)
+		if _, err := s.kf.WriteAt(k[:], KeyHeaderSize+slot*KeySize); err != nil {
+			return 0, fmt.Errorf("seal: burn keys: %w", err)
+		}
+	}
+	if len(fix) == 0 && s.burnt == want {
+		return 0, nil
+	}
+	if err := s.writeKeyHeader(want); err != nil {
+		return 0, err
+	}
+	if err := datasync(s.kf); err != nil {
+		return 0, err
+	}
+	s.burnt = want
+	return n, nil
 }
 
 // readState loads the ratchet state; a store made by SealFS itself has none
@@ -266,8 +414,12 @@ func (s *Store) readState(found int64) (RatchetState, error) {
 			return RatchetState{}, err
 		}
 		s.sf = sf
-		st := RatchetState{KeyMagic: s.magic, NRatchet: nr, Committed: n}
-		return st, s.writeState(&st)
+		s.nratchet = nr
+		st := RatchetState{KeyMagic: s.magic, NRatchet: nr, Committed: n, Target: n, BurnFrom: s.burnt, Version: 2}
+		if err := s.writeState(n, st.NextKey, n, st.NextKey); err != nil {
+			return RatchetState{}, err
+		}
+		return st, datasync(sf)
 	}
 	if err != nil {
 		return RatchetState{}, fmt.Errorf("seal: open ratchet state: %w", err)
@@ -324,37 +476,75 @@ func (s *Store) scanEntries(n int64) (map[uint64]int64, error) {
 
 // loadRecords reads the side records bound to acknowledged entries, keeps
 // the map, and cuts the rest (records of unacknowledged entries, or a torn
-// last record).
-func (s *Store) loadRecords(n int64) error {
+// last record). It returns the map records it cut: files that appends
+// never acknowledged created.
+func (s *Store) loadRecords(n int64) ([]Record, error) {
 	fi, err := s.rf.Stat()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	rr := NewRecordReader(io.NewSectionReader(s.rf, 0, fi.Size()))
 	keep := int64(0)
+	var cut []Record
+	cutting := false
 	for {
 		r, err := rr.Next()
-		if err != nil || r.Entry >= n {
+		if err != nil {
 			break
+		}
+		// Everything from the first record of an unacknowledged entry on
+		// is cut; its map records are kept aside (at most one commit's
+		// new files are expected: the bound is for a garbled file).
+		if cutting = cutting || r.Entry >= n; cutting {
+			if r.Type == RecordMap && len(cut) < maxRepairFiles {
+				cut = append(cut, r)
+			}
+			continue
 		}
 		keep = rr.Offset()
 		if r.Type != RecordMap {
 			continue
 		}
 		if old, ok := s.files[r.ID]; ok && old.ref.Path != r.Path {
-			return fmt.Errorf("%w: file %d mapped to %q and %q", ErrCorrupt, r.ID, old.ref.Path, r.Path)
+			return nil, fmt.Errorf("%w: file %d mapped to %q and %q", ErrCorrupt, r.ID, old.ref.Path, r.Path)
 		}
 		if id, ok := s.paths[r.Path]; ok && id != r.ID {
-			return fmt.Errorf("%w: path %q mapped to files %d and %d", ErrCorrupt, r.Path, id, r.ID)
+			return nil, fmt.Errorf("%w: path %q mapped to files %d and %d", ErrCorrupt, r.Path, id, r.ID)
 		}
 		s.files[r.ID] = &realLog{ref: FileRef{ID: r.ID, Path: r.Path}}
 		s.paths[r.Path] = r.ID
 	}
 	if keep != fi.Size() {
 		if err := s.rf.Truncate(keep); err != nil {
-			return err
+			return nil, err
 		}
 		s.metaDirt = true
+	}
+	s.recSize = keep
+	return cut, nil
+}
+
+// removeUnacknowledged deletes the real logs that only unacknowledged
+// appends created (their map records were just cut): nothing in them is
+// sealed, and left behind they would read as files planted in the store.
+// Files the store still maps are never touched, nor anything that is not
+// a regular file; a file whose map record itself was lost stays (Open
+// cannot tell it from one planted) until an append of its ID recreates it.
+func (s *Store) removeUnacknowledged(cut []Record, rep *Repair) error {
+	for _, r := range cut {
+		if s.files[r.ID] != nil || s.paths[r.Path] != 0 {
+			continue
+		}
+		p := filepath.Join(s.dir, filepath.FromSlash(r.Path))
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("seal: remove unacknowledged real log: %w", err)
+		}
+		s.newDirs[filepath.Dir(p)] = true
+		rep.Files = append(rep.Files, FileRepair{ID: r.ID, OldSize: fi.Size(), NewSize: 0})
 	}
 	return nil
 }
@@ -372,9 +562,7 @@ func (s *Store) Append(file FileRef, off int64, data []byte) error {
 	if file.ID == FakeInode || file.ID == 0 {
 		return fmt.Errorf("seal: file ID %#x is reserved", file.ID)
 	}
-	s.mu.Lock()
-	seq, err := s.sealLocked(file, off, data)
-	s.mu.Unlock()
+	seq, err := s.sealOps([]AppendOp{{File: file, Off: off, Data: data}}, false)
 	if err != nil {
 		return err
 	}
@@ -392,31 +580,125 @@ type AppendOp struct {
 // durable, so a device committing appends to many files pays for one
 // round of fsyncs. It stops at the first op that fails; the ops before it
 // are sealed and durable when it returns, and the error names the op.
+// Large batches compute their MACs on all cores (see parallelMAC).
 func (s *Store) AppendBatch(ops []AppendOp) error {
-	s.mu.Lock()
-	var seq int64
-	var failed error
-	for i, op := range ops {
-		if op.File.ID == FakeInode || op.File.ID == 0 {
-			failed = fmt.Errorf("seal: batch op %d: file ID %#x is reserved", i, op.File.ID)
-			break
-		}
-		n, err := s.sealLocked(op.File, op.Off, op.Data)
-		if err != nil {
-			failed = fmt.Errorf("seal: batch op %d (%s): %w", i, op.File.Path, err)
-			break
-		}
-		seq = n
-	}
-	s.mu.Unlock()
+	seq, failed := s.sealOps(ops, true)
 	if err := s.waitDurable(seq); err != nil {
 		return err
 	}
 	return failed
 }
 
-// sealLocked writes data, its side records and its entry; the caller holds mu.
-func (s *Store) sealLocked(file FileRef, off int64, data []byte) (int64, error) {
+// sealOps seals ops in order, up to the first that fails, and returns the
+// entry count to wait for and that failure. When the ops carry enough data
+// (parallelMAC) their MACs are computed by one goroutine per core while
+// this one goes on writing data and reserving entries; mu is held
+// throughout, so no commit can take an entry before its MAC is in pend.
+func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
+	total := 0
+	for _, op := range ops {
+		total += len(op.Data)
+	}
+	var jobs []sealJob
+	if total >= parallelMAC && runtime.GOMAXPROCS(0) > 1 && (len(ops) > 1 || total > maxEntryData) {
+		n := 0
+		for _, op := range ops {
+			n += entriesFor(len(op.Data))
+		}
+		jobs = make([]sealJob, 0, n)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var work chan *sealJob
+	var wg sync.WaitGroup
+	if jobs != nil {
+		work = make(chan *sealJob, cap(jobs))
+		for range min(runtime.GOMAXPROCS(0), cap(jobs)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m := newMAC()
+				for j := range work {
+					j.seal(m)
+				}
+			}()
+		}
+	}
+	var seq int64
+	var failed error
+	for i, op := range ops {
+		if op.File.ID == FakeInode || op.File.ID == 0 {
+			failed = fmt.Errorf("seal: file ID %#x is reserved", op.File.ID)
+		} else {
+			queued := len(jobs)
+			var n int64
+			n, failed = s.sealLocked(op.File, op.Off, op.Data, &jobs)
+			// jobs never grows past its capacity (entriesFor each op),
+			// so the pointers handed to the workers stay valid.
+			for k := queued; k < len(jobs); k++ {
+				work <- &jobs[k]
+			}
+			if failed == nil {
+				seq = n
+				continue
+			}
+		}
+		if batch {
+			failed = fmt.Errorf("seal: batch op %d (%s): %w", i, op.File.Path, failed)
+		}
+		break
+	}
+	if work != nil {
+		// Entries reserved so far get their MACs before mu is released,
+		// even when an op failed.
+		close(work)
+		wg.Wait()
+		for i := range jobs {
+			copy(s.pend[jobs[i].pos+EntrySize-KeySize:], jobs[i].mac[:])
+		}
+	}
+	return seq, failed
+}
+
+// maxEntryData is the most one entry seals: a longer append is sealed as
+// consecutive entries of at most this many bytes (together, or not at all),
+// so that the MACs of one large append run on every core. At 4 MiB the
+// extra entries cost nothing that matters (72 bytes, a 31st of a key).
+const maxEntryData = 4 << 20
+
+// entriesFor is how many entries an append of n bytes takes.
+func entriesFor(n int) int {
+	return max(1, (n+maxEntryData-1)/maxEntryData)
+}
+
+// parallelMAC is the batch size from which AppendBatch spreads the MACs
+// over goroutines: below it hashing takes less than the hand-offs (a
+// 4 KiB MAC is a few microseconds), above it hashing dominates sealing.
+const parallelMAC = 256 << 10
+
+// sealJob is an entry whose place and key are fixed and whose MAC is yet
+// to compute, the part of sealing that can run outside the sealing order.
+type sealJob struct {
+	e    Entry
+	key  [KeySize]byte
+	data []byte
+	pos  int // offset of the entry in pend, where its MAC goes
+	mac  [KeySize]byte
+}
+
+// seal computes the job's MAC with m and forgets its key.
+func (j *sealJob) seal(m *mac) {
+	m.startEntry(&j.key, &j.e)
+	m.Write(j.data)
+	j.mac = *m.final()
+	j.key = [KeySize]byte{}
+}
+
+// sealLocked writes data and its side records and seals its entry into
+// pend; the caller holds mu.
+// With jobs non-nil the entry's MAC is left to the caller: its job is
+// appended to *jobs.
+func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob) (int64, error) {
 	switch {
 	case s.closed:
 		return 0, ErrClosed
@@ -445,6 +727,11 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte) (int64, error) 
 	if len(data) == 0 {
 		return s.next, nil
 	}
+	// Every entry of the append must find its key, or none is sealed.
+	k := int64(entriesFor(len(data)))
+	if (s.next+k-1)/int64(s.nratchet) >= s.keySlots {
+		return 0, ErrKeysExhausted
+	}
 	if err := s.loadKey(); err != nil {
 		return 0, err
 	}
@@ -459,12 +746,18 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte) (int64, error) 
 		if err != nil {
 			return 0, fmt.Errorf("seal: create real log: %w", err)
 		}
-		if err := syncDir(filepath.Dir(p)); err != nil {
-			f.Close()
-			return 0, err
+		// The new names (the file's, and those of directories MkdirAll
+		// may have made) become durable with the next commit's first
+		// round, before the append is acknowledged.
+		for d := filepath.Dir(p); ; d = filepath.Dir(d) {
+			s.newDirs[d] = true
+			if d == filepath.Clean(s.dir) || d == filepath.Dir(d) {
+				break
+			}
 		}
 		rl = &realLog{ref: file, f: f}
 	}
+	// One write, however large the append: the real log is the only copy.
 	if _, err := rl.f.WriteAt(data, off); err != nil {
 		if newFile {
 			rl.f.Close()
@@ -478,27 +771,41 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte) (int64, error) 
 			return 0, err
 		}
 	}
-	if now := s.opts.Now(); s.opts.StampEvery >= 0 && (s.lastStamp.IsZero() || now.Sub(s.lastStamp) >= s.stampEvery()) {
-		if err := s.writeRecordLocked(&Record{Type: RecordTime, Entry: c, Time: now}); err != nil {
-			if newFile {
-				rl.f.Close()
+	if s.opts.StampEvery >= 0 {
+		if now := s.opts.Now(); s.lastStamp.IsZero() || now.Sub(s.lastStamp) >= s.stampEvery() {
+			if err := s.writeRecordLocked(&Record{Type: RecordTime, Entry: c, Time: now}); err != nil {
+				if newFile {
+					rl.f.Close()
+				}
+				return 0, err
 			}
-			return 0, err
+			s.lastStamp = now
 		}
-		s.lastStamp = now
-	}
-	if err := s.writeEntryLocked(file.ID, off, data); err != nil {
-		if newFile {
-			rl.f.Close()
-		}
-		return 0, err
 	}
 	if newFile {
 		s.files[file.ID] = rl
 		s.paths[file.Path] = file.ID
 	}
-	rl.size += int64(len(data))
 	s.dirty[rl] = true
+	for part := 0; len(data) > 0; part++ {
+		n := min(len(data), maxEntryData)
+		if part > 0 {
+			if err := s.loadKey(); err != nil {
+				// Half an append is sealed and the keystream cannot
+				// be read: only a reopen (Open repairs) can go on.
+				s.err = fmt.Errorf("seal: keystream failed in the middle of an append, store must be reopened: %w", err)
+				return 0, s.err
+			}
+		}
+		if jobs != nil && *jobs != nil {
+			*jobs = append(*jobs, s.reserveEntryLocked(file.ID, off, data[:n]))
+		} else {
+			s.writeEntryLocked(file.ID, off, data[:n])
+		}
+		rl.size += int64(n)
+		off += int64(n)
+		data = data[n:]
+	}
 	return s.next, nil
 }
 
@@ -515,38 +822,44 @@ func (s *Store) loadKey() error {
 	if _, err := s.kf.ReadAt(s.key[:], KeyHeaderSize+slot*KeySize); err != nil {
 		return fmt.Errorf("seal: read keystream: %w", err)
 	}
+	// Never seal with a burnt key: entries sealed with it could not verify.
+	if s.key == burntKey(s.magic, slot) {
+		s.key = [KeySize]byte{}
+		return fmt.Errorf("%w: keystream key %d is already burnt", ErrCorrupt, slot)
+	}
 	if s.nratchet != 1 {
 		s.m.ratchet(&s.key, 0, s.nratchet)
 	}
 	return nil
 }
 
-// writeEntryLocked seals entry s.next with s.key (already loaded) and
-// advances the ratchet. A failed write leaves the counters alone, so the
-// next attempt reuses the same key and position.
-func (s *Store) writeEntryLocked(id uint64, off int64, data []byte) error {
+// writeEntryLocked seals entry s.next with s.key (already loaded) into
+// pend and advances the ratchet.
+func (s *Store) writeEntryLocked(id uint64, off int64, data []byte) {
+	j := s.reserveEntryLocked(id, off, data)
+	j.seal(s.m)
+	copy(s.pend[j.pos+EntrySize-KeySize:], j.mac[:])
+}
+
+// reserveEntryLocked gives entry s.next to an append: its place in pend
+// (the MAC left zero) and its key, then advances the ratchet.
+func (s *Store) reserveEntryLocked(id uint64, off int64, data []byte) sealJob {
 	c := s.next
 	roff, koff := expectedPlace(c, s.nratchet)
-	e := Entry{RatchetOffset: roff, Inode: id, Offset: uint64(off), Count: uint64(len(data)), KeyOffset: koff}
+	j := sealJob{e: Entry{RatchetOffset: roff, Inode: id, Offset: uint64(off), Count: uint64(len(data)), KeyOffset: koff},
+		key: s.key, data: data, pos: len(s.pend)}
 	if id == FakeInode {
-		e.Offset = 0
+		j.e.Offset = 0
 	}
-	s.m.startEntry(&s.key, &e)
-	s.m.Write(data)
-	e.MAC = *s.m.final()
-	s.buf = e.AppendBinary(s.buf[:0])
-	if _, err := s.lf.WriteAt(s.buf, entryPos(c)); err != nil {
-		return fmt.Errorf("seal: write %s: %w", LogName, err)
-	}
+	s.pend = j.e.AppendBinary(s.pend)
 	s.next++
-	s.metaDirt = true
 	if s.next%int64(s.nratchet) != 0 {
 		s.m.ratchet(&s.key, uint64(s.next%int64(s.nratchet)), s.nratchet)
 	} else {
 		s.key = [KeySize]byte{}
 	}
 	s.warnUsage()
-	return nil
+	return j
 }
 
 // writeRecordLocked appends a side record sealed with the key of entry
@@ -560,14 +873,11 @@ func (s *Store) writeRecordLocked(r *Record) error {
 	s.m.reset(&rk)
 	s.m.Write(body)
 	body = append(body, s.m.final()[:]...)
-	fi, err := s.rf.Stat()
-	if err != nil {
-		return err
-	}
-	if _, err := s.rf.WriteAt(body, fi.Size()); err != nil {
-		s.rf.Truncate(fi.Size())
+	if _, err := s.rf.WriteAt(body, s.recSize); err != nil {
+		s.rf.Truncate(s.recSize)
 		return fmt.Errorf("seal: write side record: %w", err)
 	}
+	s.recSize += int64(len(body))
 	s.metaDirt = true
 	return nil
 }
@@ -578,7 +888,8 @@ func (s *Store) sealFillerLocked() error {
 	if err := s.loadKey(); err != nil {
 		return err
 	}
-	return s.writeEntryLocked(FakeInode, 0, nil)
+	s.writeEntryLocked(FakeInode, 0, nil)
+	return nil
 }
 
 // sealRepair records rep, bound to a filler entry, and commits it.
@@ -586,10 +897,18 @@ func (s *Store) sealRepair(rep *Repair) error {
 	s.mu.Lock()
 	err := s.loadKey()
 	if err == nil {
-		err = s.writeRecordLocked(&Record{Type: RecordRepair, Entry: s.next, Time: s.opts.Now(), Repair: rep})
+		sealed := rep
+		if len(rep.Files) > maxRepairFiles {
+			// The record has room for maxRepairFiles files; the log has them all.
+			s.log.Warn("seal: repair record lists only the first files", "files", len(rep.Files), "listed", maxRepairFiles)
+			cp := *rep
+			cp.Files = rep.Files[:maxRepairFiles]
+			sealed = &cp
+		}
+		err = s.writeRecordLocked(&Record{Type: RecordRepair, Entry: s.next, Time: s.opts.Now(), Repair: sealed})
 	}
 	if err == nil {
-		err = s.writeEntryLocked(FakeInode, 0, nil)
+		s.writeEntryLocked(FakeInode, 0, nil)
 	}
 	s.mu.Unlock()
 	if errors.Is(err, ErrKeysExhausted) {
@@ -639,71 +958,163 @@ func (s *Store) Sync() error {
 	return s.waitDurable(seq)
 }
 
-// commit makes what is sealed durable, in the order that keeps a crash
-// repairable: real-log data, side records and entries first; then the
-// ratchet state naming the acknowledged count and the next key (this is the
-// point of no return: the previous key is gone); then the burn of the
-// keystream keys those entries consumed. Only one commit runs at a time.
+// commit makes what is sealed durable and then acknowledges it, in two
+// serial rounds of syncs (c is the acknowledged count, key_c its key in the
+// ratchet state; n and key_n the count and next key being committed):
+//
+//  1. in parallel: the new real-log bytes, side records, the entries
+//     c…n−1 of .SEALFS.LOG (one write from pend), new directory entries
+//     and, when this commit burns keystream keys, an intent in the ratchet
+//     state: (c, key_c) unchanged, plus target n, key_n and the burnt
+//     offset the burn starts from;
+//  2. in parallel: the ratchet state (n, key_n), which destroys key_c,
+//     and the burn of the raw keys of every ratchet block entries c…n−1
+//     started (each overwritten with burntKey, then the header advanced).
+//
+// Why not one round: an entry may be acknowledged only once its key is
+// gone from the device (key_c from the state, the raw keys from the
+// keystream), or a later compromise of the device could forge it. But
+// those keys are the only ones that can ever seal positions c…n−1. Were
+// they destroyed in the round that writes the entries, a power loss could
+// keep the destruction and lose the entries: positions c…n−1 could then
+// never hold valid entries, a hole that neither SealFS's verify nor ours
+// can tell from an attacker deleting acknowledged entries (and a recovery
+// that accepted such holes would let an attacker with the device cut
+// acknowledged entries and call it a crash). So keys are destroyed only
+// after the entries are durable: two rounds; and no more, because the two
+// writes of round 2 need no order between them, as the recovery rules show.
+//
+// What a crash leaves, and what Open makes of it:
+//   - during round 1, any part of round 1; key_c and all raw keys from the
+//     first unburnt one on are intact, so Open rolls back to c (drops
+//     entries, records and real-log bytes beyond c), as it always did;
+//   - during round 2, all of round 1 and any part of round 2. Once a key
+//     that rolling back would need is gone, only rolling forward is
+//     possible: so on any sign of round 2 — the state says n, the header
+//     is past what c needs, or a key only this commit burns holds the
+//     burnt pattern — Open rolls forward to n, with key_n from the intent
+//     (round 1 being durable, entries c…n−1 are there) and finishes the
+//     burn; with no sign, nothing it needs is gone and it rolls back.
+//
+// The point of no return is therefore the first durable write of round 2,
+// and the intent of round 1 is what makes passing it safe. A commit that
+// starts no ratchet block burns nothing and writes no intent: its round 2
+// is the state alone, and rolling back stays possible until it lands.
+// Burnt keys hold a recognisable value because random bytes over a key
+// cannot be told from the key: after a power loss the overwrite may have
+// reached the disk while the header did not.
+//
+// Forward integrity holds throughout: before the acknowledgement the state
+// holds at most key_c and key_n, keys of entries not yet acknowledged;
+// after it, key_n only, which seals no existing entry. Appenders go on
+// sealing into pend and the real logs while a commit runs; only one commit
+// runs at a time.
 func (s *Store) commit() error {
 	s.mu.Lock()
 	n, key := s.next, s.key
-	files := make([]*os.File, 0, len(s.dirty))
+	c, ckey := s.durable, s.ackKey
+	ents, first := s.pend, s.pendFirst
+	s.pend, s.spare, s.pendFirst = s.spare[:0], nil, n
+	files := make([]*os.File, 0, len(s.dirty)+3)
 	for rl := range s.dirty {
 		files = append(files, rl.f)
 	}
 	clear(s.dirty)
+	dirs := make([]string, 0, len(s.newDirs))
+	for d := range s.newDirs {
+		dirs = append(dirs, d)
+	}
+	clear(s.newDirs)
 	meta := s.metaDirt
 	s.metaDirt = false
 	s.mu.Unlock()
-	if meta {
+	defer func() {
+		s.mu.Lock()
+		s.spare = ents[:0]
+		s.mu.Unlock()
+	}()
+
+	// Round 1.
+	if len(ents) > 0 {
+		if _, err := s.lf.WriteAt(ents, entryPos(first)); err != nil {
+			return fmt.Errorf("seal: write %s: %w", LogName, err)
+		}
+	}
+	if meta || len(ents) > 0 {
 		files = append(files, s.rf, s.lf)
 	}
-	if err := syncAll(files); err != nil {
+	want := s.keysFor(n)
+	burn := want > s.burnt
+	if burn {
+		if err := s.writeState(c, ckey, n, key); err != nil {
+			return err
+		}
+		files = append(files, s.sf)
+	}
+	s.at(stageWritten, burn)
+	if err := syncAll(files, dirs); err != nil {
 		return err
 	}
-	st := RatchetState{KeyMagic: s.magic, NRatchet: s.nratchet, Committed: n}
-	if n%int64(s.nratchet) != 0 {
-		st.NextKey = key
+	s.at(stageRound1, burn)
+
+	// Round 2.
+	files = files[:0]
+	if burn {
+		if err := s.writeBurn(want); err != nil {
+			return err
+		}
+		files = append(files, s.kf)
 	}
-	if err := s.writeState(&st); err != nil {
+	s.at(stageBurnWritten, burn)
+	if err := s.writeState(n, key, n, key); err != nil {
 		return err
 	}
-	want := int64(KeyHeaderSize) + KeySize*((n+int64(s.nratchet)-1)/int64(s.nratchet))
-	if err := s.burnTo(want); err != nil {
+	files = append(files, s.sf)
+	s.at(stageStateWritten, burn)
+	if err := syncAll(files, nil); err != nil {
 		return err
 	}
+	s.at(stageRound2, burn)
+	s.burnt = want
+
 	s.mu.Lock()
-	if n > s.durable {
-		s.durable = n
-	}
+	s.durable, s.ackKey = n, key
 	s.mu.Unlock()
 	return nil
 }
 
-// syncAll fsyncs files concurrently: the filesystem journal folds
-// concurrent fsyncs into shared commits, so syncing many real logs costs
-// little more than syncing one.
-func syncAll(files []*os.File) error {
-	if len(files) == 1 {
-		return files[0].Sync()
+// syncAll fdatasyncs files and fsyncs directories concurrently: the
+// filesystem journal folds concurrent syncs into shared commits, so
+// syncing many real logs costs little more than syncing one.
+func syncAll(files []*os.File, dirs []string) error {
+	if len(files) == 1 && len(dirs) == 0 {
+		return datasync(files[0])
 	}
 	const workers = 16
-	errs := make(chan error, len(files))
-	work := make(chan *os.File)
+	errs := make(chan error, len(files)+len(dirs))
+	work := make(chan func() error)
 	var wg sync.WaitGroup
-	for i := 0; i < min(workers, len(files)); i++ {
+	for i := 0; i < min(workers, len(files)+len(dirs)); i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for f := range work {
-				if err := f.Sync(); err != nil {
-					errs <- fmt.Errorf("seal: sync %s: %w", f.Name(), err)
+				if err := f(); err != nil {
+					errs <- err
 				}
 			}
 		}()
 	}
 	for _, f := range files {
-		work <- f
+		work <- func() error {
+			if err := datasync(f); err != nil {
+				return fmt.Errorf("seal: sync %s: %w", f.Name(), err)
+			}
+			return nil
+		}
+	}
+	for _, d := range dirs {
+		work <- func() error { return syncDir(d) }
 	}
 	close(work)
 	wg.Wait()
@@ -711,34 +1122,44 @@ func syncAll(files []*os.File) error {
 	return <-errs
 }
 
-func (s *Store) writeState(st *RatchetState) error {
+// writeState writes (without syncing) the ratchet state: c entries
+// acknowledged with key ck next, a commit up to t with key tk in flight
+// (t == c: none), and the burnt offset the latest burn started from.
+func (s *Store) writeState(c int64, ck [KeySize]byte, t int64, tk [KeySize]byte) error {
+	nr := int64(s.nratchet)
+	if c%nr == 0 {
+		ck = [KeySize]byte{}
+	}
+	if t%nr == 0 {
+		tk = [KeySize]byte{}
+	}
+	st := RatchetState{KeyMagic: s.magic, NRatchet: s.nratchet, Committed: c, NextKey: ck, Target: t, TargetKey: tk, BurnFrom: s.burnt}
 	if _, err := s.sf.WriteAt(st.marshal(), 0); err != nil {
 		return fmt.Errorf("seal: write ratchet state: %w", err)
 	}
-	return s.sf.Sync()
+	return nil
 }
 
-// burnTo overwrites keystream keys up to offset want with random bytes and
-// advances the header's burnt offset, as SealFS's burner thread does.
-func (s *Store) burnTo(want int64) error {
-	if want <= s.burnt {
-		return nil
-	}
-	junk := make([]byte, want-s.burnt)
-	if _, err := rand.Read(junk); err != nil {
-		return err
+// writeBurn overwrites (without syncing) the keystream keys from the
+// burnt offset up to want with burntKey, then advances the header's burnt
+// offset, as SealFS's burner thread does.
+func (s *Store) writeBurn(want int64) error {
+	junk := make([]byte, 0, want-s.burnt)
+	for off := s.burnt; off < want; off += KeySize {
+		k := burntKey(s.magic, (off-KeyHeaderSize)/KeySize)
+		junk = append(junk, k[:]...)
 	}
 	if _, err := s.kf.WriteAt(junk, s.burnt); err != nil {
 		return fmt.Errorf("seal: burn keys: %w", err)
 	}
-	hdr, _ := KeyHeader{Magic: s.magic, Burnt: uint64(want)}.MarshalBinary()
+	return s.writeKeyHeader(want)
+}
+
+func (s *Store) writeKeyHeader(burnt int64) error {
+	hdr, _ := KeyHeader{Magic: s.magic, Burnt: uint64(burnt)}.MarshalBinary()
 	if _, err := s.kf.WriteAt(hdr, 0); err != nil {
 		return fmt.Errorf("seal: write keystream header: %w", err)
 	}
-	if err := s.kf.Sync(); err != nil {
-		return err
-	}
-	s.burnt = want
 	return nil
 }
 

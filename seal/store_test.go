@@ -357,7 +357,7 @@ func TestLayoutSizes(t *testing.T) {
 		"EntrySize":             {EntrySize, 72},
 		"sealfs_keyfile_header": {len(h), 16},
 		"sealfs_logfile_header": {LogHeaderSize, 8},
-		"ratchet state":         {len(st.marshal()), 96},
+		"ratchet state":         {len(st.marshal()), 144},
 	} {
 		if got[0] != got[1] {
 			t.Errorf("%s is %d bytes, want %d", name, got[0], got[1])

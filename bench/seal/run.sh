@@ -17,3 +17,4 @@ go test -run='^$' -bench='^BenchmarkAppend$/^(64B|4KiB)$/^group$' -benchtime=200
 go test -run='^$' -bench='^BenchmarkAppend$/^1MiB$' -benchtime=300x "$@" ./bench/seal/ | grep -E '^(Benchmark|--- FAIL|FAIL|panic)'
 go test -run='^$' -bench='^BenchmarkAppendBatch$/^(64B|4KiB)$' -benchtime=32000x "$@" ./bench/seal/ | grep -E '^(Benchmark|--- FAIL|FAIL|panic)'
 go test -run='^$' -bench='^BenchmarkAppendBatch$/^1MiB$' -benchtime=640x "$@" ./bench/seal/ | grep -E '^(Benchmark|--- FAIL|FAIL|panic)'
+go test -run='^$' -bench='^BenchmarkAppendLarge$' -benchtime=10x -count=3 "$@" ./bench/seal/ | grep -E '^(Benchmark|--- FAIL|FAIL|panic)'
