@@ -1,6 +1,7 @@
 package worm
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"os"
@@ -27,6 +28,12 @@ const (
 // makes the device more cautious (a block not known to be written is never
 // sealed), never less.
 type WrittenSet struct {
+	// syncMu serialises Sync: a Sync may return only once every change
+	// made before it started is durable, including chunks an earlier,
+	// still running Sync took.
+	syncMu  sync.Mutex
+	syncBuf []byte // the chunks one Sync writes, reused (under syncMu)
+
 	mu     sync.Mutex
 	f      *os.File
 	chunks map[uint64]*[chunkWords]uint64
@@ -162,28 +169,59 @@ func (s *WrittenSet) Count() uint64 {
 }
 
 // Sync writes the changed chunks and makes them durable.
+//
+// The chunks are copied under mu and written and synced without it: the
+// device records every host write (Add) under its own lock, and holding mu
+// across an fsync stalled every write for the length of a disk flush.
 func (s *WrittenSet) Sync() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if len(s.dirty) == 0 {
+		s.mu.Unlock()
 		return nil
 	}
-	buf := make([]byte, chunkBytes)
+	idx := make([]uint64, 0, len(s.dirty))
+	if need := len(s.dirty) * chunkBytes; cap(s.syncBuf) < need {
+		s.syncBuf = make([]byte, need)
+	}
+	buf := s.syncBuf[:len(s.dirty)*chunkBytes]
 	for ci := range s.dirty {
-		c := s.chunks[ci]
-		for i, w := range c {
-			for j := 0; j < 8; j++ {
-				buf[i*8+j] = byte(w >> (8 * j))
-			}
+		b := buf[len(idx)*chunkBytes:]
+		for i, w := range s.chunks[ci] {
+			binary.LittleEndian.PutUint64(b[i*8:], w)
 		}
-		if _, err := s.f.WriteAt(buf, int64(ci)*chunkBytes); err != nil {
+		idx = append(idx, ci)
+	}
+	clear(s.dirty)
+	s.mu.Unlock()
+	err := s.writeChunks(idx, buf)
+	if err != nil {
+		// Not durable: the next Sync writes these chunks again.
+		s.mu.Lock()
+		for _, ci := range idx {
+			s.dirty[ci] = true
+		}
+		s.mu.Unlock()
+	}
+	// A buffer grown for a burst of changes is not kept.
+	if cap(s.syncBuf) > 64*chunkBytes {
+		s.syncBuf = nil
+	}
+	return err
+}
+
+// writeChunks writes the copied chunks (idx[i] at buf[i*chunkBytes:]) and
+// syncs the file. Called with syncMu held.
+func (s *WrittenSet) writeChunks(idx []uint64, buf []byte) error {
+	for i, ci := range idx {
+		if _, err := s.f.WriteAt(buf[i*chunkBytes:(i+1)*chunkBytes], int64(ci)*chunkBytes); err != nil {
 			return fmt.Errorf("worm: written-block map: %w", err)
 		}
 	}
-	if err := s.f.Sync(); err != nil {
+	if err := datasync(s.f); err != nil {
 		return fmt.Errorf("worm: written-block map: %w", err)
 	}
-	clear(s.dirty)
 	return nil
 }
 

@@ -235,8 +235,12 @@ func (d *Device) respond(vs []revfs.Violation, p []byte, off int64, op string) (
 		if p == nil {
 			return nil, nil
 		}
-		q := append([]byte(nil), p...)
-		for _, v := range vs {
+		q, rest, err := d.repairJournal(vs, p, off)
+		if err != nil {
+			return nil, err
+		}
+		q = append([]byte(nil), q...)
+		for _, v := range rest {
 			lo, hi := clampRange(v.Off-off, v.Len, int64(len(q)))
 			if hi > lo {
 				if _, err := d.img.ReadAt(q[lo:hi], off+lo); err != nil {
@@ -261,6 +265,41 @@ func (d *Device) respond(vs []revfs.Violation, p []byte, off int64, op string) (
 		d.log.Error("indelible: write refused, device now read-only", "violations", len(vs), "first", vs[0].String())
 		return nil, blockdev.ErrRefused
 	}
+}
+
+// journalRepairer is implemented by engines whose violations can lie in
+// bytes that landed before the request raising them: in revfs/ext4 a jbd2
+// commit block makes count the journalled copies the host wrote earlier.
+// Under the discard response such an engine restores the protected bytes
+// of those copies through write (and whatever checksums cover them), and
+// returns the request to write instead and the violations it left for the
+// device to discard in the request itself.
+type journalRepairer interface {
+	RepairDiscard(off int64, p []byte, vs []revfs.Violation, write func(b []byte, off int64) error) ([]byte, []revfs.Violation, error)
+}
+
+// repairJournal lets a journalRepairer engine repair what vs blame outside
+// the request. The repaired blocks are made durable before the request
+// lands: a crash in between then leaves a transaction without its commit
+// block, which no journal replay applies. Called with mu held.
+func (d *Device) repairJournal(vs []revfs.Violation, p []byte, off int64) ([]byte, []revfs.Violation, error) {
+	r, ok := d.eng.(journalRepairer)
+	if !ok {
+		return p, vs, nil
+	}
+	wrote := false
+	q, rest, err := r.RepairDiscard(off, p, vs, func(b []byte, o int64) error {
+		wrote = true
+		_, err := d.img.WriteAt(b, o)
+		return err
+	})
+	if err == nil && wrote {
+		err = d.img.Flush()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("worm: discard: repairing the journal: %w", err)
+	}
+	return q, rest, nil
 }
 
 func clampRange(lo, n, size int64) (int64, int64) {

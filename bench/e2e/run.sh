@@ -14,6 +14,8 @@
 #   IMAGE_SIZE=2G      image of the throughput runs
 #   BIG=1              also time a 1 TiB sparse device: start-up and RSS (BIG=0 skips it)
 #   BIG_SIZE=1T
+#   EXTRA=             more servers run after each repeat's pair: "plain" is
+#                      `indelible serve IMAGE` (the NBD server alone, no WORM device)
 #   PROFILE=1          one more indelible run per mode under a CPU profile (bench/e2e/profserve)
 #   BLOCKPROFILE_RATE=0  with PROFILE=1: also block and mutex profiles (ns, see runtime.SetBlockProfileRate)
 #   OUT=/var/tmp/indelible-e2e-out   where profiles and logs are kept
@@ -29,7 +31,10 @@
 # appends. Throughput is bytes appended / wall time from the first append
 # to the last fsync's return. Seal lag is measured against the real logs
 # (DIR/store/<path>) polled every 1 ms. indelible and nbdkit alternate which
-# goes first; every run starts after a `sync`.
+# goes first; every run starts after a `sync`. Each result line also
+# carries srv_cpu_s, the server process's user+system CPU seconds over the
+# workload (steadier than wall time on a shared machine), and busy_cpu_s,
+# the whole machine's non-idle CPU seconds over the same span.
 #
 # Everything the script starts (servers, nbdfuse, loop devices, mounts) is
 # undone on exit, by PID and by name of the exact loop device and mount point.
@@ -46,6 +51,7 @@ IMAGE_SIZE=${IMAGE_SIZE:-2G}
 BIG=${BIG:-1}
 BIG_SIZE=${BIG_SIZE:-1T}
 PROFILE=${PROFILE:-1}
+EXTRA=${EXTRA:-}
 OUT=${OUT:-/var/tmp/indelible-e2e-out}
 SRC=${SRC:-.}
 
@@ -130,6 +136,11 @@ attach() {
 	mnt=$d/mnt
 }
 
+# proc_cpu PID: user + system CPU time of a process, in clock ticks.
+proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# cpu_busy: non-idle CPU time of the whole machine (all cores), in clock ticks.
+cpu_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
 # kv KEY LINE: the value of KEY=... in a key=value line.
 kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 
@@ -166,6 +177,13 @@ one_run() {
 		cp -a --sparse=always "$work/tpl-$mode" "$d/dev"
 		serve_device "$d/dev" "$sock" "$prof"
 		local pid=$spid
+	elif [[ $server == plain ]]; then
+		# indelible's NBD server over the bare image: no WORM device.
+		cp --sparse=always "$work/tpl-$mode/image.ext4" "$d/image.ext4"
+		"$work/indelible" serve "$d/image.ext4" --listen "unix:$sock" >"$d/plain.log" 2>&1 &
+		local pid=$!
+		push_undo "stop_pid $pid"
+		wait_nbd "nbd+unix:///?socket=$sock"
 	else
 		cp --sparse=always "$work/tpl-$mode/image.ext4" "$d/image.ext4"
 		nbdkit -f --unix "$sock" file "$d/image.ext4" >"$d/nbdkit.log" 2>&1 &
@@ -179,7 +197,12 @@ one_run() {
 		args+=(-store "$d/dev/store" -verify)
 	fi
 	sync
+	local busy0 cpu0
+	busy0=$(cpu_busy)
+	cpu0=$(proc_cpu "$pid")
 	line=$("$work/appender" "${args[@]}")
+	line+=" srv_cpu_s=$(python3 -c "print('%.2f' % (($(proc_cpu "$pid") - $cpu0) / $(getconf CLK_TCK)))")"
+	line+=" busy_cpu_s=$(python3 -c "print('%.2f' % (($(cpu_busy) - $busy0) / $(getconf CLK_TCK)))")"
 	if [[ $server == indelible ]]; then
 		hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
 		line+=" hwm_kb=$hwm"
@@ -210,7 +233,7 @@ for mode in $MODES; do
 	for ((r = 1; r <= REPEATS; r++)); do
 		order=(indelible nbdkit)
 		((r % 2 == 0)) && order=(nbdkit indelible)
-		for s in "${order[@]}"; do
+		for s in "${order[@]}" $EXTRA; do
 			one_run "$s" "$mode" "$r"
 			echo "  $mode run $r $s: $result" | tee -a "$OUT/summary.txt" >&2
 			res[$s-$mode-$r]=$result
@@ -228,8 +251,8 @@ median() { python3 -c 'import sys, statistics; v = [float(x) for x in sys.stdin.
 
 {
 	echo
-	printf '%-8s | %14s %14s %6s | %9s %9s %9s %8s | %8s\n' mode "indelible" "nbdkit" ratio "lag p50" "lag p99" "lag max" unsealed "VmHWM"
-	printf '%-8s | %14s %14s %6s | %9s %9s %9s %8s | %8s\n' "" "MB/s" "MB/s" "" ms ms ms "" MiB
+	printf '%-8s | %14s %14s %6s | %9s %9s %9s %8s | %8s | %9s %9s\n' mode "indelible" "nbdkit" ratio "lag p50" "lag p99" "lag max" unsealed "VmHWM" "srv CPU" "srv CPU"
+	printf '%-8s | %14s %14s %6s | %9s %9s %9s %8s | %8s | %9s %9s\n' "" "MB/s" "MB/s" "" ms ms ms "" MiB "indel. s" "nbdkit s"
 	for mode in $MODES; do
 		ib=$(for ((r = 1; r <= REPEATS; r++)); do kv mbps "${res[indelible-$mode-$r]}"; done | median)
 		kb=$(for ((r = 1; r <= REPEATS; r++)); do kv mbps "${res[nbdkit-$mode-$r]}"; done | median)
@@ -238,10 +261,13 @@ median() { python3 -c 'import sys, statistics; v = [float(x) for x in sys.stdin.
 		pmax=$(for ((r = 1; r <= REPEATS; r++)); do kv lag_max_ms "${res[indelible-$mode-$r]}"; done | python3 -c 'import sys; print(max(float(x) for x in sys.stdin.read().split()))')
 		uns=$(for ((r = 1; r <= REPEATS; r++)); do kv unsealed "${res[indelible-$mode-$r]}"; done | python3 -c 'import sys; print(sum(int(x) for x in sys.stdin.read().split()))')
 		hwm=$(for ((r = 1; r <= REPEATS; r++)); do kv hwm_kb "${res[indelible-$mode-$r]}"; done | python3 -c 'import sys; print("%.1f" % (max(float(x) for x in sys.stdin.read().split()) / 1024))')
+		icpu=$(for ((r = 1; r <= REPEATS; r++)); do kv srv_cpu_s "${res[indelible-$mode-$r]}"; done | median)
+		kcpu=$(for ((r = 1; r <= REPEATS; r++)); do kv srv_cpu_s "${res[nbdkit-$mode-$r]}"; done | median)
 		ratio=$(python3 -c "print('%.2f' % ($ib / $kb))")
-		printf '%-8s | %14s %14s %6s | %9s %9s %9s %8s | %8s\n' "$mode" "$ib" "$kb" "$ratio" "$p50" "$p99" "$pmax" "$uns" "$hwm"
+		printf '%-8s | %14s %14s %6s | %9s %9s %9s %8s | %8s | %9s %9s\n' "$mode" "$ib" "$kb" "$ratio" "$p50" "$p99" "$pmax" "$uns" "$hwm" "$icpu" "$kcpu"
 	done
-	echo "(MB = 10^6 bytes; lag p50/p99: median over runs; lag max and VmHWM: worst run; unsealed: fsyncs not sealed within 30 s, all runs)"
+	echo "(MB = 10^6 bytes; lag p50/p99: median over runs; lag max and VmHWM: worst run; unsealed: fsyncs not sealed within 30 s, all runs;"
+	echo " srv CPU: the server process's user+system CPU seconds during the workload, median)"
 } | tee -a "$OUT/summary.txt"
 
 if [[ $BIG == 1 ]]; then

@@ -29,7 +29,7 @@ func (w *hostWrite) block(b uint64) []byte {
 	if d, ok := w.e.meta[b]; ok {
 		base = bytes.Clone(d)
 	} else if d, err := w.e.readNewest(b); err == nil {
-		base = d
+		base = bytes.Clone(d) // readNewest's result may be shared
 	} else {
 		base = make([]byte, bs)
 	}
@@ -66,6 +66,11 @@ type result struct {
 	sb      []byte
 	gdt     map[uint64][]byte
 	bitmaps map[uint64][]byte
+	// same holds the tracked inodes whose inode-table block the change
+	// carries but whose record and other blocks it leaves as they are:
+	// their views cannot change (see unchanged), only their block's other
+	// records did.
+	same []*tracked
 }
 
 // process checks (apply=false) or records (apply=true) one host write.
@@ -171,7 +176,7 @@ func (e *Engine) checkData(w *hostWrite) []revfs.Violation {
 			if s >= t {
 				continue
 			}
-			old, err := e.readNewest(pb)
+			old, err := e.peekNewest(pb)
 			if err == nil && bytes.Equal(old[s-dev:t-dev], w.p[s-w.off:t-w.off]) {
 				continue
 			}
@@ -223,6 +228,7 @@ func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
 	res := &result{views: map[*tracked]*view{}, gdt: map[uint64][]byte{}, bitmaps: map[uint64][]byte{}}
 	var vs []revfs.Violation
 	affected := map[*tracked]bool{}
+	var same []*tracked
 	for _, b := range chg.homes {
 		roles := e.roles[b]
 		if len(roles) == 0 {
@@ -243,9 +249,20 @@ func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
 				res.gdt[b] = bytes.Clone(nb)
 			case roleBitmap:
 				res.bitmaps[b] = bytes.Clone(nb)
+			case roleInodeTable:
+				if e.unchanged(r.owner, nb) {
+					same = append(same, r.owner)
+					continue
+				}
+				affected[r.owner] = true
 			default:
 				affected[r.owner] = true
 			}
+		}
+	}
+	for _, t := range same {
+		if !affected[t] {
+			res.same = append(res.same, t)
 		}
 	}
 	ts := make([]*tracked, 0, len(affected))
@@ -269,6 +286,28 @@ func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
 		}
 	}
 	return vs, res
+}
+
+// unchanged reports whether nb, a new version of t's inode-table block,
+// holds t's record byte for byte as the model does, while t's current view
+// is complete (no error, no subtree or directory block unknown). Unless the
+// change also carries one of t's tree or directory blocks (the caller
+// checks through their roles), t's view would come out the same: every
+// block it was computed from is held in meta and only a change carrying it
+// can replace it. A protected inode shares its inode-table block with
+// others (16 records of 256 bytes per 4 KiB block), and every commit that
+// logs that block would otherwise re-parse all of them.
+func (e *Engine) unchanged(t *tracked, nb []byte) bool {
+	v := t.view
+	if v == nil || v.inode == nil || v.err != nil || len(v.unknown) > 0 || v.dirUnknown {
+		return false
+	}
+	old, ok := e.meta[t.inoBlock]
+	n := e.sb.InodeSizeBytes()
+	if !ok || len(old) < t.inoOff+n || len(nb) < t.inoOff+n {
+		return false
+	}
+	return bytes.Equal(old[t.inoOff:t.inoOff+n], nb[t.inoOff:t.inoOff+n])
 }
 
 // blameInode returns the device bytes to blame for a change to t: its
@@ -458,17 +497,38 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 		}
 	}
 	for b, d := range res.gdt {
+		e.noteGroupDescs(b, e.meta[b], d)
 		e.meta[b] = d
-		e.freeValid = false
 	}
 	for b, d := range res.bitmaps {
 		e.applyBitmap(b, d)
+	}
+	for _, t := range res.same {
+		// The view stays; the block's other records changed.
+		if d, ok := chg.get(t.inoBlock); ok && !bytes.Equal(e.meta[t.inoBlock], d) {
+			e.meta[t.inoBlock] = bytes.Clone(d)
+		}
+		t.lastTouch = now
+		if !t.isDir {
+			touched[t] = true
+			continue
+		}
+		for _, f := range e.files {
+			if f.parent == t {
+				f.lastTouch = now
+			}
+		}
 	}
 	for t, nv := range res.views {
 		old := t.view
 		e.forgetDropped(t, old, nv)
 		t.view = nv
 		for b, d := range nv.used {
+			// Most blocks a view uses are the versions meta already
+			// holds (immutable): copy only new ones.
+			if cur, ok := e.meta[b]; ok && bytes.Equal(cur, d) {
+				continue
+			}
 			e.meta[b] = bytes.Clone(d)
 		}
 		t.lastTouch = now
@@ -648,6 +708,7 @@ func (e *Engine) metaBlocksIn(first, last uint64) []uint64 {
 // Discarded records a TRIM or WRITE_ZEROES that landed: the blocks no
 // longer hold what the host wrote, and watched metadata reads as zeroes.
 func (e *Engine) Discarded(off, length int64) {
+	e.mut++
 	if length <= 0 || off < 0 {
 		return
 	}

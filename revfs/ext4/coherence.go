@@ -111,7 +111,7 @@ func (e *Engine) proven(f *tracked, end int64) int64 {
 	if w, ok := e.lastWrite[phys]; ok && w.seq > f.grew {
 		return end
 	}
-	blk, err := e.readNewest(phys)
+	blk, err := e.peekNewest(phys)
 	if err != nil {
 		return max(p, from)
 	}

@@ -18,7 +18,9 @@
 // it is applied; what touches committed data is a violation, blamed on the
 // exact bytes that carry it (the inode record, the extent block, the
 // descriptor, the committed data bytes, or the commit block for anything
-// that arrives through the journal). Nothing is ever written to the image.
+// that arrives through the journal). The engine never writes the image
+// itself; only the discard response asks the device core to write
+// repaired journal blocks (below).
 //
 // Versions and order. Between two host flushes the order of writes carries
 // no meaning, so a journalled copy only overrides a home write of the same
@@ -63,6 +65,52 @@
 // quiescence window is the margin for a write reordered within one flush
 // epoch, and for blocks ext4 zeroed beyond the end of file
 // (unwritten-extent conversion) before the size reached them.
+//
+// # Discard response and the journal
+//
+// A violation raised by a commit block lies in journalled copies the host
+// wrote before it, already in the image. Under the discard response the
+// device core asks the engine (RepairDiscard) to repair the transaction
+// before the commit block lands: the blamed bytes of every copy a replay
+// would write are restored from the model, and the copy's escaping, its
+// descriptor tag checksum and the descriptor's tail checksum (csum v2/v3)
+// are recomputed, so the log stays valid and a replay shows the protected
+// version; later transactions stay replayable and followed. Copies that
+// the model leaves out because a home write of the same block landed in the
+// same flush epoch are checked too, since a replay writes them: this is
+// how an attacker's raw write under the mount, discarded at home but kept
+// in the host's page cache and journalled by the kernel, is caught.
+// Checksum v1 journals, and violations not carried by a copy, fall back to
+// dropping the commit block. See discard.go.
+//
+// # Cost
+//
+// Every watched write runs through the engine under the device core's
+// lock, in series with the host's journal commits, so the engine avoids
+// re-reading and re-deriving what it has just seen:
+//
+//   - The bytes the host writes to the journal are kept (a cache of at
+//     most 8 MiB, oldest out first): a commit's scan, its metadata copies,
+//     data=journal copies being sealed or compared with their home write
+//     read memory, not the image. The cache always equals the image (every
+//     journal write goes through Wrote; a TRIM or a rewrite drops or
+//     replaces the block; the discard response's repair drops what it
+//     rewrites). Cached blocks are shared and never modified in place.
+//   - A flush scans the log only while a commit block seen has not been
+//     applied (its transaction was incomplete or not found).
+//   - CheckWrite's evaluation of a one-block commit write (scan, change,
+//     new views) is applied by the Wrote of the same request when landing
+//     that block cannot change the answer (a block written before, holding
+//     no pending copy and no role, same bytes, no other model change in
+//     between).
+//   - A change carrying an inode-table block re-derives only the tracked
+//     inodes whose record it changes.
+//   - The roles and spans of the superblock, descriptors, bitmaps and
+//     journal are built once; a model change rebuilds the tracked inodes'
+//     part only. The free-block count is kept per group and updated for
+//     the descriptors a change rewrites.
+//   - ReadFile reads each run of contiguous blocks with one read, straight
+//     into the caller's buffer.
 //
 // # Fast commits
 //

@@ -1,6 +1,7 @@
 package ext4
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -56,6 +57,11 @@ type Engine struct {
 	dataEnd []uint64   // running maximum of data span ends
 	watched []span     // every watched block range, sorted, merged
 	dirty   bool
+	// the part of the indexes that never changes, built once (index.go)
+	staticRoles map[uint64][]role // superblock, descriptors, bitmaps
+	staticSpans []span            // their blocks and the journal's, sorted, merged
+	staticJnl   bool              // staticSpans include the journal
+	dynBlocks   []uint64          // blocks the last reindex gave tracked-inode roles
 
 	// seq counts Wrote and commit events: it orders writes against size
 	// updates for the coherence proof. epoch counts host flushes: between
@@ -67,8 +73,25 @@ type Engine struct {
 	homeWrote map[uint64]uint64    // watched metadata block -> epoch of its newest home write
 	opening   bool                 // Open is reading the image as its baseline
 
-	free      uint64 // FreeBlocks' cached sum, valid while freeValid
+	// FreeBlocks' running sum of the descriptors' free counts, per group
+	// and in all, valid while freeValid (space.go)
+	freeG     []uint32
+	freeSum   uint64
 	freeValid bool
+
+	// mut counts the calls that change the model (Wrote, Discarded,
+	// Flushed, SetCommitted); memo is CheckWrite's evaluation of a commit
+	// block write, valid for the Wrote of the same request while mut has
+	// not moved (journal.go, commitMemo).
+	mut   uint64
+	memo  *commitMemo
+	wrote *wroteReq
+	// While missOn, source notes (missHit) a lookup of missBlock: a block
+	// whose written state the write being evaluated changes (memoable).
+	missOn, missHit bool
+	missBlock       uint64
+
+	scratch []byte // peekNewest's buffer
 }
 
 // writeMark says when a block was written.
@@ -245,12 +268,33 @@ func (e *Engine) readImage(b uint64) ([]byte, error) {
 }
 
 // readNewest reads the newest version of a home block: a committed
-// journalled copy not yet written home, or the image.
+// journalled copy not yet written home, or the image. The result may be
+// shared with the journal cache: callers must not modify it.
 func (e *Engine) readNewest(b uint64) ([]byte, error) {
 	if c, ok := e.overlay[b]; ok && e.jnl != nil {
 		return e.jnl.readCopy(c)
 	}
 	return e.readImage(b)
+}
+
+// peekNewest is readNewest for a caller that only looks at the bytes
+// before its next call into the engine: an image block is read into a
+// buffer the engine reuses, instead of a fresh one per call (coherence
+// checks the last block of a file at every update).
+func (e *Engine) peekNewest(b uint64) ([]byte, error) {
+	if c, ok := e.overlay[b]; ok && e.jnl != nil {
+		return e.jnl.readCopy(c)
+	}
+	if b >= e.blocks {
+		return nil, fmt.Errorf("ext4: block %d outside the filesystem", b)
+	}
+	if int64(len(e.scratch)) != e.bs {
+		e.scratch = make([]byte, e.bs)
+	}
+	if _, err := e.img.ReadAt(e.scratch, int64(b)*e.bs); err != nil {
+		return nil, fmt.Errorf("ext4: read block %d: %w", b, err)
+	}
+	return e.scratch, nil
 }
 
 // Watches reports whether [off, off+length) touches a watched block.
@@ -267,18 +311,51 @@ func (e *Engine) Watches(off, length int64) bool {
 
 // CheckWrite returns the violations writing p at off would cause.
 func (e *Engine) CheckWrite(off int64, p []byte) []revfs.Violation {
-	return e.process(off, p, false)
+	e.memo = nil
+	vs := e.process(off, p, false)
+	if m := e.memo; m != nil {
+		if len(vs) > 0 {
+			e.memo = nil
+		} else {
+			m.off, m.p, m.mut = off, bytes.Clone(p), e.mut
+		}
+	}
+	return vs
 }
 
 // Wrote records that p now lies at off in the image.
 func (e *Engine) Wrote(off int64, p []byte) {
+	e.wrote = &wroteReq{off: off, p: p, mut: e.mut}
+	e.mut++
 	e.process(off, p, true)
+	e.wrote, e.memo = nil, nil
+}
+
+// takeMemo returns CheckWrite's evaluation of the commit blocks of w when
+// w is the request CheckWrite saw (same offset and bytes: the device core
+// calls Wrote with it right after writing it) and nothing changed the
+// model in between; nil otherwise. The memo is used once.
+func (e *Engine) takeMemo(w *hostWrite) *commitMemo {
+	m, req := e.memo, e.wrote
+	e.memo = nil
+	if m == nil || req == nil || m.mut != req.mut || m.off != req.off || w.off != req.off || !bytes.Equal(m.p, req.p) {
+		return nil
+	}
+	return m
+}
+
+// wroteReq is the request Wrote is recording, for takeMemo.
+type wroteReq struct {
+	off int64
+	p   []byte
+	mut uint64
 }
 
 // Flushed marks a host FLUSH: every write before it has landed, so any
 // transaction whose commit block arrived before its other blocks is now
 // complete and is applied; then coherence is refreshed.
 func (e *Engine) Flushed() {
+	e.mut++
 	e.epoch++
 	if e.jnl != nil {
 		e.reindexIfDirty()
@@ -308,6 +385,7 @@ func (e *Engine) Files() []revfs.FileState {
 
 // SetCommitted records that the first n bytes of the file are sealed.
 func (e *Engine) SetCommitted(id revfs.FileID, n int64) {
+	e.mut++
 	f := e.file(id)
 	if f == nil || n <= f.committed {
 		return
@@ -340,16 +418,39 @@ func (e *Engine) ReadFile(id revfs.FileID, p []byte, off int64) error {
 	for len(p) > 0 {
 		lb := uint64(off / e.bs)
 		in := off % e.bs
-		n := min(int64(len(p)), e.bs-in)
 		m, ok := f.view.lookup(lb)
 		if !ok || m.Unwritten {
 			return fmt.Errorf("%w: logical block %d of file %d is not mapped", ErrNotCoherent, lb, id)
 		}
-		blk, err := e.readNewest(m.Physical + lb - m.Logical)
-		if err != nil {
-			return err
+		phys := m.Physical + lb - m.Logical
+		if c, ok := e.overlay[phys]; ok && e.jnl != nil {
+			n := min(int64(len(p)), e.bs-in)
+			blk, err := e.jnl.readCopy(c)
+			if err != nil {
+				return err
+			}
+			copy(p[:n], blk[in:in+n])
+			p, off = p[n:], off+n
+			continue
 		}
-		copy(p[:n], blk[in:in+n])
+		// The rest of the extent up to the next block that has a
+		// journalled copy lies contiguous in the image: one read straight
+		// into p (a pread per block was most of the scheduler's time).
+		n := min(int64(len(p)), int64(m.Logical+m.Len-lb)*e.bs-in)
+		if len(e.overlay) > 0 {
+			for k := uint64(1); int64(k)*e.bs-in < n; k++ {
+				if _, ok := e.overlay[phys+k]; ok {
+					n = int64(k)*e.bs - in
+					break
+				}
+			}
+		}
+		if last := phys + uint64((in+n-1)/e.bs); last >= e.blocks {
+			return fmt.Errorf("ext4: block %d outside the filesystem", last)
+		}
+		if _, err := e.img.ReadAt(p[:n], int64(phys)*e.bs+in); err != nil {
+			return fmt.Errorf("ext4: read blocks %d-%d: %w", phys, phys+uint64((in+n-1)/e.bs), err)
+		}
 		p, off = p[n:], off+n
 	}
 	return nil

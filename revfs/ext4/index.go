@@ -40,36 +40,65 @@ func (e *Engine) reindexIfDirty() {
 
 // reindex rebuilds the block roles, the data index and the sorted watched
 // spans from the model, and drops held blocks nothing refers to any more.
+//
+// The roles of the superblock, the descriptor table and the block bitmaps
+// (static: the engine refuses any layout change) and the spans of those and
+// of the journal are built once; a reindex, which follows every change to
+// the model (every applied jbd2 transaction), only replaces the roles of the
+// tracked inodes' blocks from the previous reindex. Rebuilding everything
+// made each change cost, in time and garbage, a map entry per block group
+// (8192 on a 1 TiB image).
 func (e *Engine) reindex() {
 	e.dirty = false
-	roles := map[uint64][]role{}
-	add := func(b uint64, r role) { roles[b] = append(roles[b], r) }
-	add(e.sbBlock, role{kind: roleSuper})
-	for b := e.gdtFirst; b < e.gdtFirst+e.gdtCount; b++ {
-		add(b, role{kind: roleGroupDesc})
+	if e.staticRoles == nil {
+		e.buildStatic()
+		e.buildStaticSpans()
 	}
-	for b := range e.bitmapG {
-		add(b, role{kind: roleBitmap})
+	if (e.jnl != nil) != e.staticJnl {
+		e.buildStaticSpans()
 	}
-	var data []dataSpan
-	for _, t := range append(append([]*tracked(nil), e.files...), e.dirs...) {
-		add(t.inoBlock, role{kind: roleInodeTable, owner: t})
-		for _, b := range t.view.tree {
-			add(b, role{kind: roleTree, owner: t})
+	roles := e.roles
+	// Undo the previous reindex's roles of tracked inodes' blocks.
+	oldDyn := e.dynBlocks
+	for _, b := range oldDyn {
+		if s, ok := e.staticRoles[b]; ok {
+			roles[b] = s
+		} else {
+			delete(roles, b)
 		}
-		if t.isDir {
-			for _, b := range t.view.dirBlocks {
-				add(b, role{kind: roleDir, owner: t})
+	}
+	var dyn []uint64
+	add := func(b uint64, r role) {
+		cur := roles[b]
+		// Never append into a slice shared with staticRoles.
+		roles[b] = append(cur[:len(cur):len(cur)], r)
+		dyn = append(dyn, b)
+	}
+	data := e.data[:0]
+	for _, list := range [][]*tracked{e.files, e.dirs} {
+		for _, t := range list {
+			add(t.inoBlock, role{kind: roleInodeTable, owner: t})
+			for _, b := range t.view.tree {
+				add(b, role{kind: roleTree, owner: t})
 			}
-			continue
-		}
-		for _, m := range t.view.maps {
-			data = append(data, dataSpan{phys: m.Physical, n: m.Len, logical: m.Logical, unwritten: m.Unwritten, file: t})
+			if t.isDir {
+				for _, b := range t.view.dirBlocks {
+					add(b, role{kind: roleDir, owner: t})
+				}
+				continue
+			}
+			for _, m := range t.view.maps {
+				data = append(data, dataSpan{phys: m.Physical, n: m.Len, logical: m.Logical, unwritten: m.Unwritten, file: t})
+			}
 		}
 	}
+	e.dynBlocks = dyn
 	sort.Slice(data, func(i, j int) bool { return data[i].phys < data[j].phys })
-	e.roles, e.data = roles, data
-	e.dataEnd = make([]uint64, len(data))
+	e.data = data
+	if cap(e.dataEnd) < len(data) {
+		e.dataEnd = make([]uint64, len(data))
+	}
+	e.dataEnd = e.dataEnd[:len(data)]
 	for i, d := range data {
 		e.dataEnd[i] = d.phys + d.n
 		if i > 0 {
@@ -77,12 +106,60 @@ func (e *Engine) reindex() {
 		}
 	}
 
-	var spans []span
-	for b := range roles {
+	spans := make([]span, 0, len(dyn)+len(data))
+	for _, b := range dyn {
 		spans = append(spans, span{b, b + 1})
 	}
 	for _, d := range data {
 		spans = append(spans, span{d.phys, d.phys + d.n})
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
+	e.watched = mergeSpans(e.watched[:0], e.staticSpans, spans)
+
+	// Drop held versions of blocks no tracked inode refers to any more.
+	// meta holds no bitmaps: a sweep costs the tracked blocks and the
+	// descriptor table. homeWrote is only ever set for blocks with roles,
+	// and static roles never go, so only the previous dynamic blocks can
+	// have lost theirs.
+	for b := range e.meta {
+		if _, ok := roles[b]; !ok {
+			delete(e.meta, b)
+		}
+	}
+	for _, b := range oldDyn {
+		if _, ok := roles[b]; !ok {
+			delete(e.homeWrote, b)
+		}
+	}
+}
+
+// buildStatic builds the roles that never change: the primary superblock,
+// the group descriptor table and the block bitmaps.
+func (e *Engine) buildStatic() {
+	st := map[uint64][]role{}
+	add := func(b uint64, r role) { st[b] = append(st[b], r) }
+	add(e.sbBlock, role{kind: roleSuper})
+	for b := e.gdtFirst; b < e.gdtFirst+e.gdtCount; b++ {
+		add(b, role{kind: roleGroupDesc})
+	}
+	for b := range e.bitmapG {
+		add(b, role{kind: roleBitmap})
+	}
+	e.staticRoles = st
+	e.roles = make(map[uint64][]role, len(st))
+	for b, rs := range st {
+		e.roles[b] = rs
+	}
+	e.dynBlocks = nil
+}
+
+// buildStaticSpans sorts and merges the spans of the static roles and of
+// the journal (the journal inode's map is fixed too: changing it is a
+// layout change).
+func (e *Engine) buildStaticSpans() {
+	var spans []span
+	for b := range e.staticRoles {
+		spans = append(spans, span{b, b + 1})
 	}
 	if e.jnl != nil {
 		for _, m := range e.jnl.maps {
@@ -90,27 +167,27 @@ func (e *Engine) reindex() {
 		}
 	}
 	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
-	merged := spans[:0]
-	for _, s := range spans {
-		if k := len(merged); k > 0 && s.start <= merged[k-1].end {
-			merged[k-1].end = max(merged[k-1].end, s.end)
+	e.staticSpans = mergeSpans(nil, spans, nil)
+	e.staticJnl = e.jnl != nil
+}
+
+// mergeSpans appends to dst the union of two lists of spans sorted by
+// start, merging spans that overlap or touch.
+func mergeSpans(dst, a, b []span) []span {
+	for len(a) > 0 || len(b) > 0 {
+		var s span
+		if len(b) == 0 || (len(a) > 0 && a[0].start <= b[0].start) {
+			s, a = a[0], a[1:]
+		} else {
+			s, b = b[0], b[1:]
+		}
+		if k := len(dst); k > 0 && s.start <= dst[k-1].end {
+			dst[k-1].end = max(dst[k-1].end, s.end)
 			continue
 		}
-		merged = append(merged, s)
+		dst = append(dst, s)
 	}
-	e.watched = merged
-
-	// Drop held versions of blocks no tracked inode refers to any more.
-	for b := range e.meta {
-		if _, ok := roles[b]; !ok {
-			delete(e.meta, b)
-		}
-	}
-	for b := range e.homeWrote {
-		if _, ok := roles[b]; !ok {
-			delete(e.homeWrote, b)
-		}
-	}
+	return dst
 }
 
 // dataAt returns the data spans overlapping physical blocks [first, last].

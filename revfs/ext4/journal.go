@@ -30,7 +30,35 @@ type journal struct {
 	// home, from Open with a dirty log until the next journal superblock
 	// write (replay.go); nil otherwise.
 	replay map[uint64][][sha256.Size]byte
+	// cache holds, for journal blocks the host wrote, the bytes it wrote
+	// (which are what the image holds): the engine reads a transaction's
+	// blocks right after they arrive (scan at the commit block, the copies
+	// of metadata and of data=journal data, sealing), and reading them back
+	// from the image cost a pread and an allocation per block. Entries are
+	// never modified in place (a rewrite replaces the slice), so readJ can
+	// hand them out without copying. Bounded by maxJournalCache bytes,
+	// oldest out first (jcache.go); a block not cached is read from the
+	// image. Anything that writes journal blocks other than through
+	// Wrote (RepairDiscard) must drop them from the cache.
+	cache     map[uint32][]byte
+	cacheQ    []cacheRef        // the order blocks were cached in (jcache.go)
+	cacheHead int               // cacheQ[:cacheHead] are consumed
+	cacheGen  map[uint32]uint64 // generation of each block's cached version
+	cacheN    uint64            // the last generation given
+	// pending is set while a commit block the host wrote has not been
+	// applied (its transaction was incomplete or not found from the
+	// expected position): catchUp then has work to do at the next flush.
+	// Without it, catchUp re-scanned the log at every flush.
+	pending    bool
+	pendingTid uint32 // the newest such commit's tid
 }
+
+// maxJournalCache bounds the bytes journal.cache holds. A jbd2 transaction
+// is at most a quarter of the journal, but the kernel commits every few
+// milliseconds under fsync load: 8 MiB holds many transactions of the
+// bench's 16 writers (about 1 MiB each in data=journal) and keeps the
+// device's memory small whatever the journal size.
+const maxJournalCache = 8 << 20
 
 // journalCopy is a committed journalled copy of a home block that has not
 // been written home yet.
@@ -55,7 +83,7 @@ func (e *Engine) openJournal() error {
 	if len(jt.view.unknown) > 0 || len(jt.view.maps) == 0 {
 		return fmt.Errorf("ext4: journal inode %d has no readable block map", e.sb.JournalInum)
 	}
-	j := &journal{e: e, maps: jt.view.maps, wrote: map[uint32]writeMark{}, copyOf: map[uint32]uint64{}}
+	j := &journal{e: e, maps: jt.view.maps, wrote: map[uint32]writeMark{}, copyOf: map[uint32]uint64{}, cache: map[uint32][]byte{}}
 	j.byPhys = append([]layout.Mapping(nil), j.maps...)
 	sort.Slice(j.byPhys, func(a, b int) bool { return j.byPhys[a].Physical < j.byPhys[b].Physical })
 	raw, err := j.readJ(0, nil)
@@ -86,9 +114,11 @@ func (e *Engine) openJournal() error {
 	if len(txs) > 0 {
 		read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
 		j.rememberReplay(txs, read)
-		j.apply(txs, read, nil, map[*tracked]bool{})
+		j.apply(txs, read, nil, nil, map[*tracked]bool{})
 	}
 	j.expect, j.pos, j.seq = true, next, nseq
+	// Let the first flush look for transactions beyond the recovered ones.
+	j.pending, j.pendingTid = true, nseq
 	return nil
 }
 
@@ -116,7 +146,8 @@ func (j *journal) jblockOf(pb uint64) (uint32, bool) {
 	return 0, false
 }
 
-// readJ reads journal block jb as it is once w (if any) lands.
+// readJ reads journal block jb as it is once w (if any) lands. The result
+// may be shared (the cache): callers must not modify it.
 func (j *journal) readJ(jb uint32, w *hostWrite) ([]byte, error) {
 	pb, ok := j.physOf(jb)
 	if !ok {
@@ -125,19 +156,63 @@ func (j *journal) readJ(jb uint32, w *hostWrite) ([]byte, error) {
 	if w != nil && w.has(pb) {
 		return bytes.Clone(w.block(pb)), nil
 	}
+	if c, ok := j.cache[jb]; ok {
+		return c, nil
+	}
 	return j.e.readImage(pb)
 }
 
-// readCopy reads a committed journalled copy, unescaped.
+// readCopy reads a committed journalled copy, unescaped. The result may be
+// shared: callers must not modify it.
 func (j *journal) readCopy(c journalCopy) ([]byte, error) {
 	b, err := j.readJ(c.jblock, nil)
 	if err != nil {
 		return nil, err
 	}
 	if c.escaped {
+		b = bytes.Clone(b)
 		jbd2.Unescape(b)
 	}
 	return b, nil
+}
+
+// remember caches the bytes the host wrote to journal block jb (see
+// journal.cache).
+func (j *journal) remember(jb uint32, nb []byte) {
+	j.cachePut(jb, bytes.Clone(nb))
+}
+
+// needed reports whether a cached journal block may still be read: it was
+// written since its log position was last consumed (an open or
+// not-yet-applied transaction), or it holds a committed copy not yet
+// written home.
+func (j *journal) needed(jb uint32) bool {
+	if _, ok := j.wrote[jb]; ok {
+		return true
+	}
+	home, ok := j.copyOf[jb]
+	if !ok {
+		return false
+	}
+	c, ok := j.e.overlay[home]
+	return ok && c.jblock == jb
+}
+
+// notePending records that the commit block of tid seq arrived without its
+// transaction being applied.
+func (j *journal) notePending(seq uint32) {
+	if !j.pending || tidBefore(j.pendingTid, seq) {
+		j.pendingTid = seq
+	}
+	j.pending = true
+}
+
+// settle clears pending once the engine has applied every transaction up
+// to the newest commit block noted.
+func (j *journal) settle() {
+	if j.pending && j.expect && tidBefore(j.pendingTid, j.seq) {
+		j.pending = false
+	}
 }
 
 // process handles the journal blocks of one host write: the journal
@@ -163,6 +238,7 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 		if apply {
 			j.wrote[jb] = writeMark{e.seq, e.epoch}
 			j.reused(jb, touched)
+			j.remember(jb, nb)
 		}
 		if jb == 0 {
 			vs = append(vs, j.superblock(nb, pb, w, apply)...)
@@ -181,22 +257,125 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 		}
 	}
 	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, w) }
-	for _, c := range commits {
-		txs, next, nseq := j.find(c.seq, read, w)
-		if len(txs) == 0 {
-			continue
-		}
-		blame := func(uint64, int, int) (int64, int64) { return w.blame(c.pb, 0, int(e.bs)) }
-		chg := j.change(txs, read, blame)
-		v, res := e.evalChange(chg)
-		vs = append(vs, v...)
-		vs = append(vs, j.checkDataCopies(chg, blame)...)
-		if apply {
-			j.apply(txs, read, res, touched)
-			j.expect, j.pos, j.seq = true, next, nseq
+	var memo *commitMemo
+	if apply {
+		memo = j.e.takeMemo(w)
+	} else if len(commits) > 0 && j.memoable(w) {
+		memo = &commitMemo{}
+		if !e.written.Contains(w.first, 1) {
+			// Wrote adds the block to the written set first; the
+			// evaluation must not have asked for it (see memoable).
+			e.missOn, e.missBlock, e.missHit = true, w.first, false
+			defer func() { e.missOn = false }()
 		}
 	}
+	for k, c := range commits {
+		if j.expect && tidBefore(c.seq, j.seq) {
+			continue // an old commit block rewritten: already applied
+		}
+		var ev commitEval
+		if apply && memo != nil && k < len(memo.evals) && memo.evals[k].seq == c.seq {
+			ev = memo.evals[k]
+		} else {
+			ev = j.evalCommit(c.seq, c.pb, read, w)
+			vs = append(vs, ev.vs...)
+			if !apply && len(ev.txs) > 0 {
+				vs = append(vs, j.replayViolations(ev.txs, read, ev.blame, ev.chg, vs)...)
+			}
+		}
+		if !apply && memo != nil {
+			memo.evals = append(memo.evals, ev)
+		}
+		if len(ev.txs) == 0 {
+			if apply {
+				j.notePending(c.seq)
+			}
+			continue
+		}
+		if apply {
+			j.apply(ev.txs, read, ev.chg, ev.res, touched)
+			j.expect, j.pos, j.seq = true, ev.next, ev.nseq
+			j.settle()
+		}
+	}
+	if e.missOn && e.missHit {
+		memo = nil
+	}
+	if !apply && memo != nil && len(vs) == 0 {
+		// The engine's Wrote of this request usually follows at once:
+		// let it apply what was just evaluated (see Engine.takeMemo).
+		j.e.memo = memo
+	}
+	if !apply && len(vs) > 0 {
+		// The device core may now have the log blocks repaired in the
+		// image (RepairDiscard), not through Wrote. RepairDiscard drops
+		// what it rewrites; violations are rare, so forget everything
+		// too rather than depend on every such path doing so.
+		j.cacheReset()
+	}
 	return vs
+}
+
+// commitEval is what a commit block completes and how that evaluates.
+type commitEval struct {
+	seq        uint32 // the commit block's tid
+	txs        []jbd2.Transaction
+	next, nseq uint32
+	blame      func(uint64, int, int) (int64, int64)
+	chg        *change
+	res        *result
+	vs         []revfs.Violation
+}
+
+// evalCommit finds the transactions the commit block of tid seq at device
+// block pb completes and evaluates them as one change.
+func (j *journal) evalCommit(seq uint32, pb uint64, read func(uint32) ([]byte, error), w *hostWrite) commitEval {
+	ev := commitEval{seq: seq}
+	ev.txs, ev.next, ev.nseq = j.find(seq, read, w)
+	if len(ev.txs) == 0 {
+		return ev
+	}
+	bs := int(j.e.bs)
+	ev.blame = func(uint64, int, int) (int64, int64) { return w.blame(pb, 0, bs) }
+	ev.chg = j.change(ev.txs, read, ev.blame)
+	ev.vs, ev.res = j.e.evalChange(ev.chg)
+	ev.vs = append(ev.vs, j.checkDataCopies(ev.chg, ev.blame)...)
+	return ev
+}
+
+// commitMemo carries CheckWrite's evaluation of a commit block write to the
+// Wrote of the same request, which would otherwise scan and evaluate the
+// same transactions again (the most expensive thing the engine does).
+type commitMemo struct {
+	off   int64
+	p     []byte // the request's buffer: same slice, same length
+	mut   uint64 // Engine.mut when it was made
+	evals []commitEval
+}
+
+// memoable reports whether evaluating the commit blocks of w gives the same
+// answer before the write lands (CheckWrite) as after (Wrote): w is one
+// journal block holding no committed copy and no role of its own. Landing
+// it then changes nothing the evaluation reads — the transactions' other
+// blocks, their write marks and the held metadata are as they were —
+// except the written set, which gains the block: the caller makes sure the
+// evaluation never asked whether it was written (Engine.missOn).
+func (j *journal) memoable(w *hostWrite) bool {
+	e := j.e
+	if w.first != w.last || w.end-w.off != e.bs {
+		return false
+	}
+	jb, ok := j.jblockOf(w.first)
+	if !ok || jb == 0 {
+		return false
+	}
+	if home, ok := j.copyOf[jb]; ok {
+		if c, live := e.overlay[home]; live && c.jblock == jb {
+			return false
+		}
+	}
+	_, ok = e.roles[w.first]
+	return !ok && len(e.dataAt(w.first, w.first)) == 0
 }
 
 // tidBefore compares jbd2 transaction ids with wrap-around (tid_gt).
@@ -260,6 +439,12 @@ func (j *journal) find(seq uint32, read func(uint32) ([]byte, error), w *hostWri
 // change presents transactions as one set of home-block versions (the
 // last copy of each home block wins, as in replay).
 func (j *journal) change(txs []jbd2.Transaction, read func(uint32) ([]byte, error), blame func(uint64, int, int) (int64, int64)) *change {
+	return j.versions(txs, read, blame, false)
+}
+
+// versions is change; with replay, copies older than a home write are kept
+// too: a replay writes them regardless (see replayViolations).
+func (j *journal) versions(txs []jbd2.Transaction, read func(uint32) ([]byte, error), blame func(uint64, int, int) (int64, int64), replay bool) *change {
 	latest := map[uint64]jbd2.LoggedBlock{}
 	var homes []uint64
 	for _, tx := range txs {
@@ -277,7 +462,7 @@ func (j *journal) change(txs []jbd2.Transaction, read func(uint32) ([]byte, erro
 	// the copy: the copy does not count (the host reordered, or the
 	// kernel checkpointed a newer version).
 	for h, lb := range latest {
-		if w, ok := j.e.homeWrote[h]; ok && w >= j.wrote[lb.JBlock].epoch {
+		if w, ok := j.e.homeWrote[h]; ok && !replay && w >= j.wrote[lb.JBlock].epoch {
 			delete(latest, h)
 		}
 	}
@@ -302,6 +487,7 @@ func (j *journal) change(txs []jbd2.Transaction, read func(uint32) ([]byte, erro
 			return nil, false
 		}
 		if lb.Escaped {
+			d = bytes.Clone(d) // read's result may be shared
 			jbd2.Unescape(d)
 		}
 		cache[b] = d
@@ -342,9 +528,15 @@ func (j *journal) checkDataCopies(chg *change, blame func(uint64, int, int) (int
 // apply makes committed transactions the model: metadata versions first,
 // then copies of protected data blocks, which count as written and are
 // read from the journal until their home write lands.
-func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error), res *result, touched map[*tracked]bool) {
+//
+// chg and res are the change and its evaluation when the caller has them
+// (nil: computed here).
+func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error), chg *change, res *result, touched map[*tracked]bool) {
 	e := j.e
-	chg := j.change(txs, read, func(uint64, int, int) (int64, int64) { return 0, 0 })
+	if chg == nil {
+		chg = j.change(txs, read, func(uint64, int, int) (int64, int64) { return 0, 0 })
+		res = nil
+	}
 	if res == nil {
 		_, res = e.evalChange(chg)
 	}
@@ -384,6 +576,8 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 // (or forges): the home block then no longer counts as written, and
 // coherence waits for its home write.
 func (j *journal) reused(jb uint32, touched map[*tracked]bool) {
+	// The block's content changes (a write caches it again) or is zeroed.
+	delete(j.cache, jb)
 	home, ok := j.copyOf[jb]
 	if !ok {
 		return
@@ -437,6 +631,9 @@ func (j *journal) consume(txs []jbd2.Transaction) {
 		p := tx.Start
 		for n := uint32(0); n <= j.sb.MaxLen(); n++ {
 			delete(j.wrote, p)
+			if !j.needed(p) {
+				delete(j.cache, p)
+			}
 			if p == tx.End {
 				break
 			}
@@ -466,6 +663,9 @@ func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []r
 			j.expect = false
 		case !j.expect:
 			j.expect, j.pos, j.seq = true, nsb.Start(), nsb.Sequence()
+			// A new log: let the next flush look for transactions whose
+			// commit block came before this superblock.
+			j.pending, j.pendingTid = true, nsb.Sequence()
 		}
 	}
 	return nil
@@ -476,7 +676,7 @@ func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []r
 // runs at a flush; a transaction that would raise a violation is left
 // alone, so that its home writes are judged against the old model.
 func (j *journal) catchUp(touched map[*tracked]bool) {
-	if !j.expect {
+	if !j.expect || !j.pending {
 		return
 	}
 	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
@@ -507,6 +707,7 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 		j.e.log.Warn("ext4: committed transactions found at a flush would change protected data; not applied", "first", txs[0].Sequence, "violations", len(vs))
 		return
 	}
-	j.apply(txs, read, res, touched)
+	j.apply(txs, read, chg, res, touched)
 	j.expect, j.pos, j.seq = true, next, nseq
+	j.settle()
 }

@@ -134,6 +134,9 @@ func (e *Engine) source(pending func(uint64) ([]byte, bool)) source {
 			d, err := e.readNewest(b)
 			return d, err == nil, err
 		}
+		if e.missOn && b == e.missBlock {
+			e.missHit = true
+		}
 		if !e.written.Contains(b, 1) {
 			return nil, false, errNotWritten
 		}

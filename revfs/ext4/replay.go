@@ -30,6 +30,7 @@ func (j *journal) rememberReplay(txs []jbd2.Transaction, read func(uint32) ([]by
 				continue
 			}
 			if lb.Escaped {
+				c = bytes.Clone(c) // read's result may be shared
 				jbd2.Unescape(c)
 			}
 			j.replay[lb.Home] = append(j.replay[lb.Home], sha256.Sum256(c))

@@ -31,6 +31,11 @@ func TestFreeBlocksFollowsDescriptors(t *testing.T) {
 	if after != want {
 		t.Fatalf("after rm of a 70000-byte file: %d free, want %d", after, want)
 	}
+	// The count kept up to date descriptor by descriptor is the full sum.
+	r.e.freeValid = false
+	if full, _ := r.e.FreeBlocks(); full != after {
+		t.Fatalf("incremental count %d, full sum %d", after, full)
+	}
 	// A descriptor block that no longer parses counts as full, never as
 	// more free space than the volume has.
 	gdt := int64(r.e.gdtFirst) * r.bs

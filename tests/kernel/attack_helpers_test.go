@@ -321,3 +321,21 @@ func (k *kdev) imageFile(ino uint64) ([]byte, []string, error) {
 	}
 	return f.Data, im.Notes, nil
 }
+
+// appendReplayed appends data to log with fsync, then checks that the image,
+// its journal replayed as the kernel would after a crash, shows the log with
+// the append: the journal is still one valid log. have is the log's content
+// before; the content after is returned.
+func (k *kdev) appendReplayed(log string, have, data []byte) []byte {
+	k.t.Helper()
+	if err := tryAppend(k.path(log), data); err != nil {
+		k.t.Fatalf("append to %s: %v", log, err)
+	}
+	want := append(append([]byte(nil), have...), data...)
+	got, notes, err := k.imageFile(k.inode(log))
+	if err != nil || !bytes.HasPrefix(got, want) {
+		k.t.Fatalf("the image, journal replayed, shows %d bytes of %s (%v, %q), want the %d fsynced; events:%s",
+			len(got), log, err, notes, len(want), k.eventSummary())
+	}
+	return want
+}

@@ -1,0 +1,232 @@
+package ext4
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/indelible-worm/indelible/revfs"
+)
+
+// The journal cache keeps at most maxJournalCache bytes and lets the
+// blocks cached longest ago go first; a block cached again counts as new.
+func TestJournalCacheEvictsOldest(t *testing.T) {
+	const bs = 4096
+	j := &journal{e: &Engine{bs: bs}, cache: map[uint32][]byte{}}
+	limit := maxJournalCache / bs
+	block := func(n uint32) []byte {
+		b := make([]byte, bs)
+		binary.BigEndian.PutUint32(b, n)
+		return b
+	}
+	for jb := uint32(1); jb <= uint32(limit); jb++ {
+		j.cachePut(jb, block(jb))
+	}
+	j.cachePut(1, block(1001)) // block 1 is now the newest
+	delete(j.cache, 2)         // dropped from outside (a rewrite, a repair)
+	for jb := uint32(limit + 1); jb <= uint32(limit+3); jb++ {
+		j.cachePut(jb, block(jb))
+	}
+	if len(j.cache) > limit {
+		t.Fatalf("%d blocks cached, limit %d", len(j.cache), limit)
+	}
+	if b, ok := j.cache[1]; !ok || binary.BigEndian.Uint32(b) != 1001 {
+		t.Fatal("the block cached again was evicted or is stale")
+	}
+	for _, jb := range []uint32{3, 4} {
+		if _, ok := j.cache[jb]; ok {
+			t.Fatalf("block %d, among the oldest, is still cached", jb)
+		}
+	}
+	for _, jb := range []uint32{5, uint32(limit + 3)} {
+		if b, ok := j.cache[jb]; !ok || binary.BigEndian.Uint32(b) != jb {
+			t.Fatalf("block %d missing or wrong", jb)
+		}
+	}
+	// The order queue stays bounded however long the cache is used.
+	for n := 0; n < 10*limit; n++ {
+		j.cachePut(uint32(n%7), block(uint32(n)))
+	}
+	if len(j.cacheQ)-j.cacheHead > 4*limit+1 {
+		t.Fatalf("order queue holds %d refs for %d blocks", len(j.cacheQ)-j.cacheHead, len(j.cache))
+	}
+	j.cacheReset()
+	if len(j.cache) != 0 || len(j.cacheQ) != 0 {
+		t.Fatal("reset left blocks")
+	}
+}
+
+// stage writes the descriptor and copies of a transaction, as
+// txWriter.commit does, and returns its commit block and where it goes,
+// without writing it.
+func (w *txWriter) stage(homes []uint64, copies [][]byte) (int64, []byte) {
+	bs := w.r.bs
+	desc := jbdBlock(bs, 1, w.seq)
+	off := 12
+	for i, h := range homes {
+		binary.BigEndian.PutUint32(desc[off:], uint32(h))
+		flags := uint16(0)
+		if i > 0 {
+			flags |= 2 // SAME_UUID
+		}
+		if i == len(homes)-1 {
+			flags |= 8 // LAST_TAG
+		}
+		binary.BigEndian.PutUint16(desc[off+6:], flags)
+		off += 8
+		if i == 0 {
+			off += 16
+		}
+	}
+	if vs := w.put(w.pos, desc); len(vs) > 0 {
+		w.r.t.Fatalf("descriptor raised %v", vs)
+	}
+	for i, c := range copies {
+		if vs := w.put(w.pos+1+uint32(i), c); len(vs) > 0 {
+			w.r.t.Fatalf("copy raised %v", vs)
+		}
+	}
+	cpos := w.pos + 1 + uint32(len(copies))
+	pb, _ := w.r.e.jnl.physOf(cpos)
+	commit := jbdBlock(bs, 2, w.seq)
+	w.pos, w.seq = cpos+1, w.seq+1
+	return int64(pb) * bs, commit
+}
+
+// CheckWrite's evaluation of a commit block is reused by the Wrote of the
+// same request, and only then: the state it leaves is the one a fresh
+// evaluation gives, a Wrote of other bytes evaluates afresh, and a commit
+// raising a violation leaves nothing to reuse.
+func TestCommitMemo(t *testing.T) {
+	const p = "var/log/app.log"
+	path := loadImage(t, "b4k-journal.img")
+	setSize := func(n uint32) func([]byte) {
+		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
+	}
+	// A later lap of the log (blocks written before) and the first one.
+	open := func() *rig {
+		r := openRig(t, path, map[string]int64{p: 5000}, p)
+		for _, m := range r.e.jnl.maps {
+			r.written.Add(m.Physical, m.Len)
+		}
+		return r
+	}
+
+	t.Run("same request", func(t *testing.T) {
+		r, first, fresh := open(), openRig(t, path, map[string]int64{p: 5000}, p), open()
+		wr, w1, wf := newTxWriter(r), newTxWriter(first), newTxWriter(fresh)
+		for _, n := range []uint32{6000, 7000, 9000} {
+			home, blk := r.inodeBlockWith(p, setSize(n))
+			for _, x := range []struct {
+				r *rig
+				w *txWriter
+			}{{r, wr}, {first, w1}} {
+				off, commit := x.w.stage([]uint64{home}, [][]byte{blk})
+				if vs := x.r.e.CheckWrite(off, commit); len(vs) != 0 {
+					t.Fatalf("size %d: %v", n, vs)
+				}
+				if x.r.e.memo == nil {
+					t.Fatalf("size %d: no memo after CheckWrite of a commit block", n)
+				}
+				copy(x.r.img.b[off:], commit)
+				x.r.e.Wrote(off, bytes.Clone(commit)) // another buffer, same bytes
+				if x.r.e.memo != nil {
+					t.Fatal("memo kept after Wrote")
+				}
+			}
+			// The same commit evaluated afresh by Wrote.
+			off, commit := wf.stage([]uint64{home}, [][]byte{blk})
+			if vs := fresh.e.CheckWrite(off, commit); len(vs) != 0 {
+				t.Fatalf("fresh rig, size %d: %v", n, vs)
+			}
+			fresh.e.memo = nil
+			copy(fresh.img.b[off:], commit)
+			fresh.e.Wrote(off, commit)
+			got, want := r.state(p), fresh.state(p)
+			if st := first.state(p); st.Size != want.Size || st.Coherent != want.Coherent || st.Journalled != want.Journalled {
+				t.Fatalf("size %d: first lap %+v, fresh %+v", n, st, want)
+			}
+			got.LastTouch, want.LastTouch = time.Time{}, time.Time{}
+			if got != want || got.Size != int64(n) {
+				t.Fatalf("size %d: with memo %+v, fresh %+v", n, got, want)
+			}
+		}
+	})
+
+	t.Run("other bytes written", func(t *testing.T) {
+		r := open()
+		home, blk := r.inodeBlockWith(p, setSize(6000))
+		off, commit := newTxWriter(r).stage([]uint64{home}, [][]byte{blk})
+		if vs := r.e.CheckWrite(off, commit); len(vs) != 0 || r.e.memo == nil {
+			t.Fatalf("CheckWrite: %v, memo %v", vs, r.e.memo != nil)
+		}
+		// What lands is not a commit block: nothing commits.
+		junk := make([]byte, r.bs)
+		copy(r.img.b[off:], junk)
+		r.e.Wrote(off, junk)
+		if st := r.state(p); st.Size != 5000 {
+			t.Fatalf("a commit block that never landed was applied: %+v", st)
+		}
+	})
+
+	t.Run("model changed in between", func(t *testing.T) {
+		r := open()
+		home, blk := r.inodeBlockWith(p, setSize(6000))
+		off, commit := newTxWriter(r).stage([]uint64{home}, [][]byte{blk})
+		r.e.CheckWrite(off, commit)
+		r.e.Flushed()
+		if r.e.takeMemo(&hostWrite{off: off, p: commit}) != nil {
+			t.Fatal("memo survived a flush")
+		}
+	})
+
+	t.Run("violation", func(t *testing.T) {
+		r := open()
+		home, blk := r.inodeBlockWith(p, setSize(100))
+		off, commit := newTxWriter(r).stage([]uint64{home}, [][]byte{blk})
+		vs := r.e.CheckWrite(off, commit)
+		if len(vs) != 1 || vs[0].Kind != revfs.KindSizeDecreased {
+			t.Fatalf("truncate: %v", vs)
+		}
+		if r.e.memo != nil {
+			t.Fatal("memo kept for a write raising a violation")
+		}
+	})
+}
+
+// A change carrying an inode-table block re-derives only the tracked
+// inodes whose record it changes; a neighbour's record that stays as it
+// was keeps its view, and a neighbour's record that changes is judged.
+func TestUnchangedInodeKeepsView(t *testing.T) {
+	const app, big = "var/log/app.log", "var/log/big.log"
+	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{app: 5000, big: 70000}, app, big)
+	fa, fb := r.e.byIno[uint64(r.ids[app])], r.e.byIno[uint64(r.ids[big])]
+	if fa.inoBlock != fb.inoBlock {
+		t.Skip("the two files' inodes are in different blocks")
+	}
+	setSize := func(n uint32) func([]byte) {
+		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
+	}
+	w := newTxWriter(r)
+	home, blk := r.inodeBlockWith(app, setSize(6000))
+	before := fb.view
+	if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
+		t.Fatalf("growth of %s: %v", app, vs)
+	}
+	if fb.view != before {
+		t.Fatalf("%s's view was re-derived though its record did not change", big)
+	}
+	if st := r.state(app); st.Size != 6000 {
+		t.Fatalf("%s: %+v", app, st)
+	}
+	if !bytes.Equal(r.e.meta[home], blk) {
+		t.Fatal("the model does not hold the new inode-table block")
+	}
+	_, blk2 := r.inodeBlockWith(big, setSize(100))
+	copy(blk2[fa.inoOff:fa.inoOff+r.e.sb.InodeSizeBytes()], blk[fa.inoOff:]) // app keeps 6000
+	vs, _ := w.commit([]uint64{home}, [][]byte{blk2})
+	if len(vs) != 1 || vs[0].Kind != revfs.KindSizeDecreased || vs[0].File != r.ids[big] {
+		t.Fatalf("truncate of %s next to an unchanged record: %v", big, vs)
+	}
+}
