@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -457,5 +458,25 @@ func TestInspect(t *testing.T) {
 	}
 	if _, err := Inspect(bytes.NewReader(make([]byte, 4096))); !errors.Is(err, ErrBadMagic) {
 		t.Errorf("zero image: %v", err)
+	}
+}
+
+// TestInodeDecode holds the hand-written inode decoder to encoding/binary's
+// reading of the same struct, over random records.
+func TestInodeDecode(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var b [InodeStructSize]byte
+	for range 1000 {
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		var got, want Inode
+		got.decode(&b)
+		if _, err := binary.Decode(b[:], binary.LittleEndian, &want); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("decode differs from binary.Decode:\n got %+v\nwant %+v", got, want)
+		}
 	}
 }
