@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/indelible-worm/indelible/internal/durable"
 )
 
 // FileRef names a real log: ID is the SealFS "inode" recorded in entries (the
@@ -291,7 +293,7 @@ func (s *Store) open(devKeyPath string) error {
 		if err := s.writeState(n, key, n, key); err != nil {
 			return err
 		}
-		if err := datasync(s.sf); err != nil {
+		if err := durable.Datasync(s.sf); err != nil {
 			return err
 		}
 	}
@@ -390,7 +392,7 @@ func (s *Store) finishBurn(from, want int64) (int64, error) {
 	if err := s.writeKeyHeader(want); err != nil {
 		return 0, err
 	}
-	if err := datasync(s.kf); err != nil {
+	if err := durable.Datasync(s.kf); err != nil {
 		return 0, err
 	}
 	s.burnt = want
@@ -419,7 +421,7 @@ func (s *Store) readState(found int64) (RatchetState, error) {
 		if err := s.writeState(n, st.NextKey, n, st.NextKey); err != nil {
 			return RatchetState{}, err
 		}
-		return st, datasync(sf)
+		return st, durable.Datasync(sf)
 	}
 	if err != nil {
 		return RatchetState{}, fmt.Errorf("seal: open ratchet state: %w", err)
@@ -1088,7 +1090,7 @@ func (s *Store) commit() error {
 // syncing many real logs costs little more than syncing one.
 func syncAll(files []*os.File, dirs []string) error {
 	if len(files) == 1 && len(dirs) == 0 {
-		return datasync(files[0])
+		return durable.Datasync(files[0])
 	}
 	const workers = 16
 	errs := make(chan error, len(files)+len(dirs))
@@ -1107,7 +1109,7 @@ func syncAll(files []*os.File, dirs []string) error {
 	}
 	for _, f := range files {
 		work <- func() error {
-			if err := datasync(f); err != nil {
+			if err := durable.Datasync(f); err != nil {
 				return fmt.Errorf("seal: sync %s: %w", f.Name(), err)
 			}
 			return nil

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/indelible-worm/indelible/internal/durable"
 	"github.com/indelible-worm/indelible/revfs"
 )
 
@@ -219,7 +220,10 @@ func (s *WrittenSet) writeChunks(idx []uint64, buf []byte) error {
 			return fmt.Errorf("worm: written-block map: %w", err)
 		}
 	}
-	if err := datasync(s.f); err != nil {
+	// fdatasync, not fsync: the host's FLUSH waits for this, and fsync
+	// would add a journal commit of the device's own filesystem for the
+	// map's new modification time.
+	if err := durable.Datasync(s.f); err != nil {
 		return fmt.Errorf("worm: written-block map: %w", err)
 	}
 	return nil

@@ -1,8 +1,7 @@
 //go:build !linux
 
-package worm
+package durable
 
 import "os"
 
-// datasync falls back to fsync where fdatasync is not available.
 func datasync(f *os.File) error { return f.Sync() }

@@ -1,4 +1,4 @@
-package worm
+package durable
 
 import (
 	"os"
@@ -6,12 +6,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// datasync is fdatasync(2). The written-block map is overwritten in place
-// at every host FLUSH; fsync would also commit its new modification time,
-// a journal commit of the device's own filesystem per FLUSH that the
-// host's FLUSH then waits for. fdatasync still commits what reading the
-// data back needs (a chunk written into a hole allocates blocks and may
-// grow the file).
 func datasync(f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
