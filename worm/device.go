@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/indelible-worm/indelible/blockdev"
@@ -68,6 +69,9 @@ type Device struct {
 	// Owned by the scheduler goroutine.
 	slab     []byte // read buffer reused by every pass
 	nextFile int    // where a bounded pass resumes
+	// passes counts the scheduler's finished passes, so that tests can
+	// wait for one instead of sleeping.
+	passes atomic.Uint64
 
 	wake chan struct{}
 	stop chan struct{}

@@ -166,6 +166,21 @@ func (r *rig) appendBytes(t *testing.T, data []byte) {
 	r.dev.mu.Unlock()
 }
 
+// waitPass pokes the scheduler and returns once a whole pass has run
+// after the call: what the device knew at the call has been noted.
+func (r *rig) waitPass(t *testing.T) {
+	t.Helper()
+	want := r.dev.passes.Load() + 2 // a pass under way may predate the call
+	deadline := time.Now().Add(5 * time.Second)
+	for r.dev.passes.Load() < want {
+		if time.Now().After(deadline) {
+			t.Fatal("the scheduler ran no pass in 5 s")
+		}
+		r.dev.poke()
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func waitSealed(t *testing.T, r *rig, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
@@ -203,7 +218,7 @@ func TestSchedulerJournalModes(t *testing.T) {
 	r.eng.dataJournal = false
 	r.dev.mu.Unlock()
 	r.appendBytes(t, []byte("ordered"))
-	time.Sleep(30 * time.Millisecond)
+	r.waitPass(t) // the margin runs from the pass that first sees the length
 	if n := len(r.sealer.get(12)); n != 10 {
 		t.Fatalf("ordered append sealed before its margin: %d bytes", n)
 	}

@@ -86,6 +86,7 @@ func (d *Device) scheduler(tick time.Duration) {
 			}
 		}
 		jobs := d.pass(retry, sealed == nil)
+		d.passes.Add(1)
 		if len(jobs) > 0 {
 			retry = nil
 			sealed = make(chan []sealJob, 1)

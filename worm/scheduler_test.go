@@ -20,13 +20,11 @@ func TestOrderedMarginWhileHostKeepsAppending(t *testing.T) {
 	r.eng.journalled = true
 	r.dev.mu.Unlock()
 	r.appendBytes(t, []byte("first\n"))
-	r.dev.poke()
-	time.Sleep(20 * time.Millisecond) // let a pass note the coherent length
+	r.waitPass(t) // the pass notes the coherent length
 	for i := 0; i < 4; i++ {
 		r.clk.add(40 * time.Millisecond)
 		r.appendBytes(t, []byte("more\n")) // touches the file: idle stays 0
-		r.dev.poke()
-		time.Sleep(20 * time.Millisecond)
+		r.waitPass(t)
 	}
 	// 160 ms since "first\n" became coherent, 0 since the last write.
 	waitSealed(t, r, 6)
@@ -47,8 +45,7 @@ func TestOrderedMarginCountsFromCoherence(t *testing.T) {
 	r.dev.mu.Unlock()
 	r.clk.add(10 * time.Second) // the file has been idle for long
 	r.appendBytes(t, []byte("late\n"))
-	r.dev.poke()
-	time.Sleep(30 * time.Millisecond)
+	r.waitPass(t)
 	if n := len(r.sealer.get(12)); n != 0 {
 		t.Fatalf("sealed %d bytes before the ordered margin", n)
 	}
