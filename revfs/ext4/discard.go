@@ -44,6 +44,16 @@ import (
 // which this does not rewrite). The commit block itself lands unchanged:
 // with csum v2/v3 its checksum covers only itself.
 //
+// A transaction whose commit block the host wrote before the rest of it is
+// judged at the write that completes it (journal.checkPending), which may
+// be a copy, a descriptor or a revoke block: the repair is the same, and
+// the blocks of the transaction that the request carries land repaired
+// with it. The commit block is already in the image; with csum v2/v3 it
+// needs no rewrite, and with checksum v1 the repair is made only when the
+// commit blocks carry no CRC (the kernel then checks none); otherwise the
+// device drops the blamed bytes, which breaks the CRC, and a replay stops
+// before the transaction.
+//
 // This is sound because a replay writes exactly the copies the check sees,
 // and after the repair none of them changes protected data: the image
 // replayed shows the committed file, like the model. Everything outside the
@@ -73,7 +83,10 @@ type loggedAt struct {
 }
 
 // RepairDiscard applies the discard response to the violations vs that
-// the write of p at off raised through jbd2 commit blocks: it repairs the
+// the write of p at off raised through jbd2 commit blocks, or by
+// completing transactions whose commit block landed first (see
+// journal.checkPending; the copies and descriptors the request carries are
+// repaired in the request it returns): it repairs the
 // committed transactions' journalled copies as described above, writing
 // every repaired log block that lies outside the request through write,
 // and returns the request to write instead (p, or a copy with the repaired
@@ -84,7 +97,11 @@ type loggedAt struct {
 // commit block reads the repaired log from the image and applies it.
 func (e *Engine) RepairDiscard(off int64, p []byte, vs []revfs.Violation, write func(b []byte, off int64) error) ([]byte, []revfs.Violation, error) {
 	j := e.jnl
-	if j == nil || len(vs) == 0 || len(p) == 0 || off < 0 || j.sb.HasChecksumV1() {
+	if j == nil || len(vs) == 0 || len(p) == 0 || off < 0 {
+		return p, vs, nil
+	}
+	v1 := j.sb.HasChecksumV1()
+	if v1 && !j.pending {
 		return p, vs, nil
 	}
 	e.reindexIfDirty()
@@ -105,7 +122,8 @@ func (e *Engine) RepairDiscard(off int64, p []byte, vs []revfs.Violation, write 
 	}
 	handled := make([]bool, len(vs))
 	repaired := false
-	for pb := w.first; pb <= w.last; pb++ {
+	covered, coveredSeq := false, uint32(0) // as in journal.process
+	for pb := w.first; pb <= w.last && !v1; pb++ {
 		jb, ok := j.jblockOf(pb)
 		if !ok || jb == 0 {
 			continue
@@ -124,10 +142,11 @@ func (e *Engine) RepairDiscard(off int64, p []byte, vs []revfs.Violation, write 
 		if len(mine) == 0 {
 			continue
 		}
-		txs, _, _ := j.find(h.Sequence, read, w)
+		txs, _, nseq := j.find(h.Sequence, read, w)
 		if len(txs) == 0 {
 			continue // nothing this commit block completes raised them
 		}
+		covered, coveredSeq = true, nseq
 		if !j.repair(txs, read, patches) {
 			e.log.Warn("ext4: discard: the transaction cannot be repaired; its commit block is dropped", "tid", h.Sequence, "transactions", len(txs))
 			continue
@@ -137,6 +156,32 @@ func (e *Engine) RepairDiscard(off int64, p []byte, vs []revfs.Violation, write 
 			handled[i] = true
 		}
 		repaired = true
+	}
+	// A write completing transactions whose commit block came first
+	// (journal.checkPending): the same repair, with the copies and the
+	// descriptors that lie in the request landing repaired with it.
+	if txs, lo, hi := j.pendingTxs(w, read); len(txs) > 0 && !(covered && tidBefore(txs[len(txs)-1].Sequence, coveredSeq)) {
+		var mine []int
+		for i, v := range vs {
+			if !handled[i] && v.Off >= lo && v.Off+v.Len <= hi {
+				mine = append(mine, i)
+			}
+		}
+		switch {
+		case len(mine) == 0:
+		case v1 && v1Summed(txs):
+			// The commit block, already in the image, holds a CRC over
+			// the copies: dropping the blamed bytes breaks it, and a
+			// replay stops before these transactions.
+		case !j.repair(txs, read, patches):
+			e.log.Warn("ext4: discard: the transaction cannot be repaired; the blamed bytes of the write are dropped", "first", txs[0].Sequence, "last", txs[len(txs)-1].Sequence)
+		default:
+			e.log.Info("ext4: discard: journalled copies repaired", "first", txs[0].Sequence, "last", txs[len(txs)-1].Sequence)
+			for _, i := range mine {
+				handled[i] = true
+			}
+			repaired = true
+		}
 	}
 	if !repaired {
 		return p, vs, nil
@@ -176,6 +221,18 @@ func (e *Engine) RepairDiscard(off int64, p []byte, vs []revfs.Violation, write 
 		}
 	}
 	return q, rest, nil
+}
+
+// v1Summed reports whether a commit block of txs carries a checksum v1
+// CRC (a checksum v1 commit may carry none, which the kernel accepts while
+// no earlier commit of the log carried one).
+func v1Summed(txs []jbd2.Transaction) bool {
+	for _, tx := range txs {
+		if tx.Commit.ChecksumType != 0 || tx.Commit.ChecksumSize != 0 || tx.Commit.Checksum != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // repair restores the protected bytes of the copies txs would replay and

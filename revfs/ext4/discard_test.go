@@ -73,6 +73,21 @@ func (w *csumTx) blockAt(jb uint32) int64 {
 // log writes the descriptor and the copies of one transaction and returns
 // the journal block its commit block goes to.
 func (w *csumTx) log(homes []uint64, copies [][]byte) uint32 {
+	desc, stored := w.blocks(homes, copies)
+	if vs := w.r.write(w.blockAt(w.pos), desc); len(vs) > 0 {
+		w.r.t.Fatalf("descriptor raised %v", vs)
+	}
+	for i, c := range stored {
+		if vs := w.r.write(w.blockAt(w.pos+1+uint32(i)), c); len(vs) > 0 {
+			w.r.t.Fatalf("copy raised %v", vs)
+		}
+	}
+	return w.pos + 1 + uint32(len(copies))
+}
+
+// blocks builds the descriptor and the copies as stored (escaped) of the
+// current transaction, which lie from w.pos on, without writing them.
+func (w *csumTx) blocks(homes []uint64, copies [][]byte) ([]byte, [][]byte) {
 	be := binary.BigEndian
 	bs := int(w.r.bs)
 	desc := make([]byte, bs)
@@ -119,15 +134,7 @@ func (w *csumTx) log(homes []uint64, copies [][]byte) uint32 {
 	if w.sb.HasCsumV2V3() {
 		w.tail(desc)
 	}
-	if vs := w.r.write(w.blockAt(w.pos), desc); len(vs) > 0 {
-		w.r.t.Fatalf("descriptor raised %v", vs)
-	}
-	for i, c := range stored {
-		if vs := w.r.write(w.blockAt(w.pos+1+uint32(i)), c); len(vs) > 0 {
-			w.r.t.Fatalf("copy raised %v", vs)
-		}
-	}
-	return w.pos + 1 + uint32(len(copies))
+	return desc, stored
 }
 
 func (w *csumTx) tail(b []byte) {
@@ -400,7 +407,8 @@ func TestDiscardRepairsJournalledCopy(t *testing.T) {
 // discarded, as a raw write under the mount does): the repair must never
 // panic, and whenever it takes the violations on, the log must stay valid
 // (no copy failing its checksum) and the image, journal replayed, must show
-// every committed byte.
+// every committed byte. With flags&2 the commit block lands first and the
+// copy completes the transaction (journal.checkPending).
 func FuzzRepairDiscard(f *testing.F) {
 	const p = "var/log/app.log"
 	path := mountedJournal(f, "b1k-journal.img", jbd2.FeatureIncompatRevoke|jbd2.FeatureIncompat64Bit|jbd2.FeatureIncompatCsumV3, 0)
@@ -411,6 +419,7 @@ func FuzzRepairDiscard(f *testing.F) {
 	for i := range targets {
 		f.Add(uint8(i), uint8(0), uint16(fl.inoOff+4), []byte{0xFF})
 		f.Add(uint8(i), uint8(1), uint16(fl.inoOff), make([]byte, 256))
+		f.Add(uint8(i), uint8(2), uint16(fl.inoOff+4), []byte{0xFF})
 	}
 	f.Fuzz(func(t *testing.T, target, flags uint8, at uint16, xor []byte) {
 		r := openRig(t, path, map[string]int64{p: 5000}, p)
@@ -423,9 +432,23 @@ func FuzzRepairDiscard(f *testing.F) {
 			r.discardWrite(int64(home)*r.bs, cp)
 		}
 		w := newCsumTx(r)
-		cpos := w.log([]uint64{home}, [][]byte{cp})
-		r.e.Flushed()
-		vs, rest := r.discardWriteRest(w.blockAt(cpos), w.commitBlock())
+		var vs, rest []revfs.Violation
+		if flags&2 != 0 {
+			// The commit block first: the copy, written last, completes
+			// the transaction and is repaired in the request.
+			desc, stored := w.blocks([]uint64{home}, [][]byte{cp})
+			if vs := r.discardWrite(w.blockAt(w.pos+2), w.commitBlock()); len(vs) > 0 {
+				t.Fatalf("commit block first: %v", vs)
+			}
+			if vs := r.discardWrite(w.blockAt(w.pos), desc); len(vs) > 0 {
+				t.Fatalf("descriptor before its copy: %v", vs)
+			}
+			vs, rest = r.discardWriteRest(w.blockAt(w.pos+1), stored[0])
+		} else {
+			cpos := w.log([]uint64{home}, [][]byte{cp})
+			r.e.Flushed()
+			vs, rest = r.discardWriteRest(w.blockAt(cpos), w.commitBlock())
+		}
 		if len(vs) == 0 || len(rest) > 0 {
 			return
 		}

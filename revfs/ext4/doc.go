@@ -28,9 +28,12 @@
 // after the commit that logged it and a flush, so this loses nothing with
 // the real kernel. A commit block only counts once every block of its
 // transaction has been written since that log position was last used; a
-// transaction whose commit block lands first is taken at the next flush
-// (and is not applied at all if it would change protected data: its home
-// writes are then judged against the old model).
+// transaction whose commit block lands first is judged at the write that
+// completes it (a copy, a descriptor or a revoke block: the violations are
+// blamed on that write, on the copy's bytes that carry them when it holds
+// the copy), since that is when it becomes what a replay applies, and it
+// is taken at the next flush (and is not applied at all if it would change
+// protected data: its home writes are then judged against the old model).
 //
 // # Coherence
 //
@@ -81,7 +84,10 @@
 // how an attacker's raw write under the mount, discarded at home but kept
 // in the host's page cache and journalled by the kernel, is caught.
 // Checksum v1 journals, and violations not carried by a copy, fall back to
-// dropping the commit block. See discard.go.
+// dropping the commit block. A transaction whose commit block came first
+// is repaired the same way at the write that completes it (the blocks of
+// the transaction that write carries land repaired; with checksum v1 only
+// when its commit block carries no CRC). See discard.go.
 //
 // # Cost
 //
@@ -97,7 +103,12 @@
 //     replaces the block; the discard response's repair drops what it
 //     rewrites). Cached blocks are shared and never modified in place.
 //   - A flush scans the log only while a commit block seen has not been
-//     applied (its transaction was incomplete or not found).
+//     applied (its transaction was incomplete or not found). Meanwhile a
+//     write to the log scans it from the expected position only when it
+//     may complete such a transaction: every log block from that position
+//     on to one of those commit blocks, past the write, has been written
+//     (a walk over the write marks, no read), which holds only for the
+//     last write of the transaction.
 //   - CheckWrite's evaluation of a one-block commit write (scan, change,
 //     new views) is applied by the Wrote of the same request when landing
 //     that block cannot change the answer (a block written before, holding
@@ -144,6 +155,32 @@
 //   - A file whose last byte is zero, in a last block written before the
 //     size that covers it arrived, is not coherent up to that byte until
 //     the block is written again or the file grows past it.
+//   - A transaction whose commit block came first is judged at the write
+//     that completes it, and the response acts on that write. When the
+//     response refuses it (readonly), the log position keeps what it held
+//     before: with csum v2/v3 a replay skips that copy (its tag checksum
+//     fails), with a checksum v1 CRC the replay stops before the
+//     transaction, but without journal checksums (or with a checksum v1
+//     commit block that carries no CRC) a replay writes the stale
+//     block (an older journalled block, or zeroes) to the home block the
+//     forged tag names. Likewise, a transaction whose blocks the host does
+//     not write after the log position was last used (it forges a
+//     descriptor and a commit block over stale log contents, which it can
+//     read, or TRIMs a copy's position) is never complete, so the engine
+//     never judges it, though a replay applies it if it parses. Judging
+//     such transactions as a replay reads them at a flush, when every
+//     write has landed, would close this, but a flush cannot raise
+//     (revfs.Engine.Flushed returns nothing).
+//   - A transaction that would change protected data and is found complete
+//     at a flush (the response let its completing write land: honeypot,
+//     or discard when the repair was impossible) is only logged there and
+//     left unapplied; it is raised again by the next commit block, which
+//     is evaluated together with it.
+//   - With a checksum v1 CRC in the commit block, the discard response
+//     cannot repair a transaction (the CRC covers every copy): it drops
+//     the blamed bytes, a replay stops before that transaction, and the
+//     transactions after it are lost to a replay, as when a commit block
+//     is dropped.
 //   - The engine does not raise KindVolumeFull itself: it reports the
 //     free-block count of the newest group descriptors (FreeBlocks,
 //     revfs.SpaceReporter) and the device core compares it with its

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -51,7 +52,24 @@ type journal struct {
 	// Without it, catchUp re-scanned the log at every flush.
 	pending    bool
 	pendingTid uint32 // the newest such commit's tid
+	// pendingAt is the journal block of that commit block, 0 when no
+	// commit block was seen since pending was set (Open, a new log):
+	// checkPending then has nothing a write could complete.
+	pendingAt uint32
+	// pendingCommits holds the journal blocks of the commit blocks noted
+	// pending since pending was last clear, up to maxPendingCommits
+	// (pendingMany: more were noted), so that pendingTxs scans the log
+	// only for a write that may complete one of them.
+	pendingCommits []uint32
+	pendingMany    bool
 }
+
+// maxPendingCommits bounds journal.pendingCommits. The kernel has a
+// handful of transactions in flight at most (a running one, a committing
+// one, and those the host reordered within a flush); past this many,
+// pendingTxs scans for every write that lies in the log written without a
+// gap from the expected position on.
+const maxPendingCommits = 64
 
 // maxJournalCache bounds the bytes journal.cache holds. A jbd2 transaction
 // is at most a quarter of the journal, but the kernel commits every few
@@ -198,20 +216,28 @@ func (j *journal) needed(jb uint32) bool {
 	return ok && c.jblock == jb
 }
 
-// notePending records that the commit block of tid seq arrived without its
-// transaction being applied.
-func (j *journal) notePending(seq uint32) {
-	if !j.pending || tidBefore(j.pendingTid, seq) {
-		j.pendingTid = seq
+// notePending records that the commit block of tid seq, at journal block
+// jb, arrived without its transaction being applied.
+func (j *journal) notePending(seq, jb uint32) {
+	if !j.pending || !tidBefore(seq, j.pendingTid) {
+		j.pendingTid, j.pendingAt = seq, jb
 	}
 	j.pending = true
+	switch {
+	case slices.Contains(j.pendingCommits, jb):
+	case len(j.pendingCommits) < maxPendingCommits:
+		j.pendingCommits = append(j.pendingCommits, jb)
+	default:
+		j.pendingMany = true
+	}
 }
 
 // settle clears pending once the engine has applied every transaction up
 // to the newest commit block noted.
 func (j *journal) settle() {
 	if j.pending && j.expect && tidBefore(j.pendingTid, j.seq) {
-		j.pending = false
+		j.pending, j.pendingAt = false, 0
+		j.pendingCommits, j.pendingMany = j.pendingCommits[:0], false
 	}
 }
 
@@ -226,6 +252,7 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 	var vs []revfs.Violation
 	type commit struct {
 		pb  uint64
+		jb  uint32
 		seq uint32
 	}
 	var commits []commit
@@ -245,7 +272,7 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 			continue
 		}
 		if h, ok := jbd2.ParseHeader(nb); ok && h.BlockType == jbd2.BlockTypeCommit {
-			commits = append(commits, commit{pb, h.Sequence})
+			commits = append(commits, commit{pb, jb, h.Sequence})
 		}
 	}
 	if apply {
@@ -269,6 +296,10 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 			defer func() { e.missOn = false }()
 		}
 	}
+	// covered: a commit block of w completes transactions, which were
+	// evaluated from the expected log position up to it (find), so
+	// checkPending need not judge them again.
+	covered, coveredSeq := false, uint32(0)
 	for k, c := range commits {
 		if j.expect && tidBefore(c.seq, j.seq) {
 			continue // an old commit block rewritten: already applied
@@ -288,15 +319,19 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 		}
 		if len(ev.txs) == 0 {
 			if apply {
-				j.notePending(c.seq)
+				j.notePending(c.seq, c.jb)
 			}
 			continue
 		}
+		covered, coveredSeq = true, ev.nseq
 		if apply {
 			j.apply(ev.txs, read, ev.chg, ev.res, touched)
 			j.expect, j.pos, j.seq = true, ev.next, ev.nseq
 			j.settle()
 		}
+	}
+	if !apply && j.pending {
+		vs = append(vs, j.checkPending(w, read, covered, coveredSeq, vs)...)
 	}
 	if e.missOn && e.missHit {
 		memo = nil
@@ -704,10 +739,200 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 	vs, res := j.e.evalChange(chg)
 	vs = append(vs, j.checkDataCopies(chg, noBlame)...)
 	if len(vs) > 0 {
-		j.e.log.Warn("ext4: committed transactions found at a flush would change protected data; not applied", "first", txs[0].Sequence, "violations", len(vs))
+		// A backstop: checkPending raises at the write that completes
+		// such transactions, so they get here only when the response let
+		// that write land (honeypot, or discard that could not repair
+		// them). A flush cannot raise (revfs.Engine.Flushed returns
+		// nothing): left unapplied and pending, they are raised again by
+		// the next commit block (find evaluates them with its own
+		// transaction, blamed on it, and the discard response repairs
+		// them there) and by any write to their blocks (checkPending).
+		j.e.log.Error("ext4: committed transactions found at a flush would change protected data; not applied",
+			"first", txs[0].Sequence, "last", txs[len(txs)-1].Sequence, "violations", len(vs), "violation", vs[0].String())
 		return
 	}
 	j.apply(txs, read, chg, res, touched)
 	j.expect, j.pos, j.seq = true, next, nseq
 	j.settle()
+}
+
+// A commit block that lands before the rest of its transaction cannot be
+// judged when it arrives: the log does not hold the transaction yet. The
+// host decides the order of its writes, so a root attacker can write the
+// commit block first and the descriptor and the copies after it; the
+// write that completes such a transaction is where it becomes what a
+// replay (the kernel's recovery after a crash, audit's reader) applies.
+// checkPending judges that write, so the response acts on it: readonly
+// refuses it, discard repairs the transaction (RepairDiscard) and the
+// corrected bytes land instead, honeypot lets it land and freezes the
+// files. catchUp at the next flush only applies what is then harmless.
+//
+// A refused write leaves the log position it was for holding what it held
+// before. With csum v2/v3 the tag of a copy that never landed does not
+// match that stale block: a replay skips the copy (the home block keeps
+// its contents). With checksum v1 a CRC in the commit block covers every
+// block of the transaction: a replay stops before it. Without journal
+// checksums (or a checksum v1 commit block carrying none, which the kernel
+// accepts) nothing tells a replay that a copy is missing: it writes
+// whatever the position held from an earlier lap (an older journalled
+// block, or zeroes) to the home block the forged tag names. The device is
+// read-only by then and the refused write is on record, but a recovery of
+// that image can still damage the home block; so can a transaction whose
+// copies the host never writes at all, which the engine never judges (see
+// the known limits in doc.go).
+
+// checkPending evaluates, for a write w to the journal while a commit
+// block is pending, the transactions from the expected log position that
+// are complete once w lands, when w writes one of their blocks; it returns
+// their violations (minus those already in have), blamed on w: the bytes
+// of the copy that carries a change when w holds it, else w's blocks
+// inside the transactions. A commit block of w that completed
+// transactions (covered) was evaluated with everything before it, up to
+// tid coveredSeq.
+func (j *journal) checkPending(w *hostWrite, read func(uint32) ([]byte, error), covered bool, coveredSeq uint32, have []revfs.Violation) []revfs.Violation {
+	txs, lo, hi := j.pendingTxs(w, read)
+	if len(txs) == 0 || covered && tidBefore(txs[len(txs)-1].Sequence, coveredSeq) {
+		return nil
+	}
+	blame := j.pendingBlame(txs, w, lo, hi)
+	chg := j.change(txs, read, blame)
+	vs, _ := j.e.evalChange(chg)
+	vs = append(vs, j.checkDataCopies(chg, blame)...)
+	vs = append(vs, j.replayViolations(txs, read, blame, chg, vs)...)
+	var out []revfs.Violation
+	for _, v := range vs {
+		if !slices.Contains(have, v) && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	if len(out) > 0 {
+		j.e.log.Warn("ext4: a write completes committed transactions whose commit block came first, and they change protected data",
+			"first", txs[0].Sequence, "last", txs[len(txs)-1].Sequence, "violations", len(out))
+	}
+	return out
+}
+
+// pendingTxs returns the transactions that are complete once w lands, as
+// catchUp would take them from the expected log position (or, when the
+// engine has none, as find looks for the newest pending commit's: from the
+// log's first block, its head, its tail), and the device bytes [lo, hi) of
+// w that lie in them; none when w writes no block of them. It scans the log
+// only when w may complete one: w writes a block of the log, from the
+// start on, that lies before a pending commit block, with every block up
+// to that commit block written. So the writes of a transaction whose
+// commit block came first cost a scan only at the last of them, and the
+// kernel's own writes while a commit is pending cost a block
+// lookup for each log position from the start to the first one not
+// written since it was last used.
+func (j *journal) pendingTxs(w *hostWrite, read func(uint32) ([]byte, error)) (txs []jbd2.Transaction, lo, hi int64) {
+	if !j.pending || j.pendingAt == 0 {
+		return nil, 0, 0
+	}
+	type cand struct{ pos, seq uint32 }
+	var cands []cand
+	if j.expect {
+		cands = append(cands, cand{j.pos, j.seq})
+	} else {
+		cands = append(cands, cand{j.sb.First(), j.pendingTid})
+		if h := j.sb.Head(); h != 0 {
+			cands = append(cands, cand{h, j.pendingTid})
+		}
+		if !j.sb.Clean() {
+			cands = append(cands, cand{j.sb.Start(), j.sb.Sequence()})
+		}
+	}
+	for _, c := range cands {
+		if c.pos < j.sb.First() || c.pos >= j.sb.LogEnd() || !j.mayComplete(w, c.pos) {
+			continue
+		}
+		all, _, _, err := jbd2.Scan(j.sb, c.pos, c.seq, read, int(j.sb.MaxLen()))
+		if err != nil {
+			j.e.log.Debug("ext4: journal scan for a pending commit", "pos", c.pos, "seq", c.seq, "err", err)
+		}
+		txs = txs[:0]
+		for _, tx := range all {
+			if !j.complete(tx, w) {
+				break
+			}
+			txs = append(txs, tx)
+		}
+		if len(txs) == 0 || !j.expect && tidBefore(txs[len(txs)-1].Sequence, j.pendingTid) {
+			continue
+		}
+		if lo, hi, ok := j.span(txs, w); ok {
+			return txs, lo, hi
+		}
+	}
+	return nil, 0, 0
+}
+
+// mayComplete reports whether w may complete a transaction of the log
+// from journal block start: walking the log from there, w writes a block
+// before a pending commit block (or, with too many noted, before the
+// newest), and every block up to it has been written since its position
+// was last used (complete), counting w.
+func (j *journal) mayComplete(w *hostWrite, start uint32) bool {
+	sawW := false
+	p := start
+	for n := uint32(0); n <= j.sb.MaxLen(); n++ {
+		pb, mapped := j.physOf(p)
+		inW := mapped && w.has(pb)
+		if _, ok := j.wrote[p]; !ok && !inW {
+			return false // a hole: no transaction reaching past it is complete
+		}
+		sawW = sawW || inW
+		if sawW && (p == j.pendingAt || j.pendingMany || slices.Contains(j.pendingCommits, p)) {
+			return true
+		}
+		if p == j.pendingAt {
+			return false
+		}
+		p = j.after(p)
+	}
+	return false
+}
+
+// span returns the device bytes of w that lie in txs, which follow one
+// another in the log from the first one's start to the last one's commit
+// block (w is contiguous, and so, nearly always, is the journal).
+func (j *journal) span(txs []jbd2.Transaction, w *hostWrite) (lo, hi int64, ok bool) {
+	first, last := uint64(0), uint64(0)
+	p, end := txs[0].Start, txs[len(txs)-1].End
+	for n := uint32(0); n <= j.sb.MaxLen(); n++ {
+		if pb, mapped := j.physOf(p); mapped && w.has(pb) {
+			if !ok || pb < first {
+				first = pb
+			}
+			if !ok || pb > last {
+				last = pb
+			}
+			ok = true
+		}
+		if p == end {
+			break
+		}
+		p = j.after(p)
+	}
+	if !ok {
+		return 0, 0, false
+	}
+	bs := j.e.bs
+	return max(int64(first)*bs, w.off), min(int64(last+1)*bs, w.end), true
+}
+
+// pendingBlame blames a change that w completes (checkPending) on the
+// bytes of the copy carrying it when w writes that copy, else on w's
+// blocks inside the transactions, [lo, hi).
+func (j *journal) pendingBlame(txs []jbd2.Transaction, w *hostWrite, lo, hi int64) func(uint64, int, int) (int64, int64) {
+	latest := replayCopies(txs)
+	return func(h uint64, a, b int) (int64, int64) {
+		if at, ok := latest[h]; ok {
+			if pb, ok := j.physOf(at.lb.JBlock); ok && w.has(pb) {
+				if s, n := w.blame(pb, a, b); s >= lo && s+n <= hi {
+					return s, n
+				}
+			}
+		}
+		return lo, hi - lo
+	}
 }
