@@ -3,7 +3,6 @@ package ext4
 import (
 	"bytes"
 	"encoding/binary"
-	"hash/crc32"
 	"slices"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -406,7 +405,6 @@ func (j *journal) stage(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 	sites := map[int]map[uint32]tagSite{}
 	v3 := sb.Incompat()&jbd2.FeatureIncompatCsumV3 != 0
 	v2 := sb.Incompat()&jbd2.FeatureIncompatCsumV2 != 0
-	seed := crc32c(^uint32(0), sb.Disk.UUID[:])
 	homes := make([]uint64, 0, len(fixed))
 	for h := range fixed {
 		homes = append(homes, h)
@@ -447,9 +445,7 @@ func (j *journal) stage(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 			flags |= uint16(jbd2.TagFlagEscape)
 		}
 		binary.BigEndian.PutUint16(tag[6:], flags)
-		var tid [4]byte
-		binary.BigEndian.PutUint32(tid[:], txs[at.tx].Sequence)
-		sum := crc32c(crc32c(seed, tid[:]), stored)
+		sum := sb.DataChecksum(txs[at.tx].Sequence, stored)
 		switch {
 		case v3:
 			binary.BigEndian.PutUint32(tag[12:], sum)
@@ -465,8 +461,7 @@ func (j *journal) stage(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 					continue
 				}
 				tail := len(d) - jbd2.BlockTailSize
-				var zero [4]byte
-				binary.BigEndian.PutUint32(d[tail:], crc32c(crc32c(seed, d[:tail]), zero[:]))
+				binary.BigEndian.PutUint32(d[tail:], sb.BlockChecksum(d, tail))
 			}
 		}
 	}
@@ -535,12 +530,4 @@ func tagOffsets(sb *jbd2.Superblock, b []byte) []int {
 		}
 	}
 	return out
-}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// crc32c is the kernel's crc32c(seed, data), which jbd2 chains: CRC-32C
-// without hash/crc32's initial and final inversions.
-func crc32c(seed uint32, p []byte) uint32 {
-	return ^crc32.Update(^seed, castagnoli, p)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/indelible-worm/indelible/audit"
 	"github.com/indelible-worm/indelible/revfs"
 	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
 // The device core finds the repair through this method (worm's
@@ -38,7 +39,7 @@ func mountedJournal(t testing.TB, name string, incompat jbd2.FeatureIncompat, co
 	}
 	be.PutUint32(sb[0x1C:], be.Uint32(sb[0x14:])) // s_start = s_first
 	var zero [4]byte
-	be.PutUint32(sb[0xFC:], crc32c(crc32c(crc32c(^uint32(0), sb[:0xFC]), zero[:]), sb[0x100:]))
+	be.PutUint32(sb[0xFC:], layout.Crc32c(layout.Crc32c(layout.Crc32c(^uint32(0), sb[:0xFC]), zero[:]), sb[0x100:]))
 	out := filepath.Join(t.TempDir(), "mounted-"+name)
 	if err := os.WriteFile(out, b, 0o644); err != nil {
 		t.Fatal(err)
@@ -59,7 +60,7 @@ type csumTx struct {
 func newCsumTx(r *rig) *csumTx {
 	sb := r.e.jnl.sb
 	start, seq := sb.ScanFrom()
-	return &csumTx{r: r, sb: sb, seed: crc32c(^uint32(0), sb.Disk.UUID[:]), pos: start, seq: seq}
+	return &csumTx{r: r, sb: sb, seed: layout.Crc32c(^uint32(0), sb.Disk.UUID[:]), pos: start, seq: seq}
 }
 
 func (w *csumTx) blockAt(jb uint32) int64 {
@@ -113,7 +114,7 @@ func (w *csumTx) blocks(homes []uint64, copies [][]byte) ([]byte, [][]byte) {
 		}
 		var tid [4]byte
 		be.PutUint32(tid[:], w.seq)
-		sum := crc32c(crc32c(w.seed, tid[:]), c)
+		sum := layout.Crc32c(layout.Crc32c(w.seed, tid[:]), c)
 		tag := desc[off:]
 		be.PutUint32(tag, uint32(h))
 		be.PutUint16(tag[6:], flags)
@@ -140,7 +141,7 @@ func (w *csumTx) blocks(homes []uint64, copies [][]byte) ([]byte, [][]byte) {
 func (w *csumTx) tail(b []byte) {
 	var zero [4]byte
 	n := len(b) - jbd2.BlockTailSize
-	binary.BigEndian.PutUint32(b[n:], crc32c(crc32c(w.seed, b[:n]), zero[:]))
+	binary.BigEndian.PutUint32(b[n:], layout.Crc32c(layout.Crc32c(w.seed, b[:n]), zero[:]))
 }
 
 // commitBlock is the commit block of the current transaction.
@@ -151,7 +152,7 @@ func (w *csumTx) commitBlock() []byte {
 	binary.BigEndian.PutUint32(b[8:], w.seq)
 	if w.sb.HasCsumV2V3() {
 		var zero [4]byte
-		binary.BigEndian.PutUint32(b[0x10:], crc32c(crc32c(w.seed, b[:0x10]), append(zero[:], b[0x14:]...)))
+		binary.BigEndian.PutUint32(b[0x10:], layout.Crc32c(layout.Crc32c(w.seed, b[:0x10]), append(zero[:], b[0x14:]...)))
 	}
 	return b
 }

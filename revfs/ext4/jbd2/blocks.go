@@ -57,7 +57,7 @@ func checkTail(sb *Superblock, b []byte, st string) error {
 	}
 	off := len(b) - BlockTailSize
 	stored := be.Uint32(b[off:])
-	if got := sb.blockChecksum(b, off); got != stored {
+	if got := sb.BlockChecksum(b, off); got != stored {
 		return formatErr(ErrBadChecksum, off, st, "tail checksum %#08x, computed %#08x", stored, got)
 	}
 	return nil
@@ -184,7 +184,7 @@ func ParseCommit(sb *Superblock, b []byte) (*Commit, error) {
 		Nsec:         be.Uint32(b[0x38:]),
 	}
 	if sb.HasCsumV2V3() {
-		if got := sb.blockChecksum(b, commitChecksumOff); got != c.Checksum {
+		if got := sb.BlockChecksum(b, commitChecksumOff); got != c.Checksum {
 			return nil, formatErr(ErrBadChecksum, commitChecksumOff, st, "checksum %#08x, computed %#08x", c.Checksum, got)
 		}
 	}

@@ -119,7 +119,7 @@ func (j *journal) header(typ, seq uint32) []byte {
 func (j *journal) sealTail(b []byte) {
 	if j.sb.HasCsumV2V3() {
 		off := len(b) - BlockTailSize
-		be.PutUint32(b[off:], j.sb.blockChecksum(b, off))
+		be.PutUint32(b[off:], j.sb.BlockChecksum(b, off))
 	}
 }
 
@@ -157,7 +157,7 @@ func (j *journal) descriptor(seq uint32, homes []uint64, datas [][]byte, uuidEve
 		}
 		r := d[off : off+tb]
 		be.PutUint32(r, uint32(h))
-		sum := j.sb.dataChecksum(seq, data)
+		sum := j.sb.DataChecksum(seq, data)
 		switch {
 		case j.sb.incompat&FeatureIncompatCsumV3 != 0:
 			be.PutUint32(r[4:], uint32(fl))
@@ -220,7 +220,7 @@ func (j *journal) commitBlock(seq uint32, sec uint64) []byte {
 		be.PutUint32(b[commitChecksumOff:], j.v1crc)
 	}
 	if j.sb.HasCsumV2V3() {
-		be.PutUint32(b[commitChecksumOff:], j.sb.blockChecksum(b, commitChecksumOff))
+		be.PutUint32(b[commitChecksumOff:], j.sb.BlockChecksum(b, commitChecksumOff))
 	}
 	j.v1crc = ^uint32(0)
 	return b

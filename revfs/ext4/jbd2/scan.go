@@ -186,7 +186,7 @@ func (s *scanner) copies(tx *Transaction, tags []Tag, seq uint32, v1 bool, crc *
 			*crc = crc32Be(*crc, b)
 		}
 		if verify {
-			sum := s.sb.dataChecksum(seq, b)
+			sum := s.sb.DataChecksum(seq, b)
 			if !v3 {
 				sum &= 0xFFFF
 			}

@@ -202,18 +202,19 @@ func (sb *Superblock) String() string {
 		sb.Disk.Start, sb.Disk.Sequence, sb.incompat, sb.compat)
 }
 
-// blockChecksum is crc32c(seed, block with the 4 bytes at off taken as
-// zero), the v2/v3 checksum of descriptor, revoke and commit blocks.
-func (sb *Superblock) blockChecksum(b []byte, off int) uint32 {
+// BlockChecksum is crc32c(seed, block with the 4 bytes at off taken as
+// zero), the v2/v3 checksum of descriptor, revoke and commit blocks (for a
+// descriptor's tail, off is len(b)-BlockTailSize).
+func (sb *Superblock) BlockChecksum(b []byte, off int) uint32 {
 	var zero [4]byte
 	c := crc32c(sb.seed, b[:off])
 	c = crc32c(c, zero[:])
 	return crc32c(c, b[off+4:])
 }
 
-// dataChecksum is the v2/v3 checksum of a journalled copy as stored (still
+// DataChecksum is the v2/v3 checksum of a journalled copy as stored (still
 // escaped): crc32c(seed, be32 tid, block), jbd2_block_tag_csum_verify.
-func (sb *Superblock) dataChecksum(seq uint32, b []byte) uint32 {
+func (sb *Superblock) DataChecksum(seq uint32, b []byte) uint32 {
 	var s [4]byte
 	binary.BigEndian.PutUint32(s[:], seq)
 	return crc32c(crc32c(sb.seed, s[:]), b)
