@@ -125,7 +125,11 @@ type rig struct {
 	img    *blockdev.File
 }
 
-func newRig(t *testing.T, resp Response) *rig {
+func newRig(t *testing.T, resp Response) *rig { return newRigWith(t, resp, nil, nil) }
+
+// newRigWith builds a rig whose engine is wrap(the scripted engine) when
+// wrap is set, with tune applied to the configuration.
+func newRigWith(t *testing.T, resp Response, wrap func(*scriptedEngine) revfs.Engine, tune func(*Config)) *rig {
 	t.Helper()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "img")
@@ -145,7 +149,14 @@ func newRig(t *testing.T, resp Response) *rig {
 	cfg := DefaultConfig()
 	cfg.OnViolation = resp
 	cfg.Protected = []Protected{{Path: "app.log", Inode: 12}}
-	d := New(img, eng, s, ws, cfg, Options{Now: clk.now, Tick: time.Millisecond})
+	if tune != nil {
+		tune(&cfg)
+	}
+	var served revfs.Engine = eng
+	if wrap != nil {
+		served = wrap(eng)
+	}
+	d := New(img, served, s, ws, cfg, Options{Now: clk.now, Tick: time.Millisecond})
 	t.Cleanup(func() { d.Close(); ws.Close(); img.Close() })
 	return &rig{dev: d, eng: eng, sealer: s, clk: clk, img: img}
 }

@@ -2,13 +2,11 @@ package worm
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/indelible-worm/indelible/blockdev"
+	"github.com/indelible-worm/indelible/revfs"
 )
 
 // spaceEngine is a scriptedEngine that also reports free space.
@@ -21,29 +19,12 @@ func (e *spaceEngine) FreeBlocks() (uint64, uint64) { return e.free, e.total }
 
 func newSpaceRig(t *testing.T, resp Response) (*Device, *spaceEngine, *memSealer) {
 	t.Helper()
-	dir := t.TempDir()
-	p := filepath.Join(dir, "img")
-	os.WriteFile(p, nil, 0o600)
-	os.Truncate(p, 1<<20)
-	img, err := blockdev.OpenFile(p, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, err := OpenWrittenSet(filepath.Join(dir, "written"), 256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{t: time.Unix(1700000000, 0)}
-	eng := &spaceEngine{scriptedEngine: &scriptedEngine{img: img, dataStart: 65536, dataLen: 65536, now: clk.now, lastTouch: clk.now()},
-		free: 500, total: 1000}
-	s := &memSealer{logs: map[uint64][]byte{}}
-	cfg := DefaultConfig()
-	cfg.OnViolation = resp
-	cfg.VolumeFullPercent = 10
-	cfg.Protected = []Protected{{Path: "app.log", Inode: 12}}
-	d := New(img, eng, s, ws, cfg, Options{Now: clk.now, Tick: time.Millisecond})
-	t.Cleanup(func() { d.Close(); ws.Close(); img.Close() })
-	return d, eng, s
+	var eng *spaceEngine
+	r := newRigWith(t, resp, func(se *scriptedEngine) revfs.Engine {
+		eng = &spaceEngine{scriptedEngine: se, free: 500, total: 1000}
+		return eng
+	}, func(c *Config) { c.VolumeFullPercent = 10 })
+	return r.dev, eng, r.sealer
 }
 
 // volume-full is raised once, by the watched write that takes free space

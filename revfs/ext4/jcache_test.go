@@ -57,43 +57,6 @@ func TestJournalCacheEvictsOldest(t *testing.T) {
 	}
 }
 
-// stage writes the descriptor and copies of a transaction, as
-// txWriter.commit does, and returns its commit block and where it goes,
-// without writing it.
-func (w *txWriter) stage(homes []uint64, copies [][]byte) (int64, []byte) {
-	bs := w.r.bs
-	desc := jbdBlock(bs, 1, w.seq)
-	off := 12
-	for i, h := range homes {
-		binary.BigEndian.PutUint32(desc[off:], uint32(h))
-		flags := uint16(0)
-		if i > 0 {
-			flags |= 2 // SAME_UUID
-		}
-		if i == len(homes)-1 {
-			flags |= 8 // LAST_TAG
-		}
-		binary.BigEndian.PutUint16(desc[off+6:], flags)
-		off += 8
-		if i == 0 {
-			off += 16
-		}
-	}
-	if vs := w.put(w.pos, desc); len(vs) > 0 {
-		w.r.t.Fatalf("descriptor raised %v", vs)
-	}
-	for i, c := range copies {
-		if vs := w.put(w.pos+1+uint32(i), c); len(vs) > 0 {
-			w.r.t.Fatalf("copy raised %v", vs)
-		}
-	}
-	cpos := w.pos + 1 + uint32(len(copies))
-	pb, _ := w.r.e.jnl.physOf(cpos)
-	commit := jbdBlock(bs, 2, w.seq)
-	w.pos, w.seq = cpos+1, w.seq+1
-	return int64(pb) * bs, commit
-}
-
 // CheckWrite's evaluation of a commit block is reused by the Wrote of the
 // same request, and only then: the state it leaves is the one a fresh
 // evaluation gives, a Wrote of other bytes evaluates afresh, and a commit

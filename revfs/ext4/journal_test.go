@@ -32,6 +32,13 @@ func (w *txWriter) put(jb uint32, b []byte) []revfs.Violation {
 // commit logs copies of home blocks as one transaction and returns the
 // violations of the commit block write and its device offset.
 func (w *txWriter) commit(homes []uint64, copies [][]byte) ([]revfs.Violation, int64) {
+	off, commit := w.stage(homes, copies)
+	return w.r.write(off, commit), off
+}
+
+// stage writes the descriptor and copies of a transaction and returns its
+// commit block and where it goes, without writing it.
+func (w *txWriter) stage(homes []uint64, copies [][]byte) (int64, []byte) {
 	bs := w.r.bs
 	desc := jbdBlock(bs, 1, w.seq)
 	off := 12
@@ -60,9 +67,9 @@ func (w *txWriter) commit(homes []uint64, copies [][]byte) ([]revfs.Violation, i
 	}
 	cpos := w.pos + 1 + uint32(len(copies))
 	pb, _ := w.r.e.jnl.physOf(cpos)
-	vs := w.put(cpos, jbdBlock(bs, 2, w.seq))
+	commit := jbdBlock(bs, 2, w.seq)
 	w.pos, w.seq = cpos+1, w.seq+1
-	return vs, int64(pb) * bs
+	return int64(pb) * bs, commit
 }
 
 // inodeBlockWith returns the inode-table block of file p with its record
