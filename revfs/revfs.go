@@ -141,3 +141,14 @@ type SpaceReporter interface {
 	// FreeBlocks returns the free and total block counts.
 	FreeBlocks() (free, total uint64)
 }
+
+// FlushJudge is implemented by engines that judge some changes only at the
+// host's FLUSH, when the host's writes up to it are known to be complete
+// (revfs/ext4: a journal transaction whose commit block landed but some of
+// whose blocks the host never wrote, which a journal replay would still
+// apply). The device core asks after every Flushed and responds to what
+// it returns as it does for a write.
+type FlushJudge interface {
+	// FlushViolations returns, once, the violations the last Flushed found.
+	FlushViolations() []Violation
+}

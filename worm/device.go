@@ -374,9 +374,20 @@ func (d *Device) Flush() error {
 		return err
 	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.eng.Flushed()
-	d.mu.Unlock()
 	d.poke()
+	if fj, ok := d.eng.(revfs.FlushJudge); ok {
+		if vs := fj.FlushViolations(); len(vs) > 0 {
+			// What the engine could judge only now has already landed:
+			// readonly fails this FLUSH and every later write, honeypot
+			// freezes the files, discard has no bytes to drop (the event
+			// records it).
+			if _, err := d.respond(vs, nil, 0, "flush"); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 

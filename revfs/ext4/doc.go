@@ -163,14 +163,18 @@
 //     transaction, but without journal checksums (or with a checksum v1
 //     commit block that carries no CRC) a replay writes the stale
 //     block (an older journalled block, or zeroes) to the home block the
-//     forged tag names. Likewise, a transaction whose blocks the host does
-//     not write after the log position was last used (it forges a
-//     descriptor and a commit block over stale log contents, which it can
-//     read, or TRIMs a copy's position) is never complete, so the engine
-//     never judges it, though a replay applies it if it parses. Judging
-//     such transactions as a replay reads them at a flush, when every
-//     write has landed, would close this, but a flush cannot raise
-//     (revfs.Engine.Flushed returns nothing).
+//     forged tag names.
+//   - A transaction whose blocks the host does not write after the log
+//     position was last used (it forges a descriptor and a commit block
+//     over stale log contents, which it can read, or TRIMs a copy's
+//     position) is never complete, so no write judges it; the next flush
+//     does (journal.judgeIncomplete: the kernel never leaves a committed
+//     transaction incomplete at a flush) and raises what a replay of it
+//     would change, through FlushViolations (revfs.FlushJudge). By then
+//     its blocks have landed: readonly fails the FLUSH and trips the
+//     device, honeypot freezes the files, discard records the event but
+//     has nothing left to drop, so a recovery of the image would still
+//     apply that transaction (the real logs are untouched either way).
 //   - A transaction that would change protected data and is found complete
 //     at a flush (the response let its completing write land: honeypot,
 //     or discard when the repair was impossible) is only logged there and

@@ -79,6 +79,8 @@ type Engine struct {
 	freeSum   uint64
 	freeValid bool
 
+	flushVs []revfs.Violation // found by the last Flushed, for FlushViolations
+
 	// mut counts the calls that change the model (Wrote, Discarded,
 	// Flushed, SetCommitted); memo is CheckWrite's evaluation of a commit
 	// block write, valid for the Wrote of the same request while mut has
@@ -365,6 +367,16 @@ func (e *Engine) Flushed() {
 	for _, f := range e.files {
 		e.updateCoherent(f)
 	}
+}
+
+var _ revfs.FlushJudge = (*Engine)(nil)
+
+// FlushViolations returns, once, what the last Flushed found (see
+// journal.judgeIncomplete).
+func (e *Engine) FlushViolations() []revfs.Violation {
+	vs := e.flushVs
+	e.flushVs = nil
+	return vs
 }
 
 // Files returns the state of every protected file, ordered by ID.

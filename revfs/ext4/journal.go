@@ -31,6 +31,9 @@ type journal struct {
 	// home, from Open with a dirty log until the next journal superblock
 	// write (replay.go); nil otherwise.
 	replay map[uint64][][sha256.Size]byte
+	// flushSeen holds the last sequence of the transaction runs
+	// judgeIncomplete raised, so that each is raised once.
+	flushSeen map[uint32]bool
 	// cache holds, for journal blocks the host wrote, the bytes it wrote
 	// (which are what the image holds): the engine reads a transaction's
 	// blocks right after they arrive (scan at the commit block, the copies
@@ -716,6 +719,7 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 	}
 	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
 	txs, next, nseq, err := jbd2.Scan(j.sb, j.pos, j.seq, read, int(j.sb.MaxLen()))
+	j.judgeIncomplete(txs, read)
 	for i, tx := range txs {
 		if !j.complete(tx, nil) {
 			txs = txs[:i]
@@ -754,6 +758,50 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 	j.apply(txs, read, chg, res, touched)
 	j.expect, j.pos, j.seq = true, next, nseq
 	j.settle()
+}
+
+// judgeIncomplete raises, at a host FLUSH, what the committed but
+// incomplete transactions among txs (scanned as a replay reads the log)
+// would change. The kernel writes every block of a transaction before the
+// FLUSH that follows its commit block, so at a flush a committed
+// transaction with a block the host never wrote is not the kernel's: a
+// root attacker wrote a descriptor and a commit block over log positions
+// holding an earlier lap's blocks or zeroes (with tags matching them),
+// which no write completes and checkPending therefore never judges, but
+// which a replay applies. Each run of transactions is raised once
+// (flushSeen); the violations wait in Engine.flushVs for the device core
+// (FlushViolations). Nothing here is applied to the model.
+func (j *journal) judgeIncomplete(txs []jbd2.Transaction, read func(uint32) ([]byte, error)) {
+	first := -1
+	for i, tx := range txs {
+		if !j.complete(tx, nil) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return
+	}
+	last := txs[len(txs)-1].Sequence
+	if j.flushSeen[last] {
+		return
+	}
+	noBlame := func(uint64, int, int) (int64, int64) { return 0, 0 }
+	chg := j.change(txs, read, noBlame)
+	vs, _ := j.e.evalChange(chg)
+	vs = append(vs, j.checkDataCopies(chg, noBlame)...)
+	if len(vs) == 0 {
+		return
+	}
+	if j.flushSeen == nil || len(j.flushSeen) > 64 {
+		j.flushSeen = map[uint32]bool{}
+	}
+	j.flushSeen[last] = true
+	for i := range vs {
+		vs[i].Detail = fmt.Sprintf("at a flush, committed journal transaction %d has blocks the host never wrote; a replay would apply it: %s",
+			txs[first].Sequence, vs[i].Detail)
+	}
+	j.e.flushVs = append(j.e.flushVs, vs...)
 }
 
 // A commit block that lands before the rest of its transaction cannot be
