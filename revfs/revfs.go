@@ -151,4 +151,8 @@ type SpaceReporter interface {
 type FlushJudge interface {
 	// FlushViolations returns, once, the violations the last Flushed found.
 	FlushViolations() []Violation
+	// DiscardAtFlush undoes in the image, through write, what makes the
+	// violations FlushViolations last returned reach a replay (the discard
+	// response; the others leave the image as it is).
+	DiscardAtFlush(write func(b []byte, off int64) error) error
 }

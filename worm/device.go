@@ -381,10 +381,18 @@ func (d *Device) Flush() error {
 		if vs := fj.FlushViolations(); len(vs) > 0 {
 			// What the engine could judge only now has already landed:
 			// readonly fails this FLUSH and every later write, honeypot
-			// freezes the files, discard has no bytes to drop (the event
-			// records it).
+			// freezes the files, discard has the engine undo it in the
+			// image (durably, before the FLUSH is answered).
 			if _, err := d.respond(vs, nil, 0, "flush"); err != nil {
 				return err
+			}
+			if d.cfg.OnViolation == ResponseDiscard {
+				if err := fj.DiscardAtFlush(func(b []byte, off int64) error {
+					_, err := blockdev.WriteFUA(d.img, b, off)
+					return err
+				}); err != nil {
+					return fmt.Errorf("worm: discard at flush: %w", err)
+				}
 			}
 		}
 	}

@@ -22,6 +22,11 @@ func (e *judgingEngine) FlushViolations() []revfs.Violation {
 	return vs
 }
 
+// DiscardAtFlush writes a marker at offset 0, for the test to find.
+func (e *judgingEngine) DiscardAtFlush(write func(b []byte, off int64) error) error {
+	return write([]byte("undone"), 0)
+}
+
 // What an engine judges at a FLUSH gets the configured response there.
 func TestFlushViolations(t *testing.T) {
 	for _, resp := range []Response{ResponseReadOnly, ResponseDiscard, ResponseHoneypot} {
@@ -38,7 +43,7 @@ func TestFlushViolations(t *testing.T) {
 			eng.atFlush = []revfs.Violation{{Kind: revfs.KindInodeFreed, File: 12, Detail: "forged transaction"}}
 			r.dev.mu.Unlock()
 			err := r.dev.Flush()
-			_, werr := r.dev.WriteAt([]byte("x"), 0)
+			_, werr := r.dev.WriteAt([]byte("x"), 4096)
 			switch resp {
 			case ResponseReadOnly:
 				if !errors.Is(err, blockdev.ErrRefused) || !errors.Is(werr, blockdev.ErrRefused) {
@@ -54,6 +59,11 @@ func TestFlushViolations(t *testing.T) {
 			r.dev.mu.Unlock()
 			if frozen != (resp == ResponseHoneypot) {
 				t.Fatalf("file frozen: %v under %s", frozen, resp)
+			}
+			mark := make([]byte, 6)
+			r.img.ReadAt(mark, 0)
+			if undone := string(mark) == "undone"; undone != (resp == ResponseDiscard) {
+				t.Fatalf("the engine's undo ran: %v under %s", undone, resp)
 			}
 			waitEvents(t, r, 1)
 			if ev := r.sealer.get(EventLogID); !bytes.Contains(ev, []byte(`"op":"flush"`)) || !bytes.Contains(ev, []byte("forged transaction")) {

@@ -172,9 +172,10 @@
 //     transaction incomplete at a flush) and raises what a replay of it
 //     would change, through FlushViolations (revfs.FlushJudge). By then
 //     its blocks have landed: readonly fails the FLUSH and trips the
-//     device, honeypot freezes the files, discard records the event but
-//     has nothing left to drop, so a recovery of the image would still
-//     apply that transaction (the real logs are untouched either way).
+//     device (a recovery of that image would still apply the transaction;
+//     the real logs are untouched either way), honeypot freezes the files,
+//     discard clears the forged commit block (DiscardAtFlush) so that a
+//     replay ends the log before it.
 //   - A transaction that would change protected data and is found complete
 //     at a flush (the response let its completing write land: honeypot,
 //     or discard when the repair was impossible) is only logged there and

@@ -79,7 +79,8 @@ type Engine struct {
 	freeSum   uint64
 	freeValid bool
 
-	flushVs []revfs.Violation // found by the last Flushed, for FlushViolations
+	flushVs   []revfs.Violation // found by the last Flushed, for FlushViolations
+	flushUndo []uint32          // commit blocks DiscardAtFlush clears (journal blocks)
 
 	// mut counts the calls that change the model (Wrote, Discarded,
 	// Flushed, SetCommitted); memo is CheckWrite's evaluation of a commit
@@ -377,6 +378,32 @@ func (e *Engine) FlushViolations() []revfs.Violation {
 	vs := e.flushVs
 	e.flushVs = nil
 	return vs
+}
+
+// DiscardAtFlush zeroes, through write, the commit block of the first
+// transaction judgeIncomplete raised: a replay then ends the log there, as
+// it ended before the forged transaction was written. That transaction
+// started where the kernel's next one will (the engine's expected log
+// position), so no transaction of the kernel's lies beyond it; the kernel
+// overwrites those positions with its next transaction.
+func (e *Engine) DiscardAtFlush(write func(b []byte, off int64) error) error {
+	undo := e.flushUndo
+	e.flushUndo = nil
+	if e.jnl == nil {
+		return nil
+	}
+	zero := make([]byte, e.bs)
+	for _, jb := range undo {
+		pb, ok := e.jnl.physOf(jb)
+		if !ok {
+			continue
+		}
+		delete(e.jnl.cache, jb) // read from the image from now on
+		if err := write(zero, int64(pb)*e.bs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Files returns the state of every protected file, ordered by ID.

@@ -59,6 +59,17 @@ func TestForgedTransactionOverStaleCopy(t *testing.T) {
 			if r.state(p).Size != 5000 {
 				t.Fatalf("the model took the forged inode: size %d", r.state(p).Size)
 			}
+			// The discard response: the forged commit block is cleared, so
+			// a replay no longer applies the transaction.
+			if err := r.e.DiscardAtFlush(func(b []byte, off int64) error {
+				copy(r.img.b[off:off+int64(len(b))], b)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(r.auditSees(r.ids[p])); got != 5000 {
+				t.Fatalf("after the discard, the replayed image shows %d of the 5000 committed bytes", got)
+			}
 		})
 	}
 }

@@ -797,6 +797,7 @@ func (j *journal) judgeIncomplete(txs []jbd2.Transaction, read func(uint32) ([]b
 		j.flushSeen = map[uint32]bool{}
 	}
 	j.flushSeen[last] = true
+	j.e.flushUndo = append(j.e.flushUndo, txs[first].End)
 	for i := range vs {
 		vs[i].Detail = fmt.Sprintf("at a flush, committed journal transaction %d has blocks the host never wrote; a replay would apply it: %s",
 			txs[first].Sequence, vs[i].Detail)
