@@ -291,7 +291,6 @@ func (j *journal) repair(txs []jbd2.Transaction, read func(uint32) ([]byte, erro
 // with Off indexing the spots they blamed, and the replay view's block
 // getter.
 func (j *journal) recheck(txs []jbd2.Transaction, read func(uint32) ([]byte, error), fixed map[uint64][]byte) ([]revfs.Violation, []blamed, func(uint64) ([]byte, bool)) {
-	e := j.e
 	var spots []blamed
 	var replayGet func(uint64) ([]byte, bool)
 	var out []revfs.Violation
@@ -312,9 +311,8 @@ func (j *journal) recheck(txs []jbd2.Transaction, read func(uint32) ([]byte, err
 		if replay {
 			replayGet = chg.get
 		}
-		vs, _ := e.evalChange(chg)
+		vs, _ := j.judge(chg, rec)
 		out = append(out, vs...)
-		out = append(out, j.checkDataCopies(chg, rec)...)
 	}
 	return out, spots, replayGet
 }
@@ -337,15 +335,8 @@ func (j *journal) replayViolations(txs []jbd2.Transaction, read func(uint32) ([]
 	if len(rchg.homes) == len(chg.homes) {
 		return nil // nothing left out
 	}
-	vs, _ := j.e.evalChange(rchg)
-	vs = append(vs, j.checkDataCopies(rchg, blame)...)
-	var out []revfs.Violation
-	for _, v := range vs {
-		if !slices.Contains(have, v) && !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
-	return out
+	vs, _ := j.judge(rchg, blame)
+	return unseen(vs, have)
 }
 
 // shadows reports whether a home write may make journal.change leave out

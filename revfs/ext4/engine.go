@@ -260,10 +260,14 @@ func (e *Engine) lookupParent(im *layout.Image, f *tracked) (uint64, error) {
 
 // readImage reads filesystem block b as the image holds it now.
 func (e *Engine) readImage(b uint64) ([]byte, error) {
+	return e.readImageInto(make([]byte, e.bs), b)
+}
+
+// readImageInto reads filesystem block b from the image into p (one block).
+func (e *Engine) readImageInto(p []byte, b uint64) ([]byte, error) {
 	if b >= e.blocks {
 		return nil, fmt.Errorf("ext4: block %d outside the filesystem", b)
 	}
-	p := make([]byte, e.bs)
 	if _, err := e.img.ReadAt(p, int64(b)*e.bs); err != nil {
 		return nil, fmt.Errorf("ext4: read block %d: %w", b, err)
 	}
@@ -288,16 +292,10 @@ func (e *Engine) peekNewest(b uint64) ([]byte, error) {
 	if c, ok := e.overlay[b]; ok && e.jnl != nil {
 		return e.jnl.readCopy(c)
 	}
-	if b >= e.blocks {
-		return nil, fmt.Errorf("ext4: block %d outside the filesystem", b)
-	}
 	if int64(len(e.scratch)) != e.bs {
 		e.scratch = make([]byte, e.bs)
 	}
-	if _, err := e.img.ReadAt(e.scratch, int64(b)*e.bs); err != nil {
-		return nil, fmt.Errorf("ext4: read block %d: %w", b, err)
-	}
-	return e.scratch, nil
+	return e.readImageInto(e.scratch, b)
 }
 
 // Watches reports whether [off, off+length) touches a watched block.

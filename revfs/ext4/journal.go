@@ -134,7 +134,7 @@ func (e *Engine) openJournal() error {
 	}
 	if len(txs) > 0 {
 		read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
-		j.rememberReplay(txs, read)
+		j.rememberReplay(txs)
 		j.apply(txs, read, nil, nil, map[*tracked]bool{})
 	}
 	j.expect, j.pos, j.seq = true, next, nseq
@@ -376,8 +376,7 @@ func (j *journal) evalCommit(seq uint32, pb uint64, read func(uint32) ([]byte, e
 	bs := int(j.e.bs)
 	ev.blame = func(uint64, int, int) (int64, int64) { return w.blame(pb, 0, bs) }
 	ev.chg = j.change(ev.txs, read, ev.blame)
-	ev.vs, ev.res = j.e.evalChange(ev.chg)
-	ev.vs = append(ev.vs, j.checkDataCopies(ev.chg, ev.blame)...)
+	ev.vs, ev.res = j.judge(ev.chg, ev.blame)
 	return ev
 }
 
@@ -534,6 +533,28 @@ func (j *journal) versions(txs []jbd2.Transaction, read func(uint32) ([]byte, er
 	return chg
 }
 
+// judge evaluates a change made of journalled versions: the metadata it
+// carries (evalChange) and the copies of protected data (checkDataCopies).
+func (j *journal) judge(chg *change, blame func(uint64, int, int) (int64, int64)) ([]revfs.Violation, *result) {
+	vs, res := j.e.evalChange(chg)
+	return append(vs, j.checkDataCopies(chg, blame)...), res
+}
+
+// noBlame places a violation nowhere: for changes judged where no request
+// carries them (a flush, Open).
+func noBlame(uint64, int, int) (int64, int64) { return 0, 0 }
+
+// unseen returns the violations of vs that are not in have, once each.
+func unseen(vs, have []revfs.Violation) []revfs.Violation {
+	var out []revfs.Violation
+	for _, v := range vs {
+		if !slices.Contains(have, v) && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // checkDataCopies reports journalled copies (data=journal) that change
 // committed bytes of a protected file.
 func (j *journal) checkDataCopies(chg *change, blame func(uint64, int, int) (int64, int64)) []revfs.Violation {
@@ -572,7 +593,7 @@ func (j *journal) checkDataCopies(chg *change, blame func(uint64, int, int) (int
 func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error), chg *change, res *result, touched map[*tracked]bool) {
 	e := j.e
 	if chg == nil {
-		chg = j.change(txs, read, func(uint64, int, int) (int64, int64) { return 0, 0 })
+		chg = j.change(txs, read, noBlame)
 		res = nil
 	}
 	if res == nil {
@@ -719,9 +740,9 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 	}
 	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
 	txs, next, nseq, err := jbd2.Scan(j.sb, j.pos, j.seq, read, int(j.sb.MaxLen()))
-	j.judgeIncomplete(txs, read)
 	for i, tx := range txs {
 		if !j.complete(tx, nil) {
+			j.judgeIncomplete(txs, i, read)
 			txs = txs[:i]
 			if i > 0 {
 				next, nseq = txs[i-1].End, txs[i-1].Sequence+1
@@ -738,10 +759,8 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 		}
 		return
 	}
-	noBlame := func(uint64, int, int) (int64, int64) { return 0, 0 }
 	chg := j.change(txs, read, noBlame)
-	vs, res := j.e.evalChange(chg)
-	vs = append(vs, j.checkDataCopies(chg, noBlame)...)
+	vs, res := j.judge(chg, noBlame)
 	if len(vs) > 0 {
 		// A backstop: checkPending raises at the write that completes
 		// such transactions, so they get here only when the response let
@@ -760,9 +779,9 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 	j.settle()
 }
 
-// judgeIncomplete raises, at a host FLUSH, what the committed but
-// incomplete transactions among txs (scanned as a replay reads the log)
-// would change. The kernel writes every block of a transaction before the
+// judgeIncomplete raises, at a host FLUSH, what the committed
+// transactions txs (scanned as a replay reads the log), of which txs[first]
+// is the first incomplete one, would change. The kernel writes every block of a transaction before the
 // FLUSH that follows its commit block, so at a flush a committed
 // transaction with a block the host never wrote is not the kernel's: a
 // root attacker wrote a descriptor and a commit block over log positions
@@ -771,25 +790,12 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 // which a replay applies. Each run of transactions is raised once
 // (flushSeen); the violations wait in Engine.flushVs for the device core
 // (FlushViolations). Nothing here is applied to the model.
-func (j *journal) judgeIncomplete(txs []jbd2.Transaction, read func(uint32) ([]byte, error)) {
-	first := -1
-	for i, tx := range txs {
-		if !j.complete(tx, nil) {
-			first = i
-			break
-		}
-	}
-	if first < 0 {
-		return
-	}
+func (j *journal) judgeIncomplete(txs []jbd2.Transaction, first int, read func(uint32) ([]byte, error)) {
 	last := txs[len(txs)-1].Sequence
 	if j.flushSeen[last] {
 		return
 	}
-	noBlame := func(uint64, int, int) (int64, int64) { return 0, 0 }
-	chg := j.change(txs, read, noBlame)
-	vs, _ := j.e.evalChange(chg)
-	vs = append(vs, j.checkDataCopies(chg, noBlame)...)
+	vs, _ := j.judge(j.change(txs, read, noBlame), noBlame)
 	if len(vs) == 0 {
 		return
 	}
@@ -845,15 +851,9 @@ func (j *journal) checkPending(w *hostWrite, read func(uint32) ([]byte, error), 
 	}
 	blame := j.pendingBlame(txs, w, lo, hi)
 	chg := j.change(txs, read, blame)
-	vs, _ := j.e.evalChange(chg)
-	vs = append(vs, j.checkDataCopies(chg, blame)...)
+	vs, _ := j.judge(chg, blame)
 	vs = append(vs, j.replayViolations(txs, read, blame, chg, vs)...)
-	var out []revfs.Violation
-	for _, v := range vs {
-		if !slices.Contains(have, v) && !slices.Contains(out, v) {
-			out = append(out, v)
-		}
-	}
+	out := unseen(vs, have)
 	if len(out) > 0 {
 		j.e.log.Warn("ext4: a write completes committed transactions whose commit block came first, and they change protected data",
 			"first", txs[0].Sequence, "last", txs[len(txs)-1].Sequence, "violations", len(out))

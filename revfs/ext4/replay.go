@@ -3,6 +3,7 @@ package ext4
 import (
 	"bytes"
 	"crypto/sha256"
+	"slices"
 
 	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
 )
@@ -21,17 +22,13 @@ import (
 // an old copy written home is judged as any other write.
 
 // rememberReplay records the copies a recovery of txs would write home.
-func (j *journal) rememberReplay(txs []jbd2.Transaction, read func(uint32) ([]byte, error)) {
+func (j *journal) rememberReplay(txs []jbd2.Transaction) {
 	j.replay = map[uint64][][sha256.Size]byte{}
 	for _, tx := range txs {
 		for _, lb := range tx.Blocks {
-			c, err := read(lb.JBlock)
+			c, err := j.readCopy(journalCopy{jblock: lb.JBlock, escaped: lb.Escaped})
 			if err != nil {
 				continue
-			}
-			if lb.Escaped {
-				c = bytes.Clone(c) // read's result may be shared
-				jbd2.Unescape(c)
 			}
 			j.replay[lb.Home] = append(j.replay[lb.Home], sha256.Sum256(c))
 		}
@@ -54,15 +51,7 @@ func (j *journal) isReplay(w *hostWrite) bool {
 		}
 		watched = true
 		nb := w.block(b)
-		sum := sha256.Sum256(nb)
-		found := false
-		for _, s := range j.replay[b] {
-			if s == sum {
-				found = true
-				break
-			}
-		}
-		if !found {
+		if !slices.Contains(j.replay[b], sha256.Sum256(nb)) {
 			return false
 		}
 		cur, ok := e.meta[b]
