@@ -292,9 +292,23 @@ func marshalStateV1(st *RatchetState) []byte {
 }
 
 // TestAppendBatchParallel seals batches large enough for AppendBatch to
-// compute MACs on several goroutines, one of them failing half way: the
-// ops before the failure are sealed and durable, and everything verifies.
+// compute MACs side by side (on the vector unit, where there is one) or on
+// several goroutines, one of them failing half way: the ops before the
+// failure are sealed and durable, and everything verifies.
 func TestAppendBatchParallel(t *testing.T) {
+	for _, vec := range []bool{true, false} {
+		t.Run(fmt.Sprintf("vector=%v", vec), func(t *testing.T) {
+			if vec && !vectorMAC {
+				t.Skip("no 16-lane SHA-256 kernel on this CPU")
+			}
+			defer func(old bool) { vectorMAC = old }(vectorMAC)
+			vectorMAC = vec
+			testAppendBatchParallel(t)
+		})
+	}
+}
+
+func testAppendBatchParallel(t *testing.T) {
 	ts := newTestStore(t, 1<<16, 4)
 	s := ts.open(t, Options{})
 	files := []FileRef{{ID: 31, Path: "p/a.log"}, {ID: 32, Path: "p/b.log"}, {ID: 33, Path: "c.log"}}

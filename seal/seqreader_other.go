@@ -11,6 +11,8 @@ import (
 type seqReader struct {
 	f  *os.File
 	pr *preadReader
+
+	beforeUnmap func() // unused: nothing is mapped
 }
 
 func newSeqReader(f *os.File, size int64) *seqReader {
@@ -20,3 +22,6 @@ func newSeqReader(f *os.File, size int64) *seqReader {
 func (r *seqReader) feed(w io.Writer, off, n int64) error { return r.pr.feed(w, off, n) }
 
 func (r *seqReader) close() { r.f.Close() }
+
+// span is never available without mappings: verification uses feed.
+func (r *seqReader) span(off, n int64) ([]byte, bool) { return nil, false }

@@ -27,13 +27,20 @@ type seqReader struct {
 	win    []byte // mapping of [winOff, winOff+len(win))
 	winOff int64
 	pr     *preadReader // when mapping failed
+
+	// beforeUnmap, when set, runs before the window is unmapped: the
+	// verifier hands out slices of it (see span) and must finish with them.
+	beforeUnmap func()
 }
 
 // mapWindow is the largest mapping a seqReader holds: big enough that
 // remapping is rare (one mmap per 32 MiB verified), small enough that
 // populating it up front is not a long stall nor a large page-table cost
 // when many logs are open at once.
-const mapWindow = 32 << 20
+const (
+	mapWindowShift = 25
+	mapWindow      = 1 << mapWindowShift // 32 MiB
+)
 
 func newSeqReader(f *os.File, size int64) *seqReader {
 	return &seqReader{f: f, size: size, winOff: -1}
@@ -86,8 +93,31 @@ func (r *seqReader) feed(w io.Writer, off, n int64) (err error) {
 	return nil
 }
 
+// span returns [off, off+n) of the file as a slice of its mapping, valid
+// until the window moves (beforeUnmap), when the range lies within one
+// window; ok is false otherwise (the caller then uses feed). Touching the
+// slice raises SIGBUS if the file shrinks meanwhile: callers read it under
+// debug.SetPanicOnFault.
+func (r *seqReader) span(off, n int64) (b []byte, ok bool) {
+	if r.pr != nil || off < 0 || n <= 0 || off+n > r.size || off+n < 0 {
+		return nil, false
+	}
+	if off>>mapWindowShift != (off+n-1)>>mapWindowShift {
+		return nil, false
+	}
+	if off < r.winOff || off >= r.winOff+int64(len(r.win)) {
+		if !r.mapAt(off) {
+			return nil, false
+		}
+	}
+	return r.win[off-r.winOff : off-r.winOff+n], true
+}
+
 func (r *seqReader) unmap() {
 	if r.win != nil {
+		if r.beforeUnmap != nil {
+			r.beforeUnmap()
+		}
 		unix.Munmap(r.win)
 		r.win, r.winOff = nil, -1
 	}

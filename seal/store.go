@@ -93,6 +93,11 @@ type Store struct {
 	pend, spare []byte
 	pendFirst   int64
 
+	// Scratch of macSideBySide, reused from batch to batch (under mu).
+	macb     macBatch
+	macJobs  []macJob
+	macHeads [][40]byte
+
 	// hook, when set (tests only), runs at each stage of a commit; burn
 	// says whether the commit burns keystream keys.
 	hook func(stage commitStage, burn bool)
@@ -601,19 +606,23 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 	for _, op := range ops {
 		total += len(op.Data)
 	}
+	n := 0
+	for _, op := range ops {
+		n += entriesFor(len(op.Data))
+	}
+	// Many entries are MACed side by side on the vector unit, by this
+	// goroutine, after the loop; otherwise large batches spread their MACs
+	// over one goroutine per core, working while the loop goes on.
+	sideBySide := batchMAC(n)
 	var jobs []sealJob
-	if total >= parallelMAC && runtime.GOMAXPROCS(0) > 1 && (len(ops) > 1 || total > maxEntryData) {
-		n := 0
-		for _, op := range ops {
-			n += entriesFor(len(op.Data))
-		}
+	if sideBySide || total >= parallelMAC && runtime.GOMAXPROCS(0) > 1 && (len(ops) > 1 || total > maxEntryData) {
 		jobs = make([]sealJob, 0, n)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var work chan *sealJob
 	var wg sync.WaitGroup
-	if jobs != nil {
+	if jobs != nil && !sideBySide {
 		work = make(chan *sealJob, cap(jobs))
 		for range min(runtime.GOMAXPROCS(0), cap(jobs)) {
 			wg.Add(1)
@@ -637,7 +646,7 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 			n, failed = s.sealLocked(op.File, op.Off, op.Data, &jobs)
 			// jobs never grows past its capacity (entriesFor each op),
 			// so the pointers handed to the workers stay valid.
-			for k := queued; k < len(jobs); k++ {
+			for k := queued; work != nil && k < len(jobs); k++ {
 				work <- &jobs[k]
 			}
 			if failed == nil {
@@ -650,11 +659,15 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 		}
 		break
 	}
+	// Entries reserved so far get their MACs before mu is released, even
+	// when an op failed.
 	if work != nil {
-		// Entries reserved so far get their MACs before mu is released,
-		// even when an op failed.
 		close(work)
 		wg.Wait()
+	} else if len(jobs) > 0 {
+		s.macSideBySide(jobs)
+	}
+	if jobs != nil {
 		for i := range jobs {
 			copy(s.pend[jobs[i].pos+EntrySize-KeySize:], jobs[i].mac[:])
 		}
@@ -689,6 +702,25 @@ type sealJob struct {
 }
 
 // seal computes the job's MAC with m and forgets its key.
+// macSideBySide computes the MACs of jobs with a macBatch; the caller
+// holds mu.
+func (s *Store) macSideBySide(jobs []sealJob) {
+	if cap(s.macJobs) < len(jobs) {
+		s.macJobs = make([]macJob, len(jobs))
+		s.macHeads = make([][40]byte, len(jobs))
+	}
+	mj := s.macJobs[:len(jobs)]
+	for i := range jobs {
+		mj[i] = macJob{key: jobs[i].key, head: entryHead(&s.macHeads[i], &jobs[i].e), data: jobs[i].data}
+		jobs[i].key = [KeySize]byte{}
+	}
+	s.macb.compute(mj)
+	for i := range jobs {
+		jobs[i].mac = mj[i].sum
+		mj[i] = macJob{}
+	}
+}
+
 func (j *sealJob) seal(m *mac) {
 	m.startEntry(&j.key, &j.e)
 	m.Write(j.data)

@@ -2,14 +2,18 @@ package seal
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/indelible-worm/indelible/internal/sha256x16"
 )
 
 // ProblemKind classifies what the verifier found.
@@ -191,7 +195,44 @@ type verifier struct {
 	rr       *RecordReader
 	pending  *Record   // next side record, not yet bound
 	lastTime time.Time // device clock of the latest time record
+
+	// With sideBySide, entry MACs are queued (macs) and computed together
+	// on the 16-lane SHA-256 (flushMACs); what the verifier reports after
+	// a queued MAC waits in later, in order, so callers see problems and
+	// entries in the order of the log as before.
+	sideBySide bool
+	macs       []macJob
+	heads      [maxQueuedMACs][40]byte
+	later      []laterItem
+	flushing   bool
+	macb       macBatch
+	// With sideBySide, the keys of entries [keyFrom, keyFrom+len(ahead))
+	// are computed ahead, sixteen ratchet blocks side by side (keysAhead).
+	keyFrom int64
+	ahead   [][KeySize]byte
+	rjobs   []macJob
+	rheads  [][40]byte
 }
+
+// laterItem is something to report once the queued MACs are known.
+type laterItem struct {
+	kind laterKind
+	p    Problem     // laterProblem
+	res  EntryResult // laterEntry, laterMAC: the entry so far
+	mac  int         // laterMAC: its index in macs
+}
+
+type laterKind uint8
+
+const (
+	laterProblem laterKind = iota
+	laterEntry
+	laterMAC // the entry's outcome hangs on its MAC
+)
+
+// maxQueuedMACs bounds the entry MACs queued for one flush: enough to keep
+// the 16 lanes full when entries differ in length.
+const maxQueuedMACs = 64
 
 // Verify checks a store and streams every problem it finds; it never stops
 // at the first one. The error is non-nil only when verification could not
@@ -202,7 +243,108 @@ func Verify(storeDir string, o VerifyOptions) (*Summary, error) {
 	return v.run()
 }
 
+// report counts and streams a problem, after whatever waits for queued
+// MACs.
 func (v *verifier) report(p Problem) {
+	if len(v.later) > 0 && !v.flushing {
+		v.later = append(v.later, laterItem{kind: laterProblem, p: p})
+		return
+	}
+	v.deliver(p)
+}
+
+// entryDone streams an examined entry, after whatever waits for queued MACs.
+func (v *verifier) entryDone(res *EntryResult) {
+	if v.o.OnEntry == nil {
+		return
+	}
+	if len(v.later) > 0 && !v.flushing {
+		v.later = append(v.later, laterItem{kind: laterEntry, res: *res})
+		return
+	}
+	v.o.OnEntry(*res)
+}
+
+// queueMAC queues the MAC of res's entry over data; its outcome is
+// reported, in order, once the MAC is known.
+func (v *verifier) queueMAC(res *EntryResult, key *[KeySize]byte, data []byte) {
+	i := len(v.macs)
+	v.macs = append(v.macs, macJob{key: *key, head: entryHead(&v.heads[i], &res.Entry), data: data})
+	v.later = append(v.later, laterItem{kind: laterMAC, res: *res, mac: i})
+	if len(v.macs) == maxQueuedMACs {
+		v.flushMACs()
+	}
+}
+
+// flushMACs computes the queued MACs and reports what waited for them. A
+// real log that shrinks under its mapping meanwhile (SIGBUS) fails every
+// MAC of the flush: the log changed while being verified.
+func (v *verifier) flushMACs() {
+	if len(v.later) == 0 {
+		return
+	}
+	if len(v.macs) > 0 {
+		func() {
+			old := debug.SetPanicOnFault(true)
+			defer func() {
+				debug.SetPanicOnFault(old)
+				if recover() != nil {
+					for i := range v.macs {
+						v.macs[i].sum = [KeySize]byte{}
+					}
+				}
+			}()
+			v.macb.compute(v.macs)
+		}()
+	}
+	v.flushing = true
+	for k := range v.later {
+		it := &v.later[k]
+		switch it.kind {
+		case laterProblem:
+			v.deliver(it.p)
+		case laterEntry:
+			v.o.OnEntry(it.res)
+		case laterMAC:
+			v.macOutcome(&it.res, macEqual(v.macs[it.mac].sum[:], it.res.Entry.MAC[:]))
+			v.entryDone(&it.res)
+		}
+	}
+	v.flushing = false
+	clear(v.later)
+	v.later = v.later[:0]
+	clear(v.macs)
+	v.macs = v.macs[:0]
+}
+
+// blame reports p against the entry res describes.
+func (v *verifier) blame(res *EntryResult, p Problem) {
+	p.Entry = res.Index
+	if p.File == "" {
+		p.File = res.Path
+	}
+	if p.ID == 0 && res.Entry.Inode != FakeInode {
+		p.ID = res.Entry.Inode
+	}
+	if res.Why == "" {
+		res.Why = p.Kind.String() + ": " + p.Msg
+	}
+	v.report(p)
+}
+
+// macOutcome counts a data entry whose MAC matched (ok) or reports it.
+func (v *verifier) macOutcome(res *EntryResult, ok bool) {
+	off, cnt := int64(res.Entry.Offset), int64(res.Entry.Count)
+	if !ok {
+		v.blame(res, Problem{Kind: ProblemAltered, Off: off, Len: cnt, Msg: "data or entry does not match its seal"})
+		return
+	}
+	res.OK = true
+	v.sum.Intact++
+	v.sum.Bytes += cnt
+}
+
+func (v *verifier) deliver(p Problem) {
 	switch p.Kind {
 	case ProblemAltered, ProblemMisplaced:
 		v.sum.Altered++
@@ -260,6 +402,7 @@ func (v *verifier) run() (*Summary, error) {
 		v.nr = v.detectNRatchet(lf)
 	}
 	v.sum.NRatchet = v.nr
+	v.sideBySide = v.keys != nil && vectorMAC
 	v.openRecords()
 	if v.o.File != "" {
 		// The map binds IDs to paths; find the wanted ID from the records.
@@ -283,6 +426,7 @@ func (v *verifier) run() (*Summary, error) {
 		if v.keys != nil {
 			if !v.entryKey(i, &key) {
 				v.report(Problem{Kind: ProblemKeystream, Entry: i, Msg: "entry lies beyond the auditor keystream"})
+				v.flushMACs()
 				v.keys = nil
 				v.sum.Keyed = false
 			}
@@ -294,6 +438,7 @@ func (v *verifier) run() (*Summary, error) {
 			v.o.Progress(LogHeaderSize+i*EntrySize, lst.Size())
 		}
 	}
+	v.flushMACs()
 	if v.o.Progress != nil {
 		v.o.Progress(lst.Size(), lst.Size())
 	}
@@ -340,6 +485,17 @@ func (v *verifier) detectNRatchet(lf *os.File) int {
 
 // entryKey sets key to the key of entry i, given the key of entry i-1.
 func (v *verifier) entryKey(i int64, key *[KeySize]byte) bool {
+	if v.sideBySide {
+		if i < v.keyFrom || i >= v.keyFrom+int64(len(v.ahead)) {
+			if i%int64(v.nr) == 0 {
+				v.keysAhead(i)
+			}
+		}
+		if i >= v.keyFrom && i < v.keyFrom+int64(len(v.ahead)) {
+			*key = v.ahead[i-v.keyFrom]
+			return true
+		}
+	}
 	roff := i % int64(v.nr)
 	if roff != 0 {
 		v.m.ratchet(key, uint64(roff), v.nr)
@@ -352,6 +508,54 @@ func (v *verifier) entryKey(i int64, key *[KeySize]byte) bool {
 		v.m.ratchet(key, 0, v.nr)
 	}
 	return true
+}
+
+// keysAhead computes the keys of every entry of the sixteen ratchet blocks
+// from entry i on (i starts a block), the ratchet steps of the blocks side
+// by side on the 16-lane SHA-256; fewer blocks when the auditor keystream
+// ends first (entryKey then reports it).
+func (v *verifier) keysAhead(i int64) {
+	nr := v.nr
+	v.keyFrom, v.ahead = i, v.ahead[:0]
+	var raw [sha256x16.Lanes][KeySize]byte
+	lanes := 0
+	for ; lanes < len(raw); lanes++ {
+		if !v.keys.key(i/int64(nr)+int64(lanes), &raw[lanes]) {
+			break
+		}
+	}
+	if lanes == 0 {
+		return
+	}
+	if cap(v.ahead) < len(raw)*nr {
+		v.ahead = make([][KeySize]byte, 0, len(raw)*nr)
+		v.rjobs = make([]macJob, len(raw))
+		v.rheads = make([][40]byte, len(raw))
+	}
+	v.ahead = v.ahead[:lanes*nr]
+	if nr == 1 {
+		copy(v.ahead, raw[:lanes])
+		return
+	}
+	jobs := v.rjobs[:lanes]
+	for roff := range nr {
+		for l := range jobs {
+			if roff == 0 {
+				jobs[l].key = raw[l]
+			} else {
+				jobs[l].key = jobs[l].sum
+			}
+			// HMAC(key, le64(roff) ‖ le64(nratchet)), as mac.ratchet.
+			binary.LittleEndian.PutUint64(v.rheads[l][0:], uint64(roff))
+			binary.LittleEndian.PutUint64(v.rheads[l][8:], uint64(nr))
+			jobs[l].head, jobs[l].data = v.rheads[l][:16], nil
+		}
+		v.macb.compute(jobs)
+		for l := range jobs {
+			v.ahead[l*nr+roff] = jobs[l].sum
+		}
+	}
+	clear(raw[:])
 }
 
 // mapPaths pre-reads the map records (unverified) in a separate pass.
@@ -465,6 +669,7 @@ func (v *verifier) applyMap(i int64, r *Record) {
 	}
 	f.size = st.Size()
 	f.r = newSeqReader(fh, f.size)
+	f.r.beforeUnmap = v.flushMACs
 }
 
 // macEntry computes e's MAC over the real log at path and compares it.
@@ -512,22 +717,11 @@ func (v *verifier) checkEntry(i int64, e *Entry, key *[KeySize]byte) {
 		path = f.path
 	}
 	res := EntryResult{Index: i, Entry: *e, Path: path, Time: v.lastTime}
-	fail := func(p Problem) {
-		p.Entry = i
-		if p.File == "" {
-			p.File = path
-		}
-		if p.ID == 0 && e.Inode != FakeInode {
-			p.ID = e.Inode
-		}
-		if res.Why == "" {
-			res.Why = p.Kind.String() + ": " + p.Msg
-		}
-		v.report(p)
-	}
+	fail := func(p Problem) { v.blame(&res, p) }
+	queued := false // the MAC is queued and reports res itself
 	defer func() {
-		if v.o.OnEntry != nil {
-			v.o.OnEntry(res)
+		if !queued {
+			v.entryDone(&res)
 		}
 	}()
 	off, cnt := int64(e.Offset), int64(e.Count)
@@ -580,17 +774,20 @@ func (v *verifier) checkEntry(i int64, e *Entry, key *[KeySize]byte) {
 		f.next = off + cnt
 		return
 	}
-	if v.keys != nil {
-		if ok, _ := v.macEntry(e, key, path); !ok {
-			fail(Problem{Kind: ProblemAltered, Off: off, Len: cnt, Msg: "data or entry does not match its seal"})
-			f.next = off + cnt
+	f.next = off + cnt
+	if v.keys == nil {
+		v.macOutcome(&res, true) // structure only: counted as intact, never reported OK overall
+		return
+	}
+	if v.sideBySide && f.r != nil {
+		if data, ok := f.r.span(off, cnt); ok {
+			queued = true
+			v.queueMAC(&res, key, data)
 			return
 		}
 	}
-	f.next = off + cnt
-	res.OK = true
-	v.sum.Intact++
-	v.sum.Bytes += cnt
+	ok, _ := v.macEntry(e, key, path)
+	v.macOutcome(&res, ok)
 }
 
 func (v *verifier) orphanRecords(n int64) {

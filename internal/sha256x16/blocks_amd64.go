@@ -1,0 +1,19 @@
+//go:build amd64 && !purego
+
+package sha256x16
+
+import "golang.org/x/sys/cpu"
+
+//go:generate go run gen.go
+
+// hasKernel: the kernel needs AVX-512 F (32 zmm registers, rotates,
+// ternary logic, two-table permutes) and BW (byte shuffles on zmm); cpu
+// also checks that the OS saves the zmm state.
+var hasKernel = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW
+
+// blocks runs n SHA-256 block compressions in each of the 16 lanes: lane i
+// reads 64 bytes at ptrs[i], then advances ptrs[i] by strides[i]. state[j][i]
+// is working word j of lane i.
+//
+//go:noescape
+func blocks(state *[8][Lanes]uint32, ptrs *[Lanes]uintptr, strides *[Lanes]uintptr, n int)

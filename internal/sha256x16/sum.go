@@ -1,0 +1,192 @@
+// Package sha256x16 computes the SHA-256 of many independent messages at
+// once, sixteen lanes side by side in AVX-512 registers.
+//
+// Why: the real logs are sealed and verified with one HMAC-SHA256 per entry,
+// and one SHA-256 stream is bound by the latency and throughput of the
+// CPU's SHA instructions (about 1 GB/s on the Xeon this project is measured
+// on). Sixteen streams in the vector unit hash more than twice as fast, and
+// sealing and verification always have many entries to hash at once.
+//
+// Available reports whether the vector kernel runs here; without it Sum
+// still gives the right answers (a plain Go block function) but slowly, so
+// callers use crypto/sha256 instead.
+package sha256x16
+
+import (
+	"encoding/binary"
+	"unsafe"
+)
+
+// Lanes is how many messages are hashed side by side.
+const Lanes = 16
+
+// Available reports whether the 16-lane kernel runs on this CPU.
+func Available() bool { return hasKernel }
+
+// Message is one message to hash: the concatenation of Parts (a prefix, a
+// header and a body, say, without copying them together). Sum fills Sum.
+type Message struct {
+	Parts [3][]byte
+	Sum   [32]byte
+}
+
+// Hasher holds the lanes' state and scratch blocks; the zero value is
+// ready. A Hasher is not safe for concurrent use. It is large (about 3 KiB);
+// keep one and reuse it.
+type Hasher struct {
+	state   [8][Lanes]uint32
+	ptrs    [Lanes]uintptr // for the kernel
+	segs    [Lanes][]byte  // the same, for blocksGeneric
+	strides [Lanes]uintptr
+	lanes   [Lanes]lane
+	scratch [Lanes][128]byte
+	idle    [64]byte // what lanes without a message hash
+}
+
+// lane is where one lane stands in its message. Positions are kept as
+// part and offset, and turned into addresses only right before each call
+// of the kernel: Go may move stacks (and with them any message that lives
+// on one) between calls, never during one.
+type lane struct {
+	m      *Message
+	part   int    // current part of m
+	off    int    // offset in Parts[part]
+	length uint64 // bytes of m consumed so far (for the padding)
+	left   int    // blocks left in the current segment
+	inBuf  bool   // the segment is in scratch (assembled or padded)
+	bufOff int    // its next block in scratch
+	last   bool   // the segment ends the message
+}
+
+var iv = [8]uint32{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19}
+
+// Sum computes the SHA-256 of every message in ms into its Sum field.
+func (h *Hasher) Sum(ms []Message) {
+	next, active := 0, 0
+	for i := range Lanes {
+		if next < len(ms) {
+			h.start(i, &ms[next])
+			next++
+			active++
+		} else {
+			h.lanes[i].m = nil
+		}
+	}
+	for active > 0 {
+		n := int(^uint(0) >> 1)
+		for i := range h.lanes {
+			l := &h.lanes[i]
+			var seg []byte
+			switch {
+			case l.m == nil:
+				seg, h.strides[i] = h.idle[:], 0
+			case l.inBuf:
+				seg, h.strides[i] = h.scratch[i][64*l.bufOff:], 64
+				n = min(n, l.left)
+			default:
+				seg, h.strides[i] = l.m.Parts[l.part][l.off:], 64
+				n = min(n, l.left)
+			}
+			h.segs[i] = seg
+			h.ptrs[i] = uintptr(unsafe.Pointer(unsafe.SliceData(seg)))
+		}
+		if hasKernel {
+			blocks(&h.state, &h.ptrs, &h.strides, n)
+		} else {
+			blocksGeneric(&h.state, &h.segs, &h.strides, n)
+		}
+		clear(h.segs[:]) // let the messages go
+		for i := range h.lanes {
+			l := &h.lanes[i]
+			if l.m == nil {
+				continue
+			}
+			l.left -= n
+			if l.inBuf {
+				l.bufOff += n
+			} else {
+				l.off += 64 * n
+			}
+			if l.left > 0 {
+				continue
+			}
+			if !l.last {
+				h.segment(i)
+				continue
+			}
+			for j := range 8 {
+				binary.BigEndian.PutUint32(l.m.Sum[4*j:], h.state[j][i])
+			}
+			l.m = nil
+			active--
+			if next < len(ms) {
+				h.start(i, &ms[next])
+				next++
+				active++
+			}
+		}
+	}
+}
+
+// start puts m in lane i.
+func (h *Hasher) start(i int, m *Message) {
+	h.lanes[i] = lane{m: m}
+	for j := range 8 {
+		h.state[j][i] = iv[j]
+	}
+	h.segment(i)
+}
+
+// segment sets up lane i's next run of blocks: whole blocks straight from
+// the current part when it has any left, else one block assembled in
+// scratch from the parts' remaining bytes, or the last one or two blocks
+// with the padding.
+func (h *Hasher) segment(i int) {
+	l := &h.lanes[i]
+	for l.part < len(l.m.Parts) && l.off == len(l.m.Parts[l.part]) {
+		l.part, l.off = l.part+1, 0
+	}
+	if l.part < len(l.m.Parts) {
+		if n := (len(l.m.Parts[l.part]) - l.off) / 64; n > 0 {
+			l.left, l.inBuf = n, false
+			l.length += uint64(64 * n)
+			return
+		}
+	}
+	buf := &h.scratch[i]
+	k := 0
+	for k < 64 && l.part < len(l.m.Parts) {
+		c := copy(buf[k:64], l.m.Parts[l.part][l.off:])
+		k += c
+		l.off += c
+		if l.off == len(l.m.Parts[l.part]) {
+			l.part, l.off = l.part+1, 0
+		}
+	}
+	for l.part < len(l.m.Parts) && l.off == len(l.m.Parts[l.part]) {
+		l.part, l.off = l.part+1, 0
+	}
+	l.length += uint64(k)
+	l.inBuf, l.bufOff = true, 0
+	if k == 64 && l.part < len(l.m.Parts) {
+		l.left = 1 // more message follows
+		return
+	}
+	if k == 64 {
+		// The message ends on this block: the padding is a block of its own.
+		l.left = 2
+		clear(buf[64:])
+		buf[64] = 0x80
+		binary.BigEndian.PutUint64(buf[120:], l.length*8)
+		l.last = true
+		return
+	}
+	buf[k] = 0x80
+	clear(buf[k+1:])
+	l.left = 1
+	if k+1+8 > 64 {
+		l.left = 2
+	}
+	binary.BigEndian.PutUint64(buf[64*l.left-8:], l.length*8)
+	l.last = true
+}
