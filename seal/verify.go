@@ -269,6 +269,7 @@ func (v *verifier) entryDone(res *EntryResult) {
 // reported, in order, once the MAC is known.
 func (v *verifier) queueMAC(res *EntryResult, key *[KeySize]byte, data []byte) {
 	i := len(v.macs)
+	sha256x16.Prefetch(data)
 	v.macs = append(v.macs, macJob{key: *key, head: entryHead(&v.heads[i], &res.Entry), data: data})
 	v.later = append(v.later, laterItem{kind: laterMAC, res: *res, mac: i})
 	if len(v.macs) == maxQueuedMACs {

@@ -17,3 +17,6 @@ var hasKernel = cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW
 //
 //go:noescape
 func blocks(state *[8][Lanes]uint32, ptrs *[Lanes]uintptr, strides *[Lanes]uintptr, n int)
+
+//go:noescape
+func prefetch(p *byte, n int)
