@@ -105,3 +105,26 @@ func TestVerifySideBySideSameReport(t *testing.T) {
 		}
 	}
 }
+
+func TestMACBatchRatchetMatchesMAC(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	m := newMAC()
+	var b macBatch
+	for _, n := range []int{1, 5, 16} {
+		keys := make([][KeySize]byte, n)
+		want := make([][KeySize]byte, n)
+		for i := range keys {
+			for k := range keys[i] {
+				keys[i][k] = byte(r.Uint32())
+			}
+			want[i] = keys[i]
+			m.ratchet(&want[i], 7, 31)
+		}
+		b.ratchet(keys, 7, 31)
+		for i := range keys {
+			if keys[i] != want[i] {
+				t.Fatalf("%d keys: key %d: batch %x, mac %x", n, i, keys[i], want[i])
+			}
+		}
+	}
+}

@@ -2,7 +2,6 @@ package seal
 
 import (
 	"bufio"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"io/fs"
@@ -530,30 +529,16 @@ func (v *verifier) keysAhead(i int64) {
 	}
 	if cap(v.ahead) < len(raw)*nr {
 		v.ahead = make([][KeySize]byte, 0, len(raw)*nr)
-		v.rjobs = make([]macJob, len(raw))
-		v.rheads = make([][40]byte, len(raw))
 	}
 	v.ahead = v.ahead[:lanes*nr]
 	if nr == 1 {
 		copy(v.ahead, raw[:lanes])
 		return
 	}
-	jobs := v.rjobs[:lanes]
 	for roff := range nr {
-		for l := range jobs {
-			if roff == 0 {
-				jobs[l].key = raw[l]
-			} else {
-				jobs[l].key = jobs[l].sum
-			}
-			// HMAC(key, le64(roff) ‖ le64(nratchet)), as mac.ratchet.
-			binary.LittleEndian.PutUint64(v.rheads[l][0:], uint64(roff))
-			binary.LittleEndian.PutUint64(v.rheads[l][8:], uint64(nr))
-			jobs[l].head, jobs[l].data = v.rheads[l][:16], nil
-		}
-		v.macb.compute(jobs)
-		for l := range jobs {
-			v.ahead[l*nr+roff] = jobs[l].sum
+		v.macb.ratchet(raw[:lanes], uint64(roff), nr)
+		for l := range lanes {
+			v.ahead[l*nr+roff] = raw[l]
 		}
 	}
 	clear(raw[:])
