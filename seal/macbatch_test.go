@@ -3,6 +3,7 @@ package seal
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -70,13 +71,14 @@ func TestVerifySideBySideSameReport(t *testing.T) {
 		problems []string
 		entries  []string
 	}
-	verify := func(vec bool) run {
+	verify := func(vec bool, o VerifyOptions) run {
 		defer func(old bool) { vectorMAC = old }(vectorMAC)
 		vectorMAC = vec
 		var r run
-		sum, ps := ts.verify(t, VerifyOptions{OnEntry: func(res EntryResult) {
+		o.OnEntry = func(res EntryResult) {
 			r.entries = append(r.entries, fmt.Sprintf("%d ok=%v why=%q", res.Index, res.OK, res.Why))
-		}})
+		}
+		sum, ps := ts.verify(t, o)
 		for _, p := range ps {
 			r.problems = append(r.problems, p.String())
 		}
@@ -86,45 +88,52 @@ func TestVerifySideBySideSameReport(t *testing.T) {
 	if !vectorMAC {
 		t.Skip("no 16-lane SHA-256 kernel on this CPU: there is only one way to verify")
 	}
-	one, many := verify(false), verify(true)
-	if len(one.problems) < 4 {
-		t.Fatalf("tampering found too little: %q", one.problems)
-	}
-	if !slices.Equal(one.problems, many.problems) {
-		t.Fatalf("problems differ:\none at a time: %q\nside by side: %q", one.problems, many.problems)
-	}
-	if !slices.Equal(one.entries, many.entries) {
-		t.Fatalf("entries differ (%d vs %d reported)", len(one.entries), len(many.entries))
-	}
-	if len(many.entries) != 300 {
-		t.Fatalf("%d entries reported, want 300", len(many.entries))
-	}
-	for i, s := range many.entries {
-		if !strings.HasPrefix(s, fmt.Sprint(i)+" ") {
-			t.Fatalf("entry %d reported as %q: out of order", i, s)
+	same := func(t *testing.T, o VerifyOptions) run {
+		one, many := verify(false, o), verify(true, o)
+		if !slices.Equal(one.problems, many.problems) {
+			t.Fatalf("problems differ:\none at a time: %q\nside by side: %q", one.problems, many.problems)
 		}
-	}
-}
-
-func TestMACBatchRatchetMatchesMAC(t *testing.T) {
-	r := rand.New(rand.NewPCG(9, 10))
-	m := newMAC()
-	var b macBatch
-	for _, n := range []int{1, 5, 16} {
-		keys := make([][KeySize]byte, n)
-		want := make([][KeySize]byte, n)
-		for i := range keys {
-			for k := range keys[i] {
-				keys[i][k] = byte(r.Uint32())
-			}
-			want[i] = keys[i]
-			m.ratchet(&want[i], 7, 31)
+		if !slices.Equal(one.entries, many.entries) {
+			t.Fatalf("entries differ (%d vs %d reported)", len(one.entries), len(many.entries))
 		}
-		b.ratchet(keys, 7, 31)
-		for i := range keys {
-			if keys[i] != want[i] {
-				t.Fatalf("%d keys: key %d: batch %x, mac %x", n, i, keys[i], want[i])
+		return many
+	}
+	t.Run("all", func(t *testing.T) {
+		r := same(t, VerifyOptions{})
+		if len(r.problems) < 4 {
+			t.Fatalf("tampering found too little: %q", r.problems)
+		}
+		if len(r.entries) != 300 {
+			t.Fatalf("%d entries reported, want 300", len(r.entries))
+		}
+		for i, s := range r.entries {
+			if !strings.HasPrefix(s, fmt.Sprint(i)+" ") {
+				t.Fatalf("entry %d reported as %q: out of order", i, s)
 			}
 		}
-	}
+	})
+	t.Run("range", func(t *testing.T) {
+		r := same(t, VerifyOptions{File: "var/log/app.log", Range: &Range{Off: 40 * int64(line), Len: 30 * int64(line)}})
+		if len(r.entries) != 30 {
+			t.Fatalf("%d entries reported for 30 lines: %q", len(r.entries), r.entries)
+		}
+	})
+	t.Run("short auditor key", func(t *testing.T) {
+		// Keys for 25 ratchet blocks of 4 entries: entries from 100 on lie
+		// beyond the auditor keystream.
+		b, err := os.ReadFile(ts.aud)
+		if err != nil {
+			t.Fatal(err)
+		}
+		short := filepath.Join(t.TempDir(), "short.key")
+		if err := os.WriteFile(short, b[:16+25*KeySize], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer func(old string) { ts.aud = old }(ts.aud)
+		ts.aud = short
+		r := same(t, VerifyOptions{})
+		if !slices.ContainsFunc(r.problems, func(p string) bool { return strings.Contains(p, "entry 100") && strings.Contains(p, "keystream") }) {
+			t.Fatalf("no keystream problem at entry 100: %q", r.problems)
+		}
+	})
 }
