@@ -276,26 +276,27 @@ func (v *verifier) queueMAC(res *EntryResult, key *[KeySize]byte, data []byte) {
 	}
 }
 
-// flushMACs computes the queued MACs and reports what waited for them. A
-// real log that shrinks under its mapping meanwhile (SIGBUS) fails every
-// MAC of the flush: the log changed while being verified.
+// flushMACs computes the queued MACs and reports what waited for them.
+// When a real log shrinks under its mapping meanwhile, reading it faults
+// (SIGBUS); the MACs are then computed again one at a time, so that only
+// the entries whose bytes are gone fail (the log changed while being
+// verified), as they would one at a time.
 func (v *verifier) flushMACs() {
 	if len(v.later) == 0 {
 		return
 	}
-	if len(v.macs) > 0 {
-		func() {
-			old := debug.SetPanicOnFault(true)
-			defer func() {
-				debug.SetPanicOnFault(old)
-				if recover() != nil {
-					for i := range v.macs {
-						v.macs[i].sum = [KeySize]byte{}
-					}
-				}
-			}()
-			v.macb.compute(v.macs)
-		}()
+	if len(v.macs) > 0 && !faultless(func() { v.macb.compute(v.macs) }) {
+		for i := range v.macs {
+			j := &v.macs[i]
+			if !faultless(func() {
+				v.m.reset(&j.key)
+				v.m.Write(j.head)
+				v.m.Write(j.data)
+				j.sum = *v.m.final()
+			}) {
+				j.sum = [KeySize]byte{}
+			}
+		}
 	}
 	v.flushing = true
 	for k := range v.later {
@@ -315,6 +316,21 @@ func (v *verifier) flushMACs() {
 	v.later = v.later[:0]
 	clear(v.macs)
 	v.macs = v.macs[:0]
+}
+
+// faultless runs f, which reads mapped real logs, and reports whether it
+// ran to the end: false when a read faulted (the file shrank under its
+// mapping).
+func faultless(f func()) (ok bool) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if recover() != nil {
+			ok = false
+		}
+	}()
+	f()
+	return true
 }
 
 // blame reports p against the entry res describes.
