@@ -602,12 +602,9 @@ func (s *Store) AppendBatch(ops []AppendOp) error {
 // this one goes on writing data and reserving entries; mu is held
 // throughout, so no commit can take an entry before its MAC is in pend.
 func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
-	total := 0
+	total, n := 0, 0 // bytes and entries
 	for _, op := range ops {
 		total += len(op.Data)
-	}
-	n := 0
-	for _, op := range ops {
 		n += entriesFor(len(op.Data))
 	}
 	// Many entries are MACed side by side on the vector unit, by this
@@ -701,9 +698,8 @@ type sealJob struct {
 	mac  [KeySize]byte
 }
 
-// seal computes the job's MAC with m and forgets its key.
-// macSideBySide computes the MACs of jobs with a macBatch; the caller
-// holds mu.
+// macSideBySide computes the MACs of jobs with a macBatch and forgets
+// their keys; the caller holds mu.
 func (s *Store) macSideBySide(jobs []sealJob) {
 	if cap(s.macJobs) < len(jobs) {
 		s.macJobs = make([]macJob, len(jobs))
@@ -721,6 +717,7 @@ func (s *Store) macSideBySide(jobs []sealJob) {
 	}
 }
 
+// seal computes the job's MAC with m and forgets its key.
 func (j *sealJob) seal(m *mac) {
 	m.startEntry(&j.key, &j.e)
 	m.Write(j.data)

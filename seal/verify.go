@@ -209,8 +209,6 @@ type verifier struct {
 	// are computed ahead, sixteen ratchet blocks side by side (keysAhead).
 	keyFrom int64
 	ahead   [][KeySize]byte
-	rjobs   []macJob
-	rheads  [][40]byte
 }
 
 // laterItem is something to report once the queued MACs are known.
