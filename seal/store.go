@@ -683,6 +683,12 @@ func entriesFor(n int) int {
 	return max(1, (n+maxEntryData-1)/maxEntryData)
 }
 
+// earlyWriteback is the append size from which the real log's new bytes
+// are sent to the disk as soon as they are written (startWriteback), not
+// only at the commit: below it the disk work is too small to overlap with
+// anything worth the extra call.
+const earlyWriteback = 256 << 10
+
 // parallelMAC is the batch size from which AppendBatch spreads the MACs
 // over goroutines: below it hashing takes less than the hand-offs (a
 // 4 KiB MAC is a few microseconds), above it hashing dominates sealing.
@@ -794,6 +800,9 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob
 			rl.f.Close()
 		}
 		return 0, fmt.Errorf("seal: write real log %s: %w", file.Path, err)
+	}
+	if len(data) >= earlyWriteback {
+		startWriteback(rl.f, off, int64(len(data)))
 	}
 	if newFile {
 		r := &Record{Type: RecordMap, Entry: c, Time: s.opts.Now(), ID: file.ID, Path: file.Path}
