@@ -273,7 +273,9 @@ func (d *Device) respond(vs []revfs.Violation, p []byte, off int64, op string) (
 
 // journalRepairer is implemented by engines whose violations can lie in
 // bytes that landed before the request raising them: in revfs/ext4 a jbd2
-// commit block makes count the journalled copies the host wrote earlier.
+// commit block makes count the journalled copies the host wrote earlier,
+// and without a journal an unlink's inode write makes count the directory
+// block that dropped the name earlier.
 // Under the discard response such an engine restores the protected bytes
 // of those copies through write (and whatever checksums cover them), and
 // returns the request to write instead and the violations it left for the

@@ -347,6 +347,7 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 	case in == nil:
 		return viol(revfs.KindUnparseable, f.inoBlock, "inode %d: %v", f.ino, nv.err)
 	case in.Mode == 0 || in.LinksCount == 0:
+		f.unlinkTried = true
 		return viol(revfs.KindInodeFreed, f.inoBlock, "inode %d freed (mode %#o, links %d)", f.ino, in.Mode, in.LinksCount)
 	case old.inode != nil && in.Generation != old.inode.Generation:
 		return viol(revfs.KindInodeFreed, f.inoBlock, "inode %d reallocated (generation %d -> %d)", f.ino, old.inode.Generation, in.Generation)
@@ -399,13 +400,17 @@ func (e *Engine) checkEntry(f, d *tracked, nv *view, chg *change) []revfs.Violat
 		return []revfs.Violation{{Kind: revfs.KindDirEntry, File: id, Off: off, Len: n, Detail: fmt.Sprintf("directory %d holding file %d was removed (mode %#o, links %d)", d.ino, f.ino, nv.inode.Mode, nv.inode.LinksCount)}}
 	case nv.dirUnknown || len(nv.unknown) > 0:
 		return nil // a directory block the host has not written yet
-	case nv.entries[uint32(f.ino)] == 0 && d.view.entries[uint32(f.ino)] > 0:
-		if e.jnl == nil {
+	case nv.entries[uint32(f.ino)] > 0:
+		delete(e.gone, f.ino) // back (or never gone)
+	case d.view.entries[uint32(f.ino)] > 0:
+		if e.jnl == nil && !f.unlinkTried {
 			// Without a journal the blocks of one directory change
 			// (a rename into another block, an htree split) reach the
 			// device one by one, in any order: a block without the entry
-			// does not mean the entry is gone. Only a freed inode (above,
-			// and in checkFile) is certain.
+			// does not mean the entry is gone. An attempt to free the
+			// inode does (checkFile); until then the removal is only
+			// remembered (unlink.go).
+			e.noteGone(f, d, nv)
 			e.log.Info("ext4: entry of a protected file not in its directory's known blocks", "file", f.ino, "dir", d.ino)
 			return nil
 		}
@@ -525,11 +530,16 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 		t.view = nv
 		for b, d := range nv.used {
 			// Most blocks a view uses are the versions meta already
-			// holds (immutable): copy only new ones.
+			// holds (immutable): copy only new ones. The view then holds
+			// meta's copy, not the request's buffer (which the NBD
+			// server reuses once the request is answered).
 			if cur, ok := e.meta[b]; ok && bytes.Equal(cur, d) {
+				nv.used[b] = cur
 				continue
 			}
-			e.meta[b] = bytes.Clone(d)
+			c := bytes.Clone(d)
+			e.meta[b] = c
+			nv.used[b] = c
 		}
 		t.lastTouch = now
 		if !t.isDir {

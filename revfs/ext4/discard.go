@@ -94,9 +94,17 @@ type loggedAt struct {
 // blocks durable before the request lands. The model does not change (the
 // journal cache only forgets the blocks rewritten): the Wrote of the
 // commit block reads the repaired log from the image and applies it.
+//
+// Without a journal there are no copies to repair; what lies outside the
+// request is a directory block that already lost a protected file's entry
+// when the request is the unlink's inode write: it is written back as it
+// was, and applied to the model (restoreGone, unlink.go).
 func (e *Engine) RepairDiscard(off int64, p []byte, vs []revfs.Violation, write func(b []byte, off int64) error) ([]byte, []revfs.Violation, error) {
 	j := e.jnl
-	if j == nil || len(vs) == 0 || len(p) == 0 || off < 0 {
+	if j == nil {
+		return p, vs, e.restoreGone(vs, write)
+	}
+	if len(vs) == 0 || len(p) == 0 || off < 0 {
 		return p, vs, nil
 	}
 	v1 := j.sb.HasChecksumV1()

@@ -138,11 +138,16 @@
 //   - A protected file moved to another directory is reported as
 //     KindDirEntry: the engine watches only the parent directory it knew
 //     at Open (a rename inside that directory is fine).
-//   - Without a journal, an entry missing from its directory is not
-//     reported (only logged): the blocks of one directory change (a rename
-//     into another block, an htree split) arrive one by one in any order,
-//     so a block without the entry proves nothing. Unlinking still frees
-//     or unlinks the inode, which is reported.
+//   - Without a journal, a directory block without a protected file's
+//     entry is not reported by itself (the blocks of one directory change,
+//     a rename into another block or an htree split, arrive one by one in
+//     any order, so such a block proves nothing): only once the host has
+//     tried to free the inode, which an unlink does, is a later such block
+//     a KindDirEntry violation. A block that dropped the entry before that
+//     is remembered, and when the inode write comes, the discard response
+//     writes the block's earlier version back (unlink.go) unless the block
+//     changed since; then the file keeps its inode and data but loses its
+//     name, and the engine logs it.
 //   - Without metadata_csum, an extent block read from the image before
 //     the host writes it is trusted if it parses (there is no checksum to
 //     tell a stale block from a fresh one); with metadata_csum it must

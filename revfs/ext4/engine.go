@@ -51,6 +51,10 @@ type Engine struct {
 	jnl     *journal // nil without a journal
 	overlay map[uint64]journalCopy
 
+	// Without a journal (unlink.go): protected files whose entry a
+	// directory write removed while nothing else showed an unlink yet.
+	gone map[uint64]*goneEntry
+
 	// derived indexes, rebuilt by reindex when the model changes
 	roles   map[uint64][]role
 	data    []dataSpan // protected files' mapped blocks, by physical start

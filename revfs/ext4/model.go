@@ -28,6 +28,7 @@ type tracked struct {
 	journalled     bool
 	dataJournalled bool
 	lastTouch      time.Time
+	unlinkTried    bool // the host tried to free the inode (unlink.go)
 }
 
 // lrange is a logical block range [lo, hi).

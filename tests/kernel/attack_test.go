@@ -73,9 +73,6 @@ type attack struct {
 	// same for one response only.
 	gap  string
 	gaps map[worm.Response]string
-	// hostGaps, keyed "mode/response", skips the host-view checks of the
-	// discard response after the image was checked.
-	hostGaps map[string]string
 	// wrecksTable: the attack wrecks the whole inode-table block, the
 	// bystander's inode included. The host cannot use the bystander until
 	// it reads the device's version of the block again (its cached
@@ -118,16 +115,6 @@ var attacks = []attack{
 	},
 	{
 		name: "rm", kinds: []string{"inode-freed", "dir-entry"},
-		hostGaps: map[string]string{"none/discard": "engine gap (documented in revfs/ext4/doc.go, known limits): without a " +
-			"journal, a directory block written without the protected file's entry is not a violation, only the inode write " +
-			"(links 0) is: discard keeps inode 14 and every committed byte (the image read by inode shows them: checked above), " +
-			"but the write of var/log's block (inode 13) without the entry lands, so the host loses the path (open " +
-			"var/log/app.log: ENOENT after drop_caches). That write cannot be judged alone: without a journal a rename that " +
-			"moves the entry to another block of the directory reaches the device block by block, in any order, so a block " +
-			"without the entry proves nothing until the rest of the flush epoch has arrived. Closing it needs a verdict " +
-			"deferred to the host's next FLUSH (the entry in no known block of the directory) and a response applied then " +
-			"(discard: the entry written back into the directory block after that block landed); today Engine.Flushed " +
-			"returns nothing and the device core applies a response only to the request that raised it"},
 		run: func(a *attackEnv) hostResult {
 			r := host(a.t, "rm", a.path)
 			a.sync()
@@ -418,7 +405,6 @@ func runAttack(t *testing.T, bin, journal string, resp worm.Response, at attack)
 		if !at.global && !at.wrecksTable && journal != "none" {
 			bys = k.appendReplayed(bystander, bys, line(4000))
 		}
-		skipGap(t, at.hostGaps[journal+"/"+string(resp)])
 		if !at.global {
 			// The host, once it forgets its cache, reads the original bytes,
 			// and the bystander keeps working. jbd2 pins the metadata

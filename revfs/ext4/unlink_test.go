@@ -1,0 +1,98 @@
+package ext4
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
+)
+
+// unlinkBlocks returns the image after the host unlinked p (entry removed,
+// links count 0), and the two blocks that changed: p's directory block
+// and its inode-table block.
+func unlinkBlocks(t *testing.T, r *rig, p string) (next []byte, dirBlock, inoBlock uint64) {
+	t.Helper()
+	ino := uint64(r.ids[p])
+	next = r.debugfs("unlink "+p, fmt.Sprintf("sif <%d> links_count 0", ino))
+	inoBlock = r.e.byIno[ino].inoBlock
+	for _, b := range changedBlocks(r.img.b, next, r.bs) {
+		if b != inoBlock {
+			if dirBlock != 0 {
+				t.Fatalf("debugfs changed blocks %v, want only a directory block and %d", changedBlocks(r.img.b, next, r.bs), inoBlock)
+			}
+			dirBlock = b
+		}
+	}
+	if dirBlock == 0 {
+		t.Fatal("debugfs changed no directory block")
+	}
+	return next, dirBlock, inoBlock
+}
+
+func lookup(t *testing.T, img []byte, p string) (uint64, error) {
+	t.Helper()
+	return layout.LookupPath(bytes.NewReader(img), p)
+}
+
+// Without a journal, an unlink reaches the device as a directory block
+// without the entry and an inode with no links, in either order. Under
+// discard both must end with the file still reachable by its path.
+func TestNoJournalUnlinkDiscard(t *testing.T) {
+	const p = "var/log/app.log"
+	for _, name := range []string{"b4k-nojournal.img", "b1k-nojournal.img"} {
+		t.Run(name+"/directory first", func(t *testing.T) {
+			r := openRig(t, loadImage(t, name), map[string]int64{p: 100}, p)
+			next, dirB, inoB := unlinkBlocks(t, r, p)
+			stale := bytes.Clone(next[int64(dirB)*r.bs : int64(dirB+1)*r.bs])
+			if vs := r.discardWrite(int64(dirB)*r.bs, bytes.Clone(stale)); len(vs) != 0 {
+				t.Fatalf("a directory block without the entry, alone: %v", vs)
+			}
+			vs := r.discardWrite(int64(inoB)*r.bs, bytes.Clone(next[int64(inoB)*r.bs:int64(inoB+1)*r.bs]))
+			if !strings.Contains(kinds(vs), "inode-freed") {
+				t.Fatalf("freeing the inode: %v", vs)
+			}
+			if ino, err := lookup(t, r.img.b, p); err != nil || ino != uint64(r.ids[p]) {
+				t.Fatalf("after the discard, %s resolves to %d, %v; want inode %d", p, ino, err, r.ids[p])
+			}
+			// The host writes its cached, entry-less block again.
+			if vs := r.discardWrite(int64(dirB)*r.bs, bytes.Clone(stale)); kinds(vs) != "dir-entry" {
+				t.Fatalf("the stale directory block again: %v", vs)
+			}
+			if _, err := lookup(t, r.img.b, p); err != nil {
+				t.Fatalf("after the second discard: %v", err)
+			}
+		})
+		t.Run(name+"/inode first", func(t *testing.T) {
+			r := openRig(t, loadImage(t, name), map[string]int64{p: 100}, p)
+			next, dirB, inoB := unlinkBlocks(t, r, p)
+			if vs := r.discardWrite(int64(inoB)*r.bs, bytes.Clone(next[int64(inoB)*r.bs:int64(inoB+1)*r.bs])); !strings.Contains(kinds(vs), "inode-freed") {
+				t.Fatalf("freeing the inode: %v", vs)
+			}
+			if vs := r.discardWrite(int64(dirB)*r.bs, bytes.Clone(next[int64(dirB)*r.bs:int64(dirB+1)*r.bs])); kinds(vs) != "dir-entry" {
+				t.Fatalf("the directory block without the entry after the unlink attempt: %v", vs)
+			}
+			if _, err := lookup(t, r.img.b, p); err != nil {
+				t.Fatalf("after the discards: %v", err)
+			}
+		})
+		t.Run(name+"/block changed since", func(t *testing.T) {
+			// Another name added to the directory block after the entry
+			// left: putting the old block back would drop it, so the
+			// engine leaves the block alone (and says so).
+			r := openRig(t, loadImage(t, name), map[string]int64{p: 100}, p)
+			next, dirB, inoB := unlinkBlocks(t, r, p)
+			r.feed(next, []uint64{dirB})
+			other := r.debugfs("ln var/log/big.log var/log/third.log")
+			r.feed(other, changedBlocks(r.img.b, other, r.bs))
+			if _, err := lookup(t, r.img.b, "var/log/third.log"); err != nil {
+				t.Fatalf("setup: debugfs ln: %v", err)
+			}
+			r.discardWrite(int64(inoB)*r.bs, bytes.Clone(next[int64(inoB)*r.bs:int64(inoB+1)*r.bs]))
+			if _, err := lookup(t, r.img.b, "var/log/third.log"); err != nil {
+				t.Fatalf("the name added since was lost: %v", err)
+			}
+		})
+	}
+}
