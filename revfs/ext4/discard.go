@@ -97,8 +97,8 @@ type loggedAt struct {
 //
 // Without a journal there are no copies to repair; what lies outside the
 // request is a directory block that already lost a protected file's entry
-// when the request is the unlink's inode write: it is written back as it
-// was, and applied to the model (restoreGone, unlink.go).
+// when the request is the unlink's inode write: the entry is put back into
+// it, and the block applied to the model (restoreGone, unlink.go).
 func (e *Engine) RepairDiscard(off int64, p []byte, vs []revfs.Violation, write func(b []byte, off int64) error) ([]byte, []revfs.Violation, error) {
 	j := e.jnl
 	if j == nil {

@@ -145,9 +145,9 @@
 //     tried to free the inode, which an unlink does, is a later such block
 //     a KindDirEntry violation. A block that dropped the entry before that
 //     is remembered, and when the inode write comes, the discard response
-//     writes the block's earlier version back (unlink.go) unless the block
-//     changed since; then the file keeps its inode and data but loses its
-//     name, and the engine logs it.
+//     puts the entry back into the block (unlink.go). Only a block with no
+//     room left for it (filled since) keeps the file without its name; the
+//     inode and data stay, and the engine logs it.
 //   - Without metadata_csum, an extent block read from the image before
 //     the host writes it is trusted if it parses (there is no checksum to
 //     tell a stale block from a fresh one); with metadata_csum it must

@@ -2,8 +2,12 @@ package ext4
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
 
 	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
 // Unlinks without a journal.
@@ -18,19 +22,20 @@ import (
 //     directory write that drops the entry is a KindDirEntry violation
 //     (checkEntry), and the discard response keeps the block's old bytes;
 //   - a directory write that dropped the entry before that is let through
-//     but remembered here (old and new version of the block); when the
-//     inode write then raises KindInodeFreed, RepairDiscard writes the old
-//     version back, provided the block has not changed since, so that the
-//     discard response leaves both the inode and its name in place.
+//     but remembered here (the block's version that held it); when the
+//     inode write then raises KindInodeFreed, RepairDiscard puts the entry
+//     back into the block as it is now (whatever else changed in it since),
+//     so that the discard response leaves both the inode and its name in
+//     place.
 //
 // The host still holds the entry-less block in its cache; if it writes it
 // again, the first rule applies.
 
 // goneEntry is a protected file's entry that a directory write removed.
 type goneEntry struct {
-	file       uint64
-	block      uint64 // the directory block that held it
-	old, after []byte // that block before and after the removal
+	file  uint64
+	block uint64 // the directory block that held it
+	old   []byte // that block before the removal
 }
 
 // noteGone remembers that nv, a new view of directory d, lost f's entry.
@@ -42,19 +47,19 @@ func (e *Engine) noteGone(f, d *tracked, nv *view) {
 	if !ok {
 		return
 	}
-	old, after := d.view.used[b], nv.used[b]
-	if old == nil || after == nil {
+	old := d.view.used[b]
+	if old == nil || nv.used[b] == nil {
 		return // the entry left with the block itself: nothing to put back
 	}
 	if e.gone == nil {
 		e.gone = map[uint64]*goneEntry{}
 	}
-	e.gone[f.ino] = &goneEntry{file: f.ino, block: b, old: bytes.Clone(old), after: bytes.Clone(after)}
+	e.gone[f.ino] = &goneEntry{file: f.ino, block: b, old: bytes.Clone(old)}
 }
 
-// restoreGone puts back, through write, the directory blocks whose removal
-// of an entry vs now show to be an unlink (see above), and records them in
-// the model as written.
+// restoreGone puts back, through write, the entries whose removal vs now
+// show to be an unlink (see above) into their directory blocks as they are
+// now, and records those blocks in the model as written.
 func (e *Engine) restoreGone(vs []revfs.Violation, write func(b []byte, off int64) error) error {
 	for _, v := range vs {
 		if v.Kind != revfs.KindInodeFreed {
@@ -73,17 +78,84 @@ func (e *Engine) restoreGone(vs []revfs.Violation, write func(b []byte, off int6
 		if d.view.entries[uint32(f.ino)] > 0 {
 			continue // the entry is back
 		}
-		if !bytes.Equal(d.view.used[g.block], g.after) {
-			e.log.Warn("ext4: discard: the directory block that lost a protected file's entry changed since; entry not restored",
-				"file", f.ino, "dir", d.ino, "block", g.block)
+		cur := d.view.used[g.block]
+		var seed uint32
+		if e.sb.HasMetadataCsum() && d.view.inode != nil {
+			seed = layout.InodeSeed(e.fsSeed, uint32(d.ino), d.view.inode.Generation)
+		}
+		fixed, err := reinsertEntry(cur, g.old, uint32(f.ino), seed, e.sb.HasMetadataCsum())
+		if err != nil {
+			e.log.Warn("ext4: discard: a protected file's entry cannot be put back into its directory block",
+				"file", f.ino, "dir", d.ino, "block", g.block, "err", err)
 			continue
 		}
 		off := int64(g.block) * e.bs
-		if err := write(g.old, off); err != nil {
+		if err := write(fixed, off); err != nil {
 			return err
 		}
-		e.Wrote(off, g.old)
+		e.Wrote(off, fixed)
 		e.log.Info("ext4: discard: directory entry of an unlinked protected file restored", "file", f.ino, "dir", d.ino, "block", g.block)
 	}
 	return nil
 }
+
+// reinsertEntry returns a copy of the directory block cur with the entry
+// for ino that the block's earlier version old held put back: into the
+// free room at the end of any record (ext4 inserts the same way; a leaf
+// block's records carry no order), with the checksum tail recomputed when
+// the block has one and csum is set.
+func reinsertEntry(cur, old []byte, ino, seed uint32, csum bool) ([]byte, error) {
+	bs := len(cur)
+	olds, err := layout.ParseDirBlock(old)
+	if err != nil {
+		return nil, err
+	}
+	var want *layout.DirEntry
+	for i := range olds {
+		if olds[i].Inode == ino {
+			want = &olds[i]
+			break
+		}
+	}
+	if want == nil {
+		return nil, errors.New("the earlier block holds no entry for the file")
+	}
+	ents, err := layout.ParseDirBlock(cur)
+	if err != nil {
+		return nil, err
+	}
+	need := align4(layout.DirEntryHeaderSize + len(want.Name))
+	tail := csum && layout.HasDirTail(cur)
+	for _, r := range ents {
+		if r.Inode == ino {
+			return bytes.Clone(cur), nil // already there
+		}
+		if tail && r.Off == bs-layout.DirTailSize {
+			continue
+		}
+		used := 0
+		if r.Inode != 0 {
+			used = align4(layout.DirEntryHeaderSize + len(r.Name))
+		}
+		if r.RecLen-used < need {
+			continue
+		}
+		b := bytes.Clone(cur)
+		at, recLen := r.Off+used, r.RecLen-used
+		if used > 0 {
+			binary.LittleEndian.PutUint16(b[r.Off+4:], uint16(used))
+		}
+		binary.LittleEndian.PutUint32(b[at:], ino)
+		binary.LittleEndian.PutUint16(b[at+4:], uint16(recLen))
+		b[at+6], b[at+7] = byte(len(want.Name)), want.FileType
+		copy(b[at+layout.DirEntryHeaderSize:], want.Name)
+		if tail {
+			n := bs - layout.DirTailSize
+			binary.LittleEndian.PutUint32(b[n+8:], layout.TailChecksum(seed, b, n))
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("no room for a %d-byte entry", need)
+}
+
+func align4(n int) int { return (n + 3) &^ 3 }

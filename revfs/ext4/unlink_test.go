@@ -56,6 +56,7 @@ func TestNoJournalUnlinkDiscard(t *testing.T) {
 			if ino, err := lookup(t, r.img.b, p); err != nil || ino != uint64(r.ids[p]) {
 				t.Fatalf("after the discard, %s resolves to %d, %v; want inode %d", p, ino, err, r.ids[p])
 			}
+			checkDirBlock(t, r, dirB)
 			// The host writes its cached, entry-less block again.
 			if vs := r.discardWrite(int64(dirB)*r.bs, bytes.Clone(stale)); kinds(vs) != "dir-entry" {
 				t.Fatalf("the stale directory block again: %v", vs)
@@ -79,8 +80,7 @@ func TestNoJournalUnlinkDiscard(t *testing.T) {
 		})
 		t.Run(name+"/block changed since", func(t *testing.T) {
 			// Another name added to the directory block after the entry
-			// left: putting the old block back would drop it, so the
-			// engine leaves the block alone (and says so).
+			// left: the entry goes back in beside it.
 			r := openRig(t, loadImage(t, name), map[string]int64{p: 100}, p)
 			next, dirB, inoB := unlinkBlocks(t, r, p)
 			r.feed(next, []uint64{dirB})
@@ -93,6 +93,29 @@ func TestNoJournalUnlinkDiscard(t *testing.T) {
 			if _, err := lookup(t, r.img.b, "var/log/third.log"); err != nil {
 				t.Fatalf("the name added since was lost: %v", err)
 			}
+			if ino, err := lookup(t, r.img.b, p); err != nil || ino != uint64(r.ids[p]) {
+				t.Fatalf("%s resolves to %d, %v; want inode %d", p, ino, err, r.ids[p])
+			}
+			checkDirBlock(t, r, dirB)
 		})
+	}
+}
+
+// checkDirBlock checks that block b of the rig's image is a directory block
+// e2fsck would accept: it parses and its checksum tail matches (the test
+// images have metadata_csum).
+func checkDirBlock(t *testing.T, r *rig, b uint64) {
+	t.Helper()
+	blk := r.img.b[int64(b)*r.bs : int64(b+1)*r.bs]
+	if _, err := layout.ParseDirBlock(blk); err != nil {
+		t.Fatalf("directory block %d: %v", b, err)
+	}
+	if !r.e.sb.HasMetadataCsum() || !layout.HasDirTail(blk) {
+		t.Fatal("test image: want metadata_csum and directory checksum tails")
+	}
+	d := r.e.byIno[13]
+	seed := layout.InodeSeed(r.e.fsSeed, uint32(d.ino), d.view.inode.Generation)
+	if !layout.VerifyDirTail(seed, blk) {
+		t.Fatalf("directory block %d: checksum tail does not match", b)
 	}
 }
