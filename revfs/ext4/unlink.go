@@ -128,7 +128,7 @@ func reinsertEntry(cur, old []byte, ino, seed uint32, csum bool) ([]byte, error)
 	tail := csum && layout.HasDirTail(cur)
 	for _, r := range ents {
 		if r.Inode == ino {
-			return bytes.Clone(cur), nil // already there
+			return nil, errors.New("the block names the file already")
 		}
 		if tail && r.Off == bs-layout.DirTailSize {
 			continue
