@@ -101,12 +101,26 @@ type Entry struct {
 
 // AppendBinary appends the 72 on-disk bytes of e to b.
 func (e *Entry) AppendBinary(b []byte) []byte {
+	return append(e.appendHead(b), e.MAC[:]...)
+}
+
+// entryHeadSize is the size of the five fields before the MAC, which the
+// MAC covers before the appended bytes.
+const entryHeadSize = EntrySize - KeySize
+
+// appendHead appends the five fields before the MAC to b.
+func (e *Entry) appendHead(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, e.RatchetOffset)
 	b = binary.LittleEndian.AppendUint64(b, e.Inode)
 	b = binary.LittleEndian.AppendUint64(b, e.Offset)
 	b = binary.LittleEndian.AppendUint64(b, e.Count)
-	b = binary.LittleEndian.AppendUint64(b, e.KeyOffset)
-	return append(b, e.MAC[:]...)
+	return binary.LittleEndian.AppendUint64(b, e.KeyOffset)
+}
+
+// entryHead encodes the five fields before the MAC into b, without
+// allocating.
+func entryHead(b *[entryHeadSize]byte, e *Entry) []byte {
+	return e.appendHead(b[:0])
 }
 
 // ParseEntry decodes one entry. Every bit pattern is a well-formed entry;

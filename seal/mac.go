@@ -16,24 +16,30 @@ type mac struct {
 	inner, outer hash.Hash
 	ipad, opad   [sha256.BlockSize]byte
 	sum          [KeySize]byte
-	scratch      [40]byte
+	scratch      [entryHeadSize]byte
 }
 
 func newMAC() *mac {
-	m := &mac{inner: sha256.New(), outer: sha256.New()}
-	// Keys are always KeySize bytes, so the pads' second halves are the
-	// bare constants and only the first halves change with the key.
-	for i := KeySize; i < sha256.BlockSize; i++ {
-		m.ipad[i], m.opad[i] = 0x36, 0x5c
+	return &mac{inner: sha256.New(), outer: sha256.New()}
+}
+
+// putPad writes an HMAC-SHA256 pad block for a key of KeySize bytes (keys
+// are always that long here) into dst: the key XORed with the pad byte,
+// then the pad byte alone.
+func putPad(dst []byte, key *[KeySize]byte, pad byte) {
+	w := uint64(pad) * 0x0101010101010101
+	for k := 0; k < KeySize; k += 8 {
+		binary.LittleEndian.PutUint64(dst[k:], binary.LittleEndian.Uint64(key[k:])^w)
 	}
-	return m
+	for k := KeySize; k < sha256.BlockSize; k += 8 {
+		binary.LittleEndian.PutUint64(dst[k:], w)
+	}
 }
 
 // reset starts a MAC under key (always KeySize bytes here).
 func (m *mac) reset(key *[KeySize]byte) {
-	for i, k := range key {
-		m.ipad[i], m.opad[i] = k^0x36, k^0x5c
-	}
+	putPad(m.ipad[:], key, 0x36)
+	putPad(m.opad[:], key, 0x5c)
 	m.inner.Reset()
 	m.inner.Write(m.ipad[:])
 }
@@ -69,13 +75,7 @@ func (m *mac) ratchet(key *[KeySize]byte, roff uint64, nratchet int) {
 // the caller then writes the appended bytes and calls final.
 func (m *mac) startEntry(key *[KeySize]byte, e *Entry) {
 	m.reset(key)
-	b := &m.scratch
-	binary.LittleEndian.PutUint64(b[0:], e.RatchetOffset)
-	binary.LittleEndian.PutUint64(b[8:], e.Inode)
-	binary.LittleEndian.PutUint64(b[16:], e.Offset)
-	binary.LittleEndian.PutUint64(b[24:], e.Count)
-	binary.LittleEndian.PutUint64(b[32:], e.KeyOffset)
-	m.inner.Write(b[:])
+	m.inner.Write(entryHead(&m.scratch, e))
 }
 
 // recordKeyLabel derives the key that seals indelible's side records bound

@@ -28,17 +28,6 @@ type macJob struct {
 	sum  [KeySize]byte
 }
 
-// entryHead is the part of an entry its MAC covers before the appended
-// bytes (the five header fields, as mac.startEntry writes them).
-func entryHead(b *[40]byte, e *Entry) []byte {
-	binary.LittleEndian.PutUint64(b[0:], e.RatchetOffset)
-	binary.LittleEndian.PutUint64(b[8:], e.Inode)
-	binary.LittleEndian.PutUint64(b[16:], e.Offset)
-	binary.LittleEndian.PutUint64(b[24:], e.Count)
-	binary.LittleEndian.PutUint64(b[32:], e.KeyOffset)
-	return b[:]
-}
-
 // macBatch computes many HMACs at once on the 16-lane SHA-256 (see
 // internal/sha256x16): all inner hashes side by side, then the outer ones.
 // The results are the same as mac's (TestMACBatchMatchesMAC). Outer hashes,
@@ -51,18 +40,6 @@ type macBatch struct {
 	fixed  [sha256x16.Lanes][128]byte // padded two-block messages
 	blocks [sha256x16.Lanes][]byte    // fixed[i][:], for SumPadded
 	sums   [sha256x16.Lanes][32]byte
-}
-
-// HMAC-SHA256 pads for a KeySize-byte key: the key XORed with the pad
-// byte, then the pad byte alone.
-func putPad(dst []byte, key *[KeySize]byte, pad byte) {
-	w := uint64(pad) * 0x0101010101010101
-	for k := 0; k < KeySize; k += 8 {
-		binary.LittleEndian.PutUint64(dst[k:], binary.LittleEndian.Uint64(key[k:])^w)
-	}
-	for k := KeySize; k < 64; k += 8 {
-		binary.LittleEndian.PutUint64(dst[k:], w)
-	}
 }
 
 // putFixed lays out in b the padded message pad-block ‖ msg, msg at most

@@ -16,7 +16,7 @@ func TestMACBatchMatchesMAC(t *testing.T) {
 	var b macBatch
 	for _, n := range []int{1, 8, 16, 17, 40} {
 		jobs := make([]macJob, n)
-		heads := make([][40]byte, n)
+		heads := make([][entryHeadSize]byte, n)
 		for i := range jobs {
 			for k := range jobs[i].key {
 				jobs[i].key[k] = byte(r.Uint32())

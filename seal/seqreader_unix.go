@@ -62,6 +62,15 @@ func (r *seqReader) mapAt(off int64) bool {
 	return true
 }
 
+// mapped reports whether off lies in the window, mapping the window that
+// holds it if needed; false means mapping failed and r falls back to reads.
+func (r *seqReader) mapped(off int64) bool {
+	if off >= r.winOff && off < r.winOff+int64(len(r.win)) {
+		return true
+	}
+	return r.mapAt(off)
+}
+
 func (r *seqReader) feed(w io.Writer, off, n int64) (err error) {
 	if r.pr != nil {
 		return r.pr.feed(w, off, n)
@@ -77,10 +86,8 @@ func (r *seqReader) feed(w io.Writer, off, n int64) (err error) {
 		}
 	}()
 	for n > 0 {
-		if off < r.winOff || off >= r.winOff+int64(len(r.win)) {
-			if !r.mapAt(off) {
-				return r.pr.feed(w, off, n)
-			}
+		if !r.mapped(off) {
+			return r.pr.feed(w, off, n)
 		}
 		p := r.win[off-r.winOff:]
 		if int64(len(p)) > n {
@@ -105,10 +112,8 @@ func (r *seqReader) span(off, n int64) (b []byte, ok bool) {
 	if off>>mapWindowShift != (off+n-1)>>mapWindowShift {
 		return nil, false
 	}
-	if off < r.winOff || off >= r.winOff+int64(len(r.win)) {
-		if !r.mapAt(off) {
-			return nil, false
-		}
+	if !r.mapped(off) {
+		return nil, false
 	}
 	return r.win[off-r.winOff : off-r.winOff+n], true
 }

@@ -96,7 +96,7 @@ type Store struct {
 	// Scratch of macSideBySide, reused from batch to batch (under mu).
 	macb     macBatch
 	macJobs  []macJob
-	macHeads [][40]byte
+	macHeads [][entryHeadSize]byte
 
 	// hook, when set (tests only), runs at each stage of a commit; burn
 	// says whether the commit burns keystream keys.
@@ -709,7 +709,7 @@ type sealJob struct {
 func (s *Store) macSideBySide(jobs []sealJob) {
 	if cap(s.macJobs) < len(jobs) {
 		s.macJobs = make([]macJob, len(jobs))
-		s.macHeads = make([][40]byte, len(jobs))
+		s.macHeads = make([][entryHeadSize]byte, len(jobs))
 	}
 	mj := s.macJobs[:len(jobs)]
 	for i := range jobs {

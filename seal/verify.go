@@ -201,7 +201,7 @@ type verifier struct {
 	// entries in the order of the log as before.
 	sideBySide bool
 	macs       []macJob
-	heads      [maxQueuedMACs][40]byte
+	heads      [maxQueuedMACs][entryHeadSize]byte
 	later      []laterItem
 	flushing   bool
 	macb       macBatch

@@ -100,14 +100,8 @@ func (h *Hasher) Sum(ms []Message) {
 				n = min(n, l.left)
 			}
 			h.segs[i] = seg
-			h.ptrs[i] = uintptr(unsafe.Pointer(unsafe.SliceData(seg)))
 		}
-		if hasKernel {
-			blocks(&h.state, &h.ptrs, &h.strides, n)
-		} else {
-			blocksGeneric(&h.state, &h.segs, &h.strides, n)
-		}
-		clear(h.segs[:]) // let the messages go
+		h.run(n)
 		for i := range h.lanes {
 			l := &h.lanes[i]
 			if l.m == nil {
@@ -166,19 +160,29 @@ func (h *Hasher) SumPadded(msgs [][]byte, out [][32]byte) {
 			h.state[j][i] = iv[j]
 		}
 		h.segs[i], h.strides[i] = seg, stride
-		h.ptrs[i] = uintptr(unsafe.Pointer(unsafe.SliceData(seg)))
 	}
-	if hasKernel {
-		blocks(&h.state, &h.ptrs, &h.strides, n)
-	} else {
-		blocksGeneric(&h.state, &h.segs, &h.strides, n)
-	}
-	clear(h.segs[:])
+	h.run(n)
 	for i := range msgs {
 		for j := range 8 {
 			binary.BigEndian.PutUint32(out[i][4*j:], h.state[j][i])
 		}
 	}
+}
+
+// run compresses n blocks in every lane, lane i reading from h.segs[i]
+// and advancing by h.strides[i], then lets go of the segments. The kernel
+// gets their addresses only here, right before the call: Go may move a
+// stack (and a message that lives on it) between calls, never during one.
+func (h *Hasher) run(n int) {
+	if hasKernel {
+		for i, seg := range h.segs {
+			h.ptrs[i] = uintptr(unsafe.Pointer(unsafe.SliceData(seg)))
+		}
+		blocks(&h.state, &h.ptrs, &h.strides, n)
+	} else {
+		blocksGeneric(&h.state, &h.segs, &h.strides, n)
+	}
+	clear(h.segs[:])
 }
 
 // start puts m in lane i.
