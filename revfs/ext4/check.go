@@ -2,7 +2,10 @@ package ext4
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -269,7 +272,7 @@ func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
 	for t := range affected {
 		ts = append(ts, t)
 	}
-	sort.Slice(ts, func(i, j int) bool { return ts[i].ino < ts[j].ino })
+	slices.SortFunc(ts, func(a, b *tracked) int { return cmp.Compare(a.ino, b.ino) })
 	src := e.source(chg.get)
 	for _, t := range ts {
 		res.views[t] = e.computeView(t, src)
@@ -586,15 +589,23 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 		return
 	}
 	from := uint64((t.committed + e.bs - 1) / e.bs)
+	// Walk each old mapping past the committed blocks in pieces that the
+	// new maps cover in one way (one new mapping, or none); both map
+	// linearly, so a piece keeps its physical blocks or loses all of them.
 	for _, m := range old.maps {
-		for i := uint64(0); i < m.Len; i++ {
-			lb := m.Logical + i
-			if lb < from {
-				continue
+		lb, end := max(m.Logical, from), m.Logical+m.Len
+		for lb < end {
+			n, covered, next := nv.around(lb)
+			stop := min(end, next)
+			if covered {
+				stop = min(end, n.Logical+n.Len)
+				if n.Physical+lb-n.Logical == m.Physical+lb-m.Logical {
+					lb = stop
+					continue
+				}
 			}
-			if n, ok := nv.lookup(lb); !ok || n.Physical+lb-n.Logical != m.Physical+i {
-				e.written.Remove(m.Physical+i, 1)
-			}
+			e.written.Remove(m.Physical+lb-m.Logical, stop-lb)
+			lb = stop
 		}
 	}
 }
@@ -618,6 +629,11 @@ func (e *Engine) applyBitmap(b uint64, nb []byte) {
 		}
 	}
 	for i := 0; i < len(old) && i < len(nb) && uint64(i)*8 < limit; i++ {
+		// Most of a bitmap is unchanged: skip it eight bytes at a time.
+		if i%8 == 0 && i+8 <= len(old) && i+8 <= len(nb) && binary.LittleEndian.Uint64(old[i:])&^binary.LittleEndian.Uint64(nb[i:]) == 0 {
+			i += 7
+			continue
+		}
 		freed := old[i] &^ nb[i]
 		if freed == 0 {
 			continue

@@ -1,6 +1,8 @@
 package ext4
 
 import (
+	"cmp"
+	"slices"
 	"sort"
 )
 
@@ -93,7 +95,7 @@ func (e *Engine) reindex() {
 		}
 	}
 	e.dynBlocks = dyn
-	sort.Slice(data, func(i, j int) bool { return data[i].phys < data[j].phys })
+	slices.SortFunc(data, func(a, b dataSpan) int { return cmp.Compare(a.phys, b.phys) })
 	e.data = data
 	if cap(e.dataEnd) < len(data) {
 		e.dataEnd = make([]uint64, len(data))
@@ -113,7 +115,7 @@ func (e *Engine) reindex() {
 	for _, d := range data {
 		spans = append(spans, span{d.phys, d.phys + d.n})
 	}
-	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
 	e.watched = mergeSpans(e.watched[:0], e.staticSpans, spans)
 
 	// Drop held versions of blocks no tracked inode refers to any more.

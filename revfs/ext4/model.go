@@ -1,8 +1,11 @@
 package ext4
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -67,6 +70,19 @@ func (v *view) lookup(lb uint64) (layout.Mapping, bool) {
 		return v.maps[i], true
 	}
 	return layout.Mapping{}, false
+}
+
+// around finds the mapping holding logical block lb; when none does, it
+// returns where the next mapping starts (math.MaxUint64 when none follows).
+func (v *view) around(lb uint64) (m layout.Mapping, covered bool, next uint64) {
+	i := sort.Search(len(v.maps), func(i int) bool { return v.maps[i].Logical+v.maps[i].Len > lb })
+	if i == len(v.maps) {
+		return layout.Mapping{}, false, math.MaxUint64
+	}
+	if v.maps[i].Logical <= lb {
+		return v.maps[i], true, 0
+	}
+	return layout.Mapping{}, false, v.maps[i].Logical
 }
 
 // unknownIn reports whether any logical block in [lo, hi) is under an
@@ -178,7 +194,7 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 		sealed: t.sealed, sealedN: uint64((t.committed + e.bs - 1) / e.bs)}
 	w.node(in.Block[:], -1, 0, 1<<32, t.inoBlock, true)
 	if v.err == nil {
-		sort.Slice(v.maps, func(i, j int) bool { return v.maps[i].Logical < v.maps[j].Logical })
+		slices.SortFunc(v.maps, func(a, b layout.Mapping) int { return cmp.Compare(a.Logical, b.Logical) })
 		for i := 1; i < len(v.maps); i++ {
 			if v.maps[i].Logical < v.maps[i-1].Logical+v.maps[i-1].Len {
 				v.err, v.errAt = fmt.Errorf("%w: extents overlap at logical block %d", layout.ErrCorrupt, v.maps[i].Logical), t.inoBlock

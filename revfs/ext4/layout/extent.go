@@ -68,8 +68,17 @@ type ExtentNode struct {
 // increasing logical order without overlap, lengths non-zero.
 func ParseExtentNode(b []byte) (*ExtentNode, error) {
 	n := new(ExtentNode)
-	if err := decode(b, &n.Header, 0, "extent header"); err != nil {
-		return nil, err
+	if len(b) < ExtentEntrySize {
+		return nil, formatErr(0, "extent header", ErrShort, "need %d bytes, have %d", ExtentEntrySize, len(b))
+	}
+	// Fields are decoded by hand, not with encoding/binary: every journal
+	// commit that touches a file's extents parses its nodes again.
+	n.Header = ExtentHeader{
+		Magic:      le.Uint16(b[0:]),
+		Entries:    le.Uint16(b[2:]),
+		Max:        le.Uint16(b[4:]),
+		Depth:      le.Uint16(b[6:]),
+		Generation: le.Uint32(b[8:]),
 	}
 	h := n.Header
 	if h.Magic != ExtentMagic {
@@ -85,15 +94,17 @@ func ParseExtentNode(b []byte) (*ExtentNode, error) {
 	if h.Entries > h.Max {
 		return nil, formatErr(2, "extent header", ErrCorrupt, "eh_entries %d over eh_max %d", h.Entries, h.Max)
 	}
+	if h.Depth > 0 {
+		n.Index = make([]ExtentIdx, 0, h.Entries)
+	} else {
+		n.Extents = make([]Extent, 0, h.Entries)
+	}
 	var next uint64 // first logical block the next entry may start at
 	for i := 0; i < int(h.Entries); i++ {
 		off := ExtentEntrySize * (i + 1)
 		e := b[off : off+ExtentEntrySize]
 		if h.Depth > 0 {
-			var x ExtentIdx
-			if err := decode(e, &x, int64(off), "extent index"); err != nil {
-				return nil, err
-			}
+			x := ExtentIdx{Block: le.Uint32(e[0:]), LeafLo: le.Uint32(e[4:]), LeafHi: le.Uint16(e[8:])}
 			if i > 0 && uint64(x.Block) < next {
 				return nil, formatErr(int64(off), "extent index", ErrCorrupt, "logical block %d out of order", x.Block)
 			}
@@ -101,10 +112,7 @@ func ParseExtentNode(b []byte) (*ExtentNode, error) {
 			n.Index = append(n.Index, x)
 			continue
 		}
-		var x Extent
-		if err := decode(e, &x, int64(off), "extent"); err != nil {
-			return nil, err
-		}
+		x := Extent{Block: le.Uint32(e[0:]), Len: le.Uint16(e[4:]), StartHi: le.Uint16(e[6:]), StartLo: le.Uint32(e[8:])}
 		if x.Length() == 0 {
 			return nil, formatErr(int64(off), "extent", ErrCorrupt, "zero length")
 		}
