@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func newFile(t *testing.T, size int64) *File {
+func newFile(t testing.TB, size int64) *File {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "img")
 	if err := os.WriteFile(p, nil, 0o600); err != nil {

@@ -18,6 +18,9 @@
 #                      `indelible serve IMAGE` (the NBD server alone, no WORM device)
 #   PROFILE=1          one more indelible run per mode under a CPU profile (bench/e2e/profserve)
 #   BLOCKPROFILE_RATE=0  with PROFILE=1: also block and mutex profiles (ns, see runtime.SetBlockProfileRate)
+#   TRACE=0            with PROFILE=1: the profiled run also records the host's requests
+#                      ($OUT/MODE.trace, about the appended volume) and keeps the device
+#                      directory it started from ($OUT/tpl-MODE), for bench/replay
 #   OUT=/var/tmp/indelible-e2e-out   where profiles and logs are kept
 #   SRC=.              source tree the binaries are built from (a snapshot, while
 #                      the working tree is mid-edit)
@@ -154,7 +157,9 @@ init_device() {
 serve_device() {
 	local dir=$1 sock=$2 prof=${3:-}
 	if [[ -n $prof ]]; then
-		"$work/profserve" -cpuprofile "$prof.cpu.pprof" -memprofile "$prof.heap.pprof" \
+		local record=()
+		[[ ${TRACE:-0} == 1 ]] && record=(-record "$prof.trace")
+		"$work/profserve" -cpuprofile "$prof.cpu.pprof" -memprofile "$prof.heap.pprof" "${record[@]}" \
 			-blockprofile-rate "${BLOCKPROFILE_RATE:-0}" -- serve "$dir" --listen "unix:$sock" >"$dir.serve.log" 2>&1 &
 	else
 		"$work/indelible" serve "$dir" --listen "unix:$sock" >"$dir.serve.log" 2>&1 &
@@ -242,6 +247,11 @@ for mode in $MODES; do
 	if [[ $PROFILE == 1 ]]; then
 		one_run indelible "$mode" prof "$OUT/serve-$mode"
 		echo "  $mode profiled indelible run: $result (profiles: $OUT/serve-$mode.cpu.pprof, .heap.pprof)" | tee -a "$OUT/summary.txt" >&2
+		if [[ ${TRACE:-0} == 1 ]]; then
+			rm -rf "$OUT/tpl-$mode"
+			cp -a --sparse=always "$work/tpl-$mode" "$OUT/tpl-$mode"
+			echo "  $mode trace: go run ./bench/replay -dir $OUT/tpl-$mode -trace $OUT/serve-$mode.trace" | tee -a "$OUT/summary.txt" >&2
+		fi
 	fi
 	rm -rf "$work/tpl-$mode" "$work/tpl-$mode.auditor.key"
 done

@@ -15,6 +15,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/indelible-worm/indelible/blockdev"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/cli.Version=v1.2.3".
@@ -28,6 +30,10 @@ type Env struct {
 	Getenv func(string) string
 	// Context is cancelled on SIGINT/SIGTERM (for StdEnv) or by the test.
 	Context context.Context
+	// WrapDevice, when set, wraps the device `serve` exports (and is closed
+	// in its place). Only in-process harnesses set it: bench/e2e/profserve
+	// records the host's requests with it for bench/replay.
+	WrapDevice func(blockdev.Device) (blockdev.Device, error)
 }
 
 // StdEnv returns the process environment, with a context that is cancelled on

@@ -84,6 +84,14 @@ func runServe(env *Env, fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
+	if env.WrapDevice != nil {
+		wrapped, err := env.WrapDevice(dev)
+		if err != nil {
+			dev.Close()
+			return err
+		}
+		dev = wrapped
+	}
 	defer dev.Close()
 
 	logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

@@ -3,7 +3,11 @@
 // for bench/e2e/run.sh. It exists so that the benchmark can profile
 // `indelible serve` under load without a profiling switch in the real binary.
 //
-//	profserve -cpuprofile cpu.pprof [-memprofile heap.pprof] [-trace t.out] -- serve DIR --listen unix:SOCK
+//	profserve -cpuprofile cpu.pprof [-memprofile heap.pprof] [-trace t.out] [-record requests.trace] -- serve DIR --listen unix:SOCK
+//
+// -record writes every request the host completes (writes with their data,
+// flushes, trims) to a trace that bench/replay plays back against a copy of
+// the device directory as it was before serving.
 //
 // The profiles are written when the command returns, so stop the server with
 // SIGINT or SIGTERM (it then shuts down gracefully), not SIGKILL.
@@ -17,6 +21,7 @@ import (
 	"runtime/pprof"
 	"runtime/trace"
 
+	"github.com/indelible-worm/indelible/blockdev"
 	"github.com/indelible-worm/indelible/internal/cli"
 )
 
@@ -24,9 +29,10 @@ func main() {
 	cpu := flag.String("cpuprofile", "", "write a CPU profile to `file`")
 	mem := flag.String("memprofile", "", "write a heap profile to `file` when the command returns")
 	tr := flag.String("trace", "", "write an execution trace to `file`")
+	record := flag.String("record", "", "record the host's requests to `file` (blockdev trace, for bench/replay)")
 	blockRate := flag.Int("blockprofile-rate", 0, "if > 0, record blocking events (runtime.SetBlockProfileRate) and write block.pprof and mutex.pprof next to -cpuprofile")
 	flag.Parse()
-	code, err := run(*cpu, *mem, *tr, *blockRate, flag.Args())
+	code, err := run(*cpu, *mem, *tr, *record, *blockRate, flag.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "profserve:", err)
 		os.Exit(1)
@@ -34,7 +40,7 @@ func main() {
 	os.Exit(code)
 }
 
-func run(cpu, mem, tr string, blockRate int, args []string) (int, error) {
+func run(cpu, mem, tr, record string, blockRate int, args []string) (int, error) {
 	if cpu != "" {
 		f, err := os.Create(cpu)
 		if err != nil {
@@ -61,7 +67,22 @@ func run(cpu, mem, tr string, blockRate int, args []string) (int, error) {
 		runtime.SetBlockProfileRate(blockRate)
 		runtime.SetMutexProfileFraction(1)
 	}
-	code := cli.Main(append([]string{"indelible"}, args...), cli.StdEnv())
+	env := cli.StdEnv()
+	if record != "" {
+		env.WrapDevice = func(dev blockdev.Device) (blockdev.Device, error) {
+			f, err := os.Create(record)
+			if err != nil {
+				return nil, err
+			}
+			r, err := blockdev.NewRecorder(dev, f)
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			return r, nil
+		}
+	}
+	code := cli.Main(append([]string{"indelible"}, args...), env)
 	if blockRate > 0 && cpu != "" {
 		for _, name := range []string{"block", "mutex"} {
 			if err := writeProfile(name, cpu+"."+name); err != nil {

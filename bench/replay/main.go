@@ -1,0 +1,202 @@
+// Command replay plays a recorded host trace (bench/e2e/run.sh TRACE=1, or
+// profserve -record) back against a copy of the WORM device directory as it
+// was before the trace was recorded, one request at a time, and reports what
+// each kind of request cost the device. It measures the device core, the
+// ext4 engine and sealing on the kernel's real request stream without the
+// host, the client path and their share of the CPU: differences far below
+// the end-to-end benchmark's run-to-run noise show up here.
+//
+//	go run ./bench/replay -dir TEMPLATE_DIR -trace requests.trace [-repeat 3] [-cpuprofile cpu.pprof]
+//
+// The template directory is never modified: each repeat copies it
+// (cp -a --sparse=always) into a temporary directory first.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/indelible-worm/indelible/blockdev"
+	"github.com/indelible-worm/indelible/worm"
+)
+
+func main() {
+	dir := flag.String("dir", "", "device directory as it was before the trace was recorded (required; not modified)")
+	trace := flag.String("trace", "", "trace recorded by profserve -record (required)")
+	repeat := flag.Int("repeat", 1, "replays, each on a fresh copy of -dir")
+	cpu := flag.String("cpuprofile", "", "write a CPU profile of all replays to `file`")
+	settle := flag.Duration("settle", 10*time.Second, "after the last request, how long to wait for sealing to catch up")
+	flag.Parse()
+	if *dir == "" || *trace == "" || *repeat < 1 {
+		fmt.Fprintln(os.Stderr, "usage: replay -dir TEMPLATE_DIR -trace FILE [-repeat N] [-cpuprofile FILE]")
+		os.Exit(2)
+	}
+	if *cpu != "" {
+		f, err := os.Create(*cpu)
+		if err != nil {
+			fail(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fail(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	for i := 1; i <= *repeat; i++ {
+		if err := replayOnce(i, *dir, *trace, *settle); err != nil {
+			pprof.StopCPUProfile()
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "replay:", err)
+	os.Exit(1)
+}
+
+// class is a kind of request, with the time each one took.
+type class struct {
+	name  string
+	times []time.Duration
+}
+
+func (c *class) add(d time.Duration) { c.times = append(c.times, d) }
+
+func (c *class) line() string {
+	if len(c.times) == 0 {
+		return fmt.Sprintf("  %-14s %7d", c.name, 0)
+	}
+	slices.Sort(c.times)
+	var sum time.Duration
+	for _, t := range c.times {
+		sum += t
+	}
+	q := func(p float64) float64 { return us(c.times[int(p*float64(len(c.times)-1))]) }
+	return fmt.Sprintf("  %-14s %7d %9.1f %9.1f %9.1f %9.3f", c.name, len(c.times),
+		us(sum)/float64(len(c.times)), q(0.5), q(0.99), sum.Seconds())
+}
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+func replayOnce(run int, template, trace string, settle time.Duration) error {
+	tmp, err := os.MkdirTemp("", "indelible-replay-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	dir := filepath.Join(tmp, "dev")
+	if out, err := exec.Command("cp", "-a", "--sparse=always", template, dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("copying %s: %v: %s", template, err, out)
+	}
+	o, err := worm.OpenDir(dir, worm.Options{})
+	if err != nil {
+		return err
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			o.Close()
+		}
+	}()
+	f, err := os.Open(trace)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+
+	small := &class{name: "write <=4KiB"}
+	large := &class{name: "write >4KiB"}
+	fua := &class{name: "write FUA"}
+	flush := &class{name: "flush"}
+	discard := &class{name: "trim/zeroes"}
+	mismatches := 0
+	var cpu0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
+	start := time.Now()
+	dev := o.Device
+	err = blockdev.ReadTrace(f, func(op blockdev.TraceOp) error {
+		var c *class
+		var err error
+		t0 := time.Now()
+		switch op.Op {
+		case blockdev.TraceWrite:
+			_, err = dev.WriteAt(op.Data, op.Off)
+			c = small
+			if op.Len > 4096 {
+				c = large
+			}
+		case blockdev.TraceWriteFUA:
+			_, err = dev.WriteAtFUA(op.Data, op.Off)
+			c = fua
+		case blockdev.TraceFlush:
+			err = dev.Flush()
+			c = flush
+		case blockdev.TraceTrim:
+			err = dev.Trim(op.Off, op.Len)
+			c = discard
+		case blockdev.TraceZero, blockdev.TraceZeroPunch:
+			err = dev.WriteZeroes(op.Off, op.Len, op.Op == blockdev.TraceZeroPunch)
+			c = discard
+		}
+		c.add(time.Since(t0))
+		if (err != nil) != op.Failed {
+			mismatches++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+
+	// Let sealing catch up with what the trace made coherent.
+	t0 := time.Now()
+	pending := func() (n int64) {
+		for _, fs := range dev.Status().Files {
+			n += max(fs.Coherent-fs.Committed, 0)
+		}
+		return n
+	}
+	for pending() > 0 && time.Since(t0) < settle {
+		time.Sleep(time.Millisecond)
+	}
+	caughtUp := time.Since(t0)
+	st := dev.Status()
+	closed = true
+	if err := o.Close(); err != nil {
+		return err
+	}
+	var cpu1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu1)
+	cpuSec := func(r syscall.Rusage) float64 {
+		return float64(r.Utime.Nano()+r.Stime.Nano()) / 1e9
+	}
+
+	var sealed, size int64
+	for _, fs := range st.Files {
+		sealed += fs.Committed
+		size += fs.Size
+	}
+	fmt.Printf("replay %d: %d requests in %.3f s, process CPU %.2f s (replay and sealing to the end), %d outcome mismatches\n",
+		run, len(small.times)+len(large.times)+len(fua.times)+len(flush.times)+len(discard.times),
+		elapsed.Seconds(), cpuSec(cpu1)-cpuSec(cpu0), mismatches)
+	fmt.Printf("  %-14s %7s %9s %9s %9s %9s\n", "request", "count", "mean µs", "p50 µs", "p99 µs", "total s")
+	for _, c := range []*class{small, large, fua, flush, discard} {
+		fmt.Println(c.line())
+	}
+	fmt.Printf("  sealed %d of %d bytes in the files, %.0f ms after the last request; indicators %d, read-only %v\n",
+		sealed, size, float64(caughtUp)/float64(time.Millisecond), st.Indicators, st.ReadOnly)
+	if st.SealError != "" {
+		return errors.New("sealing failed: " + st.SealError)
+	}
+	return nil
+}
