@@ -13,7 +13,7 @@ import (
 // blocks cached longest ago go first; a block cached again counts as new.
 func TestJournalCacheEvictsOldest(t *testing.T) {
 	const bs = 4096
-	j := &journal{e: &Engine{bs: bs}, cache: map[uint32][]byte{}}
+	j := &journal{e: &Engine{bs: bs}, cache: map[uint32]cachedBlock{}}
 	limit := maxJournalCache / bs
 	block := func(n uint32) []byte {
 		b := make([]byte, bs)
@@ -31,7 +31,7 @@ func TestJournalCacheEvictsOldest(t *testing.T) {
 	if len(j.cache) > limit {
 		t.Fatalf("%d blocks cached, limit %d", len(j.cache), limit)
 	}
-	if b, ok := j.cache[1]; !ok || binary.BigEndian.Uint32(b) != 1001 {
+	if c, ok := j.cache[1]; !ok || binary.BigEndian.Uint32(c.b) != 1001 {
 		t.Fatal("the block cached again was evicted or is stale")
 	}
 	for _, jb := range []uint32{3, 4} {
@@ -40,7 +40,7 @@ func TestJournalCacheEvictsOldest(t *testing.T) {
 		}
 	}
 	for _, jb := range []uint32{5, uint32(limit + 3)} {
-		if b, ok := j.cache[jb]; !ok || binary.BigEndian.Uint32(b) != jb {
+		if c, ok := j.cache[jb]; !ok || binary.BigEndian.Uint32(c.b) != jb {
 			t.Fatalf("block %d missing or wrong", jb)
 		}
 	}

@@ -44,11 +44,10 @@ type journal struct {
 	// oldest out first (jcache.go); a block not cached is read from the
 	// image. Anything that writes journal blocks other than through
 	// Wrote (RepairDiscard) must drop them from the cache.
-	cache     map[uint32][]byte
-	cacheQ    []cacheRef        // the order blocks were cached in (jcache.go)
-	cacheHead int               // cacheQ[:cacheHead] are consumed
-	cacheGen  map[uint32]uint64 // generation of each block's cached version
-	cacheN    uint64            // the last generation given
+	cache     map[uint32]cachedBlock
+	cacheQ    []cacheRef // the order blocks were cached in (jcache.go)
+	cacheHead int        // cacheQ[:cacheHead] are consumed
+	cacheN    uint64     // the last generation given
 	// pending is set while a commit block the host wrote has not been
 	// applied (its transaction was incomplete or not found from the
 	// expected position): catchUp then has work to do at the next flush.
@@ -104,7 +103,7 @@ func (e *Engine) openJournal() error {
 	if len(jt.view.unknown) > 0 || len(jt.view.maps) == 0 {
 		return fmt.Errorf("ext4: journal inode %d has no readable block map", e.sb.JournalInum)
 	}
-	j := &journal{e: e, maps: jt.view.maps, wrote: map[uint32]writeMark{}, copyOf: map[uint32]uint64{}, cache: map[uint32][]byte{}}
+	j := &journal{e: e, maps: jt.view.maps, wrote: map[uint32]writeMark{}, copyOf: map[uint32]uint64{}, cache: map[uint32]cachedBlock{}}
 	j.byPhys = append([]layout.Mapping(nil), j.maps...)
 	sort.Slice(j.byPhys, func(a, b int) bool { return j.byPhys[a].Physical < j.byPhys[b].Physical })
 	raw, err := j.readJ(0, nil)
@@ -178,7 +177,7 @@ func (j *journal) readJ(jb uint32, w *hostWrite) ([]byte, error) {
 		return bytes.Clone(w.block(pb)), nil
 	}
 	if c, ok := j.cache[jb]; ok {
-		return c, nil
+		return c.b, nil
 	}
 	return j.e.readImage(pb)
 }
