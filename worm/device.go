@@ -5,7 +5,9 @@
 // Locking: mu serialises the engine (revfs engines are not concurrent) and
 // the policy state. A write that touches nothing the engine watches is written
 // to the image without the lock and only recorded (engine.Wrote) under it, so
-// unprotected traffic runs in parallel.
+// unprotected traffic runs in parallel. A watched write whose recording is
+// expensive (a jbd2 commit block) is answered once it is judged and written,
+// and recorded by a goroutine that holds mu until it is done (recordLater).
 package worm
 
 import (
@@ -65,6 +67,10 @@ type Device struct {
 	// of them becomes ready to seal (zero: none pending).
 	coherence map[revfs.FileID][]cohMark
 	nextDue   time.Time
+
+	// laterBuf holds the bytes of a write being recorded after it was
+	// answered (recordLater); reused, as one such write at a time holds mu.
+	laterBuf []byte
 
 	// Owned by the scheduler goroutine.
 	slab     []byte // read buffer reused by every pass
@@ -159,25 +165,80 @@ func (d *Device) write(p []byte, off int64, fua bool) (int, error) {
 		d.mu.Unlock()
 		return n, nil
 	}
-	defer d.mu.Unlock()
 	vs := d.eng.CheckWrite(off, p)
 	if len(vs) > 0 {
 		var err error
 		p, err = d.respond(vs, p, off, "write")
 		if err != nil {
+			d.mu.Unlock()
 			return 0, err
 		}
 	}
+	later := len(vs) == 0 && d.recordLater()
 	n, err := d.writeImage(p, off, fua)
 	if err != nil {
+		d.mu.Unlock()
 		return n, err
 	}
+	if later {
+		// The host gets its answer now; mu stays held until the write is
+		// recorded, so no request sees the engine before that.
+		d.laterBuf = append(d.laterBuf[:0], p...)
+		go d.recordAndUnlock(d.laterBuf, off)
+		return len(p), nil
+	}
+	defer d.mu.Unlock()
 	d.eng.Wrote(off, p)
 	d.poke()
 	if err := d.checkSpace(p, off); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// laterRecorder is implemented by engines that can tell, right after
+// CheckWrite accepted a write, that recording it (Wrote) will take long and
+// what free space it will leave (revfs/ext4: a jbd2 commit block, whose
+// transactions Wrote applies).
+type laterRecorder interface {
+	PendingRecord() (expensive bool, free, total uint64)
+}
+
+// recordLater reports whether the write CheckWrite just accepted may be
+// answered before the engine records it: recording is expensive, and the
+// write cannot raise a volume-full verdict that the readonly response must
+// give this very request. A jbd2 commit block is on the path of every host
+// fsync, and the host's next request (a FLUSH) starts its disk flush
+// without the lock, so recording overlaps with it instead of delaying the
+// answer. Called with mu held.
+func (d *Device) recordLater() bool {
+	lr, ok := d.eng.(laterRecorder)
+	if !ok {
+		return false
+	}
+	expensive, free, total := lr.PendingRecord()
+	if !expensive {
+		return false
+	}
+	if d.cfg.OnViolation == ResponseReadOnly && d.cfg.VolumeFullPercent > 0 && !d.spaceLow && total > 0 &&
+		float64(free)*100 < float64(total)*d.cfg.VolumeFullPercent {
+		return false
+	}
+	return true
+}
+
+// recordAndUnlock records an answered write (see recordLater) and releases
+// mu, which the answering request left held.
+func (d *Device) recordAndUnlock(p []byte, off int64) {
+	defer d.mu.Unlock()
+	d.eng.Wrote(off, p)
+	d.poke()
+	if err := d.checkSpace(p, off); err != nil {
+		// recordLater answers early only when the engine said this write
+		// leaves free space above the threshold, so readonly cannot trip
+		// here; if it does, the later requests are refused.
+		d.log.Error("indelible: volume-full verdict after the write was answered", "off", off, "err", err)
+	}
 }
 
 // checkSpace raises KindVolumeFull, once, when the write that just landed
@@ -362,12 +423,19 @@ func (d *Device) discard(off, length int64, do func() error, op string) error {
 // The written-block map is synced at the same time as the image rather than
 // after it: both fsyncs then share the device filesystem's journal commits,
 // and the host's FLUSH waits for one round of disk flushes instead of two.
-// Every completed write has already recorded its blocks (Wrote runs before
-// the write is answered), so the map synced here covers them; it is durable
+// Every completed write has recorded its blocks once mu is free (Wrote runs
+// before the write is answered, or, for a write answered early, before mu is
+// released), so the map synced after taking mu covers them; it is durable
 // before the FLUSH is answered, as I6 needs.
 func (d *Device) Flush() error {
 	mapDone := make(chan error, 1)
-	go func() { mapDone <- d.written.Sync() }()
+	go func() {
+		// A write answered before it was recorded (recordLater) adds its
+		// blocks to the map with mu held: wait for it.
+		d.mu.Lock()
+		d.mu.Unlock()
+		mapDone <- d.written.Sync()
+	}()
 	err := d.img.Flush()
 	if merr := <-mapDone; err == nil {
 		err = merr
@@ -412,6 +480,8 @@ func (d *Device) poke() {
 // Close stops the scheduler after one last pass, then syncs the state.
 // It does not close the image, engine or store.
 func (d *Device) Close() error {
+	d.mu.Lock() // a write still being recorded (recordLater) finishes first
+	d.mu.Unlock()
 	select {
 	case <-d.stop:
 	default:

@@ -44,3 +44,39 @@ func TestFreeBlocksFollowsDescriptors(t *testing.T) {
 		t.Fatalf("forged descriptors: %d free of %d", f, tot)
 	}
 }
+
+// PendingRecord's count, taken between CheckWrite and Wrote of a commit
+// block, is the one FreeBlocks reports once Wrote has applied the
+// transaction; other writes are not expensive to record.
+func TestPendingRecordPredictsFreeBlocks(t *testing.T) {
+	r := openRig(t, loadImage(t, "b4k-journal.img"), nil, "var/log/app.log")
+	before, _ := r.e.FreeBlocks()
+	next := r.debugfs("rm var/log/big.log")
+	homes := changedBlocks(r.img.b, next, r.bs)
+	copies := make([][]byte, len(homes))
+	for i, h := range homes {
+		copies[i] = next[int64(h)*r.bs : int64(h+1)*r.bs]
+	}
+	w := newTxWriter(r)
+	if vs := r.e.CheckWrite(0, r.img.b[:r.bs]); len(vs) != 0 {
+		t.Fatalf("rewriting block 0: %v", vs)
+	}
+	if expensive, free, _ := r.e.PendingRecord(); expensive || free != before {
+		t.Fatalf("block 0: expensive %v, free %d (now %d)", expensive, free, before)
+	}
+	r.e.Wrote(0, r.img.b[:r.bs])
+	off, commit := w.stage(homes, copies)
+	if vs := r.e.CheckWrite(off, commit); len(vs) != 0 {
+		t.Fatalf("commit of the rm: %v", vs)
+	}
+	expensive, predicted, total := r.e.PendingRecord()
+	copy(r.img.b[off:], commit)
+	r.e.Wrote(off, commit)
+	free, tot := r.e.FreeBlocks()
+	if !expensive || predicted != free || total != tot {
+		t.Fatalf("commit block: expensive %v, predicted %d/%d, FreeBlocks after Wrote %d/%d", expensive, predicted, total, free, tot)
+	}
+	if free <= before {
+		t.Fatalf("the rm freed nothing: %d free before, %d after", before, free)
+	}
+}
