@@ -58,11 +58,10 @@ func newLaterRig(t *testing.T, resp Response, after uint64) (*rig, *laterEngine)
 	return r, le
 }
 
-// A write that is expensive to record is answered before it is recorded;
-// nothing else reaches the engine until it is, and the next FLUSH makes
-// what recording it added to the written-block map durable (I6).
-func TestExpensiveWriteAnsweredBeforeRecorded(t *testing.T) {
-	r, le := newLaterRig(t, ResponseReadOnly, 400)
+// writeAnsweredEarly writes at the expensive offset and fails unless the
+// write is answered while its recording still waits for le.release.
+func writeAnsweredEarly(t *testing.T, r *rig, le *laterEngine) {
+	t.Helper()
 	answered := make(chan error, 1)
 	go func() {
 		_, err := r.dev.WriteAt([]byte("commit"), le.expensiveOff)
@@ -74,9 +73,17 @@ func TestExpensiveWriteAnsweredBeforeRecorded(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(5 * time.Second):
-		close(le.release)
+		close(le.release) // let the recording finish, so the rig can close
 		t.Fatal("the expensive write was not answered before it was recorded")
 	}
+}
+
+// A write that is expensive to record is answered before it is recorded;
+// nothing else reaches the engine until it is, and the next FLUSH makes
+// what recording it added to the written-block map durable (I6).
+func TestExpensiveWriteAnsweredBeforeRecorded(t *testing.T) {
+	r, le := newLaterRig(t, ResponseReadOnly, 400)
+	writeAnsweredEarly(t, r, le)
 	next := make(chan error, 1)
 	go func() {
 		_, err := r.dev.WriteAt([]byte("next"), le.dataStart+8192)
@@ -126,20 +133,7 @@ func TestExpensiveWriteVolumeFullReadOnly(t *testing.T) {
 	// Honeypot does not refuse the write: it may be answered early and
 	// still raises the indicator once recorded.
 	r, le = newLaterRig(t, ResponseHoneypot, 50)
-	answered := make(chan error, 1)
-	go func() {
-		_, err := r.dev.WriteAt([]byte("commit"), le.expensiveOff)
-		answered <- err
-	}()
-	select {
-	case err := <-answered:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		close(le.release)
-		t.Fatal("honeypot: the expensive write was not answered before it was recorded")
-	}
+	writeAnsweredEarly(t, r, le)
 	close(le.release)
 	if st := r.dev.Status(); st.Indicators != 1 || st.Recent[0].Kind != "volume-full" {
 		t.Fatalf("honeypot: %+v", st)
