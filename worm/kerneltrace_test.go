@@ -178,6 +178,10 @@ func TestKernelTraces(t *testing.T) {
 			if err := copyTree(src, dir); err != nil {
 				t.Fatal(err)
 			}
+			// init leaves state/ empty, and git keeps no empty directory.
+			if err := os.MkdirAll(filepath.Join(dir, "state"), 0o700); err != nil {
+				t.Fatal(err)
+			}
 			img, err := readGzip(filepath.Join(dir, "image.ext4.gz"))
 			if err != nil {
 				t.Fatal(err)
