@@ -2,7 +2,6 @@ package worm_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"github.com/indelible-worm/indelible/nbd/nbdtest"
 	"github.com/indelible-worm/indelible/provision"
 	"github.com/indelible-worm/indelible/revfs/ext4/layout"
-	"github.com/indelible-worm/indelible/seal"
 	"github.com/indelible-worm/indelible/worm"
 )
 
@@ -66,23 +64,10 @@ func unpackFixture(dir string) (*fuzzBase, error) {
 	if err := copyTree(fixtureDir, dir); err != nil {
 		return nil, err
 	}
-	zf, err := os.Open(filepath.Join(dir, "image.ext4.gz"))
+	img, err := unpackImage(dir)
 	if err != nil {
 		return nil, err
 	}
-	defer zf.Close()
-	zr, err := gzip.NewReader(zf)
-	if err != nil {
-		return nil, err
-	}
-	img, err := io.ReadAll(zr)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "image.ext4"), img, 0o600); err != nil {
-		return nil, err
-	}
-	os.Remove(filepath.Join(dir, "image.ext4.gz"))
 	cfg, err := worm.LoadConfig(dir)
 	if err != nil {
 		return nil, err
@@ -110,19 +95,7 @@ func TestMakeFuzzFixture(t *testing.T) {
 	}
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "mkfs.ext4")
-	dir := filepath.Join(t.TempDir(), "dev")
-	cfg := worm.DefaultConfig()
-	cfg.Commit.Quiescence.Duration = 200 * time.Millisecond
-	_, err := provision.Create(provision.Options{
-		Dir: dir, Size: 8 << 20, BlockSize: 1024, Journal: "ordered", Logs: fuzzLogs,
-		AuditorKey: filepath.Join(t.TempDir(), "auditor.key"), KeyBytes: 64 << 10, Config: cfg,
-		CreateStore: func(store, devKey, audKey string, kb int64) error {
-			return seal.Create(store, devKey, audKey, kb, seal.CreateOptions{})
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := provisionFixture(t, provision.Options{Size: 8 << 20, BlockSize: 1024, Journal: "ordered", KeyBytes: 64 << 10})
 	want := map[string][]byte{}
 	func() {
 		dev, err := worm.OpenDir(dir, worm.Options{})
@@ -148,43 +121,14 @@ func TestMakeFuzzFixture(t *testing.T) {
 				fh.Sync()
 				fh.Close()
 			}
-			m.Sync()
-			for _, l := range fuzzLogs {
-				want[l], _ = os.ReadFile(filepath.Join(m.Dir, l))
-			}
-			testenv.WaitFor(t, 30*time.Second, "the appends to be sealed", func() bool {
-				for _, l := range fuzzLogs {
-					got, _ := os.ReadFile(filepath.Join(dir, "store", l))
-					if !bytes.Equal(got, want[l]) {
-						return false
-					}
-				}
-				return true
-			})
+			waitHostSealed(t, m, dir, want)
 			m.Unmount()
 		})
 	}()
 	if t.Failed() {
 		return
 	}
-	img, err := os.ReadFile(filepath.Join(dir, "image.ext4"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var zb bytes.Buffer
-	zw, _ := gzip.NewWriterLevel(&zb, gzip.BestCompression)
-	zw.Write(img)
-	zw.Close()
-	os.Remove(filepath.Join(dir, "image.ext4"))
-	if err := os.WriteFile(filepath.Join(dir, "image.ext4.gz"), zb.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(fixtureDir); err != nil {
-		t.Fatal(err)
-	}
-	if err := copyTree(dir, fixtureDir); err != nil {
-		t.Fatal(err)
-	}
+	storeFixture(t, dir, fixtureDir)
 	t.Logf("wrote %s: sealed %d and %d bytes", fixtureDir, len(want[fuzzLogs[0]]), len(want[fuzzLogs[1]]))
 }
 

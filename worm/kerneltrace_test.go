@@ -45,19 +45,7 @@ func TestMakeTraceFixtures(t *testing.T) {
 }
 
 func makeTraceFixture(t *testing.T, mode string) {
-	dir := filepath.Join(t.TempDir(), "dev")
-	cfg := worm.DefaultConfig()
-	cfg.Commit.Quiescence.Duration = 200 * time.Millisecond
-	_, err := provision.Create(provision.Options{
-		Dir: dir, Size: 16 << 20, BlockSize: 4096, Journal: mode, Logs: fuzzLogs,
-		AuditorKey: filepath.Join(t.TempDir(), "auditor.key"), KeyBytes: 16 << 10, Config: cfg,
-		CreateStore: func(store, devKey, audKey string, kb int64) error {
-			return seal.Create(store, devKey, audKey, kb, seal.CreateOptions{})
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := provisionFixture(t, provision.Options{Size: 16 << 20, BlockSize: 4096, Journal: mode, KeyBytes: 16 << 10})
 	out := filepath.Join(t.TempDir(), mode)
 	if err := copyTree(dir, out); err != nil {
 		t.Fatal(err)
@@ -94,19 +82,7 @@ func makeTraceFixture(t *testing.T, mode string) {
 					os.Remove(junk)
 				}
 			}
-			m.Sync()
-			for _, l := range fuzzLogs {
-				want[l], _ = os.ReadFile(filepath.Join(m.Dir, l))
-			}
-			testenv.WaitFor(t, 30*time.Second, "the appends to be sealed", func() bool {
-				for _, l := range fuzzLogs {
-					got, _ := os.ReadFile(filepath.Join(dir, "store", l))
-					if !bytes.Equal(got, want[l]) {
-						return false
-					}
-				}
-				return true
-			})
+			waitHostSealed(t, m, dir, want)
 			m.Unmount()
 		})
 		if err := rec.Close(); err != nil { // closes the device too: the trace is complete
@@ -116,19 +92,9 @@ func makeTraceFixture(t *testing.T, mode string) {
 	if t.Failed() {
 		return
 	}
-	for name, b := range map[string][]byte{"requests.trace.gz": trace.Bytes()} {
-		if err := writeGzip(filepath.Join(out, name), b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	img, err := os.ReadFile(filepath.Join(out, "image.ext4"))
-	if err != nil {
+	if err := writeGzip(filepath.Join(out, "requests.trace.gz"), trace.Bytes()); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeGzip(filepath.Join(out, "image.ext4.gz"), img); err != nil {
-		t.Fatal(err)
-	}
-	os.Remove(filepath.Join(out, "image.ext4"))
 	for l, b := range want {
 		p := filepath.Join(out, "want", l)
 		os.MkdirAll(filepath.Dir(p), 0o755)
@@ -137,13 +103,76 @@ func makeTraceFixture(t *testing.T, mode string) {
 		}
 	}
 	final := filepath.Join(traceFixtures, mode)
-	if err := os.RemoveAll(final); err != nil {
-		t.Fatal(err)
-	}
-	if err := copyTree(out, final); err != nil {
-		t.Fatal(err)
-	}
+	storeFixture(t, out, final)
 	t.Logf("wrote %s: %d trace bytes, files of %d and %d bytes", final, trace.Len(), len(want[fuzzLogs[0]]), len(want[fuzzLogs[1]]))
+}
+
+// provisionFixture makes a device directory for a fixture: protected files
+// fuzzLogs, a short quiescence window, the auditor key thrown away. o gives
+// size, block size, journal mode and keystream size.
+func provisionFixture(t *testing.T, o provision.Options) string {
+	t.Helper()
+	cfg := worm.DefaultConfig()
+	cfg.Commit.Quiescence.Duration = 200 * time.Millisecond
+	o.Dir, o.Logs, o.Config = filepath.Join(t.TempDir(), "dev"), fuzzLogs, cfg
+	o.AuditorKey = filepath.Join(t.TempDir(), "auditor.key")
+	o.CreateStore = func(store, devKey, audKey string, kb int64) error {
+		return seal.Create(store, devKey, audKey, kb, seal.CreateOptions{})
+	}
+	if _, err := provision.Create(o); err != nil {
+		t.Fatal(err)
+	}
+	return o.Dir
+}
+
+// waitHostSealed syncs the host's mount, records what its protected files
+// hold in want, and waits until the device at dir has sealed exactly that.
+func waitHostSealed(t *testing.T, m *testenv.KernelMount, dir string, want map[string][]byte) {
+	t.Helper()
+	m.Sync()
+	for _, l := range fuzzLogs {
+		want[l], _ = os.ReadFile(filepath.Join(m.Dir, l))
+	}
+	testenv.WaitFor(t, 30*time.Second, "the appends to be sealed", func() bool {
+		for _, l := range fuzzLogs {
+			got, _ := os.ReadFile(filepath.Join(dir, "store", l))
+			if !bytes.Equal(got, want[l]) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// storeFixture compresses dir's image and replaces the fixture at to with dir.
+func storeFixture(t *testing.T, dir, to string) {
+	t.Helper()
+	img, err := os.ReadFile(filepath.Join(dir, "image.ext4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGzip(filepath.Join(dir, "image.ext4.gz"), img); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "image.ext4"))
+	if err := os.RemoveAll(to); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyTree(dir, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// unpackImage decompresses a fixture copy's image.ext4.gz in place.
+func unpackImage(dir string) ([]byte, error) {
+	img, err := readGzip(filepath.Join(dir, "image.ext4.gz"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "image.ext4"), img, 0o600); err != nil {
+		return nil, err
+	}
+	return img, os.Remove(filepath.Join(dir, "image.ext4.gz"))
 }
 
 func writeGzip(path string, b []byte) error {
@@ -182,11 +211,7 @@ func TestKernelTraces(t *testing.T) {
 			if err := os.MkdirAll(filepath.Join(dir, "state"), 0o700); err != nil {
 				t.Fatal(err)
 			}
-			img, err := readGzip(filepath.Join(dir, "image.ext4.gz"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, "image.ext4"), img, 0o600); err != nil {
+			if _, err := unpackImage(dir); err != nil {
 				t.Fatal(err)
 			}
 			trace, err := readGzip(filepath.Join(dir, "requests.trace.gz"))
