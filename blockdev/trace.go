@@ -49,6 +49,27 @@ type TraceOp struct {
 	Data   []byte // the written bytes (TraceWrite, TraceWriteFUA); valid until the next op
 }
 
+// Apply sends the recorded request to dev (a write with FUA through
+// WriteFUA) and returns dev's answer.
+func (op TraceOp) Apply(dev Device) error {
+	var err error
+	switch op.Op {
+	case TraceWrite:
+		_, err = dev.WriteAt(op.Data, op.Off)
+	case TraceWriteFUA:
+		_, err = WriteFUA(dev, op.Data, op.Off)
+	case TraceFlush:
+		err = dev.Flush()
+	case TraceTrim:
+		err = dev.Trim(op.Off, op.Len)
+	case TraceZero, TraceZeroPunch:
+		err = dev.WriteZeroes(op.Off, op.Len, op.Op == TraceZeroPunch)
+	default:
+		err = fmt.Errorf("%w: unknown operation %#x", ErrBadTrace, op.Op)
+	}
+	return err
+}
+
 // Recorder is a Device that passes every request to the wrapped device and
 // records each one that modified or flushed it, once it completed. Records
 // are written in completion order: a request the host sent only after

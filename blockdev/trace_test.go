@@ -62,6 +62,18 @@ func TestRecorderRoundTrip(t *testing.T) {
 	}) {
 		t.Fatalf("trace:\n got %+v\nwant %+v", got, want)
 	}
+	// Applied to another device, the trace writes what the first one got.
+	g := newFile(t, 1<<20)
+	for _, op := range got {
+		if err := op.Apply(g); err != nil {
+			t.Fatalf("applying %c: %v", op.Op, err)
+		}
+	}
+	replayed := make([]byte, 4096+512)
+	g.ReadAt(replayed, 0)
+	if !bytes.Equal(replayed, append(bytes.Clone(a), b...)) {
+		t.Fatal("the applied trace did not write what was recorded")
+	}
 	// A trace cut inside a record reports the complete records, then fails.
 	cut := out.Bytes()[:out.Len()-5]
 	n := 0

@@ -226,20 +226,7 @@ func TestKernelTraces(t *testing.T) {
 			n := 0
 			err = blockdev.ReadTrace(bytes.NewReader(trace), func(op blockdev.TraceOp) error {
 				n++
-				var err error
-				switch op.Op {
-				case blockdev.TraceWrite:
-					_, err = dev.Device.WriteAt(op.Data, op.Off)
-				case blockdev.TraceWriteFUA:
-					_, err = dev.Device.WriteAtFUA(op.Data, op.Off)
-				case blockdev.TraceFlush:
-					err = dev.Device.Flush()
-				case blockdev.TraceTrim:
-					err = dev.Device.Trim(op.Off, op.Len)
-				case blockdev.TraceZero, blockdev.TraceZeroPunch:
-					err = dev.Device.WriteZeroes(op.Off, op.Len, op.Op == blockdev.TraceZeroPunch)
-				}
-				if (err != nil) != op.Failed {
+				if err := op.Apply(dev.Device); (err != nil) != op.Failed {
 					return fmt.Errorf("request %d (%c at %d, %d bytes): %v, the kernel's run: failed=%v", n, op.Op, op.Off, op.Len, err, op.Failed)
 				}
 				return nil

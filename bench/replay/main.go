@@ -124,29 +124,20 @@ func replayOnce(run int, template, trace string, settle time.Duration) error {
 	start := time.Now()
 	dev := o.Device
 	err = blockdev.ReadTrace(f, func(op blockdev.TraceOp) error {
-		var c *class
-		var err error
-		t0 := time.Now()
+		c := discard // trims and write-zeroes
 		switch op.Op {
 		case blockdev.TraceWrite:
-			_, err = dev.WriteAt(op.Data, op.Off)
 			c = small
 			if op.Len > 4096 {
 				c = large
 			}
 		case blockdev.TraceWriteFUA:
-			_, err = dev.WriteAtFUA(op.Data, op.Off)
 			c = fua
 		case blockdev.TraceFlush:
-			err = dev.Flush()
 			c = flush
-		case blockdev.TraceTrim:
-			err = dev.Trim(op.Off, op.Len)
-			c = discard
-		case blockdev.TraceZero, blockdev.TraceZeroPunch:
-			err = dev.WriteZeroes(op.Off, op.Len, op.Op == blockdev.TraceZeroPunch)
-			c = discard
 		}
+		t0 := time.Now()
+		err := op.Apply(dev)
 		c.add(time.Since(t0))
 		if (err != nil) != op.Failed {
 			mismatches++
