@@ -65,11 +65,8 @@ func (v *view) freed() bool {
 
 // lookup finds the mapping holding logical block lb.
 func (v *view) lookup(lb uint64) (layout.Mapping, bool) {
-	i := sort.Search(len(v.maps), func(i int) bool { return v.maps[i].Logical+v.maps[i].Len > lb })
-	if i < len(v.maps) && v.maps[i].Logical <= lb {
-		return v.maps[i], true
-	}
-	return layout.Mapping{}, false
+	m, ok, _ := v.around(lb)
+	return m, ok
 }
 
 // around finds the mapping holding logical block lb; when none does, it
