@@ -142,6 +142,62 @@ type SpaceReporter interface {
 	FreeBlocks() (free, total uint64)
 }
 
+// StallKind says why a range of a protected file holds the coherent prefix
+// back although the metadata that maps it is known and trusted.
+type StallKind int
+
+const (
+	StallNotWritten StallKind = iota + 1 // mapped and initialised, but not written by the host since it was allocated
+	StallUnwritten                       // an unwritten extent (reads as zeroes), with file data after it
+	StallHole                            // no block mapped (reads as zeroes), with file data after it
+)
+
+var stallNames = map[StallKind]string{
+	StallNotWritten: "not-written",
+	StallUnwritten:  "unwritten-extent",
+	StallHole:       "hole",
+}
+
+func (k StallKind) String() string {
+	if s, ok := stallNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("stall(%d)", int(k))
+}
+
+// Stall is a range of a protected file, below its size, that the host has
+// not written since the metadata covering it arrived. Normally the data is
+// on its way (a write reordered within a flush epoch, dirty pages the host
+// writes back within seconds). But when the host or the device crashed
+// between the metadata write and the data write, the host lost that data:
+// after its reboot it reads what the device holds there (old block
+// contents, or zeroes), appends after it, and never writes the range again.
+// Without help the file's coherent prefix would stop there for good.
+type Stall struct {
+	Kind StallKind
+	// Off and Len are the file byte range: whole blocks, the last one
+	// clipped at the size.
+	Off, Len int64
+	// Device is the device byte offset of the range (StallNotWritten;
+	// -1 for the kinds that have no blocks).
+	Device int64
+}
+
+// StallReporter is implemented by engines that can say which ranges hold a
+// file's coherent prefix back, and take one "as found": the device core
+// calls AcceptAsFound once a range has stayed stalled, unchanged, for the
+// configured commit.lost_after window, and records that it did.
+type StallReporter interface {
+	// Stalls returns up to max stalled ranges of the file, in file order,
+	// from its coherent prefix on.
+	Stalls(id FileID, max int) []Stall
+	// AcceptAsFound makes s part of the file's coherent prefix as the host
+	// reads it now (the blocks' current contents, or zeroes for a hole or
+	// an unwritten extent). It returns false, changing nothing, when s is
+	// no longer exactly a stalled range of the file.
+	AcceptAsFound(id FileID, s Stall) bool
+}
+
 // FlushJudge is implemented by engines that judge some changes only at the
 // host's FLUSH, when the host's writes up to it are known to be complete
 // (revfs/ext4: a journal transaction whose commit block landed but some of

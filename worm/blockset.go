@@ -123,16 +123,29 @@ func (s *WrittenSet) Add(first, n uint64) {
 }
 
 // Remove marks blocks [first, first+n) not written (the host freed them).
+// Chunks with no bit set are skipped whole: at Open the engine removes
+// every free block of the filesystem.
 func (s *WrittenSet) Remove(first, n uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.forEach(first, n, func(ci uint64, wi int, mask uint64) bool {
-		if c := s.chunks[ci]; c != nil && c[wi]&mask != 0 {
-			c[wi] &^= mask
-			s.dirty[ci] = true
+	if first >= s.limit {
+		return
+	}
+	end := first + min(n, s.limit-first)
+	for b := first; b < end; {
+		ci := b / chunkBlocks
+		next := min(end, (ci+1)*chunkBlocks)
+		if c := s.chunks[ci]; c != nil {
+			s.forEach(b, next-b, func(ci uint64, wi int, mask uint64) bool {
+				if c[wi]&mask != 0 {
+					c[wi] &^= mask
+					s.dirty[ci] = true
+				}
+				return true
+			})
 		}
-		return true
-	})
+		b = next
+	}
 }
 
 // Contains reports whether every block of [first, first+n) is written.

@@ -82,3 +82,48 @@ func TestWrittenSetRanges(t *testing.T) {
 		t.Fatal("remove wrong")
 	}
 }
+
+// Add and Remove over random ranges, across chunk boundaries and past the
+// end, agree with a plain per-block model.
+func TestWrittenSetAgreesWithModel(t *testing.T) {
+	const limit = 3*chunkBlocks + 1000
+	s, err := OpenWrittenSet(filepath.Join(t.TempDir(), "w"), limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	model := make([]bool, limit)
+	rng := rand.New(rand.NewSource(1))
+	for i := 0; i < 2000; i++ {
+		first := uint64(rng.Intn(limit + 100))
+		n := uint64(rng.Intn(2 * chunkBlocks))
+		if rng.Intn(8) == 0 {
+			n = uint64(rng.Intn(70)) // within a word or two
+		}
+		add := rng.Intn(2) == 0
+		if add {
+			s.Add(first, n)
+		} else {
+			s.Remove(first, n)
+		}
+		for b := first; b < first+n && b < limit; b++ {
+			model[b] = add
+		}
+		probe := uint64(rng.Intn(limit))
+		if s.Contains(probe, 1) != model[probe] {
+			t.Fatalf("step %d: block %d: set says %v, model %v", i, probe, s.Contains(probe, 1), model[probe])
+		}
+	}
+	var want uint64
+	for b := range model {
+		if model[b] != s.Contains(uint64(b), 1) {
+			t.Fatalf("block %d: set says %v, model %v", b, !model[b], model[b])
+		}
+		if model[b] {
+			want++
+		}
+	}
+	if got := s.Count(); got != want {
+		t.Fatalf("Count %d, model %d", got, want)
+	}
+}

@@ -79,6 +79,17 @@ type CommitTimes struct {
 	// OrderedMargin: in data=ordered, the margin after the jbd2 commit that
 	// carried the size before sealing.
 	OrderedMargin Duration `toml:"ordered_margin"`
+	// LostAfter: a range below a protected file's size that the host has
+	// not written since the metadata covering it arrived (a block never
+	// written since allocation, or a hole or unwritten extent with data
+	// after it) and that stays so, unchanged, for this long is sealed as
+	// the host now reads it, and a lost-write notice is recorded. Such a
+	// range is data the host lost in a crash: without this the file would
+	// never be sealed past it. A host that keeps dirty data unwritten for
+	// longer (Linux writes it back within about 35 s by default) would see
+	// its late write refused as a change of committed data. 0 never seals
+	// such ranges.
+	LostAfter Duration `toml:"lost_after"`
 }
 
 // DefaultConfig returns the settings `indelible init` writes unless told otherwise.
@@ -95,6 +106,7 @@ func DefaultConfig() Config {
 			Quiescence:    Duration{time.Second},
 			Delay:         Duration{0},
 			OrderedMargin: Duration{100 * time.Millisecond},
+			LostAfter:     Duration{10 * time.Minute},
 		},
 		VolumeFullPercent: 1,
 	}

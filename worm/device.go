@@ -67,6 +67,9 @@ type Device struct {
 	// of them becomes ready to seal (zero: none pending).
 	coherence map[revfs.FileID][]cohMark
 	nextDue   time.Time
+	// stalls is, per file, the ranges holding its coherent prefix back and
+	// since when each has been seen unchanged (stalls.go).
+	stalls map[revfs.FileID]*stallWatch
 
 	// laterBuf holds the bytes of a write being recorded after it was
 	// answered (recordLater); reused, as one such write at a time holds mu.
@@ -116,6 +119,7 @@ func New(img blockdev.Device, eng revfs.Engine, sealer Sealer, written *WrittenS
 		frozen:    map[revfs.FileID]bool{},
 		handed:    map[revfs.FileID]int64{},
 		coherence: map[revfs.FileID][]cohMark{},
+		stalls:    map[revfs.FileID]*stallWatch{},
 		wake:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),

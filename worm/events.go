@@ -11,16 +11,18 @@ import (
 // Event is one line of the sealed event log.
 type Event struct {
 	Time     time.Time `json:"time"`
-	Kind     string    `json:"kind"`              // revfs.Kind name, or "suppressed"
-	Op       string    `json:"op"`                // write, trim, write-zeroes, startup
-	Off      int64     `json:"off"`               // device byte range of the offending bytes
-	Len      int64     `json:"len"`               //
-	File     string    `json:"file,omitempty"`    // protected file path, when one is concerned
-	Inode    uint64    `json:"inode,omitempty"`   //
-	Response string    `json:"response"`          // readonly, discard, honeypot
-	Detail   string    `json:"detail,omitempty"`  //
-	SHA256   string    `json:"sha256,omitempty"`  // digest of the rejected bytes
-	Dropped  int       `json:"dropped,omitempty"` // for "suppressed": events not recorded one by one
+	Kind     string    `json:"kind"`               // revfs.Kind name, "suppressed", or "lost-write" (a notice, not an indicator)
+	Op       string    `json:"op"`                 // write, trim, write-zeroes, startup
+	Off      int64     `json:"off"`                // device byte range of the offending bytes
+	Len      int64     `json:"len"`                //
+	FileOff  int64     `json:"file_off,omitempty"` // file byte range (lost-write notices)
+	FileLen  int64     `json:"file_len,omitempty"` //
+	File     string    `json:"file,omitempty"`     // protected file path, when one is concerned
+	Inode    uint64    `json:"inode,omitempty"`    //
+	Response string    `json:"response"`           // readonly, discard, honeypot
+	Detail   string    `json:"detail,omitempty"`   //
+	SHA256   string    `json:"sha256,omitempty"`   // digest of the rejected bytes
+	Dropped  int       `json:"dropped,omitempty"`  // for "suppressed": events not recorded one by one
 }
 
 // maxPendingEvents bounds memory under an attack that raises indicators in a
@@ -36,7 +38,8 @@ type eventLog struct {
 	mu      sync.Mutex
 	pending []Event
 	dropped int
-	total   int
+	total   int   // indicators
+	notices int   // lost-write notices
 	off     int64 // bytes of the sealed event log already handed to the sealer
 	init    bool
 	// rate limit for the device log: at most logBurst lines per second.
@@ -68,6 +71,22 @@ func (l *eventLog) record(e Event) {
 		l.log.Warn("indelible: indicator of compromise", "kind", e.Kind, "op", e.Op, "off", e.Off, "len", e.Len,
 			"file", e.File, "response", e.Response, "detail", e.Detail)
 	}
+}
+
+// notice queues a notice: an event that is not an indicator of compromise
+// (a stalled range sealed as found) but that the auditor must be able to
+// see, sealed in the same log.
+func (l *eventLog) notice(e Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.notices++
+	l.pending = append(l.pending, e)
+	l.recent = append(l.recent, e)
+	if len(l.recent) > 16 {
+		l.recent = l.recent[len(l.recent)-16:]
+	}
+	l.log.Warn("indelible: sealing data the host never wrote, as found", "file", e.File, "file_off", e.FileOff,
+		"file_len", e.FileLen, "detail", e.Detail)
 }
 
 // flush seals the queued events. It is called by the scheduler only.
@@ -107,8 +126,8 @@ func (l *eventLog) flush() error {
 	return nil
 }
 
-func (l *eventLog) stats() (total int, recent []Event) {
+func (l *eventLog) stats() (indicators, notices int, recent []Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.total, append([]Event(nil), l.recent...)
+	return l.total, l.notices, append([]Event(nil), l.recent...)
 }

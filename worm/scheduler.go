@@ -196,6 +196,9 @@ func (d *Device) pass(retry []sealJob, take bool) []sealJob {
 		if d.frozen[st.ID] {
 			continue
 		}
+		if d.watchStalls(st, now) {
+			more = true // a range taken as found moved the coherent prefix
+		}
 		limit := d.sealLimit(st, now)
 		if !take || busy[st.ID] || full {
 			continue

@@ -17,6 +17,9 @@ type FileStatus struct {
 	Frozen    bool   `json:"frozen,omitempty"`
 	// IdleMillis is how long since a write last touched the file.
 	IdleMillis int64 `json:"idle_ms"`
+	// Stalls are ranges holding the coherent prefix back that the host has
+	// not written (see Config.Commit.LostAfter).
+	Stalls []StallStatus `json:"stalls,omitempty"`
 }
 
 // Status is a snapshot of the device for `indelible status`.
@@ -26,6 +29,8 @@ type Status struct {
 	Files      []FileStatus `json:"files"`
 	ReadOnly   bool         `json:"read_only"` // tripped by the readonly response
 	Indicators int          `json:"indicators"`
+	Notices    int          `json:"notices,omitempty"` // lost-write notices: ranges sealed as found
+	LostAfter  Duration     `json:"lost_after"`        // commit.lost_after
 	Recent     []Event      `json:"recent_events,omitempty"`
 	SealError  string       `json:"seal_error,omitempty"`
 	LastSeal   time.Time    `json:"last_seal,omitzero"`
@@ -49,16 +54,21 @@ func (d *Device) Status() Status {
 	for k, v := range d.frozen {
 		frozen[k] = v
 	}
+	stalls := map[revfs.FileID][]StallStatus{}
+	for _, f := range files {
+		stalls[f.ID] = d.stallStatus(f.ID, now)
+	}
 	d.mu.Unlock()
 	for _, f := range files {
 		c := d.sealer.Watermark(uint64(f.ID))
 		st.Files = append(st.Files, FileStatus{
 			Path: d.paths[f.ID], Inode: uint64(f.ID), Size: f.Size, Coherent: f.Coherent,
 			Committed: c, Pending: max(f.Size-c, 0), Frozen: frozen[f.ID],
-			IdleMillis: now.Sub(f.LastTouch).Milliseconds(),
+			IdleMillis: now.Sub(f.LastTouch).Milliseconds(), Stalls: stalls[f.ID],
 		})
 	}
-	st.Indicators, st.Recent = d.events.stats()
+	st.LostAfter = d.cfg.Commit.LostAfter
+	st.Indicators, st.Notices, st.Recent = d.events.stats()
 	if ku, ok := d.sealer.(keyUser); ok {
 		st.KeysUsed, st.KeysTotal = ku.KeyUsage()
 	}

@@ -17,7 +17,7 @@ func init() {
 	register(&Command{
 		Name:  "events",
 		Args:  "[--json] DEVICE_DIR",
-		Short: "print the device's sealed event log (indicators of compromise)",
+		Short: "print the device's sealed event log (indicators of compromise, lost-write notices)",
 		Long: `events prints every indicator of compromise the device recorded: when, what kind,
 the device byte range, the protected file it touched, the response taken, and the
 SHA-256 of the rejected bytes. The event log is sealed like a real log; check it
@@ -25,6 +25,10 @@ with 'indelible verify --key AUDITOR_KEY DEVICE_DIR' before trusting what it say
 
 Kinds: data-changed, size-decreased, inode-freed, mapping-changed, type-changed,
 dir-entry, layout-changed, discard, volume-full, unparseable, suppressed.
+
+It also prints the lost-write notices: a range of a protected file below its size
+that the host never wrote (data it lost in a crash) and that the device sealed as
+found after commit.lost_after (response=sealed-as-found, file bytes in the detail).
 
 Examples:
   indelible events /srv/worm
@@ -43,7 +47,7 @@ Examples:
 			path := filepath.Join(args[0], cfg.Store, filepath.FromSlash(worm.EventLogPath))
 			f, err := os.Open(path)
 			if errors.Is(err, os.ErrNotExist) {
-				fmt.Fprintln(env.Stdout, "no indicators recorded")
+				fmt.Fprintln(env.Stdout, "no events recorded")
 				return nil
 			}
 			if err != nil {

@@ -26,7 +26,9 @@ func init() {
 DEVICE_DIR/state/status.json: for each protected file its size as the host sees it, the
 bytes committed (sealed and durable) and pending, how long since the host last touched
 it; whether the device tripped to read-only; the number of indicators of compromise;
-keystream use. When the device is not being served it says so and shows the last
+keystream use. A range of a file that the host has not written although the file's
+size covers it (data it most likely lost in a crash) is listed with how long it has
+been waiting: after commit.lost_after in device.toml the device seals it as found. When the device is not being served it says so and shows the last
 published status.
 
 Exit status: 0 when the device is serving, 3 when it is not (the last status is shown).
@@ -87,11 +89,19 @@ Examples:
 					(time.Duration(f.IdleMillis) * time.Millisecond).Round(time.Millisecond))
 			}
 			tw.Flush()
+			for _, f := range st.Files {
+				for _, s := range f.Stalls {
+					printStall(env, f.Path, s, st.LostAfter.Duration)
+				}
+			}
 			fmt.Fprintf(env.Stdout, "indicators: %d", st.Indicators)
 			if st.Indicators > 0 {
 				fmt.Fprint(env.Stdout, " (see `indelible events`)")
 			}
 			fmt.Fprintln(env.Stdout)
+			if st.Notices > 0 {
+				fmt.Fprintf(env.Stdout, "lost-write notices: %d (ranges the host never wrote, sealed as found; see `indelible events`)\n", st.Notices)
+			}
 			if !st.LastSeal.IsZero() {
 				fmt.Fprintf(env.Stdout, "last seal: %s\n", st.LastSeal.Format(time.RFC3339Nano))
 			}
@@ -112,4 +122,23 @@ Examples:
 			return nil
 		},
 	})
+}
+
+// printStall prints one stalled range of a file under the status table.
+func printStall(env *Env, path string, s worm.StallStatus, window time.Duration) {
+	stalled := time.Duration(s.ForMillis) * time.Millisecond
+	what := map[string]string{
+		"not-written":      "not written by the host since allocated",
+		"unwritten-extent": "an unwritten extent with data after it",
+		"hole":             "a hole with data after it",
+	}[s.Kind]
+	if what == "" {
+		what = s.Kind
+	}
+	fmt.Fprintf(env.Stdout, "  /%s: bytes [%d,+%d) %s, for %s", path, s.Off, s.Len, what, stalled.Round(time.Second))
+	if window > 0 {
+		fmt.Fprintf(env.Stdout, "; sealed as found in %s (commit.lost_after)\n", max(window-stalled, 0).Round(time.Second))
+	} else {
+		fmt.Fprintln(env.Stdout, "; never sealed as found (commit.lost_after = 0)")
+	}
 }

@@ -179,3 +179,14 @@ func (m *KernelMount) ForceDetach() {
 	exec.Command("fusermount3", "-u", m.fuse).Run()
 	exec.Command("umount", "-l", m.fuse).Run()
 }
+
+// Crash is the host losing power while the device stays up: its link to
+// the device is cut first (nbdfuse killed), so nothing the host still held
+// in memory reaches the device, then the stack is torn down as ForceDetach
+// does.
+func (m *KernelMount) Crash() {
+	if m.nbdfuse != nil && m.nbdfuse.Process != nil {
+		m.nbdfuse.Process.Kill()
+	}
+	m.ForceDetach()
+}

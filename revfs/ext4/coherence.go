@@ -6,6 +6,7 @@ func (e *Engine) setCommitted(f *tracked, n int64) {
 	f.committed = n
 	nb := uint64((n + e.bs - 1) / e.bs)
 	f.sealed = normalise(f.view.maps, nb)
+	f.forgetZeroes(uint64(n / e.bs))
 	// Sealed bytes were written by the host; after a restart the
 	// persistent set has them already, and a fresh image has none.
 	for _, m := range f.sealed {
@@ -58,9 +59,18 @@ func (e *Engine) coherentPrefix(f *tracked) int64 {
 	lb := uint64(f.committed / e.bs)
 	pos := int64(lb) * e.bs
 	for pos < size {
-		m, ok := v.lookup(lb)
-		if !ok || m.Unwritten || v.unknownIn(lb, lb+1) {
+		if v.unknownIn(lb, lb+1) {
 			break
+		}
+		m, ok := v.lookup(lb)
+		if !ok || m.Unwritten {
+			z := f.zeroRun(v, lb) // a hole or unwritten extent taken as found
+			if z == 0 {
+				break
+			}
+			pos += int64(z) * e.bs
+			lb += z
+			continue
 		}
 		need := uint64((size - pos + e.bs - 1) / e.bs)
 		n := min(m.Logical+m.Len-lb, need)
@@ -104,7 +114,10 @@ func (e *Engine) proven(f *tracked, end int64) int64 {
 	p := ((end - 1) / e.bs) * e.bs
 	lb := uint64(p / e.bs)
 	m, ok := f.view.lookup(lb)
-	if !ok {
+	if !ok || m.Unwritten {
+		if f.zeroRun(f.view, lb) > 0 {
+			return end // zeroes taken as found, with file data after them
+		}
 		return max(p, from)
 	}
 	phys := m.Physical + lb - m.Logical

@@ -3,6 +3,7 @@ package ext4
 import (
 	"bytes"
 	"encoding/binary"
+	"github.com/indelible-worm/indelible/revfs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -169,5 +170,59 @@ func TestOpenDirtyJournalNewestCopyWins(t *testing.T) {
 	}
 	if vs := r2.write(int64(versions[0].inoHome)*r2.bs, versions[0].ino); len(vs) == 0 {
 		t.Fatal("an old inode copy written after the replay was accepted")
+	}
+}
+
+// At Open, blocks the bitmaps show free leave the written set (a kill
+// between a bitmap write that frees them and the FLUSH that would have
+// made the set forget them leaves them marked), except blocks a protected
+// file maps: without a journal their bitmap may land long after their data.
+func TestOpenForgetsFreeBlocks(t *testing.T) {
+	const p = "var/log/app.log"
+	path := loadImage(t, "b4k-nojournal.img")
+	r := openRig(t, path, nil, p, "var/log/big.log")
+	phys := func(name string) uint64 {
+		m, _ := r.e.byIno[uint64(r.ids[name])].view.lookup(0)
+		return m.Physical
+	}
+	app, big := phys(p), phys("var/log/big.log")
+	bb := r.e.groups[0].BlockBitmap()
+	bm := r.img.b[int64(bb)*r.bs : int64(bb+1)*r.bs]
+	bit := func(b uint64) bool { return bm[b/8]&(1<<(b%8)) != 0 }
+	var free []uint64 // a few free blocks of group 0, one in a word of its own
+	for b := uint64(200); b < uint64(r.e.sb.BlocksPerGroup) && len(free) < 3; b++ {
+		if !bit(b) && (len(free) == 0 || b > free[len(free)-1]+100) {
+			free = append(free, b)
+		}
+	}
+	if !bit(app) || !bit(big) || len(free) < 3 {
+		t.Fatalf("unexpected image: app.log at %d (%v), big.log at %d (%v), free %v", app, bit(app), big, bit(big), free)
+	}
+	bm[app/8] &^= 1 << (app % 8) // the bitmap allocating app.log's block has not landed
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(img, r.img.b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// Only app.log is protected now: big.log's block is an ordinary used block.
+	written := blockSet{app: true, big: true}
+	for _, b := range free {
+		written[b] = true
+	}
+	b, _ := os.ReadFile(img)
+	ino := r.ids[p]
+	if _, err := Open(&memImage{b: b}, int64(len(b)), []revfs.ProtectedFile{{ID: ino, Path: p}}, written, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range free {
+		if written[f] {
+			t.Errorf("free block %d still marked written", f)
+		}
+	}
+	if !written[app] {
+		t.Error("the protected file's block was forgotten because its bitmap bit is clear")
+	}
+	if !written[big] {
+		t.Error("a used block was forgotten")
 	}
 }

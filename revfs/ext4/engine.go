@@ -2,10 +2,13 @@ package ext4
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -224,6 +227,7 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 	if err := e.openJournal(); err != nil {
 		return nil, err
 	}
+	e.forgetFreeBlocks()
 	for _, f := range e.files {
 		if c := opts.Committed[revfs.FileID(f.ino)]; c > 0 {
 			e.setCommitted(f, c)
@@ -237,6 +241,77 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 	}
 	e.reindex()
 	return e, nil
+}
+
+// forgetFreeBlocks removes from the written set the blocks the newest
+// bitmaps show free, except those a protected file maps. The set is made
+// durable at the host's FLUSH, the image's writes as they come: a device
+// killed after a bitmap that frees a block landed, but before the next
+// FLUSH, restarts with the block still marked written, and a later owner
+// could have it count as written before writing it. A free block's past
+// carries nothing worth keeping; a protected file's blocks are exempt
+// because without a journal the bitmap that allocates them may land long
+// after their data (e2fsck repairs that bitmap after a crash).
+func (e *Engine) forgetFreeBlocks() {
+	var keep []lrange // physical ranges mapped by protected files, sorted
+	for _, f := range e.files {
+		for _, m := range f.view.maps {
+			keep = append(keep, lrange{m.Physical, m.Physical + m.Len})
+		}
+	}
+	slices.SortFunc(keep, func(a, b lrange) int { return cmp.Compare(a.lo, b.lo) })
+	forget := func(lo, hi uint64) {
+		i := sort.Search(len(keep), func(i int) bool { return keep[i].hi > lo })
+		for ; lo < hi && i < len(keep) && keep[i].lo < hi; i++ {
+			if keep[i].lo > lo {
+				e.written.Remove(lo, keep[i].lo-lo)
+			}
+			lo = max(lo, keep[i].hi)
+		}
+		if lo < hi {
+			e.written.Remove(lo, hi-lo)
+		}
+	}
+	for bb, bm := range e.bitmaps {
+		base := uint64(e.sb.FirstDataBlock) + e.bitmapG[bb]*uint64(e.sb.BlocksPerGroup)
+		if base >= e.blocks {
+			continue
+		}
+		limit := min(uint64(e.sb.BlocksPerGroup), e.blocks-base, uint64(len(bm))*8)
+		var run uint64 // start of the current run of free blocks, or limit when none
+		run = limit
+		for i := uint64(0); i < limit; {
+			if i%64 == 0 && i+64 <= limit && i/8+8 <= uint64(len(bm)) {
+				switch binary.LittleEndian.Uint64(bm[i/8:]) {
+				case 0:
+					if run == limit {
+						run = i
+					}
+					i += 64
+					continue
+				case ^uint64(0):
+					if run < limit {
+						forget(base+run, base+i)
+						run = limit
+					}
+					i += 64
+					continue
+				}
+			}
+			if bm[i/8]&(1<<(i%8)) == 0 {
+				if run == limit {
+					run = i
+				}
+			} else if run < limit {
+				forget(base+run, base+i)
+				run = limit
+			}
+			i++
+		}
+		if run < limit {
+			forget(base+run, base+limit)
+		}
+	}
 }
 
 // lookupParent finds the directory holding f by its path and checks that
@@ -461,7 +536,14 @@ func (e *Engine) ReadFile(id revfs.FileID, p []byte, off int64) error {
 		in := off % e.bs
 		m, ok := f.view.lookup(lb)
 		if !ok || m.Unwritten {
-			return fmt.Errorf("%w: logical block %d of file %d is not mapped", ErrNotCoherent, lb, id)
+			z := f.zeroRun(f.view, lb)
+			if z == 0 {
+				return fmt.Errorf("%w: logical block %d of file %d is not mapped", ErrNotCoherent, lb, id)
+			}
+			n := min(int64(len(p)), int64(z)*e.bs-in) // a hole or unwritten extent taken as found
+			clear(p[:n])
+			p, off = p[n:], off+n
+			continue
 		}
 		phys := m.Physical + lb - m.Logical
 		if c, ok := e.overlay[phys]; ok && e.jnl != nil {

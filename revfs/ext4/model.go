@@ -32,6 +32,10 @@ type tracked struct {
 	dataJournalled bool
 	lastTouch      time.Time
 	unlinkTried    bool // the host tried to free the inode (unlink.go)
+	// asZero are logical block ranges taken as found while they were holes
+	// or unwritten extents (asfound.go): they count as zeroes for the
+	// coherent prefix until sealed.
+	asZero []lrange
 }
 
 // lrange is a logical block range [lo, hi).

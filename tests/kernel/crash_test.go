@@ -54,6 +54,10 @@ func TestKill9(t *testing.T) {
 			dir := filepath.Join(base, "dev")
 			cfg := worm.DefaultConfig()
 			cfg.Commit.Quiescence.Duration = 200 * time.Millisecond
+			// A kill can leave bytes in the file that the device cannot
+			// show the host wrote (see TestHostCrashLosesData): sealed as
+			// found after this window.
+			cfg.Commit.LostAfter.Duration = 2 * time.Second
 			logName := "var/log/app.log"
 			_, err := provision.Create(provision.Options{
 				Dir: dir, Size: 64 << 20, Journal: mode, Logs: []string{logName},
@@ -135,7 +139,9 @@ func TestKill9(t *testing.T) {
 				}
 				m.ForceDetach()
 			}
-			// A final clean run: everything the host flushed gets sealed.
+			// A final clean run: everything in the file gets sealed, what
+			// the host flushed and what it wrote but the device could not
+			// show it wrote (sealed as found after lost_after).
 			sock := filepath.Join(base, "final.sock")
 			cmd := exec.Command(bin, "serve", dir, "--listen", "unix:"+sock)
 			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -175,4 +181,65 @@ func hostBoot(t *testing.T, uri string) *testenv.KernelMount {
 	t.Logf("e2fsck: %s", bytes.TrimSpace(out))
 	m.Mount("ext4", "")
 	return m
+}
+
+// TestHostCrashLosesData: the host loses power after the new size and block
+// map of a protected file reached the device but before the appended data
+// did. After its reboot the file reads what the device holds there
+// (zeroes), and the host appends after it. The device must not stop
+// sealing that file for good: once the range has stayed unwritten for
+// commit.lost_after, it is sealed as found, with a lost-write notice and
+// no indicator, and the real log equals the file again.
+func TestHostCrashLosesData(t *testing.T) {
+	for _, mode := range []string{"none", "writeback"} {
+		t.Run(mode, func(t *testing.T) {
+			// nodelalloc: blocks are allocated, and the size raised, at
+			// write() time, so the metadata can go out without the data.
+			k := newDevice(t, devOpts{journal: mode, quiescence: 200 * time.Millisecond, lostAfter: 2 * time.Second, mountOpts: "nodelalloc"})
+			log := k.logs[0]
+			var sent []byte
+			for i := 0; i < 20; i++ {
+				appendFile(t, k.path(log), line(i), true)
+				sent = append(sent, line(i)...)
+			}
+			k.waitSealed(sealTimeout)
+
+			// Two blocks' worth of appends stay in the host's page cache;
+			// an fsync of another file in the same inode-table block takes
+			// the log's inode to the device (written home without a
+			// journal, committed with data=writeback).
+			lost := bytes.Repeat([]byte("lost in the crash\n"), 400)
+			appendFile(t, k.path(log), lost, false)
+			other := filepath.Join(filepath.Dir(k.path(log)), "other")
+			if err := os.WriteFile(other, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			appendFile(t, other, []byte("x"), true)
+			k.m.Crash()
+
+			k.m = hostBoot(t, k.uri)
+			cur, err := os.ReadFile(k.path(log))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasPrefix(cur, sent) {
+				t.Fatalf("the host's file (%d bytes) lost fsync'd data (%d bytes)", len(cur), len(sent))
+			}
+			if len(cur) == len(sent) || bytes.HasSuffix(cur, lost) {
+				t.Fatalf("the scenario did not happen: after the crash the file has %d bytes (%d before the lost appends, %d lost), the lost data reached the device: %v",
+					len(cur), len(sent), len(lost), bytes.HasSuffix(cur, lost))
+			}
+			t.Logf("after the crash the file has %d bytes: %d fsync'd, then %d the device holds for the lost appends", len(cur), len(sent), len(cur)-len(sent))
+			for i := 20; i < 40; i++ {
+				appendFile(t, k.path(log), line(i), true)
+			}
+			k.waitSealed(sealTimeout)
+			k.noIndicators()
+			if e := k.waitEvent([]string{"lost-write"}, 10*time.Second); e.File != log || e.FileOff < int64(len(sent))/4096*4096 {
+				t.Fatalf("lost-write notice %+v: want one for %s past byte %d", e, log, len(sent))
+			} else {
+				t.Logf("notice: %+v", e)
+			}
+		})
+	}
 }

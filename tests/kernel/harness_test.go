@@ -41,6 +41,7 @@ type devOpts struct {
 	size       int64
 	mountOpts  string // "" = the image's defaults
 	quiescence time.Duration
+	lostAfter  time.Duration // commit.lost_after; 0 = the default
 	response   worm.Response
 	// spaceCheckOff disables the volume-full indicator, for tests that
 	// fill the volume on purpose as setup.
@@ -65,6 +66,9 @@ func newDevice(t *testing.T, o devOpts) *kdev {
 	}
 	if o.response != "" {
 		cfg.OnViolation = o.response
+	}
+	if o.lostAfter > 0 {
+		cfg.Commit.LostAfter.Duration = o.lostAfter
 	}
 	if o.spaceCheckOff {
 		cfg.VolumeFullPercent = 0

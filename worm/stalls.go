@@ -1,0 +1,144 @@
+package worm
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/indelible-worm/indelible/revfs"
+)
+
+// Data the host lost: sealing a stalled range as found.
+//
+// A file's coherent prefix stops at a range the host has not written since
+// the metadata covering it arrived. After a crash of the host (or of the
+// device, which forgets the writes of its last flush epoch) such a range
+// may never be written: the host reads what the device holds there and
+// appends after it. The engine reports these ranges (revfs.StallReporter);
+// the device watches each one and, once it has stayed unchanged for
+// commit.lost_after, has the engine take it as found, seals it with the
+// rest, and records a lost-write notice in the sealed event log. A range
+// that changes (the host wrote part of it, the size or map moved) starts
+// its window again.
+
+// maxWatchedStalls bounds how many stalled ranges of one file are watched.
+const maxWatchedStalls = 16
+
+// stallCheckEvery is how often a file with a stalled range is re-examined:
+// the windows are minutes long, and the walk is not free for a long tail.
+const stallCheckEvery = time.Second
+
+// stallWatch is what the device knows of one file's stalled ranges.
+type stallWatch struct {
+	checked time.Time
+	marks   []stallMark
+}
+
+type stallMark struct {
+	s     revfs.Stall
+	since time.Time
+}
+
+// watchStalls re-examines a file's stalled ranges and takes as found those
+// that have been stalled for the whole window. It reports whether it took
+// any (the file's coherent prefix moved). Called with mu held.
+func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
+	sr, ok := d.eng.(revfs.StallReporter)
+	window := d.cfg.Commit.LostAfter.Duration
+	if !ok || window <= 0 {
+		return false
+	}
+	w := d.stalls[st.ID]
+	if st.Coherent >= st.Size {
+		if w != nil {
+			delete(d.stalls, st.ID)
+		}
+		return false
+	}
+	if w == nil {
+		w = &stallWatch{}
+		d.stalls[st.ID] = w
+	} else if now.Sub(w.checked) < stallCheckEvery {
+		d.stallDue(w, window)
+		return false
+	}
+	w.checked = now
+	cur := sr.Stalls(st.ID, maxWatchedStalls)
+	marks := make([]stallMark, 0, len(cur))
+	took := false
+	for _, s := range cur {
+		since := now
+		for _, m := range w.marks {
+			if m.s == s {
+				since = m.since
+				break
+			}
+		}
+		if now.Sub(since) >= window && sr.AcceptAsFound(st.ID, s) {
+			d.noteLostWrite(st.ID, s, now.Sub(since), now)
+			took = true
+			continue
+		}
+		marks = append(marks, stallMark{s, since})
+	}
+	w.marks = marks
+	d.stallDue(w, window)
+	return took
+}
+
+// stallDue has the scheduler look again when the oldest watched range's
+// window ends. Called with mu held.
+func (d *Device) stallDue(w *stallWatch, window time.Duration) {
+	for _, m := range w.marks {
+		at := m.since.Add(window)
+		if at.Before(w.checked.Add(stallCheckEvery)) {
+			at = w.checked.Add(stallCheckEvery)
+		}
+		if d.nextDue.IsZero() || at.Before(d.nextDue) {
+			d.nextDue = at
+		}
+	}
+}
+
+// noteLostWrite records that a stalled range was taken as found.
+func (d *Device) noteLostWrite(id revfs.FileID, s revfs.Stall, stalled time.Duration, now time.Time) {
+	what := "blocks the host has not written since they were allocated to the file; sealed as the device holds them"
+	switch s.Kind {
+	case revfs.StallUnwritten:
+		what = "an unwritten extent (reads as zeroes) with file data after it; sealed as zeroes"
+	case revfs.StallHole:
+		what = "a hole (reads as zeroes) with file data after it; sealed as zeroes"
+	}
+	e := Event{
+		Time: now.UTC(), Kind: "lost-write", Op: "seal", File: d.paths[id], Inode: uint64(id),
+		FileOff: s.Off, FileLen: s.Len, Response: "sealed-as-found",
+		Detail: fmt.Sprintf("file bytes [%d,%d): %s, after %s unchanged (commit.lost_after); the host most likely lost this data in a crash",
+			s.Off, s.Off+s.Len, what, stalled.Round(time.Second)),
+	}
+	if s.Device >= 0 {
+		e.Off, e.Len = s.Device, s.Len
+	}
+	d.events.notice(e)
+}
+
+// StallStatus is a stalled range in Status.
+type StallStatus struct {
+	Kind string `json:"kind"` // not-written, unwritten-extent, hole
+	Off  int64  `json:"off"`  // file byte range
+	Len  int64  `json:"len"`
+	// ForMillis is how long the range has been stalled, unchanged; the
+	// device seals it as found after commit.lost_after.
+	ForMillis int64 `json:"for_ms"`
+}
+
+// stallStatus returns the watched stalled ranges of a file. Called with mu held.
+func (d *Device) stallStatus(id revfs.FileID, now time.Time) []StallStatus {
+	w := d.stalls[id]
+	if w == nil {
+		return nil
+	}
+	var out []StallStatus
+	for _, m := range w.marks {
+		out = append(out, StallStatus{Kind: m.s.Kind.String(), Off: m.s.Off, Len: m.s.Len, ForMillis: now.Sub(m.since).Milliseconds()})
+	}
+	return out
+}

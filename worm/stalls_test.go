@@ -1,0 +1,148 @@
+package worm
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/indelible-worm/indelible/revfs"
+)
+
+// stallEngine is the scripted engine with stalled ranges: while any is set,
+// the coherent prefix stops at the first; taking the last one as found
+// makes the whole size coherent.
+type stallEngine struct {
+	*scriptedEngine
+	stalls []revfs.Stall
+	taken  []revfs.Stall
+}
+
+func (e *stallEngine) Stalls(id revfs.FileID, max int) []revfs.Stall {
+	return append([]revfs.Stall(nil), e.stalls[:min(max, len(e.stalls))]...)
+}
+
+func (e *stallEngine) AcceptAsFound(id revfs.FileID, s revfs.Stall) bool {
+	for i, c := range e.stalls {
+		if c == s {
+			e.stalls = append(e.stalls[:i], e.stalls[i+1:]...)
+			e.taken = append(e.taken, s)
+			if len(e.stalls) == 0 {
+				e.coherent = e.size
+			} else {
+				e.coherent = e.stalls[0].Off
+			}
+			return true
+		}
+	}
+	return false
+}
+
+var _ revfs.StallReporter = (*stallEngine)(nil)
+
+func newStallRig(t *testing.T, lostAfter time.Duration) (*rig, *stallEngine) {
+	var se *stallEngine
+	r := newRigWith(t, ResponseReadOnly, func(e *scriptedEngine) revfs.Engine {
+		se = &stallEngine{scriptedEngine: e}
+		e.journalled, e.dataJournal = true, true // seal as soon as coherent
+		return se
+	}, func(c *Config) { c.Commit.LostAfter = Duration{lostAfter} })
+	return r, se
+}
+
+// stall has the host's size run past a range it never wrote.
+func (r *rig) stall(se *stallEngine, grow int64, stalls ...revfs.Stall) {
+	r.dev.mu.Lock()
+	defer r.dev.mu.Unlock()
+	r.eng.size += grow
+	se.stalls = stalls
+	r.eng.coherent = stalls[0].Off
+}
+
+func (r *rig) fileStatus(t *testing.T) (FileStatus, Status) {
+	t.Helper()
+	st := r.dev.Status()
+	if len(st.Files) != 1 {
+		t.Fatalf("status has %d files", len(st.Files))
+	}
+	return st.Files[0], st
+}
+
+// A range the host never wrote is sealed as found only once it has stayed
+// unchanged for commit.lost_after; a change starts the window again; the
+// device records a lost-write notice, not an indicator.
+func TestStalledRangeSealedAsFoundAfterWindow(t *testing.T) {
+	r, se := newStallRig(t, 10*time.Minute)
+	r.appendBytes(t, []byte("hello\n"))
+	waitSealed(t, r, 6)
+	first := revfs.Stall{Kind: revfs.StallNotWritten, Off: 6, Len: 4090, Device: 65536 + 6}
+	r.stall(se, 4096+10, first)
+	r.waitPass(t)
+	f, _ := r.fileStatus(t)
+	if len(f.Stalls) != 1 || f.Stalls[0].Off != 6 || f.Stalls[0].Kind != "not-written" || f.Stalls[0].ForMillis != 0 {
+		t.Fatalf("status stalls %+v, want the one range, just seen", f.Stalls)
+	}
+
+	r.clk.add(9 * time.Minute)
+	r.waitPass(t)
+	if len(se.taken) != 0 || len(r.sealer.get(12)) != 6 {
+		t.Fatalf("taken %v, sealed %d bytes, before the window ended", se.taken, len(r.sealer.get(12)))
+	}
+	if f, _ := r.fileStatus(t); len(f.Stalls) != 1 || f.Stalls[0].ForMillis != (9*time.Minute).Milliseconds() {
+		t.Fatalf("status stalls %+v, want one stalled for 9 min", f.Stalls)
+	}
+
+	// The host wrote part of it: what is left is a new range, with a new window.
+	second := revfs.Stall{Kind: revfs.StallNotWritten, Off: 4096, Len: 10, Device: 65536 + 4096}
+	r.dev.mu.Lock()
+	se.stalls = []revfs.Stall{second}
+	r.eng.coherent = 4096
+	r.dev.mu.Unlock()
+	r.clk.add(2 * time.Second)
+	r.waitPass(t)
+	r.clk.add(2 * time.Minute) // the first range's window would have ended
+	r.waitPass(t)
+	if len(se.taken) != 0 {
+		t.Fatalf("taken %v: a changed range kept its old window", se.taken)
+	}
+
+	r.clk.add(8 * time.Minute)
+	waitSealed(t, r, 6+4096+10)
+	if len(se.taken) != 1 || se.taken[0] != second {
+		t.Fatalf("taken %v, want [%v]", se.taken, second)
+	}
+	f, st := r.fileStatus(t)
+	if len(f.Stalls) != 0 || st.Notices != 1 || st.Indicators != 0 || st.ReadOnly {
+		t.Fatalf("after: stalls %+v, notices %d, indicators %d, read-only %v", f.Stalls, st.Notices, st.Indicators, st.ReadOnly)
+	}
+	// The notice is sealed in the event log, with the file range.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.sealer.get(EventLogID)) == 0 && time.Now().Before(deadline) {
+		r.waitPass(t)
+	}
+	var ev Event
+	if err := json.Unmarshal([]byte(strings.TrimSpace(string(r.sealer.get(EventLogID)))), &ev); err != nil {
+		t.Fatalf("event log %q: %v", r.sealer.get(EventLogID), err)
+	}
+	if ev.Kind != "lost-write" || ev.Response != "sealed-as-found" || ev.File != "app.log" || ev.FileOff != 4096 || ev.FileLen != 10 ||
+		ev.Off != 65536+4096 || !strings.Contains(ev.Detail, "10m0s") {
+		t.Fatalf("event %+v", ev)
+	}
+}
+
+// With commit.lost_after = 0 a stalled range waits for the host for ever.
+func TestStalledRangeNeverSealedWhenDisabled(t *testing.T) {
+	r, se := newStallRig(t, 0)
+	r.appendBytes(t, []byte("hello\n"))
+	waitSealed(t, r, 6)
+	r.stall(se, 4096+100, revfs.Stall{Kind: revfs.StallHole, Off: 6, Len: 4090, Device: -1})
+	r.waitPass(t)
+	r.clk.add(24 * time.Hour)
+	r.waitPass(t)
+	if len(se.taken) != 0 || len(r.sealer.get(12)) != 6 {
+		t.Fatalf("taken %v, sealed %d bytes with lost_after 0", se.taken, len(r.sealer.get(12)))
+	}
+	if f, _ := r.fileStatus(t); len(f.Stalls) != 0 {
+		t.Fatalf("status stalls %+v with lost_after 0 (nothing is watched)", f.Stalls)
+	}
+}
