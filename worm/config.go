@@ -83,12 +83,16 @@ type CommitTimes struct {
 	// not written since the metadata covering it arrived (a block never
 	// written since allocation, or a hole or unwritten extent with data
 	// after it) and that stays so, unchanged, for this long is sealed as
-	// the host now reads it, and a lost-write notice is recorded. Such a
-	// range is data the host lost in a crash: without this the file would
-	// never be sealed past it. A host that keeps dirty data unwritten for
-	// longer (Linux writes it back within about 35 s by default) would see
-	// its late write refused as a change of committed data. 0 never seals
-	// such ranges.
+	// the host now reads it (old block contents, or zeroes), and a
+	// lost-write notice is recorded. Such a range is data the host lost
+	// when it crashed between writing a file's size and its data: it never
+	// comes, and the file is not sealed past it. 0 (the default) keeps
+	// invariant I1 strictly (nothing the host did not append is ever
+	// sealed) and leaves such a file's sealing stopped there, shown by
+	// status and the device log. A host that keeps dirty data unwritten
+	// for longer than a non-zero window (Linux writes it back within about
+	// 35 s by default) would see its late write refused as a change of
+	// sealed data.
 	LostAfter Duration `toml:"lost_after"`
 }
 
@@ -106,7 +110,6 @@ func DefaultConfig() Config {
 			Quiescence:    Duration{time.Second},
 			Delay:         Duration{0},
 			OrderedMargin: Duration{100 * time.Millisecond},
-			LostAfter:     Duration{10 * time.Minute},
 		},
 		VolumeFullPercent: 1,
 	}

@@ -19,7 +19,7 @@ type Event struct {
 	FileLen  int64     `json:"file_len,omitempty"` //
 	File     string    `json:"file,omitempty"`     // protected file path, when one is concerned
 	Inode    uint64    `json:"inode,omitempty"`    //
-	Response string    `json:"response"`           // readonly, discard, honeypot
+	Response string    `json:"response"`           // readonly, discard, honeypot; sealed-as-found for a notice
 	Detail   string    `json:"detail,omitempty"`   //
 	SHA256   string    `json:"sha256,omitempty"`   // digest of the rejected bytes
 	Dropped  int       `json:"dropped,omitempty"`  // for "suppressed": events not recorded one by one

@@ -27,6 +27,10 @@ const maxWatchedStalls = 16
 // the windows are minutes long, and the walk is not free for a long tail.
 const stallCheckEvery = time.Second
 
+// stallWarnAfter is how long a range stays stalled before the device log
+// says so (once per range) when it will not be sealed as found.
+const stallWarnAfter = time.Minute
+
 // stallWatch is what the device knows of one file's stalled ranges.
 type stallWatch struct {
 	checked time.Time
@@ -34,8 +38,9 @@ type stallWatch struct {
 }
 
 type stallMark struct {
-	s     revfs.Stall
-	since time.Time
+	s      revfs.Stall
+	since  time.Time
+	warned bool
 }
 
 // watchStalls re-examines a file's stalled ranges and takes as found those
@@ -44,7 +49,7 @@ type stallMark struct {
 func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 	sr, ok := d.eng.(revfs.StallReporter)
 	window := d.cfg.Commit.LostAfter.Duration
-	if !ok || window <= 0 {
+	if !ok {
 		return false
 	}
 	w := d.stalls[st.ID]
@@ -66,19 +71,25 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 	marks := make([]stallMark, 0, len(cur))
 	took := false
 	for _, s := range cur {
-		since := now
+		mark := stallMark{s: s, since: now}
 		for _, m := range w.marks {
 			if m.s == s {
-				since = m.since
+				mark = m
 				break
 			}
 		}
-		if now.Sub(since) >= window && sr.AcceptAsFound(st.ID, s) {
-			d.noteLostWrite(st.ID, s, now.Sub(since), now)
+		stalled := now.Sub(mark.since)
+		if window > 0 && stalled >= window && sr.AcceptAsFound(st.ID, s) {
+			d.noteLostWrite(st.ID, s, stalled, now)
 			took = true
 			continue
 		}
-		marks = append(marks, stallMark{s, since})
+		if window <= 0 && stalled >= stallWarnAfter && !mark.warned {
+			mark.warned = true
+			d.log.Warn("indelible: sealing of a protected file is held back by a range the host has not written; if the host crashed, that data is lost and the file is not sealed past it until the host writes the range (commit.lost_after seals such ranges as found)",
+				"file", d.paths[st.ID], "kind", s.Kind.String(), "off", s.Off, "len", s.Len, "for", stalled.Round(time.Second))
+		}
+		marks = append(marks, mark)
 	}
 	w.marks = marks
 	d.stallDue(w, window)
@@ -88,6 +99,9 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 // stallDue has the scheduler look again when the oldest watched range's
 // window ends. Called with mu held.
 func (d *Device) stallDue(w *stallWatch, window time.Duration) {
+	if window <= 0 {
+		return // nothing is taken: no reason to wake up for it
+	}
 	for _, m := range w.marks {
 		at := m.since.Add(window)
 		if at.Before(w.checked.Add(stallCheckEvery)) {

@@ -130,7 +130,8 @@ func TestStalledRangeSealedAsFoundAfterWindow(t *testing.T) {
 	}
 }
 
-// With commit.lost_after = 0 a stalled range waits for the host for ever.
+// With commit.lost_after = 0 (the default) a stalled range waits for the
+// host for ever; status shows it.
 func TestStalledRangeNeverSealedWhenDisabled(t *testing.T) {
 	r, se := newStallRig(t, 0)
 	r.appendBytes(t, []byte("hello\n"))
@@ -142,7 +143,10 @@ func TestStalledRangeNeverSealedWhenDisabled(t *testing.T) {
 	if len(se.taken) != 0 || len(r.sealer.get(12)) != 6 {
 		t.Fatalf("taken %v, sealed %d bytes with lost_after 0", se.taken, len(r.sealer.get(12)))
 	}
-	if f, _ := r.fileStatus(t); len(f.Stalls) != 0 {
-		t.Fatalf("status stalls %+v with lost_after 0 (nothing is watched)", f.Stalls)
+	if f, _ := r.fileStatus(t); len(f.Stalls) != 1 || f.Stalls[0].ForMillis != (24*time.Hour).Milliseconds() {
+		t.Fatalf("status stalls %+v with lost_after 0: want the range, stalled for 24 h", f.Stalls)
+	}
+	if _, st := r.fileStatus(t); st.Notices != 0 || st.Indicators != 0 {
+		t.Fatalf("notices %d, indicators %d with lost_after 0", st.Notices, st.Indicators)
 	}
 }

@@ -15,7 +15,7 @@ func init() {
 		fsType, journal, size, auditorKey, keySize, onViolation string
 		blockSize                                               int
 		logs                                                    stringList
-		quiescence                                              string
+		quiescence, lostAfter                                   string
 	)
 	register(&Command{
 		Name:  "init",
@@ -44,6 +44,16 @@ Large images take a while: about 25 s and 18 GiB of written image for 1 TiB.
   writeback  sealed after a quiescence window with no writes to the file
   none       no journal; sealed after the quiescence window
 
+--lost-after: when the host crashes between writing a file's new size and its data
+(no journal or data=writeback), the file reads old block contents or zeroes there after
+its reboot, and the device never sees that range written: sealing of the file stops
+before it (status shows where and since when). By default (0) it stays stopped: the
+real logs only ever hold bytes the host wrote. With --lost-after 10m, a range that has
+stayed unwritten for 10 minutes is sealed as the host now reads it and a lost-write
+notice goes to the sealed event log, so sealing goes on. A host that holds dirty data
+longer than that (Linux writes it back within about 35 s by default) would then have
+its late write refused as a change of sealed data.
+
 Examples:
   indelible init /srv/worm --size 1G --log var/log/app.log --auditor-key /media/usb/app.key
   indelible init dev1 --journal journal --size 256M --log a.log --log logs/b.log \
@@ -58,6 +68,7 @@ Examples:
 			fs.StringVar(&keySize, "key-size", "", "keystream size (default: one 32-byte key per 31 entries, an entry per 4 KiB of image, at least 1 MiB; see `indelible help keys`)")
 			fs.StringVar(&onViolation, "on-violation", "readonly", "response to an attack: readonly, discard or honeypot")
 			fs.StringVar(&quiescence, "quiescence", "1s", "quiet time before sealing when there is no journal commit to wait for")
+			fs.StringVar(&lostAfter, "lost-after", "0", "seal a range the host never wrote (data lost in a host crash) as found after this long; 0: never, sealing stops there")
 		},
 		Run: func(env *Env, _ *flag.FlagSet, args []string) error {
 			if len(args) != 1 {
@@ -86,6 +97,9 @@ Examples:
 			cfg.OnViolation = worm.Response(onViolation)
 			if err := cfg.Commit.Quiescence.UnmarshalText([]byte(quiescence)); err != nil {
 				return usageErrorf("--quiescence: %v", err)
+			}
+			if err := cfg.Commit.LostAfter.UnmarshalText([]byte(lostAfter)); err != nil {
+				return usageErrorf("--lost-after: %v", err)
 			}
 			dir := args[0]
 			res, err := provision.Create(provision.Options{
