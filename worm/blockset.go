@@ -24,10 +24,12 @@ const (
 // bit per block, and keeps in memory only the chunks that have a bit set, so
 // a 1 TiB image that the host barely touched costs almost nothing.
 //
-// It is persisted on Sync (the device calls it on every host FLUSH): after a
-// crash the set may lack blocks written since the last flush, which only
-// makes the device more cautious (a block not known to be written is never
-// sealed), never less.
+// It is made durable on Sync (the device calls it on every host FLUSH,
+// after the image), and every change in between is also logged, unsynced,
+// to the epoch log (epochlog.go): after a kill the set is restored exactly;
+// after a power cut it may lack blocks written since the last flush, which
+// only makes the device more cautious (a block not known to be written is
+// never sealed), never less.
 type WrittenSet struct {
 	// syncMu serialises Sync: a Sync may return only once every change
 	// made before it started is durable, including chunks an earlier,
@@ -39,7 +41,8 @@ type WrittenSet struct {
 	f      *os.File
 	chunks map[uint64]*[chunkWords]uint64
 	dirty  map[uint64]bool
-	limit  uint64 // number of blocks in the filesystem; bits past it are ignored
+	limit  uint64    // number of blocks in the filesystem; bits past it are ignored
+	epoch  *epochLog // changes since the last Sync, for a restart after a kill (nil: none)
 }
 
 var _ revfs.BlockSet = (*WrittenSet)(nil)
@@ -57,9 +60,47 @@ func OpenWrittenSet(path string, nblocks uint64) (*WrittenSet, error) {
 		f.Close()
 		return nil, err
 	}
+	if err := s.load(fi.Size()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	ep, recs, err := openEpochLog(path + ".epoch")
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	// What a killed device had recorded since its last Sync: replayed,
+	// made durable, and only then does a new epoch start.
+	for _, r := range recs {
+		if r.remove {
+			s.Remove(r.first, r.n)
+		} else {
+			s.Add(r.first, r.n)
+		}
+	}
+	if err := s.Sync(); err != nil {
+		f.Close()
+		if ep != nil {
+			ep.close()
+		}
+		return nil, err
+	}
+	if ep != nil {
+		if err := ep.start(); err != nil {
+			f.Close()
+			ep.close()
+			return nil, err
+		}
+		s.epoch = ep
+	}
+	return s, nil
+}
+
+// load reads the chunks of the map file that have a bit set.
+func (s *WrittenSet) load(size int64) error {
 	buf := make([]byte, chunkBytes)
-	for off := int64(0); off < fi.Size(); off += chunkBytes {
-		n, _ := f.ReadAt(buf, off)
+	for off := int64(0); off < size; off += chunkBytes {
+		n, _ := s.f.ReadAt(buf, off)
 		if n == 0 {
 			break
 		}
@@ -75,7 +116,7 @@ func OpenWrittenSet(path string, nblocks uint64) (*WrittenSet, error) {
 			s.chunks[uint64(off/chunkBytes)] = &c
 		}
 	}
-	return s, nil
+	return nil
 }
 
 func leUint64(b []byte) uint64 {
@@ -108,6 +149,7 @@ func (s *WrittenSet) forEach(first, n uint64, fn func(ci uint64, wi int, mask ui
 func (s *WrittenSet) Add(first, n uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	changed := false
 	s.forEach(first, n, func(ci uint64, wi int, mask uint64) bool {
 		c := s.chunks[ci]
 		if c == nil {
@@ -117,9 +159,13 @@ func (s *WrittenSet) Add(first, n uint64) {
 		if c[wi]&mask != mask {
 			c[wi] |= mask
 			s.dirty[ci] = true
+			changed = true
 		}
 		return true
 	})
+	if changed && s.epoch != nil {
+		s.epoch.record(epochRecord{first: first, n: min(n, s.limit-first)})
+	}
 }
 
 // Remove marks blocks [first, first+n) not written (the host freed them).
@@ -132,6 +178,7 @@ func (s *WrittenSet) Remove(first, n uint64) {
 		return
 	}
 	end := first + min(n, s.limit-first)
+	changed := false
 	for b := first; b < end; {
 		ci := b / chunkBlocks
 		next := min(end, (ci+1)*chunkBlocks)
@@ -140,11 +187,15 @@ func (s *WrittenSet) Remove(first, n uint64) {
 				if c[wi]&mask != 0 {
 					c[wi] &^= mask
 					s.dirty[ci] = true
+					changed = true
 				}
 				return true
 			})
 		}
 		b = next
+	}
+	if changed && s.epoch != nil {
+		s.epoch.record(epochRecord{remove: true, first: first, n: end - first})
 	}
 }
 
@@ -183,46 +234,88 @@ func (s *WrittenSet) Count() uint64 {
 }
 
 // Sync writes the changed chunks and makes them durable.
+func (s *WrittenSet) Sync() error {
+	return s.Snapshot().Write()
+}
+
+// MapSnapshot is a copy of the map's changed chunks, taken by Snapshot and
+// made durable by Write. Between the two no other Sync runs.
+type MapSnapshot struct {
+	s   *WrittenSet
+	idx []uint64
+	buf []byte
+}
+
+// Snapshot copies the changed chunks: the set as it is now is what the
+// snapshot's Write makes durable. The device takes it before it flushes the
+// image and writes it after, so that the durable map never lists a block
+// whose data the image's flush did not cover.
 //
 // The chunks are copied under mu and written and synced without it: the
 // device records every host write (Add) under its own lock, and holding mu
 // across an fsync stalled every write for the length of a disk flush.
-func (s *WrittenSet) Sync() error {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
+func (s *WrittenSet) Snapshot() *MapSnapshot {
+	s.syncMu.Lock() // held until Write or Abandon
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	snap := &MapSnapshot{s: s}
 	if len(s.dirty) == 0 {
-		s.mu.Unlock()
-		return nil
+		return snap
 	}
-	idx := make([]uint64, 0, len(s.dirty))
+	snap.idx = make([]uint64, 0, len(s.dirty))
 	if need := len(s.dirty) * chunkBytes; cap(s.syncBuf) < need {
 		s.syncBuf = make([]byte, need)
 	}
-	buf := s.syncBuf[:len(s.dirty)*chunkBytes]
+	snap.buf = s.syncBuf[:len(s.dirty)*chunkBytes]
 	for ci := range s.dirty {
-		b := buf[len(idx)*chunkBytes:]
+		b := snap.buf[len(snap.idx)*chunkBytes:]
 		for i, w := range s.chunks[ci] {
 			binary.LittleEndian.PutUint64(b[i*8:], w)
 		}
-		idx = append(idx, ci)
+		snap.idx = append(snap.idx, ci)
 	}
 	clear(s.dirty)
-	s.mu.Unlock()
-	err := s.writeChunks(idx, buf)
+	if s.epoch != nil {
+		// Changes from here on go to a fresh file; the one before it
+		// holds what this snapshot is about to make durable (the one
+		// before that, now emptied, what the last Write made durable).
+		s.epoch.start()
+	}
+	return snap
+}
+
+// Write writes the snapshot and makes it durable.
+func (snap *MapSnapshot) Write() error {
+	s := snap.s
+	defer s.syncMu.Unlock()
+	if len(snap.idx) == 0 {
+		return nil
+	}
+	err := s.writeChunks(snap.idx, snap.buf)
 	if err != nil {
-		// Not durable: the next Sync writes these chunks again.
-		s.mu.Lock()
-		for _, ci := range idx {
-			s.dirty[ci] = true
-		}
-		s.mu.Unlock()
+		snap.redirty() // not durable: the next Sync writes these chunks again
 	}
 	// A buffer grown for a burst of changes is not kept.
 	if cap(s.syncBuf) > 64*chunkBytes {
 		s.syncBuf = nil
 	}
 	return err
+}
+
+// Abandon gives the snapshot up (the image's flush failed): its chunks are
+// written by the next Sync.
+func (snap *MapSnapshot) Abandon() {
+	snap.redirty()
+	snap.s.syncMu.Unlock()
+}
+
+func (snap *MapSnapshot) redirty() {
+	s := snap.s
+	s.mu.Lock()
+	for _, ci := range snap.idx {
+		s.dirty[ci] = true
+	}
+	s.mu.Unlock()
 }
 
 // writeChunks writes the copied chunks (idx[i] at buf[i*chunkBytes:]) and
@@ -242,11 +335,16 @@ func (s *WrittenSet) writeChunks(idx []uint64, buf []byte) error {
 	return nil
 }
 
-// Close syncs and closes the file.
+// Close syncs and closes the files.
 func (s *WrittenSet) Close() error {
 	err := s.Sync()
 	if cerr := s.f.Close(); err == nil {
 		err = cerr
+	}
+	if s.epoch != nil {
+		if cerr := s.epoch.close(); err == nil {
+			err = cerr
+		}
 	}
 	return err
 }

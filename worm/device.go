@@ -432,19 +432,11 @@ func (d *Device) discard(off, length int64, do func() error, op string) error {
 // released), so the map synced after taking mu covers them; it is durable
 // before the FLUSH is answered, as I6 needs.
 func (d *Device) Flush() error {
-	mapDone := make(chan error, 1)
-	go func() {
-		// A write answered before it was recorded (recordLater) adds its
-		// blocks to the map with mu held: wait for it.
-		d.mu.Lock()
-		d.mu.Unlock()
-		mapDone <- d.written.Sync()
-	}()
-	err := d.img.Flush()
-	if merr := <-mapDone; err == nil {
-		err = merr
-	}
-	if err != nil {
+	// A write answered before it was recorded (recordLater) adds its
+	// blocks to the map with mu held: wait for it.
+	d.mu.Lock()
+	d.mu.Unlock()
+	if err := d.flushImageThenMap(); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -473,6 +465,22 @@ func (d *Device) Flush() error {
 	return nil
 }
 
+// flushImageThenMap flushes the image, then makes the written-block map,
+// as it was when the flush began, durable. After a power cut the map must
+// never say a block was written whose data did not survive (its stale
+// contents would count as the host's): a write running beside the flush
+// adds its blocks after its bytes reached the image, maybe after the flush
+// began, so the map is copied first and written after. A kill needs no
+// such care: the epoch log restores the map (epochlog.go).
+func (d *Device) flushImageThenMap() error {
+	snap := d.written.Snapshot()
+	if err := d.img.Flush(); err != nil {
+		snap.Abandon()
+		return err
+	}
+	return snap.Write()
+}
+
 // poke wakes the scheduler without blocking.
 func (d *Device) poke() {
 	select {
@@ -492,7 +500,7 @@ func (d *Device) Close() error {
 		close(d.stop)
 	}
 	<-d.done
-	return d.written.Sync()
+	return d.flushImageThenMap()
 }
 
 // ErrTripped is returned by Status users to explain a read-only device.

@@ -1,0 +1,196 @@
+package worm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// The written-block map is made durable at the host's FLUSH, after the
+// image. A device process killed between two FLUSHes would forget the
+// blocks the host wrote since the last one, although the image holds them:
+// the operating system keeps a killed process's writes. Those blocks then
+// never count as written, and a protected file's sealing stops at the
+// first of them that the host does not write again (a full block of an
+// append it has finished with). The epoch log closes that gap: every
+// change to the map is also written, in order and never synced, to a small
+// file. After a kill on the same boot, that file holds exactly the writes
+// the image holds, and replaying it restores the map. After a reboot (a
+// power cut), neither the image's nor the log's unsynced writes can be
+// trusted to have landed together, so the log is ignored: the map is then
+// what the last FLUSH made durable, which may only lack blocks (the
+// device is then more cautious, never less).
+//
+// Two files alternate: each Sync of the map starts a new one and empties
+// the one before, whose changes the previous Sync made durable. A file
+// starts with a header (magic, generation, boot ID) and holds 16-byte
+// records: the first block (bit 63 set for a removal) and the count.
+
+const (
+	epochMagic      = "IDLEPOCH"
+	epochHeaderSize = 32
+	epochRecordSize = 16
+	epochRemoveBit  = 1 << 63
+	// maxEpochBytes bounds one file when the host writes for a long time
+	// without a FLUSH; past it changes are not logged (a kill then loses
+	// them, as without the log).
+	maxEpochBytes = 64 << 20
+)
+
+// bootID returns the kernel's boot ID; ok is false where there is none.
+// A variable so that tests can play a reboot.
+var bootID = func() (id [16]byte, ok bool) {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return id, false
+	}
+	raw, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(string(b)), "-", ""))
+	if err != nil || len(raw) != len(id) {
+		return id, false
+	}
+	copy(id[:], raw)
+	return id, true
+}
+
+type epochRecord struct {
+	remove   bool
+	first, n uint64
+}
+
+// epochLog is the pair of files; its methods are called with the
+// WrittenSet's mu held.
+type epochLog struct {
+	files  [2]*os.File
+	active int
+	gen    uint64
+	boot   [16]byte
+	off    int64 // where the next record goes in the active file
+	last   epochRecord
+	lastAt int64 // offset of last, -1 when no record may be extended
+	full   bool
+	buf    [epochRecordSize]byte
+}
+
+// openEpochLog opens (creating) path.0 and path.1 and returns the changes
+// they hold that were logged on this boot, oldest first. It returns a nil
+// log, and no error, where the system has no boot ID.
+func openEpochLog(path string) (*epochLog, []epochRecord, error) {
+	boot, ok := bootID()
+	if !ok {
+		return nil, nil, nil
+	}
+	l := &epochLog{boot: boot, lastAt: -1}
+	type found struct {
+		gen  uint64
+		recs []epochRecord
+	}
+	var fs [2]found
+	for i := range l.files {
+		f, err := os.OpenFile(fmt.Sprintf("%s.%d", path, i), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			l.close()
+			return nil, nil, fmt.Errorf("worm: written-block epoch log: %w", err)
+		}
+		l.files[i] = f
+		fs[i].gen, fs[i].recs = readEpochFile(f, boot)
+	}
+	first := 0
+	if fs[1].gen < fs[0].gen {
+		first = 1
+	}
+	recs := append(fs[first].recs, fs[1-first].recs...)
+	// The newest file stays until the next start: the two files always
+	// hold two consecutive epochs, so replaying both in order is the same
+	// as replaying the newest on the map the older one led to.
+	l.active, l.gen = 1-first, max(fs[0].gen, fs[1].gen)
+	return l, recs, nil
+}
+
+// readEpochFile returns a file's generation and records when it was
+// written on this boot (nothing otherwise). A record cut short by the kill
+// is dropped.
+func readEpochFile(f *os.File, boot [16]byte) (uint64, []epochRecord) {
+	hdr := make([]byte, epochHeaderSize)
+	if _, err := f.ReadAt(hdr, 0); err != nil || string(hdr[:8]) != epochMagic || !bytes.Equal(hdr[16:32], boot[:]) {
+		return 0, nil
+	}
+	gen := binary.LittleEndian.Uint64(hdr[8:])
+	b, err := io.ReadAll(io.NewSectionReader(f, epochHeaderSize, maxEpochBytes))
+	if err != nil {
+		return gen, nil
+	}
+	recs := make([]epochRecord, 0, len(b)/epochRecordSize)
+	for i := 0; i+epochRecordSize <= len(b); i += epochRecordSize {
+		first, n := binary.LittleEndian.Uint64(b[i:]), binary.LittleEndian.Uint64(b[i+8:])
+		recs = append(recs, epochRecord{remove: first&epochRemoveBit != 0, first: first &^ epochRemoveBit, n: n})
+	}
+	return gen, recs
+}
+
+// start empties the other file and makes it the active one, under a new
+// generation: the changes logged so far are about to become durable.
+func (l *epochLog) start() error {
+	l.active = 1 - l.active
+	l.gen++
+	l.off, l.lastAt, l.full = epochHeaderSize, -1, false
+	f := l.files[l.active]
+	if err := f.Truncate(0); err != nil {
+		l.full = true
+		return fmt.Errorf("worm: written-block epoch log: %w", err)
+	}
+	hdr := make([]byte, epochHeaderSize)
+	copy(hdr, epochMagic)
+	binary.LittleEndian.PutUint64(hdr[8:], l.gen)
+	copy(hdr[16:], l.boot[:])
+	if _, err := f.WriteAt(hdr, 0); err != nil {
+		l.full = true
+		return fmt.Errorf("worm: written-block epoch log: %w", err)
+	}
+	return nil
+}
+
+// record logs one change. A change that continues the previous one (the
+// next blocks of an append) rewrites that record instead of adding one.
+func (l *epochLog) record(r epochRecord) {
+	if l.full {
+		return
+	}
+	at := l.off
+	if l.lastAt >= 0 && l.last.remove == r.remove && l.last.first+l.last.n == r.first {
+		r = epochRecord{remove: r.remove, first: l.last.first, n: l.last.n + r.n}
+		at = l.lastAt
+	} else if l.off+epochRecordSize > maxEpochBytes {
+		l.full = true
+		return
+	}
+	first := r.first
+	if r.remove {
+		first |= epochRemoveBit
+	}
+	binary.LittleEndian.PutUint64(l.buf[:], first)
+	binary.LittleEndian.PutUint64(l.buf[8:], r.n)
+	if _, err := l.files[l.active].WriteAt(l.buf[:], at); err != nil {
+		l.full = true // the log no longer says everything: stop it
+		return
+	}
+	l.last, l.lastAt = r, at
+	if at == l.off {
+		l.off += epochRecordSize
+	}
+}
+
+func (l *epochLog) close() error {
+	var err error
+	for _, f := range l.files {
+		if f != nil {
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}
+	return err
+}
