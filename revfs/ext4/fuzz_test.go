@@ -112,6 +112,22 @@ func FuzzEngineWrites(f *testing.F) {
 				buf := make([]byte, min(st.Coherent, 1<<16))
 				_ = e.ReadFile(st.ID, buf, 0)
 			}
+			// Stalled ranges lie within the size, and taking them as
+			// found keeps the prefix within it too.
+			for _, s := range e.Stalls(st.ID, 4) {
+				if s.Off < st.Coherent/fb.bs*fb.bs || s.Len <= 0 || s.Off+s.Len > st.Size {
+					t.Fatalf("stall %+v outside [coherent %d, size %d)", s, st.Coherent, st.Size)
+				}
+				e.AcceptAsFound(st.ID, s)
+			}
+		}
+		for _, st := range e.Files() {
+			if st.Coherent > st.Size && st.Size >= 100 {
+				t.Fatalf("after taking stalls as found: coherent %d beyond size %d", st.Coherent, st.Size)
+			}
+			if st.Coherent > 0 {
+				_ = e.ReadFile(st.ID, make([]byte, min(st.Coherent, 1<<16)), 0)
+			}
 		}
 		e.Discarded(fb.targets[int(t1)%len(fb.targets)], fb.bs)
 	})
