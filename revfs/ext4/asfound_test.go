@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -65,7 +66,7 @@ func TestStallNotWrittenTakenAsFound(t *testing.T) {
 	r.wantCoherent(p, 5*4096, "block 5 never written")
 	want := revfs.Stall{Kind: revfs.StallNotWritten, Off: 5 * 4096, Len: 4096, Device: phys(5)}
 	got := r.e.Stalls(id, 16)
-	if !equalStalls(got, []revfs.Stall{want}) {
+	if !slices.Equal(got, []revfs.Stall{want}) {
 		t.Fatalf("stalls %v, want [%v]", got, want)
 	}
 	if r.e.Stalls(id, 0) != nil {
@@ -178,16 +179,4 @@ func TestStallTrailingHoleIsNotAStall(t *testing.T) {
 	if s := r.e.Stalls(r.ids[p], 16); len(s) != 0 {
 		t.Fatalf("trailing hole reported as stalls: %v", s)
 	}
-}
-
-func equalStalls(a, b []revfs.Stall) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -385,14 +385,4 @@ func normalise(maps []layout.Mapping, n uint64) []layout.Mapping {
 	return out
 }
 
-func sameMaps(a, b []layout.Mapping) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
+func sameMaps(a, b []layout.Mapping) bool { return slices.Equal(a, b) }
