@@ -424,13 +424,12 @@ func (d *Device) discard(off, length int64, do func() error, op string) error {
 // Flush makes every completed write durable, then tells the engine: a FLUSH
 // is the only ordering point the host gives.
 //
-// The written-block map is synced at the same time as the image rather than
-// after it: both fsyncs then share the device filesystem's journal commits,
-// and the host's FLUSH waits for one round of disk flushes instead of two.
 // Every completed write has recorded its blocks once mu is free (Wrote runs
 // before the write is answered, or, for a write answered early, before mu is
-// released), so the map synced after taking mu covers them; it is durable
-// before the FLUSH is answered, as I6 needs.
+// released), so the map copied after taking mu covers them; it is made
+// durable after the image (flushImageThenMap), before the FLUSH is
+// answered. That costs one more disk flush than syncing both at once, which
+// would let a power cut leave the map ahead of the image.
 func (d *Device) Flush() error {
 	// A write answered before it was recorded (recordLater) adds its
 	// blocks to the map with mu held: wait for it.

@@ -27,9 +27,10 @@ DEVICE_DIR/state/status.json: for each protected file its size as the host sees 
 bytes committed (sealed and durable) and pending, how long since the host last touched
 it; whether the device tripped to read-only; the number of indicators of compromise;
 keystream use. A range of a file that the host has not written although the file's
-size covers it (data it most likely lost in a crash) is listed with how long it has
-been waiting: after commit.lost_after in device.toml the device seals it as found. When the device is not being served it says so and shows the last
-published status.
+size covers it (data it most likely lost in a crash) holds the file's sealing back: it
+is listed with how long it has been waiting, and when commit.lost_after in device.toml
+is set the device seals it as found once that long has passed. When the device is not
+being served it says so and shows the last published status.
 
 Exit status: 0 when the device is serving, 3 when it is not (the last status is shown).
 

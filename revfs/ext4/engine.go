@@ -244,12 +244,12 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 }
 
 // forgetFreeBlocks removes from the written set the blocks the newest
-// bitmaps show free, except those a protected file maps. The set is made
-// durable at the host's FLUSH, the image's writes as they come: a device
-// killed after a bitmap that frees a block landed, but before the next
-// FLUSH, restarts with the block still marked written, and a later owner
-// could have it count as written before writing it. A free block's past
-// carries nothing worth keeping; a protected file's blocks are exempt
+// bitmaps show free, except those a protected file maps. A bitmap that
+// frees a block can be in the image while the set still lists the block:
+// after a power cut (the set is durable as of the FLUSH before), or a kill
+// between the bitmap's write and its removal from the set. A later owner
+// would then count the block as written before writing it. A free block's
+// past carries nothing worth keeping; a protected file's blocks are exempt
 // because without a journal the bitmap that allocates them may land long
 // after their data (e2fsck repairs that bitmap after a crash).
 func (e *Engine) forgetFreeBlocks() {
@@ -278,8 +278,7 @@ func (e *Engine) forgetFreeBlocks() {
 			continue
 		}
 		limit := min(uint64(e.sb.BlocksPerGroup), e.blocks-base, uint64(len(bm))*8)
-		var run uint64 // start of the current run of free blocks, or limit when none
-		run = limit
+		run := limit // start of the current run of free blocks, or limit when none
 		for i := uint64(0); i < limit; {
 			if i%64 == 0 && i+64 <= limit && i/8+8 <= uint64(len(bm)) {
 				switch binary.LittleEndian.Uint64(bm[i/8:]) {
