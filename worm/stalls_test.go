@@ -59,6 +59,23 @@ func (r *rig) stall(se *stallEngine, grow int64, stalls ...revfs.Stall) {
 	r.eng.coherent = stalls[0].Off
 }
 
+// wantNotTaken checks that no range was taken as found and that the first
+// n bytes only are sealed.
+func (r *rig) wantNotTaken(t *testing.T, se *stallEngine, n int, what string) {
+	t.Helper()
+	if len(se.taken) != 0 || len(r.sealer.get(12)) != n {
+		t.Fatalf("%s: taken %v, sealed %d bytes; want nothing taken, %d sealed", what, se.taken, len(r.sealer.get(12)), n)
+	}
+}
+
+// wantStalledFor checks that status shows one stalled range, waiting for d.
+func (r *rig) wantStalledFor(t *testing.T, d time.Duration) {
+	t.Helper()
+	if f, _ := r.fileStatus(t); len(f.Stalls) != 1 || f.Stalls[0].ForMillis != d.Milliseconds() {
+		t.Fatalf("status stalls %+v, want one range stalled for %v", f.Stalls, d)
+	}
+}
+
 func (r *rig) fileStatus(t *testing.T) (FileStatus, Status) {
 	t.Helper()
 	st := r.dev.Status()
@@ -85,12 +102,8 @@ func TestStalledRangeSealedAsFoundAfterWindow(t *testing.T) {
 
 	r.clk.add(9 * time.Minute)
 	r.waitPass(t)
-	if len(se.taken) != 0 || len(r.sealer.get(12)) != 6 {
-		t.Fatalf("taken %v, sealed %d bytes, before the window ended", se.taken, len(r.sealer.get(12)))
-	}
-	if f, _ := r.fileStatus(t); len(f.Stalls) != 1 || f.Stalls[0].ForMillis != (9*time.Minute).Milliseconds() {
-		t.Fatalf("status stalls %+v, want one stalled for 9 min", f.Stalls)
-	}
+	r.wantNotTaken(t, se, 6, "before the window ended")
+	r.wantStalledFor(t, 9*time.Minute)
 
 	// The host wrote part of it: what is left is a new range, with a new window.
 	second := revfs.Stall{Kind: revfs.StallNotWritten, Off: 4096, Len: 10, Device: 65536 + 4096}
@@ -140,12 +153,8 @@ func TestStalledRangeNeverSealedWhenDisabled(t *testing.T) {
 	r.waitPass(t)
 	r.clk.add(24 * time.Hour)
 	r.waitPass(t)
-	if len(se.taken) != 0 || len(r.sealer.get(12)) != 6 {
-		t.Fatalf("taken %v, sealed %d bytes with lost_after 0", se.taken, len(r.sealer.get(12)))
-	}
-	if f, _ := r.fileStatus(t); len(f.Stalls) != 1 || f.Stalls[0].ForMillis != (24*time.Hour).Milliseconds() {
-		t.Fatalf("status stalls %+v with lost_after 0: want the range, stalled for 24 h", f.Stalls)
-	}
+	r.wantNotTaken(t, se, 6, "lost_after 0")
+	r.wantStalledFor(t, 24*time.Hour)
 	if _, st := r.fileStatus(t); st.Notices != 0 || st.Indicators != 0 {
 		t.Fatalf("notices %d, indicators %d with lost_after 0", st.Notices, st.Indicators)
 	}
