@@ -28,8 +28,13 @@ const maxWatchedStalls = 16
 const stallCheckEvery = time.Second
 
 // stallWarnAfter is how long a range stays stalled before the device log
-// says so (once per range) when it will not be sealed as found.
-const stallWarnAfter = time.Minute
+// says so (once per range) when it will not be sealed as found; status
+// shows ranges stalled for stallShowAfter (a range the host's writeback
+// is about to fill is stalled for moments, often).
+const (
+	stallWarnAfter = time.Minute
+	stallShowAfter = 10 * time.Second
+)
 
 // stallWatch is what the device knows of one file's stalled ranges.
 type stallWatch struct {
@@ -144,7 +149,8 @@ type StallStatus struct {
 	ForMillis int64 `json:"for_ms"`
 }
 
-// stallStatus returns the watched stalled ranges of a file. Called with mu held.
+// stallStatus returns the ranges of a file stalled for stallShowAfter or
+// longer. Called with mu held.
 func (d *Device) stallStatus(id revfs.FileID, now time.Time) []StallStatus {
 	w := d.stalls[id]
 	if w == nil {
@@ -152,7 +158,9 @@ func (d *Device) stallStatus(id revfs.FileID, now time.Time) []StallStatus {
 	}
 	var out []StallStatus
 	for _, m := range w.marks {
-		out = append(out, StallStatus{Kind: m.s.Kind.String(), Off: m.s.Off, Len: m.s.Len, ForMillis: now.Sub(m.since).Milliseconds()})
+		if now.Sub(m.since) >= stallShowAfter {
+			out = append(out, StallStatus{Kind: m.s.Kind.String(), Off: m.s.Off, Len: m.s.Len, ForMillis: now.Sub(m.since).Milliseconds()})
+		}
 	}
 	return out
 }

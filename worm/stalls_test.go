@@ -95,12 +95,16 @@ func TestStalledRangeSealedAsFoundAfterWindow(t *testing.T) {
 	first := revfs.Stall{Kind: revfs.StallNotWritten, Off: 6, Len: 4090, Device: 65536 + 6}
 	r.stall(se, 4096+10, first)
 	r.waitPass(t)
-	f, _ := r.fileStatus(t)
-	if len(f.Stalls) != 1 || f.Stalls[0].Off != 6 || f.Stalls[0].Kind != "not-written" || f.Stalls[0].ForMillis != 0 {
-		t.Fatalf("status stalls %+v, want the one range, just seen", f.Stalls)
+	if f, _ := r.fileStatus(t); len(f.Stalls) != 0 {
+		t.Fatalf("status stalls %+v: a range stalled for moments is not shown", f.Stalls)
+	}
+	r.clk.add(stallShowAfter)
+	r.waitPass(t)
+	if f, _ := r.fileStatus(t); len(f.Stalls) != 1 || f.Stalls[0].Off != 6 || f.Stalls[0].Kind != "not-written" {
+		t.Fatalf("status stalls %+v, want the one range", f.Stalls)
 	}
 
-	r.clk.add(9 * time.Minute)
+	r.clk.add(9*time.Minute - stallShowAfter)
 	r.waitPass(t)
 	r.wantNotTaken(t, se, 6, "before the window ended")
 	r.wantStalledFor(t, 9*time.Minute)

@@ -27,8 +27,8 @@ DEVICE_DIR/state/status.json: for each protected file its size as the host sees 
 bytes committed (sealed and durable) and pending, how long since the host last touched
 it; whether the device tripped to read-only; the number of indicators of compromise;
 keystream use. A range of a file that the host has not written although the file's
-size covers it (data it most likely lost in a crash) holds the file's sealing back: it
-is listed with how long it has been waiting, and when commit.lost_after in device.toml
+size covers it (data it most likely lost in a crash) holds the file's sealing back: once
+it has waited 10 s it is listed with how long, and when commit.lost_after in device.toml
 is set the device seals it as found once that long has passed. When the device is not
 being served it says so and shows the last published status.
 
