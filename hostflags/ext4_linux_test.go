@@ -23,7 +23,7 @@ func mountImage(t *testing.T, fstype string) string {
 	t.Helper()
 	testenv.RequireRoot(t)
 	mkfs := testenv.RequireCommand(t, "mkfs."+fstype)
-	losetup := testenv.RequireCommand(t, "losetup")
+	testenv.RequireCommand(t, "losetup")
 	dir := t.TempDir()
 	img := filepath.Join(dir, fstype+".img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -37,12 +37,7 @@ func mountImage(t *testing.T, fstype string) string {
 		args = []string{"-q", "-F", img}
 	}
 	testenv.Run(t, mkfs, args...)
-	loop := strings.TrimSpace(testenv.Run(t, losetup, "--find", "--show", img))
-	t.Cleanup(func() {
-		if out, err := exec.Command(losetup, "-d", loop).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v\n%s", loop, err, out)
-		}
-	})
+	loop := testenv.AttachLoop(t, img)
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

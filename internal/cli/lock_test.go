@@ -42,7 +42,7 @@ func TestSyslockOnExt4(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireCommand(t, "mkfs.ext4")
 	testenv.RequireCommand(t, "lsattr")
-	losetup := testenv.RequireCommand(t, "losetup")
+	testenv.RequireCommand(t, "losetup")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "ext4.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -52,8 +52,7 @@ func TestSyslockOnExt4(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Run(t, "mkfs.ext4", "-q", "-F", img)
-	loop := strings.TrimSpace(testenv.Run(t, losetup, "--find", "--show", img))
-	t.Cleanup(func() { exec.Command(losetup, "-d", loop).Run() })
+	loop := testenv.AttachLoop(t, img)
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

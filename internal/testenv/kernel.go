@@ -76,6 +76,7 @@ type KernelMount struct {
 	Dir     string // the mount point
 	Loop    string // /dev/loopN
 	fuse    string
+	file    string // the nbdfuse file behind Loop
 	t       testing.TB
 	mounted bool
 	nbdfuse *exec.Cmd
@@ -107,8 +108,8 @@ func MountNBD(t testing.TB, uri, fstype, opts string) *KernelMount {
 		fi, err := os.Stat(file)
 		return err == nil && fi.Size() > 0
 	})
-	m.Loop = strings.TrimSpace(Run(t, "losetup", "--find", "--show", "--direct-io=off", file))
-	t.Cleanup(func() { exec.Command("losetup", "-d", m.Loop).Run() })
+	m.Loop = AttachLoop(t, file, "--direct-io=off")
+	m.file = resolvePath(file) // resolved now: after a crash the FUSE mount no longer answers
 	if fstype != "" {
 		m.Mount(fstype, opts)
 	}
@@ -172,7 +173,7 @@ func (m *KernelMount) String() string { return fmt.Sprintf("%s on %s", m.Loop, m
 func (m *KernelMount) ForceDetach() {
 	exec.Command("umount", "-l", m.Dir).Run()
 	m.mounted = false
-	exec.Command("losetup", "-d", m.Loop).Run()
+	DetachLoop(m.Loop, m.file)
 	if m.nbdfuse != nil && m.nbdfuse.Process != nil {
 		m.nbdfuse.Process.Kill()
 	}
@@ -189,4 +190,45 @@ func (m *KernelMount) Crash() {
 		m.nbdfuse.Process.Kill()
 	}
 	m.ForceDetach()
+}
+
+// AttachLoop attaches file to a free loop device (extra losetup options may
+// be given) and returns the device. It is detached at test cleanup, only if
+// it is still ours: see DetachLoop.
+func AttachLoop(t testing.TB, file string, opts ...string) string {
+	t.Helper()
+	RequireCommand(t, "losetup")
+	file = resolvePath(file)
+	loop := strings.TrimSpace(Run(t, "losetup", append(append([]string{"--find", "--show"}, opts...), file)...))
+	t.Cleanup(func() { DetachLoop(loop, file) })
+	return loop
+}
+
+// DetachLoop detaches loop if it is still backed by file. Loop devices are
+// shared by every process on the machine, and a number a test released is
+// handed to the next process that asks (packages' tests run in parallel):
+// detaching by number alone, twice, or after the kernel released it, took
+// another test's device away from under its filesystem.
+func DetachLoop(loop, file string) {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(loop), "loop", "backing_file"))
+	if err != nil {
+		return // not attached any more
+	}
+	back := strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")
+	if back != resolvePath(file) {
+		return
+	}
+	exec.Command("losetup", "-d", loop).Run()
+}
+
+// resolvePath is file as the kernel names a loop device's backing file:
+// absolute, symbolic links resolved (as far as they still resolve).
+func resolvePath(file string) string {
+	if r, err := filepath.EvalSymlinks(file); err == nil {
+		return r
+	}
+	if abs, err := filepath.Abs(file); err == nil {
+		return abs
+	}
+	return file
 }

@@ -35,12 +35,11 @@ func newLoopMount(t testing.TB, img, opts string) *loopMount {
 	if err := os.Mkdir(m.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m.dev = strings.TrimSpace(runCmd(t, "losetup", "--find", "--show", img))
-	t.Cleanup(func() {
+	m.dev = testenv.AttachLoop(t, img)
+	t.Cleanup(func() { // runs before the detach AttachLoop registered
 		if m.up {
 			exec.Command("umount", m.dir).Run()
 		}
-		exec.Command("losetup", "-d", m.dev).Run()
 	})
 	m.mount()
 	return m

@@ -70,15 +70,12 @@ func newKernelImage(t *testing.T, c kernelCase) *kernelImage {
 	args := append([]string{"-q", "-F", "-b", strconv.Itoa(c.bs)}, c.mkfs...)
 	testenv.Run(t, "mkfs.ext4", append(args, k.path)...)
 	k.jblocks = journalBlocks(t, k.path)
-	k.loop = strings.TrimSpace(testenv.Run(t, "losetup", "--find", "--show", k.path))
-	t.Cleanup(func() {
+	k.loop = testenv.AttachLoop(t, k.path)
+	t.Cleanup(func() { // runs before the detach AttachLoop registered
 		if k.mounted {
 			if out, err := exec.Command("umount", k.mnt).CombinedOutput(); err != nil {
 				t.Errorf("cleanup umount: %v %s", err, out)
 			}
-		}
-		if out, err := exec.Command("losetup", "-d", k.loop).CombinedOutput(); err != nil {
-			t.Errorf("cleanup losetup -d %s: %v %s", k.loop, err, out)
 		}
 	})
 	return k
