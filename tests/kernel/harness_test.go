@@ -201,3 +201,12 @@ var (
 	bin       string
 	buildErr  error
 )
+
+// TestMain removes the indelible binary buildIndelible made, if any.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bin != "" {
+		os.RemoveAll(filepath.Dir(bin))
+	}
+	os.Exit(code)
+}
