@@ -59,10 +59,7 @@ func (l *eventLog) record(e Event) {
 	} else {
 		l.pending = append(l.pending, e)
 	}
-	l.recent = append(l.recent, e)
-	if len(l.recent) > 16 {
-		l.recent = l.recent[len(l.recent)-16:]
-	}
+	l.remember(e)
 	if e.Time.Sub(l.logWindow) >= time.Second {
 		l.logWindow, l.logCount = e.Time, 0
 	}
@@ -70,6 +67,14 @@ func (l *eventLog) record(e Event) {
 		l.logCount++
 		l.log.Warn("indelible: indicator of compromise", "kind", e.Kind, "op", e.Op, "off", e.Off, "len", e.Len,
 			"file", e.File, "response", e.Response, "detail", e.Detail)
+	}
+}
+
+// remember keeps e among the last few events, for status. Called with mu held.
+func (l *eventLog) remember(e Event) {
+	l.recent = append(l.recent, e)
+	if len(l.recent) > 16 {
+		l.recent = l.recent[len(l.recent)-16:]
 	}
 }
 
@@ -81,10 +86,7 @@ func (l *eventLog) notice(e Event) {
 	defer l.mu.Unlock()
 	l.notices++
 	l.pending = append(l.pending, e)
-	l.recent = append(l.recent, e)
-	if len(l.recent) > 16 {
-		l.recent = l.recent[len(l.recent)-16:]
-	}
+	l.remember(e)
 	l.log.Warn("indelible: sealing data the host never wrote, as found", "file", e.File, "file_off", e.FileOff,
 		"file_len", e.FileLen, "detail", e.Detail)
 }

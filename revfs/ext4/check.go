@@ -370,7 +370,7 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 		// A subtree the host has not written yet cannot be judged; the
 		// check runs again when it arrives.
 		if !nv.unknownIn(0, n) {
-			if got := normalise(nv.maps, n); !sameMaps(got, f.sealed) {
+			if got := normalise(nv.maps, n); !slices.Equal(got, f.sealed) {
 				at := f.inoBlock
 				for _, b := range nv.tree {
 					if chg.carries[b] {
@@ -547,7 +547,7 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 		t.lastTouch = now
 		if !t.isDir {
 			touched[t] = true
-			if nv.inode != nil && old.inode != nil && (nv.inode.Size() != old.inode.Size() || !sameMaps(nv.maps, old.maps)) {
+			if nv.inode != nil && old.inode != nil && (nv.inode.Size() != old.inode.Size() || !slices.Equal(nv.maps, old.maps)) {
 				t.journalled = chg.journal
 			}
 			if nv.inode != nil && (old.inode == nil || nv.inode.Size() > old.inode.Size()) {
@@ -585,7 +585,7 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 			e.written.Remove(b, 1)
 		}
 	}
-	if t.isDir || sameMaps(old.maps, nv.maps) {
+	if t.isDir || slices.Equal(old.maps, nv.maps) {
 		return
 	}
 	from := uint64((t.committed + e.bs - 1) / e.bs)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -323,10 +324,10 @@ func TestMappingCheckIgnoresExtentSplits(t *testing.T) {
 	// Two adjacent extents and one merged extent are the same mapping.
 	a := []layout.Mapping{{Logical: 0, Physical: 100, Len: 2}, {Logical: 2, Physical: 102, Len: 3}}
 	b := []layout.Mapping{{Logical: 0, Physical: 100, Len: 10}}
-	if !sameMaps(normalise(a, 5), normalise(b, 5)) {
+	if !slices.Equal(normalise(a, 5), normalise(b, 5)) {
 		t.Fatal("split extents compare unequal")
 	}
-	if sameMaps(normalise(a, 5), normalise(b, 6)) {
+	if slices.Equal(normalise(a, 5), normalise(b, 6)) {
 		t.Fatal("different lengths compare equal")
 	}
 }

@@ -384,5 +384,3 @@ func normalise(maps []layout.Mapping, n uint64) []layout.Mapping {
 	}
 	return out
 }
-
-func sameMaps(a, b []layout.Mapping) bool { return slices.Equal(a, b) }
