@@ -192,12 +192,18 @@ func (d *Device) write(p []byte, off int64, fua bool) (int, error) {
 		return len(p), nil
 	}
 	defer d.mu.Unlock()
-	d.eng.Wrote(off, p)
-	d.poke()
-	if err := d.checkSpace(p, off); err != nil {
+	if err := d.record(p, off); err != nil {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// record has the engine record a watched write that landed, wakes the
+// scheduler, and gives the volume-full verdict. Called with mu held.
+func (d *Device) record(p []byte, off int64) error {
+	d.eng.Wrote(off, p)
+	d.poke()
+	return d.checkSpace(p, off)
 }
 
 // laterRecorder is implemented by engines that can tell, right after
@@ -235,9 +241,7 @@ func (d *Device) recordLater() bool {
 // mu, which the answering request left held.
 func (d *Device) recordAndUnlock(p []byte, off int64) {
 	defer d.mu.Unlock()
-	d.eng.Wrote(off, p)
-	d.poke()
-	if err := d.checkSpace(p, off); err != nil {
+	if err := d.record(p, off); err != nil {
 		// recordLater answers early only when the engine said this write
 		// leaves free space above the threshold, so readonly cannot trip
 		// here; if it does, the later requests are refused.
