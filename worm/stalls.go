@@ -59,8 +59,12 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 	}
 	w := d.stalls[st.ID]
 	if st.Coherent >= st.Size {
+		// Caught up: nothing is stalled. The watch stays, with the time of
+		// its last walk, so that a file whose prefix trails its size now
+		// and then (every append, for moments) is walked once a second at
+		// most, not at every pass.
 		if w != nil {
-			delete(d.stalls, st.ID)
+			w.marks = nil
 		}
 		return false
 	}

@@ -16,9 +16,11 @@ type stallEngine struct {
 	*scriptedEngine
 	stalls []revfs.Stall
 	taken  []revfs.Stall
+	walks  int // calls of Stalls
 }
 
 func (e *stallEngine) Stalls(id revfs.FileID, max int) []revfs.Stall {
+	e.walks++
 	return append([]revfs.Stall(nil), e.stalls[:min(max, len(e.stalls))]...)
 }
 
@@ -161,5 +163,27 @@ func TestStalledRangeNeverSealedWhenDisabled(t *testing.T) {
 	r.wantStalledFor(t, 24*time.Hour)
 	if _, st := r.fileStatus(t); st.Notices != 0 || st.Indicators != 0 {
 		t.Fatalf("notices %d, indicators %d with lost_after 0", st.Notices, st.Indicators)
+	}
+}
+
+// A file whose prefix trails its size for moments, again and again (every
+// append does), is walked for stalled ranges at most once a second.
+func TestStallWalksAtMostOncePerSecond(t *testing.T) {
+	r, se := newStallRig(t, 10*time.Minute)
+	r.appendBytes(t, []byte("hello\n"))
+	waitSealed(t, r, 6)
+	for i := 0; i < 20; i++ {
+		r.stall(se, 10, revfs.Stall{Kind: revfs.StallNotWritten, Off: int64(6 + 10*i), Len: 10, Device: 65536})
+		r.waitPass(t)
+		r.dev.mu.Lock()
+		se.stalls, r.eng.coherent = nil, r.eng.size // the data came
+		r.dev.mu.Unlock()
+		r.waitPass(t)
+	}
+	r.dev.mu.Lock()
+	walks := se.walks
+	r.dev.mu.Unlock()
+	if walks != 1 {
+		t.Fatalf("%d walks for stalled ranges within one second of the device's clock, want 1", walks)
 	}
 }
