@@ -188,9 +188,9 @@ type Stall struct {
 // calls AcceptAsFound once a range has stayed stalled, unchanged, for the
 // configured commit.lost_after window, and records that it did.
 type StallReporter interface {
-	// Stalls returns up to max stalled ranges of the file, in file order,
+	// Stalls returns up to most stalled ranges of the file, in file order,
 	// from its coherent prefix on.
-	Stalls(id FileID, max int) []Stall
+	Stalls(id FileID, most int) []Stall
 	// AcceptAsFound makes s part of the file's coherent prefix as the host
 	// reads it now (the blocks' current contents, or zeroes for a hole or
 	// an unwritten extent). It returns false, changing nothing, when s is

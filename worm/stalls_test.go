@@ -19,9 +19,9 @@ type stallEngine struct {
 	walks  int // calls of Stalls
 }
 
-func (e *stallEngine) Stalls(id revfs.FileID, max int) []revfs.Stall {
+func (e *stallEngine) Stalls(id revfs.FileID, most int) []revfs.Stall {
 	e.walks++
-	return append([]revfs.Stall(nil), e.stalls[:min(max, len(e.stalls))]...)
+	return append([]revfs.Stall(nil), e.stalls[:min(most, len(e.stalls))]...)
 }
 
 func (e *stallEngine) AcceptAsFound(id revfs.FileID, s revfs.Stall) bool {

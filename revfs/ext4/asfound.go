@@ -21,21 +21,21 @@ import (
 // takes it as found with AcceptAsFound and records that it did.
 
 // Stalls implements revfs.StallReporter.
-func (e *Engine) Stalls(id revfs.FileID, max int) []revfs.Stall {
+func (e *Engine) Stalls(id revfs.FileID, most int) []revfs.Stall {
 	f := e.file(id)
-	if f == nil || max <= 0 {
+	if f == nil || most <= 0 {
 		return nil
 	}
-	return e.stallsFrom(f, uint64(f.coherent/e.bs), max)
+	return e.stallsFrom(f, uint64(f.coherent/e.bs), most)
 }
 
 // stallsFrom walks f's blocks from logical block lb to its size and returns
-// up to max stalled ranges: runs of initialised blocks the host has not
+// up to most stalled ranges: runs of initialised blocks the host has not
 // written since allocation, and runs of holes or unwritten extents that
 // have initialised blocks after them (at the end of the file they are only
 // the host's writeback still to come). The walk stops at a range whose
 // metadata is not known yet.
-func (e *Engine) stallsFrom(f *tracked, lb uint64, max int) []revfs.Stall {
+func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 	v := f.view
 	if v.inode == nil || v.err != nil || v.freed() || !v.inode.IsRegular() {
 		return nil
@@ -46,7 +46,7 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, max int) []revfs.Stall {
 		return revfs.Stall{Kind: kind, Off: int64(lo) * e.bs, Len: min(int64(hi)*e.bs, size) - int64(lo)*e.bs, Device: dev}
 	}
 	var out, zeros []revfs.Stall
-	for lb < nb && len(out) < max {
+	for lb < nb && len(out) < most {
 		if v.unknownIn(lb, lb+1) {
 			break
 		}
@@ -91,8 +91,8 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, max int) []revfs.Stall {
 		out = append(out, stall(revfs.StallNotWritten, lb, lb+r, int64(phys)*e.bs))
 		lb += r
 	}
-	if len(out) > max {
-		out = out[:max]
+	if len(out) > most {
+		out = out[:most]
 	}
 	return out
 }
