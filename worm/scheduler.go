@@ -63,6 +63,13 @@ func (d *Device) scheduler(tick time.Duration) {
 	due := time.NewTimer(time.Hour)
 	due.Stop()
 	defer due.Stop()
+	// gate fires when the seal interval since the last batch started has
+	// passed, so that bytes held back by it do not wait for the next tick.
+	// The interval is measured on the real clock: it batches disk work.
+	gate := time.NewTimer(time.Hour)
+	gate.Stop()
+	defer gate.Stop()
+	var lastBatch time.Time
 	var retry []sealJob
 	var sealed chan []sealJob // non-nil while a batch is in flight
 	for {
@@ -79,15 +86,29 @@ func (d *Device) scheduler(tick time.Duration) {
 		case <-d.wake:
 		case <-t.C:
 		case <-due.C:
+		case <-gate.C:
 		case retry = <-sealed:
 			sealed = nil
 			if len(retry) > 0 {
 				continue // a failed seal is retried at the next tick or poke, not at once
 			}
 		}
-		jobs := d.pass(retry, sealed == nil)
+		take := sealed == nil
+		if take {
+			if wait := d.cfg.Commit.SealInterval.Duration - time.Since(lastBatch); wait > 0 {
+				take = false
+				gate.Reset(wait)
+			}
+		}
+		var jobs []sealJob
+		if take {
+			jobs = d.pass(retry, true)
+		} else {
+			d.pass(nil, false) // still note coherent lengths: the margins run from here
+		}
 		d.passes.Add(1)
 		if len(jobs) > 0 {
+			lastBatch = time.Now()
 			retry = nil
 			sealed = make(chan []sealJob, 1)
 			go func(ch chan<- []sealJob) { ch <- d.seal(jobs) }(sealed)

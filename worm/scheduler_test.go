@@ -120,3 +120,56 @@ func TestStoreSealerBatchPartialFailure(t *testing.T) {
 		t.Fatalf("watermarks after the partial batch: %d, %d; want 8, 2", a, b)
 	}
 }
+
+// Seal batches start at most once per commit.seal_interval: bytes that
+// become ready meanwhile wait for the interval (on the real clock) and are
+// sealed together; with 0 they are sealed as soon as they are ready.
+func TestSealInterval(t *testing.T) {
+	for _, tc := range []struct {
+		interval time.Duration
+		held     bool // the second append must wait for the interval
+	}{
+		{400 * time.Millisecond, true},
+		{0, false},
+	} {
+		t.Run(tc.interval.String(), func(t *testing.T) {
+			r := newRigWith(t, ResponseReadOnly, nil, func(c *Config) { c.Commit.SealInterval.Duration = tc.interval })
+			r.dev.mu.Lock()
+			r.eng.journalled, r.eng.dataJournal = true, true // sealed as soon as coherent
+			r.dev.mu.Unlock()
+			start := time.Now()
+			r.appendBytes(t, []byte("first\n"))
+			waitSealed(t, r, 6) // the first batch does not wait
+			r.appendBytes(t, []byte("second\n"))
+			r.appendBytes(t, []byte("third\n"))
+			if tc.held {
+				time.Sleep(100 * time.Millisecond)
+				if n := len(r.sealer.get(12)); n != 6 && time.Since(start) < tc.interval {
+					t.Fatalf("%d bytes sealed within the seal interval, want 6", n)
+				}
+			}
+			waitSealed(t, r, 19)
+			took := time.Since(start)
+			if tc.held && took < tc.interval {
+				t.Fatalf("the second batch was sealed %v after the first began, before the %v interval", took, tc.interval)
+			}
+			if !tc.held && took > 2*time.Second {
+				t.Fatalf("without an interval the second batch took %v", took)
+			}
+		})
+	}
+}
+
+// A seal interval over a second is refused: it would dominate every mode's
+// seal lag.
+func TestSealIntervalBound(t *testing.T) {
+	c := DefaultConfig()
+	c.Protected = []Protected{{Path: "a.log", Inode: 12}}
+	if c.Commit.SealInterval.Duration != 25*time.Millisecond {
+		t.Fatalf("default seal interval %v, want 25ms", c.Commit.SealInterval.Duration)
+	}
+	c.Commit.SealInterval.Duration = 2 * time.Second
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "seal_interval") {
+		t.Fatalf("Validate: %v, want a seal_interval error", err)
+	}
+}

@@ -54,6 +54,11 @@ notice goes to the sealed event log, so sealing goes on. A host that holds dirty
 longer than that (Linux writes it back within about 35 s by default) would then have
 its late write refused as a change of sealed data.
 
+device.toml's [commit] table holds the windows; seal_interval (default 25ms) is the
+shortest time between two seal batches: a busy device seals what became ready meanwhile
+together, with fewer disk flushes and less CPU per sealed byte, each byte up to that much
+later (0: seal as soon as the last batch is done).
+
 Examples:
   indelible init /srv/worm --size 1G --log var/log/app.log --auditor-key /media/usb/app.key
   indelible init dev1 --journal journal --size 256M --log a.log --log logs/b.log \
