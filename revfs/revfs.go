@@ -165,6 +165,20 @@ func (k StallKind) String() string {
 	return fmt.Sprintf("stall(%d)", int(k))
 }
 
+// Describe says in words what such a range is, for people (status, the
+// lost-write notice).
+func (k StallKind) Describe() string {
+	switch k {
+	case StallNotWritten:
+		return "blocks not written by the host since they were allocated to the file"
+	case StallUnwritten:
+		return "an unwritten extent (reads as zeroes) with file data after it"
+	case StallHole:
+		return "a hole (reads as zeroes) with file data after it"
+	}
+	return k.String()
+}
+
 // Stall is a range of a protected file, below its size, that the host has
 // not written since the metadata covering it arrived. Normally the data is
 // on its way (a write reordered within a flush epoch, dirty pages the host

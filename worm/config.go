@@ -19,7 +19,10 @@ type Response string
 
 const (
 	// ResponseReadOnly fails the offending request with EPERM, and every later
-	// write too; reads keep working. The default.
+	// write too; reads keep working. The default. What the engine can judge
+	// only at a FLUSH (a forged journal transaction no write completed) has
+	// landed by then: it is undone in the image, as under discard, so that
+	// a recovery does not apply it, and the FLUSH fails.
 	ResponseReadOnly Response = "readonly"
 	// ResponseDiscard drops the offending bytes (the protected structure keeps
 	// its old bytes) and lets the rest of the request land; the host sees

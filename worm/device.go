@@ -449,19 +449,22 @@ func (d *Device) Flush() error {
 	if fj, ok := d.eng.(revfs.FlushJudge); ok {
 		if vs := fj.FlushViolations(); len(vs) > 0 {
 			// What the engine could judge only now has already landed:
-			// readonly fails this FLUSH and every later write, honeypot
-			// freezes the files, discard has the engine undo it in the
-			// image (durably, before the FLUSH is answered).
-			if _, err := d.respond(vs, nil, 0, "flush"); err != nil {
-				return err
-			}
-			if d.cfg.OnViolation == ResponseDiscard {
+			// honeypot freezes the files and lets it be; discard and
+			// readonly have the engine undo it in the image (durably,
+			// before the FLUSH is answered), so that a later recovery
+			// of the image does not apply it, and readonly then fails
+			// this FLUSH and every later write.
+			_, refused := d.respond(vs, nil, 0, "flush")
+			if d.cfg.OnViolation != ResponseHoneypot {
 				if err := fj.DiscardAtFlush(func(b []byte, off int64) error {
 					_, err := blockdev.WriteFUA(d.img, b, off)
 					return err
 				}); err != nil {
-					return fmt.Errorf("worm: discard at flush: %w", err)
+					return errors.Join(refused, fmt.Errorf("worm: undoing at flush what the host forged: %w", err))
 				}
+			}
+			if refused != nil {
+				return refused
 			}
 		}
 	}

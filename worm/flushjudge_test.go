@@ -62,7 +62,7 @@ func TestFlushViolations(t *testing.T) {
 			}
 			mark := make([]byte, 6)
 			r.img.ReadAt(mark, 0)
-			if undone := string(mark) == "undone"; undone != (resp == ResponseDiscard) {
+			if undone := string(mark) == "undone"; undone != (resp != ResponseHoneypot) {
 				t.Fatalf("the engine's undo ran: %v under %s", undone, resp)
 			}
 			waitEvents(t, r, 1)

@@ -124,12 +124,9 @@ func (d *Device) stallDue(w *stallWatch, window time.Duration) {
 
 // noteLostWrite records that a stalled range was taken as found.
 func (d *Device) noteLostWrite(id revfs.FileID, s revfs.Stall, stalled time.Duration, now time.Time) {
-	what := "blocks the host has not written since they were allocated to the file; sealed as the device holds them"
-	switch s.Kind {
-	case revfs.StallUnwritten:
-		what = "an unwritten extent (reads as zeroes) with file data after it; sealed as zeroes"
-	case revfs.StallHole:
-		what = "a hole (reads as zeroes) with file data after it; sealed as zeroes"
+	what := s.Kind.Describe() + "; sealed as zeroes"
+	if s.Kind == revfs.StallNotWritten {
+		what = s.Kind.Describe() + "; sealed as the device holds them"
 	}
 	e := Event{
 		Time: now.UTC(), Kind: "lost-write", Op: "seal", File: d.paths[id], Inode: uint64(id),
@@ -146,6 +143,7 @@ func (d *Device) noteLostWrite(id revfs.FileID, s revfs.Stall, stalled time.Dura
 // StallStatus is a stalled range in Status.
 type StallStatus struct {
 	Kind string `json:"kind"` // not-written, unwritten-extent, hole
+	What string `json:"what"` // the kind in words
 	Off  int64  `json:"off"`  // file byte range
 	Len  int64  `json:"len"`
 	// ForMillis is how long the range has been stalled, unchanged; the
@@ -163,7 +161,7 @@ func (d *Device) stallStatus(id revfs.FileID, now time.Time) []StallStatus {
 	var out []StallStatus
 	for _, m := range w.marks {
 		if now.Sub(m.since) >= stallShowAfter {
-			out = append(out, StallStatus{Kind: m.s.Kind.String(), Off: m.s.Off, Len: m.s.Len, ForMillis: now.Sub(m.since).Milliseconds()})
+			out = append(out, StallStatus{Kind: m.s.Kind.String(), What: m.s.Kind.Describe(), Off: m.s.Off, Len: m.s.Len, ForMillis: now.Sub(m.since).Milliseconds()})
 		}
 	}
 	return out

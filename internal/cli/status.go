@@ -128,11 +128,7 @@ Examples:
 // printStall prints one stalled range of a file under the status table.
 func printStall(env *Env, path string, s worm.StallStatus, window time.Duration) {
 	stalled := time.Duration(s.ForMillis) * time.Millisecond
-	what := map[string]string{
-		"not-written":      "not written by the host since allocated",
-		"unwritten-extent": "an unwritten extent with data after it",
-		"hole":             "a hole with data after it",
-	}[s.Kind]
+	what := s.What
 	if what == "" {
 		what = s.Kind
 	}

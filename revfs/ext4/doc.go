@@ -176,11 +176,11 @@
 //     does (journal.judgeIncomplete: the kernel never leaves a committed
 //     transaction incomplete at a flush) and raises what a replay of it
 //     would change, through FlushViolations (revfs.FlushJudge). By then
-//     its blocks have landed: readonly fails the FLUSH and trips the
-//     device (a recovery of that image would still apply the transaction;
-//     the real logs are untouched either way), honeypot freezes the files,
-//     discard clears the forged commit block (DiscardAtFlush) so that a
-//     replay ends the log before it.
+//     its blocks have landed: discard and readonly clear the forged commit
+//     block (DiscardAtFlush) so that a replay ends the log before it, and
+//     readonly then fails the FLUSH and trips the device; honeypot freezes
+//     the files and leaves the transaction for the auditor (the real logs
+//     are untouched either way).
 //   - A transaction that would change protected data and is found complete
 //     at a flush (the response let its completing write land: honeypot,
 //     or discard when the repair was impossible) is only logged there and
