@@ -101,3 +101,45 @@ func TestWrittenSetEpochLogDamaged(t *testing.T) {
 	}
 	reopen(t, path, 1<<20) // opens, whatever the log held
 }
+
+// A file is reused without being emptied: the records an earlier generation
+// left beyond the new one's end are not replayed (here they would put back
+// blocks removed since).
+func TestWrittenSetEpochLogReusedFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "written")
+	a := reopen(t, path, 1<<20)
+	for b := uint64(1000); b < 1100; b += 2 { // fifty records in this generation's file
+		a.Add(b, 1)
+	}
+	if err := a.Sync(); err != nil { // the next generation, in the other file
+		t.Fatal(err)
+	}
+	for b := uint64(1000); b < 1100; b += 2 {
+		a.Remove(b, 1)
+	}
+	if err := a.Sync(); err != nil { // back to the first file: one record now
+		t.Fatal(err)
+	}
+	a.Add(5, 1)
+	b := reopen(t, path, 1<<20)
+	wantBlocks(t, b, "killed after the file was reused", []uint64{5}, []uint64{1000, 1002, 1098})
+}
+
+// A record of more blocks than one record can count is split.
+func TestEpochLogSplitsLongRecords(t *testing.T) {
+	dir := t.TempDir()
+	l, _, err := openEpochLog(filepath.Join(dir, "e"))
+	if err != nil || l == nil {
+		t.Skipf("no epoch log here: %v", err)
+	}
+	defer l.close()
+	if err := l.start(); err != nil {
+		t.Fatal(err)
+	}
+	l.record(epochRecord{remove: true, first: 7, n: maxEpochCount + 10})
+	_, recs := readEpochFile(l.files[l.active], l.boot)
+	if len(recs) != 2 || recs[0] != (epochRecord{true, 7, maxEpochCount}) || recs[1] != (epochRecord{true, 7 + maxEpochCount, 10}) {
+		t.Fatalf("records %+v", recs)
+	}
+}
