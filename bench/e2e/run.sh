@@ -16,7 +16,9 @@
 #   BIG_SIZE=1T
 #   EXTRA=             more servers run after each repeat's pair: "plain" is
 #                      `indelible serve IMAGE` (the NBD server alone, no WORM device)
-#   PROFILE=1          one more indelible run per mode under a CPU profile (bench/e2e/profserve)
+#   PROFILE=1          one more indelible run per mode under a CPU profile (bench/e2e/profserve),
+#                      which also times every request the device serves, per kind
+#                      ($OUT/serve-MODE.latency: count, mean, p50, p90, p99, total)
 #   BLOCKPROFILE_RATE=0  with PROFILE=1: also block and mutex profiles (ns, see runtime.SetBlockProfileRate)
 #   TRACE=0            with PROFILE=1: the profiled run also records the host's requests
 #                      ($OUT/MODE.trace, about the appended volume) and keeps the device
@@ -159,7 +161,7 @@ serve_device() {
 	if [[ -n $prof ]]; then
 		local record=()
 		[[ ${TRACE:-0} == 1 ]] && record=(-record "$prof.trace")
-		"$work/profserve" -cpuprofile "$prof.cpu.pprof" -memprofile "$prof.heap.pprof" "${record[@]}" \
+		"$work/profserve" -cpuprofile "$prof.cpu.pprof" -memprofile "$prof.heap.pprof" "${record[@]}" -latency "$prof.latency" \
 			-blockprofile-rate "${BLOCKPROFILE_RATE:-0}" -- serve "$dir" --listen "unix:$sock" >"$dir.serve.log" 2>&1 &
 	else
 		"$work/indelible" serve "$dir" --listen "unix:$sock" >"$dir.serve.log" 2>&1 &
@@ -247,6 +249,10 @@ for mode in $MODES; do
 	if [[ $PROFILE == 1 ]]; then
 		one_run indelible "$mode" prof "$OUT/serve-$mode"
 		echo "  $mode profiled indelible run: $result (profiles: $OUT/serve-$mode.cpu.pprof, .heap.pprof)" | tee -a "$OUT/summary.txt" >&2
+		if [[ -s "$OUT/serve-$mode.latency" ]]; then
+			echo "  $mode profiled run, time the device took per request ($OUT/serve-$mode.latency):" | tee -a "$OUT/summary.txt" >&2
+			sed 's/^/    /' "$OUT/serve-$mode.latency" | tee -a "$OUT/summary.txt" >&2
+		fi
 		if [[ ${TRACE:-0} == 1 ]]; then
 			rm -rf "$OUT/tpl-$mode"
 			cp -a --sparse=always "$work/tpl-$mode" "$OUT/tpl-$mode"

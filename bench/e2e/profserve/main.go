@@ -3,11 +3,13 @@
 // for bench/e2e/run.sh. It exists so that the benchmark can profile
 // `indelible serve` under load without a profiling switch in the real binary.
 //
-//	profserve -cpuprofile cpu.pprof [-memprofile heap.pprof] [-trace t.out] [-record requests.trace] -- serve DIR --listen unix:SOCK
+//	profserve -cpuprofile cpu.pprof [-memprofile heap.pprof] [-trace t.out] [-record requests.trace] [-latency FILE] -- serve DIR --listen unix:SOCK
 //
 // -record writes every request the host completes (writes with their data,
 // flushes, trims) to a trace that bench/replay plays back against a copy of
-// the device directory as it was before serving.
+// the device directory as it was before serving. -latency times every
+// request the device serves and writes, per kind of request, the count,
+// mean, p50, p90, p99 and total time to FILE when the command returns.
 //
 // The profiles are written when the command returns, so stop the server with
 // SIGINT or SIGTERM (it then shuts down gracefully), not SIGKILL.
@@ -30,9 +32,10 @@ func main() {
 	mem := flag.String("memprofile", "", "write a heap profile to `file` when the command returns")
 	tr := flag.String("trace", "", "write an execution trace to `file`")
 	record := flag.String("record", "", "record the host's requests to `file` (blockdev trace, for bench/replay)")
+	latency := flag.String("latency", "", "time the device's requests and write a table per kind to `file` when the command returns")
 	blockRate := flag.Int("blockprofile-rate", 0, "if > 0, record blocking events (runtime.SetBlockProfileRate) and write block.pprof and mutex.pprof next to -cpuprofile")
 	flag.Parse()
-	code, err := run(*cpu, *mem, *tr, *record, *blockRate, flag.Args())
+	code, err := run(*cpu, *mem, *tr, *record, *latency, *blockRate, flag.Args())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "profserve:", err)
 		os.Exit(1)
@@ -40,7 +43,7 @@ func main() {
 	os.Exit(code)
 }
 
-func run(cpu, mem, tr, record string, blockRate int, args []string) (int, error) {
+func run(cpu, mem, tr, record, latency string, blockRate int, args []string) (int, error) {
 	if cpu != "" {
 		f, err := os.Create(cpu)
 		if err != nil {
@@ -68,21 +71,34 @@ func run(cpu, mem, tr, record string, blockRate int, args []string) (int, error)
 		runtime.SetMutexProfileFraction(1)
 	}
 	env := cli.StdEnv()
-	if record != "" {
+	var timed *timedDevice
+	if record != "" || latency != "" {
 		env.WrapDevice = func(dev blockdev.Device) (blockdev.Device, error) {
-			f, err := os.Create(record)
-			if err != nil {
-				return nil, err
+			if record != "" {
+				f, err := os.Create(record)
+				if err != nil {
+					return nil, err
+				}
+				r, err := blockdev.NewRecorder(dev, f)
+				if err != nil {
+					f.Close()
+					return nil, err
+				}
+				dev = r
 			}
-			r, err := blockdev.NewRecorder(dev, f)
-			if err != nil {
-				f.Close()
-				return nil, err
+			if latency != "" {
+				timed = newTimedDevice(dev)
+				dev = timed
 			}
-			return r, nil
+			return dev, nil
 		}
 	}
 	code := cli.Main(append([]string{"indelible"}, args...), env)
+	if timed != nil {
+		if err := writeReport(latency, timed); err != nil {
+			return code, err
+		}
+	}
 	if blockRate > 0 && cpu != "" {
 		for _, name := range []string{"block", "mutex"} {
 			if err := writeProfile(name, cpu+"."+name); err != nil {
@@ -97,6 +113,18 @@ func run(cpu, mem, tr, record string, blockRate int, args []string) (int, error)
 		}
 	}
 	return code, nil
+}
+
+func writeReport(path string, t *timedDevice) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := t.report(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func writeProfile(name, path string) error {
