@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 )
@@ -136,17 +135,22 @@ func readEpochFile(f *os.File, boot [16]byte) (uint64, []epochRecord) {
 		return 0, nil
 	}
 	gen := binary.LittleEndian.Uint64(hdr[8:])
-	b, err := io.ReadAll(io.NewSectionReader(f, epochHeaderSize, maxEpochBytes))
-	if err != nil {
-		return gen, nil
-	}
-	recs := make([]epochRecord, 0, len(b)/epochRecordSize)
-	for i := 0; i+epochRecordSize <= len(b); i += epochRecordSize {
-		if binary.LittleEndian.Uint32(b[i+12:]) != uint32(gen) {
-			break // an earlier generation's record: this one's end
+	// Read in pieces: the file may be much longer than this generation's
+	// records (it is not truncated when reused).
+	var recs []epochRecord
+	b := make([]byte, 64<<10)
+	for off := int64(epochHeaderSize); off < epochHeaderSize+maxEpochBytes; off += int64(len(b)) {
+		n, err := f.ReadAt(b, off)
+		for i := 0; i+epochRecordSize <= n; i += epochRecordSize {
+			if binary.LittleEndian.Uint32(b[i+12:]) != uint32(gen) {
+				return gen, recs // an earlier generation's record: this one's end
+			}
+			first, cnt := binary.LittleEndian.Uint64(b[i:]), uint64(binary.LittleEndian.Uint32(b[i+8:]))
+			recs = append(recs, epochRecord{remove: first&epochRemoveBit != 0, first: first &^ epochRemoveBit, n: cnt})
 		}
-		first, n := binary.LittleEndian.Uint64(b[i:]), uint64(binary.LittleEndian.Uint32(b[i+8:]))
-		recs = append(recs, epochRecord{remove: first&epochRemoveBit != 0, first: first &^ epochRemoveBit, n: n})
+		if err != nil || n < len(b) {
+			break // the end of the file (a record cut short is dropped)
+		}
 	}
 	return gen, recs
 }

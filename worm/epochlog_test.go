@@ -143,3 +143,20 @@ func TestEpochLogSplitsLongRecords(t *testing.T) {
 		t.Fatalf("records %+v", recs)
 	}
 }
+
+// A generation longer than one read of the file (64 KiB: 4 096 records) is
+// replayed whole.
+func TestWrittenSetEpochLogLongGeneration(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "written")
+	a := reopen(t, path, 1<<20)
+	const n = 10000
+	for i := uint64(0); i < n; i++ {
+		a.Add(2*i, 1) // one record each
+	}
+	b := reopen(t, path, 1<<20)
+	wantBlocks(t, b, "after a long generation", []uint64{0, 2 * 4095, 2 * 4096, 2 * (n - 1)}, []uint64{1, 2*n + 1})
+	if got := b.Count(); got != n {
+		t.Fatalf("%d blocks after the replay, want %d", got, n)
+	}
+}
