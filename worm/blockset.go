@@ -64,19 +64,18 @@ func OpenWrittenSet(path string, nblocks uint64) (*WrittenSet, error) {
 		f.Close()
 		return nil, err
 	}
-	ep, recs, err := openEpochLog(path + ".epoch")
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
 	// What a killed device had recorded since its last Sync: replayed,
 	// made durable, and only then does a new epoch start.
-	for _, r := range recs {
+	ep, err := openEpochLog(path+".epoch", func(r epochRecord) {
 		if r.remove {
 			s.Remove(r.first, r.n)
 		} else {
 			s.Add(r.first, r.n)
 		}
+	})
+	if err != nil {
+		f.Close()
+		return nil, err
 	}
 	if err := s.Sync(); err != nil {
 		f.Close()

@@ -83,76 +83,79 @@ type epochLog struct {
 	buf    [epochRecordSize]byte
 }
 
-// openEpochLog opens (creating) path.0 and path.1 and returns the changes
-// they hold that were logged on this boot, oldest first. It returns a nil
+// openEpochLog opens (creating) path.0 and path.1 and hands apply the
+// changes they hold that were logged on this boot, oldest first, reading
+// them in pieces (a long log never sits in memory whole). It returns a nil
 // log, and no error, where the system has no boot ID.
-func openEpochLog(path string) (*epochLog, []epochRecord, error) {
+func openEpochLog(path string, apply func(epochRecord)) (*epochLog, error) {
 	boot, ok := bootID()
 	if !ok {
-		return nil, nil, nil
+		return nil, nil
 	}
 	l := &epochLog{boot: boot, lastAt: -1}
-	type found struct {
-		gen  uint64
-		recs []epochRecord
-	}
-	var fs [2]found
+	var gens [2]uint64
 	for i := range l.files {
 		f, err := os.OpenFile(fmt.Sprintf("%s.%d", path, i), os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
 			l.close()
-			return nil, nil, fmt.Errorf("worm: written-block epoch log: %w", err)
+			return nil, fmt.Errorf("worm: written-block epoch log: %w", err)
 		}
 		l.files[i] = f
-		fs[i].gen, fs[i].recs = readEpochFile(f, boot)
-		if fs[i].gen == 0 {
+		gens[i] = epochGeneration(f, boot)
+		if gens[i] == 0 {
 			// Another boot's (or no) log: its records must never be read
 			// as a later generation's.
 			if err := f.Truncate(0); err != nil {
 				l.close()
-				return nil, nil, fmt.Errorf("worm: written-block epoch log: %w", err)
+				return nil, fmt.Errorf("worm: written-block epoch log: %w", err)
 			}
 		}
 	}
 	first := 0
-	if fs[1].gen < fs[0].gen {
+	if gens[1] < gens[0] {
 		first = 1
 	}
-	recs := append(fs[first].recs, fs[1-first].recs...)
+	for _, i := range []int{first, 1 - first} {
+		if gens[i] != 0 {
+			readEpochRecords(l.files[i], gens[i], apply)
+		}
+	}
 	// The newest file stays until the next start: the two files always
 	// hold two consecutive epochs, so replaying both in order is the same
 	// as replaying the newest on the map the older one led to.
-	l.active, l.gen = 1-first, max(fs[0].gen, fs[1].gen)
-	return l, recs, nil
+	l.active, l.gen = 1-first, max(gens[0], gens[1])
+	return l, nil
 }
 
-// readEpochFile returns a file's generation and records when it was
-// written on this boot (nothing otherwise). A record cut short by the kill
-// is dropped.
-func readEpochFile(f *os.File, boot [16]byte) (uint64, []epochRecord) {
+// epochGeneration returns a file's generation when it was written on this
+// boot, 0 otherwise.
+func epochGeneration(f *os.File, boot [16]byte) uint64 {
 	hdr := make([]byte, epochHeaderSize)
 	if _, err := f.ReadAt(hdr, 0); err != nil || string(hdr[:8]) != epochMagic || !bytes.Equal(hdr[16:32], boot[:]) {
-		return 0, nil
+		return 0
 	}
-	gen := binary.LittleEndian.Uint64(hdr[8:])
-	// Read in pieces: the file may be much longer than this generation's
-	// records (it is not truncated when reused).
-	var recs []epochRecord
+	return binary.LittleEndian.Uint64(hdr[8:])
+}
+
+// readEpochRecords hands apply the records of generation gen in f, in
+// order. It reads the file in pieces: it may be much longer than this
+// generation's records (it is not truncated when reused). A record cut
+// short by the kill is dropped.
+func readEpochRecords(f *os.File, gen uint64, apply func(epochRecord)) {
 	b := make([]byte, 64<<10)
 	for off := int64(epochHeaderSize); off < epochHeaderSize+maxEpochBytes; off += int64(len(b)) {
 		n, err := f.ReadAt(b, off)
 		for i := 0; i+epochRecordSize <= n; i += epochRecordSize {
 			if binary.LittleEndian.Uint32(b[i+12:]) != uint32(gen) {
-				return gen, recs // an earlier generation's record: this one's end
+				return // an earlier generation's record: this one's end
 			}
 			first, cnt := binary.LittleEndian.Uint64(b[i:]), uint64(binary.LittleEndian.Uint32(b[i+8:]))
-			recs = append(recs, epochRecord{remove: first&epochRemoveBit != 0, first: first &^ epochRemoveBit, n: cnt})
+			apply(epochRecord{remove: first&epochRemoveBit != 0, first: first &^ epochRemoveBit, n: cnt})
 		}
 		if err != nil || n < len(b) {
-			break // the end of the file (a record cut short is dropped)
+			return // the end of the file
 		}
 	}
-	return gen, recs
 }
 
 // start makes the other file the active one, under a new generation: the

@@ -129,7 +129,7 @@ func TestWrittenSetEpochLogReusedFile(t *testing.T) {
 // A record of more blocks than one record can count is split.
 func TestEpochLogSplitsLongRecords(t *testing.T) {
 	dir := t.TempDir()
-	l, _, err := openEpochLog(filepath.Join(dir, "e"))
+	l, err := openEpochLog(filepath.Join(dir, "e"), func(epochRecord) {})
 	if err != nil || l == nil {
 		t.Skipf("no epoch log here: %v", err)
 	}
@@ -138,7 +138,8 @@ func TestEpochLogSplitsLongRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.record(epochRecord{remove: true, first: 7, n: maxEpochCount + 10})
-	_, recs := readEpochFile(l.files[l.active], l.boot)
+	var recs []epochRecord
+	readEpochRecords(l.files[l.active], l.gen, func(r epochRecord) { recs = append(recs, r) })
 	if len(recs) != 2 || recs[0] != (epochRecord{true, 7, maxEpochCount}) || recs[1] != (epochRecord{true, 7 + maxEpochCount, 10}) {
 		t.Fatalf("records %+v", recs)
 	}
