@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -402,5 +403,44 @@ func TestLargeAppendSplit(t *testing.T) {
 	got, _ := os.ReadFile(filepath.Join(ts.store, f.Path))
 	if !bytes.Equal(got, want) {
 		t.Fatal("real log differs")
+	}
+}
+
+// A commit syncs the side-record file only when it changed (a file's first
+// append, a time record): a sync of an unchanged file still costs a flush.
+func TestCommitSyncsRecordsOnlyWhenChanged(t *testing.T) {
+	ts := newTestStore(t, 1<<20, 4)
+	s := ts.open(t, Options{StampEvery: -1})
+	defer s.Close()
+	var synced []string
+	real := datasync
+	datasync = func(f *os.File) error {
+		synced = append(synced, filepath.Base(f.Name()))
+		return real(f)
+	}
+	defer func() { datasync = real }()
+	a := FileRef{ID: 12, Path: "a.log"}
+	b := FileRef{ID: 13, Path: "b.log"}
+	recordsSynced := func() bool { return slices.Contains(synced, filepath.Base(RecordsName)) }
+
+	if err := s.Append(a, 0, []byte("first\n")); err != nil { // a's map record
+		t.Fatal(err)
+	}
+	if !recordsSynced() {
+		t.Fatalf("a file's first append: synced %v, want %s among them", synced, RecordsName)
+	}
+	synced = nil
+	if err := s.Append(a, 6, []byte("second\n")); err != nil {
+		t.Fatal(err)
+	}
+	if recordsSynced() || !slices.Contains(synced, "a.log") {
+		t.Fatalf("a later append: synced %v, want a.log and not %s", synced, RecordsName)
+	}
+	synced = nil
+	if err := s.AppendBatch([]AppendOp{{File: a, Off: 13, Data: []byte("third\n")}, {File: b, Off: 0, Data: []byte("new\n")}}); err != nil {
+		t.Fatal(err)
+	}
+	if !recordsSynced() {
+		t.Fatalf("a batch with a new file: synced %v, want %s among them", synced, RecordsName)
 	}
 }
