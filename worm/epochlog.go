@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 )
@@ -115,9 +117,21 @@ func openEpochLog(path string, apply func(epochRecord)) (*epochLog, error) {
 	if gens[1] < gens[0] {
 		first = 1
 	}
-	for _, i := range []int{first, 1 - first} {
-		if gens[i] != 0 {
-			readEpochRecords(l.files[i], gens[i], apply)
+	// The older file is replayed only when it holds the generation just
+	// before the newer one's: otherwise it was left behind (a start that
+	// failed to write its header) and the map already holds its changes
+	// and later ones, which replaying it would undo.
+	older := first
+	if gens[older] == 0 || gens[1-first] != gens[older]+1 {
+		older = -1
+	}
+	for _, i := range []int{older, 1 - first} {
+		if i < 0 || gens[i] == 0 {
+			continue
+		}
+		if err := readEpochRecords(l.files[i], gens[i], apply); err != nil {
+			l.close()
+			return nil, err
 		}
 	}
 	// The newest file stays until the next start: the two files always
@@ -140,22 +154,28 @@ func epochGeneration(f *os.File, boot [16]byte) uint64 {
 // readEpochRecords hands apply the records of generation gen in f, in
 // order. It reads the file in pieces: it may be much longer than this
 // generation's records (it is not truncated when reused). A record cut
-// short by the kill is dropped.
-func readEpochRecords(f *os.File, gen uint64, apply func(epochRecord)) {
+// short by the kill is dropped. A read error is returned: the caller must
+// then not use what was applied (part of a generation, replayed, could
+// put back blocks its later records removed).
+func readEpochRecords(f *os.File, gen uint64, apply func(epochRecord)) error {
 	b := make([]byte, 64<<10)
 	for off := int64(epochHeaderSize); off < epochHeaderSize+maxEpochBytes; off += int64(len(b)) {
 		n, err := f.ReadAt(b, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("worm: written-block epoch log: %w", err)
+		}
 		for i := 0; i+epochRecordSize <= n; i += epochRecordSize {
 			if binary.LittleEndian.Uint32(b[i+12:]) != uint32(gen) {
-				return // an earlier generation's record: this one's end
+				return nil // an earlier generation's record: this one's end
 			}
 			first, cnt := binary.LittleEndian.Uint64(b[i:]), uint64(binary.LittleEndian.Uint32(b[i+8:]))
 			apply(epochRecord{remove: first&epochRemoveBit != 0, first: first &^ epochRemoveBit, n: cnt})
 		}
-		if err != nil || n < len(b) {
-			return // the end of the file
+		if n < len(b) {
+			return nil // the end of the file
 		}
 	}
+	return nil
 }
 
 // start makes the other file the active one, under a new generation: the
@@ -179,6 +199,10 @@ func (l *epochLog) start() error {
 	binary.LittleEndian.PutUint64(hdr[8:], l.gen)
 	copy(hdr[16:], l.boot[:])
 	if _, err := f.WriteAt(hdr, 0); err != nil {
+		// The file would still read as the generation before the last:
+		// empty it if possible (openEpochLog also skips a file that is not
+		// the generation just before the other's).
+		f.Truncate(0)
 		l.full = true
 		return fmt.Errorf("worm: written-block epoch log: %w", err)
 	}

@@ -87,7 +87,8 @@ type Engine struct {
 	freeValid bool
 
 	flushVs   []revfs.Violation // found by the last Flushed, for FlushViolations
-	flushUndo []uint32          // commit blocks DiscardAtFlush clears (journal blocks)
+	flushUndo []uint32          // commit blocks of the transactions flushVs blames (journal blocks)
+	undoNext  []uint32          // those of the violations FlushViolations last returned: what DiscardAtFlush clears
 
 	// mut counts the calls that change the model (Wrote, Discarded,
 	// Flushed, SetCommitted); memo is CheckWrite's evaluation of a commit
@@ -453,6 +454,11 @@ var _ revfs.FlushJudge = (*Engine)(nil)
 func (e *Engine) FlushViolations() []revfs.Violation {
 	vs := e.flushVs
 	e.flushVs = nil
+	if len(vs) > 0 {
+		// Replaced, not added to: under a response that never calls
+		// DiscardAtFlush (honeypot) the list stays one flush long.
+		e.undoNext, e.flushUndo = e.flushUndo, nil
+	}
 	return vs
 }
 
@@ -463,8 +469,8 @@ func (e *Engine) FlushViolations() []revfs.Violation {
 // position), so no transaction of the kernel's lies beyond it; the kernel
 // overwrites those positions with its next transaction.
 func (e *Engine) DiscardAtFlush(write func(b []byte, off int64) error) error {
-	undo := e.flushUndo
-	e.flushUndo = nil
+	undo := e.undoNext
+	e.undoNext = nil
 	if e.jnl == nil {
 		return nil
 	}

@@ -52,6 +52,11 @@ func TestForgedTransactionOverStaleCopy(t *testing.T) {
 			if len(vs) == 0 || vs[0].File != r.ids[p] {
 				t.Fatalf("flush raised %v, want a violation on %s", vs, p)
 			}
+			// What DiscardAtFlush would undo moved out with the violations:
+			// a response that never undoes (honeypot) does not pile it up.
+			if len(r.e.flushUndo) != 0 || len(r.e.undoNext) != 1 {
+				t.Fatalf("after FlushViolations: %d commit blocks still queued, %d to undo; want 0 and 1", len(r.e.flushUndo), len(r.e.undoNext))
+			}
 			r.e.Flushed()
 			if again := r.e.FlushViolations(); len(again) > 0 {
 				t.Fatalf("raised again at the next flush: %v", again)
