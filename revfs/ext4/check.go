@@ -3,7 +3,6 @@ package ext4
 import (
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"fmt"
 	"slices"
 	"sort"
@@ -615,43 +614,14 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 // owner must write them again before its bytes are trusted).
 func (e *Engine) applyBitmap(b uint64, nb []byte) {
 	old := e.bitmaps[b]
-	g := e.bitmapG[b]
-	base := uint64(e.sb.FirstDataBlock) + g*uint64(e.sb.BlocksPerGroup)
-	limit := uint64(e.sb.BlocksPerGroup)
-	if base+limit > e.blocks {
-		limit = e.blocks - base
+	base := uint64(e.sb.FirstDataBlock) + e.bitmapG[b]*uint64(e.sb.BlocksPerGroup)
+	var limit uint64
+	if base < e.blocks {
+		limit = min(uint64(e.sb.BlocksPerGroup), e.blocks-base, uint64(len(old))*8, uint64(len(nb))*8)
 	}
-	var runStart, runLen uint64
-	flush := func() {
-		if runLen > 0 {
-			e.written.Remove(runStart, runLen)
-			runLen = 0
-		}
-	}
-	for i := 0; i < len(old) && i < len(nb) && uint64(i)*8 < limit; i++ {
-		// Most of a bitmap is unchanged: skip it eight bytes at a time.
-		if i%8 == 0 && i+8 <= len(old) && i+8 <= len(nb) && binary.LittleEndian.Uint64(old[i:])&^binary.LittleEndian.Uint64(nb[i:]) == 0 {
-			i += 7
-			continue
-		}
-		freed := old[i] &^ nb[i]
-		if freed == 0 {
-			continue
-		}
-		for bit := uint64(0); bit < 8; bit++ {
-			n := uint64(i)*8 + bit
-			if freed&(1<<bit) == 0 || n >= limit {
-				continue
-			}
-			if runLen > 0 && runStart+runLen == base+n {
-				runLen++
-				continue
-			}
-			flush()
-			runStart, runLen = base+n, 1
-		}
-	}
-	flush()
+	bitRuns(limit, func(w uint64) uint64 { return word64(old, w) &^ word64(nb, w) }, func(lo, hi uint64) {
+		e.written.Remove(base+lo, hi-lo)
+	})
 	e.bitmaps[b] = nb
 }
 

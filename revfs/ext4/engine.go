@@ -3,7 +3,6 @@ package ext4
 import (
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -279,38 +278,9 @@ func (e *Engine) forgetFreeBlocks() {
 			continue
 		}
 		limit := min(uint64(e.sb.BlocksPerGroup), e.blocks-base, uint64(len(bm))*8)
-		run := limit // start of the current run of free blocks, or limit when none
-		for i := uint64(0); i < limit; {
-			if i%64 == 0 && i+64 <= limit && i/8+8 <= uint64(len(bm)) {
-				switch binary.LittleEndian.Uint64(bm[i/8:]) {
-				case 0:
-					if run == limit {
-						run = i
-					}
-					i += 64
-					continue
-				case ^uint64(0):
-					if run < limit {
-						forget(base+run, base+i)
-						run = limit
-					}
-					i += 64
-					continue
-				}
-			}
-			if bm[i/8]&(1<<(i%8)) == 0 {
-				if run == limit {
-					run = i
-				}
-			} else if run < limit {
-				forget(base+run, base+i)
-				run = limit
-			}
-			i++
-		}
-		if run < limit {
-			forget(base+run, base+limit)
-		}
+		bitRuns(limit, func(w uint64) uint64 { return ^word64(bm, w) }, func(lo, hi uint64) {
+			forget(base+lo, base+hi)
+		})
 	}
 }
 
