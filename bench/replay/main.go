@@ -20,10 +20,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
-	"slices"
 	"syscall"
 	"time"
 
+	"github.com/indelible-worm/indelible/bench/internal/reqtime"
 	"github.com/indelible-worm/indelible/blockdev"
 	"github.com/indelible-worm/indelible/worm"
 )
@@ -63,30 +63,6 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-// class is a kind of request, with the time each one took.
-type class struct {
-	name  string
-	times []time.Duration
-}
-
-func (c *class) add(d time.Duration) { c.times = append(c.times, d) }
-
-func (c *class) line() string {
-	if len(c.times) == 0 {
-		return fmt.Sprintf("  %-14s %7d", c.name, 0)
-	}
-	slices.Sort(c.times)
-	var sum time.Duration
-	for _, t := range c.times {
-		sum += t
-	}
-	q := func(p float64) float64 { return us(c.times[int(p*float64(len(c.times)-1))]) }
-	return fmt.Sprintf("  %-14s %7d %9.1f %9.1f %9.1f %9.3f", c.name, len(c.times),
-		us(sum)/float64(len(c.times)), q(0.5), q(0.99), sum.Seconds())
-}
-
-func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-
 func replayOnce(run int, template, trace string, settle time.Duration) error {
 	tmp, err := os.MkdirTemp("", "indelible-replay-")
 	if err != nil {
@@ -113,32 +89,25 @@ func replayOnce(run int, template, trace string, settle time.Duration) error {
 	}
 	defer f.Close()
 
-	small := &class{name: "write <=4KiB"}
-	large := &class{name: "write >4KiB"}
-	fua := &class{name: "write FUA"}
-	flush := &class{name: "flush"}
-	discard := &class{name: "trim/zeroes"}
+	var times reqtime.Table
 	mismatches := 0
 	var cpu0 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &cpu0)
 	start := time.Now()
 	dev := o.Device
 	err = blockdev.ReadTrace(f, func(op blockdev.TraceOp) error {
-		c := discard // trims and write-zeroes
+		kind := reqtime.Discard // trims and write-zeroes
 		switch op.Op {
 		case blockdev.TraceWrite:
-			c = small
-			if op.Len > 4096 {
-				c = large
-			}
+			kind = reqtime.WriteKind(int(op.Len))
 		case blockdev.TraceWriteFUA:
-			c = fua
+			kind = reqtime.FUAWrite
 		case blockdev.TraceFlush:
-			c = flush
+			kind = reqtime.Flush
 		}
 		t0 := time.Now()
 		err := op.Apply(dev)
-		c.add(time.Since(t0))
+		times.Since(kind, t0)
 		if (err != nil) != op.Failed {
 			mismatches++
 		}
@@ -178,11 +147,10 @@ func replayOnce(run int, template, trace string, settle time.Duration) error {
 		size += fs.Size
 	}
 	fmt.Printf("replay %d: %d requests in %.3f s, process CPU %.2f s (replay and sealing to the end), %d outcome mismatches\n",
-		run, len(small.times)+len(large.times)+len(fua.times)+len(flush.times)+len(discard.times),
+		run, times.Count(),
 		elapsed.Seconds(), cpuSec(cpu1)-cpuSec(cpu0), mismatches)
-	fmt.Printf("  %-14s %7s %9s %9s %9s %9s\n", "request", "count", "mean µs", "p50 µs", "p99 µs", "total s")
-	for _, c := range []*class{small, large, fua, flush, discard} {
-		fmt.Println(c.line())
+	if err := times.Report(os.Stdout, "  "); err != nil {
+		return err
 	}
 	fmt.Printf("  sealed %d of %d bytes in the files, %.0f ms after the last request; indicators %d, read-only %v\n",
 		sealed, size, float64(caughtUp)/float64(time.Millisecond), st.Indicators, st.ReadOnly)
