@@ -150,12 +150,19 @@ const (
 	StallNotWritten StallKind = iota + 1 // mapped and initialised, but not written by the host since it was allocated
 	StallUnwritten                       // an unwritten extent (reads as zeroes), with file data after it
 	StallHole                            // no block mapped (reads as zeroes), with file data after it
+	// StallTail is the end of the file reading as zeroes (holes or
+	// unwritten extents up to the size, no data after them): usually the
+	// host's writeback still to come; after a crash, data the host lost.
+	// Reported so that status can say why the prefix stops there, never
+	// taken as found: nothing the host appended follows it.
+	StallTail
 )
 
 var stallNames = map[StallKind]string{
 	StallNotWritten: "not-written",
 	StallUnwritten:  "unwritten-extent",
 	StallHole:       "hole",
+	StallTail:       "tail",
 }
 
 func (k StallKind) String() string {
@@ -175,6 +182,8 @@ func (k StallKind) Describe() string {
 		return "an unwritten extent (reads as zeroes) with file data after it"
 	case StallHole:
 		return "a hole (reads as zeroes) with file data after it"
+	case StallTail:
+		return "the end of the file reads as zeroes (no data mapped up to its size): writeback still to come, or data the host lost in a crash"
 	}
 	return k.String()
 }
@@ -203,12 +212,13 @@ type Stall struct {
 // configured commit.lost_after window, and records that it did.
 type StallReporter interface {
 	// Stalls returns up to most stalled ranges of the file, in file order,
-	// from its coherent prefix on.
+	// from its coherent prefix on; a StallTail range comes last.
 	Stalls(id FileID, most int) []Stall
 	// AcceptAsFound makes s part of the file's coherent prefix as the host
 	// reads it now (the blocks' current contents, or zeroes for a hole or
 	// an unwritten extent). It returns false, changing nothing, when s is
-	// no longer exactly a stalled range of the file.
+	// no longer exactly a stalled range of the file, and always for a
+	// StallTail range.
 	AcceptAsFound(id FileID, s Stall) bool
 }
 

@@ -10,7 +10,9 @@ import (
 // Data the host lost: sealing a stalled range as found.
 //
 // A file's coherent prefix stops at a range the host has not written since
-// the metadata covering it arrived. After a crash of the host (or of the
+// the metadata covering it arrived (zeroes at the very end of the file, a
+// StallTail range, are only shown in status: no appended data follows
+// them). After a crash of the host (or of the
 // device, which forgets the writes of its last flush epoch) such a range
 // may never be written: the host reads what the device holds there and
 // appends after it. The engine reports these ranges (revfs.StallReporter);
@@ -88,6 +90,12 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 			}
 		}
 		stalled := now.Sub(mark.since)
+		if s.Kind == revfs.StallTail {
+			// Shown in status only: never taken, nothing to warn about
+			// (no data the host appended waits behind it).
+			marks = append(marks, mark)
+			continue
+		}
 		if window > 0 && stalled >= window && sr.AcceptAsFound(st.ID, s) {
 			d.noteLostWrite(st.ID, s, stalled, now)
 			took = true
@@ -112,6 +120,9 @@ func (d *Device) stallDue(w *stallWatch, window time.Duration) {
 		return // nothing is taken: no reason to wake up for it
 	}
 	for _, m := range w.marks {
+		if m.s.Kind == revfs.StallTail {
+			continue // never taken: no window ends
+		}
 		at := m.since.Add(window)
 		if at.Before(w.checked.Add(stallCheckEvery)) {
 			at = w.checked.Add(stallCheckEvery)

@@ -166,6 +166,26 @@ func TestStalledRangeNeverSealedWhenDisabled(t *testing.T) {
 	}
 }
 
+// Zeroes at the end of the file, with nothing appended after them, are
+// shown in status but never taken as found, whatever the window.
+func TestStalledTailNeverTaken(t *testing.T) {
+	r, se := newStallRig(t, 10*time.Minute)
+	r.appendBytes(t, []byte("hello\n"))
+	waitSealed(t, r, 6)
+	r.stall(se, 4096+100, revfs.Stall{Kind: revfs.StallTail, Off: 6, Len: 4090 + 100, Device: -1})
+	r.waitPass(t)
+	r.clk.add(24 * time.Hour)
+	r.waitPass(t)
+	r.wantNotTaken(t, se, 6, "a tail")
+	f, st := r.fileStatus(t)
+	if len(f.Stalls) != 1 || f.Stalls[0].Kind != "tail" || f.Stalls[0].ForMillis < (24*time.Hour).Milliseconds() {
+		t.Fatalf("status stalls %+v, want the tail, for a day", f.Stalls)
+	}
+	if st.Notices != 0 || st.Indicators != 0 {
+		t.Fatalf("notices %d, indicators %d for a tail", st.Notices, st.Indicators)
+	}
+}
+
 // A file whose prefix trails its size for moments, again and again (every
 // append does), is walked for stalled ranges at most once a second.
 func TestStallWalksAtMostOncePerSecond(t *testing.T) {

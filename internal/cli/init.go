@@ -50,7 +50,8 @@ its reboot, and the device never sees that range written: sealing of the file st
 before it (status shows where and since when). By default (0) it stays stopped: the
 real logs only ever hold bytes the host wrote. With --lost-after 10m, a range that has
 stayed unwritten for 10 minutes is sealed as the host now reads it and a lost-write
-notice goes to the sealed event log, so sealing goes on. A host that holds dirty data
+notice goes to the sealed event log, so sealing goes on (zeroes at the very end of a
+file wait until the host appends after them). A host that holds dirty data
 longer than that (Linux writes it back within about 35 s by default) would then have
 its late write refused as a change of sealed data.
 

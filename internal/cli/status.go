@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/indelible-worm/indelible/revfs"
 	"github.com/indelible-worm/indelible/worm"
 )
 
@@ -133,9 +134,12 @@ func printStall(env *Env, path string, s worm.StallStatus, window time.Duration)
 		what = s.Kind
 	}
 	fmt.Fprintf(env.Stdout, "  /%s: bytes [%d,+%d) %s, for %s", path, s.Off, s.Len, what, stalled.Round(time.Second))
-	if window > 0 {
+	switch {
+	case s.Kind == revfs.StallTail.String():
+		fmt.Fprintln(env.Stdout, "; sealed once the host writes it or appends after it")
+	case window > 0:
 		fmt.Fprintf(env.Stdout, "; sealed as found in %s (commit.lost_after)\n", max(window-stalled, 0).Round(time.Second))
-	} else {
+	default:
 		fmt.Fprintln(env.Stdout, "; never sealed as found (commit.lost_after = 0)")
 	}
 }

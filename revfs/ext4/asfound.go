@@ -32,9 +32,10 @@ func (e *Engine) Stalls(id revfs.FileID, most int) []revfs.Stall {
 // stallsFrom walks f's blocks from logical block lb to its size and returns
 // up to most stalled ranges: runs of initialised blocks the host has not
 // written since allocation, and runs of holes or unwritten extents that
-// have initialised blocks after them (at the end of the file they are only
-// the host's writeback still to come). The walk stops at a range whose
-// metadata is not known yet.
+// have initialised blocks after them. Holes and unwritten extents that run
+// to the size are one StallTail range, last (usually the host's writeback
+// still to come). The walk stops at a range whose metadata is not known
+// yet.
 func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 	v := f.view
 	if v.inode == nil || v.err != nil || v.freed() || !v.inode.IsRegular() {
@@ -91,6 +92,10 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 		out = append(out, stall(revfs.StallNotWritten, lb, lb+r, int64(phys)*e.bs))
 		lb += r
 	}
+	if len(zeros) > 0 && lb >= nb && len(out) < most {
+		// Nothing but zeroes from the first of these ranges to the size.
+		out = append(out, revfs.Stall{Kind: revfs.StallTail, Off: zeros[0].Off, Len: size - zeros[0].Off, Device: -1})
+	}
 	if len(out) > most {
 		out = out[:most]
 	}
@@ -103,7 +108,7 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 // writes them, which after sealing is a change of committed data.
 func (e *Engine) AcceptAsFound(id revfs.FileID, s revfs.Stall) bool {
 	f := e.file(id)
-	if f == nil || s.Off < 0 || s.Len <= 0 || s.Off%e.bs != 0 {
+	if f == nil || s.Kind == revfs.StallTail || s.Off < 0 || s.Len <= 0 || s.Off%e.bs != 0 {
 		return false
 	}
 	got := e.stallsFrom(f, uint64(s.Off/e.bs), 1)

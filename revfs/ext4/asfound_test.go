@@ -171,12 +171,22 @@ func TestStallZeroesTakenAsFound(t *testing.T) {
 }
 
 // A hole at the end of the file, with no data after it, is writeback still
-// to come, not a stall.
-func TestStallTrailingHoleIsNotAStall(t *testing.T) {
+// to come (or data the host lost): reported as the file's tail, never taken
+// as found. Data after it makes it a hole like any other.
+func TestStallTrailingHoleIsATail(t *testing.T) {
 	const p = "var/log/app.log" // 5000 bytes: blocks 0 and 1
 	r := openRig(t, loadImage(t, "b4k-nojournal.img"), map[string]int64{p: 5000}, p)
+	id := r.ids[p]
 	r.writeSize(p, 5000+3*4096)
-	if s := r.e.Stalls(r.ids[p], 16); len(s) != 0 {
-		t.Fatalf("trailing hole reported as stalls: %v", s)
+	tail := revfs.Stall{Kind: revfs.StallTail, Off: 2 * 4096, Len: 5000 + 3*4096 - 2*4096, Device: -1}
+	if s := r.e.Stalls(id, 16); len(s) != 1 || s[0] != tail {
+		t.Fatalf("stalls %v, want only the tail %v", s, tail)
+	}
+	if r.e.AcceptAsFound(id, tail) {
+		t.Fatal("a tail taken as found")
+	}
+	r.wantCoherent(p, 5000, "a tail refused")
+	if s := r.e.Stalls(id, 0); s != nil {
+		t.Fatalf("Stalls with max 0 returned %v", s)
 	}
 }
