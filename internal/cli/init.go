@@ -42,7 +42,10 @@ Large images take a while: about 25 s and 18 GiB of written image for 1 TiB.
   ordered    (default) appends are sealed at the jbd2 commit plus a short margin
   journal    data=journal: sealed at the commit block, the tightest window
   writeback  sealed after a quiescence window with no writes to the file
-  none       no journal; sealed after the quiescence window
+  none       no journal; sealed after the quiescence window. A crash can leave a file's
+             size and its block map written apart; the host's e2fsck may then clear
+             blocks of the file, and clearing sealed ones is refused like any change
+             of sealed data: prefer a journal where crashes are likely
 
 --lost-after: when the host crashes between writing a file's new size and its data
 (no journal or data=writeback), the file reads old block contents or zeroes there after
