@@ -43,6 +43,11 @@ type WrittenSet struct {
 	dirty  map[uint64]bool
 	limit  uint64    // number of blocks in the filesystem; bits past it are ignored
 	epoch  *epochLog // changes since the last Sync, for a restart after a kill (nil: none)
+	// epochHeld: the last snapshot did not become durable (abandoned, or
+	// its write failed), so the epoch file holding its changes must not
+	// be reused yet: snapshots log on in the active file until one is
+	// written.
+	epochHeld bool
 }
 
 var _ revfs.BlockSet = (*WrittenSet)(nil)
@@ -274,10 +279,14 @@ func (s *WrittenSet) Snapshot() *MapSnapshot {
 		snap.idx = append(snap.idx, ci)
 	}
 	clear(s.dirty)
-	if s.epoch != nil {
+	if s.epoch != nil && !s.epochHeld {
 		// Changes from here on go to a fresh file; the one before it
 		// holds what this snapshot is about to make durable (the one
 		// before that, now emptied, what the last Write made durable).
+		// After a snapshot that did not become durable, the file it
+		// would reuse holds changes the map still lacks: the active file
+		// goes on instead (replaying a change the map already holds is
+		// harmless).
 		s.epoch.start()
 	}
 	return snap
@@ -293,6 +302,10 @@ func (snap *MapSnapshot) Write() error {
 	err := s.writeChunks(snap.idx, snap.buf)
 	if err != nil {
 		snap.redirty() // not durable: the next Sync writes these chunks again
+	} else {
+		s.mu.Lock()
+		s.epochHeld = false // everything the held epoch files log is durable now
+		s.mu.Unlock()
 	}
 	// A buffer grown for a burst of changes is not kept.
 	if cap(s.syncBuf) > 64*chunkBytes {
@@ -313,6 +326,9 @@ func (snap *MapSnapshot) redirty() {
 	s.mu.Lock()
 	for _, ci := range snap.idx {
 		s.dirty[ci] = true
+	}
+	if len(snap.idx) > 0 {
+		s.epochHeld = true // an empty snapshot started no epoch
 	}
 	s.mu.Unlock()
 }

@@ -27,7 +27,9 @@ import (
 // device is then more cautious, never less).
 //
 // Two files alternate: each Sync of the map starts a new generation in the
-// file before, whose changes the previous Sync made durable. A file starts
+// file before, whose changes the previous Sync made durable (after a Sync
+// that failed, the next ones log on in the active file until one succeeds:
+// the file before still holds changes the map lacks). A file starts
 // with a header (magic, generation, boot ID) and holds 16-byte records: the
 // first block (bit 63 set for a removal), the count, and the low 32 bits of
 // the generation. The file is not truncated when it is reused (a truncate

@@ -76,6 +76,47 @@ func TestWrittenSetEpochLogAfterKill(t *testing.T) {
 	wantBlocks(t, d, "after a reboot", []uint64{10, 200}, []uint64{300})
 }
 
+// A snapshot that never became durable (the image's flush failed, or the
+// map's write did) leaves its changes only in the epoch log: the next
+// snapshots must not reuse that file before one of them is written, or a
+// kill in between forgets blocks (and, worse, removals).
+func TestWrittenSetEpochLogAfterAbandon(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "written")
+	a := reopen(t, path, 1<<20)
+	a.Add(10, 1)
+	if err := a.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	a.Add(20, 1)
+	a.Remove(10, 1)
+	a.Snapshot().Abandon() // the image's flush failed
+	a.Add(30, 1)
+	a.Snapshot().Abandon()
+	a.Add(40, 1)
+	a.Snapshot() // killed before its write
+	b := reopen(t, path, 1<<20)
+	wantBlocks(t, b, "killed after two abandoned snapshots", []uint64{20, 30, 40}, []uint64{10})
+
+	// Once a snapshot is written, epochs alternate again.
+	b.Add(50, 1)
+	b.Snapshot().Abandon()
+	if err := b.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	gen := b.epoch.gen
+	b.Add(60, 1)
+	if err := b.Snapshot().Write(); err != nil {
+		t.Fatal(err)
+	}
+	b.Add(70, 1)
+	b.Snapshot() // killed before its write
+	if b.epoch.gen != gen+2 {
+		t.Fatalf("epoch generation %d after two snapshots that followed a written one, want %d: epochs no longer start", b.epoch.gen, gen+2)
+	}
+	c := reopen(t, path, 1<<20)
+	wantBlocks(t, c, "killed after two more snapshots", []uint64{20, 30, 40, 50, 60, 70}, []uint64{10})
+}
+
 // A record cut short by the kill, and a log full of noise, are harmless.
 func TestWrittenSetEpochLogDamaged(t *testing.T) {
 	dir := t.TempDir()
