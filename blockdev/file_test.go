@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -46,6 +47,63 @@ func TestFileRoundTrip(t *testing.T) {
 	}
 	if err := d.Flush(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Once the host flushes, writes of more than one block start their
+// writeback at once; smaller ones (metadata the host rewrites) wait for the
+// FLUSH; a backing file that refuses is not asked again, and the writes
+// themselves never fail for it.
+func TestFileStartsWritebackEarly(t *testing.T) {
+	d := newFile(t, 1<<20)
+	type call struct{ off, n int64 }
+	var calls []call
+	fail := false
+	real := startWriteback
+	startWriteback = func(f *os.File, off, n int64) error {
+		calls = append(calls, call{off, n})
+		if fail {
+			return errors.New("refused")
+		}
+		return nil
+	}
+	t.Cleanup(func() { startWriteback = real })
+	write := func(n int, off int64) {
+		t.Helper()
+		if _, err := d.WriteAt(bytes.Repeat([]byte{'x'}, n), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(64<<10, 8192)
+	if len(calls) != 0 {
+		t.Fatalf("writeback started for %v before any FLUSH: a host that never flushes is served by the page cache", calls)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	write(4096, 0)
+	write(64<<10, 8192)
+	write(100, 0)
+	if want := []call{{8192, 64 << 10}}; !slices.Equal(calls, want) {
+		t.Fatalf("writeback started for %v, want %v", calls, want)
+	}
+	d.lastFlush.Add(-int64(earlyWritebackWhile)) // the host stopped flushing
+	write(64<<10, 8192)
+	if len(calls) != 1 {
+		t.Fatalf("writeback started %d times: %s after the last FLUSH it is the page cache's again", len(calls), earlyWritebackWhile)
+	}
+	if err := d.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	fail = true
+	write(8192, 0)
+	write(8192, 65536)
+	if len(calls) != 2 {
+		t.Fatalf("writeback asked %d times, want 2: a refusing file is asked again", len(calls))
+	}
+	got := make([]byte, 8192)
+	if _, err := d.ReadAt(got, 65536); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{'x'}, 8192)) {
+		t.Fatalf("read back after a refused writeback: %v", err)
 	}
 }
 
