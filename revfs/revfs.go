@@ -183,7 +183,7 @@ func (k StallKind) Describe() string {
 	case StallHole:
 		return "a hole (reads as zeroes) with file data after it"
 	case StallTail:
-		return "the end of the file reads as zeroes (no data mapped up to its size): writeback still to come, or data the host lost in a crash"
+		return "the end of the file reads as zeroes (holes or unwritten extents up to its size): not written by the host yet, or data it lost in a crash"
 	}
 	return k.String()
 }
