@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/indelible-worm/indelible/internal/durable"
 )
 
 // File is a Device backed by a regular file (or a block device node).
@@ -30,6 +32,10 @@ type File struct {
 	lastFlush        atomic.Int64
 	noEarlyWriteback atomic.Bool
 }
+
+// startWriteback is durable.StartWriteback; a variable so that tests can
+// watch it.
+var startWriteback = durable.StartWriteback
 
 // A write larger than earlyWritebackOver, from a host that has asked for a
 // FLUSH within earlyWritebackWhile, has its writeback started at once (see

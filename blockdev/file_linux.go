@@ -11,13 +11,6 @@ var errUnsupported = errors.New("blockdev: operation not supported by the backin
 
 func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
 
-// startWriteback has the kernel start writing [off, off+length) of f to
-// its disk without waiting for it (sync_file_range SYNC_FILE_RANGE_WRITE):
-// nothing about durability changes. A variable so that tests can watch it.
-var startWriteback = func(f *os.File, off, length int64) error {
-	return unix.SyncFileRange(int(f.Fd()), off, length, unix.SYNC_FILE_RANGE_WRITE)
-}
-
 func punchHole(f *os.File, off, length int64) error {
 	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {

@@ -11,8 +11,6 @@ var errUnsupported = errors.New("blockdev: operation not supported on this syste
 
 func fdatasync(f *os.File) error { return f.Sync() }
 
-var startWriteback = func(f *os.File, off, length int64) error { return errUnsupported }
-
 func punchHole(f *os.File, off, length int64) error { return errUnsupported }
 func zeroRange(f *os.File, off, length int64) error { return errUnsupported }
 func probePunch(f *os.File, size int64) bool        { return false }

@@ -1,5 +1,5 @@
-// Package durable holds the one system call the device's own files need
-// for durability beyond os.File.Sync.
+// Package durable holds the system calls the device's own files need for
+// durability beyond os.File.Sync: fdatasync, and starting writeback early.
 package durable
 
 import "os"
@@ -11,3 +11,11 @@ import "os"
 // size committed, since fdatasync must flush what reading the data back
 // needs.
 func Datasync(f *os.File) error { return datasync(f) }
+
+// StartWriteback asks the kernel to start writing [off, off+n) of f to its
+// disk now (n = 0: to the end of the file) without waiting for it
+// (sync_file_range SYNC_FILE_RANGE_WRITE): a later Datasync, which is still
+// what makes the bytes durable, then finds them on their way. Nothing
+// about durability changes. Where the system has no such call it returns
+// errors.ErrUnsupported.
+func StartWriteback(f *os.File, off, n int64) error { return startWriteback(f, off, n) }

@@ -26,3 +26,12 @@ func datasync(f *os.File) error {
 	}
 	return nil
 }
+
+// startWriteback is on the device's write path: f.Fd, not SyscallConn (an
+// allocation per call). sync_file_range does not return EINTR.
+func startWriteback(f *os.File, off, n int64) error {
+	if err := unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+		return &os.PathError{Op: "sync_file_range", Path: f.Name(), Err: err}
+	}
+	return nil
+}

@@ -2,6 +2,11 @@
 
 package durable
 
-import "os"
+import (
+	"errors"
+	"os"
+)
 
 func datasync(f *os.File) error { return f.Sync() }
+
+func startWriteback(f *os.File, off, n int64) error { return errors.ErrUnsupported }
