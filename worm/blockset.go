@@ -280,9 +280,10 @@ func (s *WrittenSet) Snapshot() *MapSnapshot {
 	}
 	clear(s.dirty)
 	if s.epoch != nil && !s.epochHeld {
-		// Changes from here on go to a fresh file; the one before it
-		// holds what this snapshot is about to make durable (the one
-		// before that, now emptied, what the last Write made durable).
+		// Changes from here on go to the other file, under a new
+		// generation: the active one holds what this snapshot is about
+		// to make durable, and the file it reuses held what the last
+		// Write made durable.
 		// After a snapshot that did not become durable, the file it
 		// would reuse holds changes the map still lacks: the active file
 		// goes on instead (replaying a change the map already holds is

@@ -10,9 +10,7 @@ import (
 // Data the host lost: sealing a stalled range as found.
 //
 // A file's coherent prefix stops at a range the host has not written since
-// the metadata covering it arrived (zeroes at the very end of the file, a
-// StallTail range, are only shown in status: no appended data follows
-// them). After a crash of the host (or of the
+// the metadata covering it arrived. After a crash of the host (or of the
 // device, which forgets the writes of its last flush epoch) such a range
 // may never be written: the host reads what the device holds there and
 // appends after it. The engine reports these ranges (revfs.StallReporter);
@@ -20,7 +18,8 @@ import (
 // commit.lost_after, has the engine take it as found, seals it with the
 // rest, and records a lost-write notice in the sealed event log. A range
 // that changes (the host wrote part of it, the size or map moved) starts
-// its window again.
+// its window again. Zeroes at the very end of the file (a StallTail range)
+// are only shown in status: no appended data follows them.
 
 // maxWatchedStalls bounds how many stalled ranges of one file are watched.
 const maxWatchedStalls = 16
@@ -153,7 +152,7 @@ func (d *Device) noteLostWrite(id revfs.FileID, s revfs.Stall, stalled time.Dura
 
 // StallStatus is a stalled range in Status.
 type StallStatus struct {
-	Kind string `json:"kind"` // not-written, unwritten-extent, hole
+	Kind string `json:"kind"` // not-written, unwritten-extent, hole, tail
 	What string `json:"what"` // the kind in words
 	Off  int64  `json:"off"`  // file byte range
 	Len  int64  `json:"len"`
