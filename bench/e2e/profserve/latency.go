@@ -1,7 +1,6 @@
 package main
 
 import (
-	"io"
 	"time"
 
 	"github.com/indelible-worm/indelible/bench/internal/reqtime"
@@ -52,7 +51,3 @@ func (t *timedDevice) WriteZeroes(off, n int64, mayPunch bool) error {
 
 func (t *timedDevice) Size() int64  { return t.dev.Size() }
 func (t *timedDevice) Close() error { return t.dev.Close() }
-
-// report writes one line per kind of request: count, mean, p50, p90, p99
-// and the total time the device spent on them.
-func (t *timedDevice) report(w io.Writer) error { return t.times.Report(w, "") }

@@ -115,12 +115,13 @@ func run(cpu, mem, tr, record, latency string, blockRate int, args []string) (in
 	return code, nil
 }
 
+// writeReport writes the request-time table (bench/internal/reqtime) to path.
 func writeReport(path string, t *timedDevice) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := t.report(f); err != nil {
+	if err := t.times.Report(f, ""); err != nil {
 		f.Close()
 		return err
 	}
