@@ -133,7 +133,7 @@ func (d *File) Flush() error {
 		return nil
 	}
 	d.lastFlush.Store(time.Now().UnixNano())
-	return mapErr(fdatasync(d.f))
+	return mapErr(durable.Datasync(d.f))
 }
 
 // Trim deallocates the range where the filesystem can; otherwise it is a no-op,

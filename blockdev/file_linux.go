@@ -9,8 +9,6 @@ import (
 
 var errUnsupported = errors.New("blockdev: operation not supported by the backing file")
 
-func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
-
 func punchHole(f *os.File, off, length int64) error {
 	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {

@@ -9,8 +9,6 @@ import (
 
 var errUnsupported = errors.New("blockdev: operation not supported on this system")
 
-func fdatasync(f *os.File) error { return f.Sync() }
-
 func punchHole(f *os.File, off, length int64) error { return errUnsupported }
 func zeroRange(f *os.File, off, length int64) error { return errUnsupported }
 func probePunch(f *os.File, size int64) bool        { return false }
