@@ -26,11 +26,10 @@ type File struct {
 	canPunch     bool
 	canZeroRange atomic.Bool
 
-	// lastFlush is when Flush last ran (UnixNano), and noEarlyWriteback
-	// is set once the backing file refuses to start writeback on request
-	// (see WriteAt).
-	lastFlush        atomic.Int64
-	noEarlyWriteback atomic.Bool
+	// lastFlush is when Flush last ran (UnixNano); wb starts the
+	// writeback of large writes early (see WriteAt), nil when read-only.
+	lastFlush atomic.Int64
+	wb        *writeback
 }
 
 // startWriteback is durable.StartWriteback; a variable so that tests can
@@ -71,6 +70,7 @@ func OpenFile(path string, readOnly bool) (*File, error) {
 	d := &File{f: f, size: size, readOnly: readOnly}
 	if !readOnly {
 		d.canPunch = probePunch(f, size)
+		d.wb = newWriteback(f)
 	}
 	return d, nil
 }
@@ -104,16 +104,15 @@ func (d *File) WriteAt(p []byte, off int64) (int, error) {
 		return 0, ErrOutOfRange
 	}
 	n, err := d.f.WriteAt(p, off)
-	if err == nil && len(p) > earlyWritebackOver && !d.noEarlyWriteback.Load() &&
+	if err == nil && len(p) > earlyWritebackOver &&
 		time.Now().UnixNano()-d.lastFlush.Load() < int64(earlyWritebackWhile) {
 		// The host's next FLUSH must make these bytes durable, and its
 		// fdatasync would otherwise start writing them only then, with
 		// the host waiting (an fsync on the host waits for that FLUSH).
 		// Started now, the FLUSH mostly waits for writes already under
-		// way (about half the FLUSH time, docs/BENCHMARKS.md).
-		if werr := startWriteback(d.f, off, int64(len(p))); werr != nil {
-			d.noEarlyWriteback.Store(true) // a hint only: never an error
-		}
+		// way (about half the FLUSH time, docs/BENCHMARKS.md); started
+		// by another goroutine, the request does not wait for it either.
+		d.wb.start(off, int64(len(p)))
 	}
 	return n, mapErr(err)
 }
@@ -190,8 +189,14 @@ func (d *File) CanZeroFast(off, length int64, mayPunch bool) bool {
 	return mayPunch && d.canPunch || d.canZeroRange.Load()
 }
 
-// Close closes the file.
-func (d *File) Close() error { return d.f.Close() }
+// Close closes the file, once the writeback it started early has been
+// handed to the kernel.
+func (d *File) Close() error {
+	if d.wb != nil {
+		d.wb.stop()
+	}
+	return d.f.Close()
+}
 
 // Fd exposes the descriptor for transports that need it (FUSE passthrough).
 func (d *File) Fd() uintptr { return d.f.Fd() }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 )
 
@@ -52,31 +53,50 @@ func TestFileRoundTrip(t *testing.T) {
 
 // Once the host flushes, writes of more than one block start their
 // writeback at once; smaller ones (metadata the host rewrites) wait for the
-// FLUSH; a backing file that refuses is not asked again, and the writes
-// themselves never fail for it.
+// FLUSH, off the request path and merged where they touch; a backing file
+// that refuses is not asked again, and the writes themselves never fail for
+// it.
 func TestFileStartsWritebackEarly(t *testing.T) {
-	d := newFile(t, 1<<20)
 	type call struct{ off, n int64 }
+	var mu sync.Mutex
 	var calls []call
 	fail := false
+	// While hold is set, the hook tells entered it was called, then waits
+	// for hold to close.
+	var hold, entered chan struct{}
 	real := startWriteback
 	startWriteback = func(f *os.File, off, n int64) error {
+		mu.Lock()
 		calls = append(calls, call{off, n})
+		h, e, err := hold, entered, error(nil)
 		if fail {
-			return errors.New("refused")
+			err = errors.New("refused")
 		}
-		return nil
+		mu.Unlock()
+		if h != nil {
+			e <- struct{}{}
+			<-h
+		}
+		return err
 	}
 	t.Cleanup(func() { startWriteback = real })
+	d := newFile(t, 1<<20)
 	write := func(n int, off int64) {
 		t.Helper()
 		if _, err := d.WriteAt(bytes.Repeat([]byte{'x'}, n), off); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// got waits until every range queued so far has been handed over.
+	got := func() []call {
+		d.wb.settle()
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(calls)
+	}
 	write(64<<10, 8192)
-	if len(calls) != 0 {
-		t.Fatalf("writeback started for %v before any FLUSH: a host that never flushes is served by the page cache", calls)
+	if c := got(); len(c) != 0 {
+		t.Fatalf("writeback started for %v before any FLUSH: a host that never flushes is served by the page cache", c)
 	}
 	if err := d.Flush(); err != nil {
 		t.Fatal(err)
@@ -84,26 +104,58 @@ func TestFileStartsWritebackEarly(t *testing.T) {
 	write(4096, 0)
 	write(64<<10, 8192)
 	write(100, 0)
-	if want := []call{{8192, 64 << 10}}; !slices.Equal(calls, want) {
-		t.Fatalf("writeback started for %v, want %v", calls, want)
+	if c, want := got(), []call{{8192, 64 << 10}}; !slices.Equal(c, want) {
+		t.Fatalf("writeback started for %v, want %v", c, want)
 	}
+	// Ranges queued while the goroutine is busy are merged where they
+	// touch, and the request never waits for it.
+	h := make(chan struct{})
+	mu.Lock()
+	hold, entered = h, make(chan struct{})
+	mu.Unlock()
+	write(8192, 12*65536)
+	<-entered
+	mu.Lock()
+	hold = nil
+	mu.Unlock()
+	write(8192, 3*65536)
+	write(8192, 3*65536+8192)
+	write(16384, 3*65536-16384)
+	write(8192, 6*65536)
+	close(h)
+	want := []call{{8192, 64 << 10}, {12 * 65536, 8192}, {3*65536 - 16384, 32768}, {6 * 65536, 8192}}
+	if c := got(); !slices.Equal(c, want) {
+		t.Fatalf("writeback started for %v, want %v", c, want)
+	}
+	n := len(got())
 	d.lastFlush.Add(-int64(earlyWritebackWhile)) // the host stopped flushing
 	write(64<<10, 8192)
-	if len(calls) != 1 {
-		t.Fatalf("writeback started %d times: %s after the last FLUSH it is the page cache's again", len(calls), earlyWritebackWhile)
+	if c := got(); len(c) != n {
+		t.Fatalf("writeback started %d times, want %d: %s after the last FLUSH it is the page cache's again", len(c), n, earlyWritebackWhile)
 	}
 	if err := d.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	mu.Lock()
 	fail = true
+	mu.Unlock()
 	write(8192, 0)
+	got()
 	write(8192, 65536)
-	if len(calls) != 2 {
-		t.Fatalf("writeback asked %d times, want 2: a refusing file is asked again", len(calls))
+	if c := got(); len(c) != n+1 {
+		t.Fatalf("writeback asked %d times, want %d: a refusing file is asked again", len(c), n+1)
 	}
-	got := make([]byte, 8192)
-	if _, err := d.ReadAt(got, 65536); err != nil || !bytes.Equal(got, bytes.Repeat([]byte{'x'}, 8192)) {
+	back := make([]byte, 8192)
+	if _, err := d.ReadAt(back, 65536); err != nil || !bytes.Equal(back, bytes.Repeat([]byte{'x'}, 8192)) {
 		t.Fatalf("read back after a refused writeback: %v", err)
+	}
+}
+
+func TestMergeRanges(t *testing.T) {
+	in := []wbRange{{off: 100, n: 10}, {off: 0, n: 50}, {off: 50, n: 10}, {off: 105, n: 2}, {off: 200, n: 1}, {off: 10, n: 5}}
+	want := []wbRange{{off: 0, n: 60}, {off: 100, n: 10}, {off: 200, n: 1}}
+	if got := mergeRanges(in); !slices.Equal(got, want) {
+		t.Fatalf("mergeRanges = %v, want %v", got, want)
 	}
 }
 

@@ -23,6 +23,9 @@
 #   TRACE=0            with PROFILE=1: the profiled run also records the host's requests
 #                      ($OUT/MODE.trace, about the appended volume) and keeps the device
 #                      directory it started from ($OUT/tpl-MODE), for bench/replay
+#   PERF=0             1: every run's workload is recorded machine-wide by `perf record -a -g`
+#                      ($OUT/perf-SERVER-MODE-REP.data; `perf report -i FILE --sort comm`
+#                      shows where the whole machine's CPU went: server, host kernel, writeback)
 #   OUT=/var/tmp/indelible-e2e-out   where profiles and logs are kept
 #   SRC=.              source tree the binaries are built from (a snapshot, while
 #                      the working tree is mid-edit)
@@ -207,7 +210,11 @@ one_run() {
 	local busy0 cpu0
 	busy0=$(cpu_busy)
 	cpu0=$(proc_cpu "$pid")
-	line=$("$work/appender" "${args[@]}")
+	local perf=()
+	if [[ ${PERF:-0} == 1 ]]; then
+		perf=(perf record -q -a -g -o "$OUT/perf-$server-$mode-$rep.data" --)
+	fi
+	line=$("${perf[@]}" "$work/appender" "${args[@]}")
 	line+=" srv_cpu_s=$(python3 -c "print('%.2f' % (($(proc_cpu "$pid") - $cpu0) / $(getconf CLK_TCK)))")"
 	line+=" busy_cpu_s=$(python3 -c "print('%.2f' % (($(cpu_busy) - $busy0) / $(getconf CLK_TCK)))")"
 	if [[ $server == indelible ]]; then
