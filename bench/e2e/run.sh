@@ -23,6 +23,9 @@
 #   TRACE=0            with PROFILE=1: the profiled run also records the host's requests
 #                      ($OUT/MODE.trace, about the appended volume) and keeps the device
 #                      directory it started from ($OUT/tpl-MODE), for bench/replay
+#   STATS=0            1: nbdkit runs with its stats filter, which writes the total time it took
+#                      per kind of request to $OUT/nbdkit-stats-MODE-REP.txt: the anchor's side
+#                      of the profiled run's per-request table (PROFILE=1)
 #   PERF=0             1: every run's workload is recorded machine-wide by `perf record -a -g`
 #                      ($OUT/perf-SERVER-MODE-REP.data; `perf report -i FILE --sort comm`
 #                      shows where the whole machine's CPU went: server, host kernel, writeback)
@@ -196,7 +199,13 @@ one_run() {
 		wait_nbd "nbd+unix:///?socket=$sock"
 	else
 		cp --sparse=always "$work/tpl-$mode/image.ext4" "$d/image.ext4"
-		nbdkit -f --unix "$sock" file "$d/image.ext4" >"$d/nbdkit.log" 2>&1 &
+		local stats=()
+		if [[ ${STATS:-0} == 1 ]]; then
+			stats=(--filter=stats file "$d/image.ext4" statsfile="$OUT/nbdkit-stats-$mode-$rep.txt")
+		else
+			stats=(file "$d/image.ext4")
+		fi
+		nbdkit -f --unix "$sock" "${stats[@]}" >"$d/nbdkit.log" 2>&1 &
 		local pid=$!
 		push_undo "stop_pid $pid"
 		wait_nbd "nbd+unix:///?socket=$sock"

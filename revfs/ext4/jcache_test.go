@@ -193,3 +193,25 @@ func TestUnchangedInodeKeepsView(t *testing.T) {
 		t.Fatalf("truncate of %s next to an unchanged record: %v", big, vs)
 	}
 }
+
+// Blocks carved from one chunk are copies, each on its own: changing the
+// source or appending to one never shows in another.
+func TestCloneBlockCopiesApart(t *testing.T) {
+	j := &journal{}
+	src := bytes.Repeat([]byte{1}, 4096)
+	var got [][]byte
+	for i := range cacheChunkBlocks + 2 { // crosses into a second chunk
+		src[0] = byte(i)
+		got = append(got, j.cloneBlock(src))
+	}
+	src[1] = 9
+	_ = append(got[0], 7, 7, 7) // must not write into got[1]
+	for i, b := range got {
+		if len(b) != 4096 || cap(b) != 4096 || b[0] != byte(i) || b[1] != 1 {
+			t.Fatalf("block %d: len %d cap %d, starts % x", i, len(b), cap(b), b[:2])
+		}
+	}
+	if j.cloneBlock(nil) != nil {
+		t.Fatal("an empty block is cached as something")
+	}
+}

@@ -48,6 +48,7 @@ type journal struct {
 	cacheQ    []cacheRef // the order blocks were cached in (jcache.go)
 	cacheHead int        // cacheQ[:cacheHead] are consumed
 	cacheN    uint64     // the last generation given
+	chunk     []byte     // where the next cached block is carved from (cloneBlock)
 	// pending is set while a commit block the host wrote has not been
 	// applied (its transaction was incomplete or not found from the
 	// expected position): catchUp then has work to do at the next flush.
@@ -199,7 +200,7 @@ func (j *journal) readCopy(c journalCopy) ([]byte, error) {
 // remember caches the bytes the host wrote to journal block jb (see
 // journal.cache).
 func (j *journal) remember(jb uint32, nb []byte) {
-	j.cachePut(jb, bytes.Clone(nb))
+	j.cachePut(jb, j.cloneBlock(nb))
 }
 
 // needed reports whether a cached journal block may still be read: it was
