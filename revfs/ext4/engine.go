@@ -61,8 +61,12 @@ type Engine struct {
 	roles   map[uint64][]role
 	data    []dataSpan // protected files' mapped blocks, by physical start
 	dataEnd []uint64   // running maximum of data span ends
-	watched []span     // every watched block range, sorted, merged
-	dirty   bool
+	// dataRuns and dataSpare are reindex's scratch: where each file's
+	// spans start in data, and the buffer its merge sort writes to.
+	dataRuns  []int
+	dataSpare []dataSpan
+	watched   []span // every watched block range, sorted, merged
+	dirty     bool
 	// the part of the indexes that never changes, built once (index.go)
 	staticRoles map[uint64][]role // superblock, descriptors, bitmaps
 	staticSpans []span            // their blocks and the journal's, sorted, merged

@@ -77,6 +77,7 @@ func (e *Engine) reindex() {
 		dyn = append(dyn, b)
 	}
 	data := e.data[:0]
+	runs := e.dataRuns[:0] // where each file's spans start in data
 	for _, list := range [][]*tracked{e.files, e.dirs} {
 		for _, t := range list {
 			add(t.inoBlock, role{kind: roleInodeTable, owner: t})
@@ -89,13 +90,15 @@ func (e *Engine) reindex() {
 				}
 				continue
 			}
+			runs = append(runs, len(data))
 			for _, m := range t.view.maps {
 				data = append(data, dataSpan{phys: m.Physical, n: m.Len, logical: m.Logical, unwritten: m.Unwritten, file: t})
 			}
 		}
 	}
 	e.dynBlocks = dyn
-	slices.SortFunc(data, func(a, b dataSpan) int { return cmp.Compare(a.phys, b.phys) })
+	e.dataRuns = runs
+	data, e.dataSpare = sortDataSpans(data, runs, e.dataSpare)
 	e.data = data
 	if cap(e.dataEnd) < len(data) {
 		e.dataEnd = make([]uint64, len(data))
@@ -108,15 +111,18 @@ func (e *Engine) reindex() {
 		}
 	}
 
-	spans := make([]span, 0, len(dyn)+len(data))
+	// The watched spans: the static ones, the tracked metadata blocks
+	// (few: sorted here) and the data spans (sorted above), merged.
+	meta := make([]span, 0, len(dyn))
 	for _, b := range dyn {
-		spans = append(spans, span{b, b + 1})
+		meta = append(meta, span{b, b + 1})
 	}
+	slices.SortFunc(meta, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	dataSpans := make([]span, 0, len(data))
 	for _, d := range data {
-		spans = append(spans, span{d.phys, d.phys + d.n})
+		dataSpans = append(dataSpans, span{d.phys, d.phys + d.n})
 	}
-	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
-	e.watched = mergeSpans(e.watched[:0], e.staticSpans, spans)
+	e.watched = mergeSpans(e.watched[:0], e.staticSpans, mergeSpans(nil, meta, dataSpans))
 
 	// Drop held versions of blocks no tracked inode refers to any more.
 	// meta holds no bitmaps: a sweep costs the tracked blocks and the
@@ -133,6 +139,64 @@ func (e *Engine) reindex() {
 			delete(e.homeWrote, b)
 		}
 	}
+}
+
+// sortDataSpans sorts data by physical block. The spans come as runs, one
+// per file (runs holds where each starts), each in logical order, which is
+// nearly always physical order too: a reindex follows every applied jbd2
+// transaction, and sorting the whole list each time was most of its cost.
+// Each run is sorted on its own only if it is not already, then the runs
+// are merged pairwise, through spare (returned for reuse).
+func sortDataSpans(data []dataSpan, runs []int, spare []dataSpan) ([]dataSpan, []dataSpan) {
+	byPhys := func(a, b dataSpan) int { return cmp.Compare(a.phys, b.phys) }
+	bounds := make([]int, 0, len(runs)+1)
+	for i, start := range runs {
+		end := len(data)
+		if i+1 < len(runs) {
+			end = runs[i+1]
+		}
+		if start == end {
+			continue
+		}
+		if r := data[start:end]; !slices.IsSortedFunc(r, byPhys) {
+			slices.SortFunc(r, byPhys)
+		}
+		bounds = append(bounds, start)
+	}
+	bounds = append(bounds, len(data))
+	if cap(spare) < len(data) {
+		spare = make([]dataSpan, len(data))
+	}
+	spare = spare[:len(data)]
+	src, dst := data, spare
+	for len(bounds) > 2 {
+		next := bounds[:0:0]
+		for i := 0; i+1 < len(bounds); i += 2 {
+			lo, mid := bounds[i], bounds[i+1]
+			hi := mid
+			if i+2 < len(bounds) {
+				hi = bounds[i+2]
+			}
+			a, b, k := lo, mid, lo
+			for a < mid && b < hi {
+				if src[b].phys < src[a].phys {
+					dst[k] = src[b]
+					b++
+				} else {
+					dst[k] = src[a]
+					a++
+				}
+				k++
+			}
+			k += copy(dst[k:], src[a:mid])
+			copy(dst[k:], src[b:hi])
+			next = append(next, lo)
+		}
+		next = append(next, len(data))
+		bounds = next
+		src, dst = dst, src
+	}
+	return src, dst
 }
 
 // buildStatic builds the roles that never change: the primary superblock,
