@@ -9,10 +9,12 @@ import (
 // maxSealChunk bounds how much of one file a single scheduler pass reads and
 // seals, and maxPassBytes how much of all files together, so memory stays
 // bounded (a few MiB, reused from pass to pass) when a large backlog becomes
-// coherent at once; a pass that hits a bound wakes the scheduler again.
-const (
-	maxSealChunk = 4 << 20
-	maxPassBytes = 8 << 20
+// coherent at once; a pass that hits a bound wakes the scheduler again, and
+// the next batch starts as soon as this one is done. Variables so that
+// tests can make a backlog out of a few bytes.
+var (
+	maxSealChunk int64 = 4 << 20
+	maxPassBytes int64 = 8 << 20
 )
 
 // sealJob is a coherent range handed from the engine to the store.
@@ -94,7 +96,10 @@ func (d *Device) scheduler(tick time.Duration) {
 			}
 		}
 		take := sealed == nil
-		if take {
+		// Bytes a bounded pass had to leave behind were ready at the last
+		// batch: they go as soon as it is done, not an interval later (a
+		// backlog waiting for the gate would only grow).
+		if take && !d.backlog {
 			if wait := d.cfg.Commit.SealInterval.Duration - time.Since(lastBatch); wait > 0 {
 				take = false
 				gate.Reset(wait)
@@ -205,6 +210,9 @@ func (d *Device) pass(retry []sealJob, take bool) []sealJob {
 	now := d.now()
 	more := false // coherent bytes left behind: look again at once
 	full := false // the slab is used up: take no more jobs
+	if take {
+		d.backlog = false
+	}
 	d.mu.Lock()
 	d.nextDue = time.Time{}
 	files := d.eng.Files()
@@ -233,6 +241,7 @@ func (d *Device) pass(retry []sealJob, take bool) []sealJob {
 			n = min(n, int64(len(slab)))
 			if n == 0 {
 				more, full = true, true
+				d.backlog = true
 				d.nextFile = i
 				continue
 			}
@@ -249,7 +258,10 @@ func (d *Device) pass(retry []sealJob, take bool) []sealJob {
 		}
 		d.eng.SetCommitted(st.ID, base+n)
 		d.handed[st.ID] = base + n
-		more = more || base+n < limit
+		if base+n < limit {
+			more = true
+			d.backlog = true
+		}
 		jobs = append(jobs, sealJob{id: st.ID, path: d.paths[st.ID], off: base, data: buf})
 	}
 	d.mu.Unlock()

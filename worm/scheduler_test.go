@@ -160,6 +160,25 @@ func TestSealInterval(t *testing.T) {
 	}
 }
 
+// A pass bounded by the read buffer leaves ready bytes behind; they are
+// sealed as soon as its batch is done, not a seal interval later.
+func TestSealBacklogSkipsInterval(t *testing.T) {
+	chunk, pass := maxSealChunk, maxPassBytes
+	maxSealChunk, maxPassBytes = 8, 8
+	t.Cleanup(func() { maxSealChunk, maxPassBytes = chunk, pass })
+	const interval = 400 * time.Millisecond
+	r := newRigWith(t, ResponseReadOnly, nil, func(c *Config) { c.Commit.SealInterval.Duration = interval })
+	r.dev.mu.Lock()
+	r.eng.journalled, r.eng.dataJournal = true, true // sealed as soon as coherent
+	r.dev.mu.Unlock()
+	start := time.Now()
+	r.appendBytes(t, []byte("0123456789abcdefghijklmnopqrstuvwxyz\n")) // five passes' worth
+	waitSealed(t, r, 37)
+	if took := time.Since(start); took >= interval {
+		t.Fatalf("a backlog of five bounded passes took %v to seal: it waited for the %v interval", took, interval)
+	}
+}
+
 // A seal interval over a second is refused: it would dominate every mode's
 // seal lag.
 func TestSealIntervalBound(t *testing.T) {

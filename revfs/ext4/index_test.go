@@ -55,3 +55,26 @@ func TestSortDataSpans(t *testing.T) {
 		}
 	}
 }
+
+// recordingSet records the calls made to a revfs.BlockSet.
+type recordingSet struct{ adds [][2]uint64 }
+
+func (s *recordingSet) Add(first, n uint64)           { s.adds = append(s.adds, [2]uint64{first, n}) }
+func (s *recordingSet) Remove(first, n uint64)        {}
+func (s *recordingSet) Contains(first, n uint64) bool { return false }
+
+// addBlockRuns adds each run of consecutive blocks once, whatever the
+// order and repeats it is given them in.
+func TestAddBlockRuns(t *testing.T) {
+	var s recordingSet
+	addBlockRuns(&s, []uint64{12, 10, 11, 11, 20, 5, 21, 13, 40})
+	want := [][2]uint64{{5, 1}, {10, 4}, {20, 2}, {40, 1}}
+	if !slices.Equal(s.adds, want) {
+		t.Fatalf("adds %v, want %v", s.adds, want)
+	}
+	s.adds = nil
+	addBlockRuns(&s, nil)
+	if len(s.adds) != 0 {
+		t.Fatalf("adds %v for no blocks", s.adds)
+	}
+}

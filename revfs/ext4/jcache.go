@@ -76,12 +76,13 @@ func (j *journal) cacheReset() {
 	j.cacheQ, j.cacheHead = j.cacheQ[:0], 0
 }
 
-// cacheChunkBlocks is how many cached blocks share one allocation. In
-// data=journal every appended byte is cached once, and allocating each
-// 4 KiB block on its own cost more than the copy (bench/replay). A chunk
-// is freed once none of its blocks is referenced; a block the model keeps
-// longer (a held metadata version) keeps its chunk alive, which the small
-// number of such blocks bounds.
+// cacheChunkBlocks is how many copied journal blocks (cached ones, and
+// readJ's copies of blocks in the request being checked) share one
+// allocation. In data=journal every appended byte is cached once, and
+// allocating each 4 KiB block on its own cost more than the copy
+// (bench/replay). A chunk is freed once none of its blocks is referenced;
+// a block the model keeps longer (a held metadata version) keeps its chunk
+// alive, which the small number of such blocks bounds.
 const cacheChunkBlocks = 16
 
 // cloneBlock returns a copy of b carved from the current chunk, with its

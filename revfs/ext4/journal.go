@@ -175,7 +175,7 @@ func (j *journal) readJ(jb uint32, w *hostWrite) ([]byte, error) {
 		return nil, fmt.Errorf("ext4: journal block %d is not mapped", jb)
 	}
 	if w != nil && w.has(pb) {
-		return bytes.Clone(w.block(pb)), nil
+		return j.cloneBlock(w.block(pb)), nil
 	}
 	if c, ok := j.cache[jb]; ok {
 		return c.b, nil
@@ -602,6 +602,7 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 	e.seq++
 	e.applyChange(chg, res, touched)
 	e.reindex()
+	var homes []uint64 // protected data blocks whose copies now count as written
 	for _, tx := range txs {
 		for _, r := range tx.Revoked {
 			if c, ok := e.overlay[r]; ok && !tidBefore(tx.Sequence, c.seq) {
@@ -619,14 +620,31 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 			}
 			e.overlay[lb.Home] = journalCopy{jblock: lb.JBlock, escaped: lb.Escaped, seq: tx.Sequence}
 			j.copyOf[lb.JBlock] = lb.Home
-			e.written.Add(lb.Home, 1)
+			homes = append(homes, lb.Home)
 			for _, d := range ds {
 				d.file.dataJournalled = true
 				touched[d.file] = true
 			}
 		}
 	}
+	addBlockRuns(e.written, homes)
 	j.consume(txs)
+}
+
+// addBlockRuns adds blocks to the written set one run of consecutive
+// blocks at a time: each Add is also a record in the device's epoch log
+// (a system call), and a data=journal transaction carries its files'
+// blocks in runs. blocks is sorted in place.
+func addBlockRuns(set revfs.BlockSet, blocks []uint64) {
+	slices.Sort(blocks)
+	for i := 0; i < len(blocks); {
+		k := i + 1
+		for k < len(blocks) && blocks[k] <= blocks[k-1]+1 {
+			k++
+		}
+		set.Add(blocks[i], blocks[k-1]-blocks[i]+1)
+		i = k
+	}
 }
 
 // reused handles a write over a journal block that still holds the only
