@@ -172,6 +172,11 @@ func (k StallKind) String() string {
 	return fmt.Sprintf("stall(%d)", int(k))
 }
 
+// TakenAsFound reports whether a range of this kind is ever taken as
+// found after commit.lost_after: every kind but StallTail, after which
+// nothing the host appended waits.
+func (k StallKind) TakenAsFound() bool { return k != StallTail }
+
 // Describe says in words what such a range is, for people (status, the
 // lost-write notice).
 func (k StallKind) Describe() string {

@@ -89,9 +89,9 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 			}
 		}
 		stalled := now.Sub(mark.since)
-		if s.Kind == revfs.StallTail {
-			// Shown in status only: never taken, nothing to warn about
-			// (no data the host appended waits behind it).
+		if !s.Kind.TakenAsFound() {
+			// A tail: shown in status only, nothing to warn about (no
+			// data the host appended waits behind it).
 			marks = append(marks, mark)
 			continue
 		}
@@ -119,8 +119,8 @@ func (d *Device) stallDue(w *stallWatch, window time.Duration) {
 		return // nothing is taken: no reason to wake up for it
 	}
 	for _, m := range w.marks {
-		if m.s.Kind == revfs.StallTail {
-			continue // never taken: no window ends
+		if !m.s.Kind.TakenAsFound() {
+			continue // no window ends
 		}
 		at := m.since.Add(window)
 		if at.Before(w.checked.Add(stallCheckEvery)) {

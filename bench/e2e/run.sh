@@ -269,6 +269,10 @@ for mode in $MODES; do
 			echo "  $mode profiled run, time the device took per request ($OUT/serve-$mode.latency):" | tee -a "$OUT/summary.txt" >&2
 			sed 's/^/    /' "$OUT/serve-$mode.latency" | tee -a "$OUT/summary.txt" >&2
 		fi
+		if [[ ${STATS:-0} == 1 && -s "$OUT/nbdkit-stats-$mode-1.txt" ]]; then
+			echo "  $mode nbdkit run 1, time nbdkit took per kind of request (its stats filter):" | tee -a "$OUT/summary.txt" >&2
+			grep -E '^(read|write|flush|trim|zero):' "$OUT/nbdkit-stats-$mode-1.txt" | cut -d, -f1-2 | sed 's/^/    /' | tee -a "$OUT/summary.txt" >&2
+		fi
 		if [[ ${TRACE:-0} == 1 ]]; then
 			rm -rf "$OUT/tpl-$mode"
 			cp -a --sparse=always "$work/tpl-$mode" "$OUT/tpl-$mode"

@@ -108,7 +108,7 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 // writes them, which after sealing is a change of committed data.
 func (e *Engine) AcceptAsFound(id revfs.FileID, s revfs.Stall) bool {
 	f := e.file(id)
-	if f == nil || s.Kind == revfs.StallTail || s.Off < 0 || s.Len <= 0 || s.Off%e.bs != 0 {
+	if f == nil || !s.Kind.TakenAsFound() || s.Off < 0 || s.Len <= 0 || s.Off%e.bs != 0 {
 		return false
 	}
 	got := e.stallsFrom(f, uint64(s.Off/e.bs), 1)

@@ -1,5 +1,7 @@
 package ext4
 
+import "bytes"
+
 // The journal cache (journal.cache) holds the bytes the host last wrote to
 // journal blocks, up to maxJournalCache bytes. When it is full, the blocks
 // cached longest ago go first: the engine reads a transaction's blocks soon
@@ -76,27 +78,39 @@ func (j *journal) cacheReset() {
 	j.cacheQ, j.cacheHead = j.cacheQ[:0], 0
 }
 
-// cacheChunkBlocks is how many copied journal blocks (cached ones, and
-// readJ's copies of blocks in the request being checked) share one
-// allocation. In data=journal every appended byte is cached once, and
-// allocating each 4 KiB block on its own cost more than the copy
-// (bench/replay). A chunk is freed once none of its blocks is referenced;
-// a block the model keeps longer (a held metadata version) keeps its chunk
-// alive, which the small number of such blocks bounds.
-const cacheChunkBlocks = 16
+// cacheGroupBlocks is how many consecutive blocks of a host write the
+// journal cache copies with one allocation. In data=journal every appended
+// byte is cached once, and allocating each 4 KiB block on its own cost more
+// than the copy (bench/replay). A group is freed once none of its blocks is
+// referenced; a block the model keeps longer (a held metadata version)
+// keeps its group alive, which the small number of such blocks bounds.
+const cacheGroupBlocks = 16
 
-// cloneBlock returns a copy of b carved from the current chunk, with its
-// capacity capped so that nothing appended to it reaches a neighbour.
-func (j *journal) cloneBlock(b []byte) []byte {
-	n := len(b)
-	if n == 0 {
-		return nil
+// groupCopier copies the blocks of one host write for the journal cache, a
+// group of consecutive blocks at a time (bytes.Clone: the copy is not
+// zeroed first, as a fresh allocation would be). Blocks are asked for in
+// increasing order.
+type groupCopier struct {
+	w     *hostWrite
+	group []byte // copy of blocks [from, from+n) of w
+	from  uint64
+	n     uint64
+}
+
+// block returns a copy of block pb as w leaves it, with its capacity
+// capped so that nothing appended to it reaches a neighbour.
+func (c *groupCopier) block(pb uint64) []byte {
+	bs := c.w.e.bs
+	if pb >= c.from && pb < c.from+c.n {
+		i := int64(pb-c.from) * bs
+		return c.group[i : i+bs : i+bs]
 	}
-	if len(j.chunk) < n {
-		j.chunk = make([]byte, cacheChunkBlocks*n)
+	s := int64(pb) * bs
+	if s < c.w.off || s+bs > c.w.end {
+		return bytes.Clone(c.w.block(pb)) // a block the write covers in part
 	}
-	c := j.chunk[:n:n]
-	j.chunk = j.chunk[n:]
-	copy(c, b)
-	return c
+	n := min(cacheGroupBlocks, (c.w.end-s)/bs)
+	c.group = bytes.Clone(c.w.p[s-c.w.off : s-c.w.off+n*bs])
+	c.from, c.n = pb, uint64(n)
+	return c.group[:bs:bs]
 }

@@ -48,7 +48,6 @@ type journal struct {
 	cacheQ    []cacheRef // the order blocks were cached in (jcache.go)
 	cacheHead int        // cacheQ[:cacheHead] are consumed
 	cacheN    uint64     // the last generation given
-	chunk     []byte     // where the next cached block is carved from (cloneBlock)
 	// pending is set while a commit block the host wrote has not been
 	// applied (its transaction was incomplete or not found from the
 	// expected position): catchUp then has work to do at the next flush.
@@ -175,7 +174,7 @@ func (j *journal) readJ(jb uint32, w *hostWrite) ([]byte, error) {
 		return nil, fmt.Errorf("ext4: journal block %d is not mapped", jb)
 	}
 	if w != nil && w.has(pb) {
-		return j.cloneBlock(w.block(pb)), nil
+		return bytes.Clone(w.block(pb)), nil
 	}
 	if c, ok := j.cache[jb]; ok {
 		return c.b, nil
@@ -197,10 +196,10 @@ func (j *journal) readCopy(c journalCopy) ([]byte, error) {
 	return b, nil
 }
 
-// remember caches the bytes the host wrote to journal block jb (see
-// journal.cache).
-func (j *journal) remember(jb uint32, nb []byte) {
-	j.cachePut(jb, j.cloneBlock(nb))
+// remember caches b, a copy of the bytes the host wrote to journal block jb
+// (see journal.cache).
+func (j *journal) remember(jb uint32, b []byte) {
+	j.cachePut(jb, b)
 }
 
 // needed reports whether a cached journal block may still be read: it was
@@ -259,6 +258,7 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 		seq uint32
 	}
 	var commits []commit
+	copies := groupCopier{w: w}
 	for pb := max(w.first, j.byPhys[i].Physical); pb <= w.last; pb++ {
 		jb, ok := j.jblockOf(pb)
 		if !ok {
@@ -268,7 +268,7 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 		if apply {
 			j.wrote[jb] = writeMark{e.seq, e.epoch}
 			j.reused(jb, touched)
-			j.remember(jb, nb)
+			j.remember(jb, copies.block(pb))
 		}
 		if jb == 0 {
 			vs = append(vs, j.superblock(nb, pb, w, apply)...)
