@@ -44,8 +44,10 @@
 # (DIR/store/<path>) polled every 1 ms. indelible and nbdkit alternate which
 # goes first; every run starts after a `sync`. Each result line also
 # carries srv_cpu_s, the server process's user+system CPU seconds over the
-# workload (steadier than wall time on a shared machine), and busy_cpu_s,
-# the whole machine's non-idle CPU seconds over the same span.
+# workload (steadier than wall time on a shared machine), busy_cpu_s,
+# the whole machine's non-idle CPU seconds over the same span, and the
+# disk's writes and flushes over it with the milliseconds it spent on each
+# (disk_writes, disk_write_ms, disk_flushes, disk_flush_ms).
 #
 # Everything the script starts (servers, nbdfuse, loop devices, mounts) is
 # undone on exit, by PID and by name of the exact loop device and mount point.
@@ -152,6 +154,24 @@ proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # cpu_busy: non-idle CPU time of the whole machine (all cores), in clock ticks.
 cpu_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
+# The disk under the device directory and the image: its I/O counters
+# (/sys/class/block/DEV/stat) tell how many writes and flushes a run cost
+# the disk and how long the disk took over them. Empty when not found.
+disk_stat_file() {
+	local dev
+	dev=$(df --output=source "$1" 2>/dev/null | tail -n 1)
+	dev=${dev#/dev/}
+	[[ -n $dev && -r /sys/class/block/$dev/stat ]] && echo "/sys/class/block/$dev/stat"
+}
+# disk_delta BEFORE AFTER: disk_writes, disk_write_ms, disk_flushes, disk_flush_ms.
+disk_delta() {
+	python3 -c 'import sys
+a = [int(x) for x in sys.argv[1].split()]; b = [int(x) for x in sys.argv[2].split()]
+if len(a) < 17 or len(b) < 17: sys.exit()
+print("disk_writes=%d disk_write_ms=%d disk_flushes=%d disk_flush_ms=%d" % (b[4] - a[4], b[7] - a[7], b[15] - a[15], b[16] - a[16]))' "$1" "$2"
+}
+dstat=$(disk_stat_file "$work" || true)
+
 # kv KEY LINE: the value of KEY=... in a key=value line.
 kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 
@@ -218,6 +238,8 @@ one_run() {
 	sync
 	local busy0 cpu0
 	busy0=$(cpu_busy)
+	local dstat0=""
+	[[ -n $dstat ]] && dstat0=$(cat "$dstat")
 	cpu0=$(proc_cpu "$pid")
 	local perf=()
 	if [[ ${PERF:-0} == 1 ]]; then
@@ -226,6 +248,7 @@ one_run() {
 	line=$("${perf[@]}" "$work/appender" "${args[@]}")
 	line+=" srv_cpu_s=$(python3 -c "print('%.2f' % (($(proc_cpu "$pid") - $cpu0) / $(getconf CLK_TCK)))")"
 	line+=" busy_cpu_s=$(python3 -c "print('%.2f' % (($(cpu_busy) - $busy0) / $(getconf CLK_TCK)))")"
+	[[ -n $dstat ]] && line+=" $(disk_delta "$dstat0" "$(cat "$dstat")")"
 	if [[ $server == indelible ]]; then
 		hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
 		line+=" hwm_kb=$hwm"
