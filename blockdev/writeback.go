@@ -42,17 +42,15 @@ func newWriteback(f *os.File) *writeback {
 	return w
 }
 
-// start queues [off, off+n) without blocking; it reports false when the
-// range was not queued (the file refused before, or the queue is full).
-func (w *writeback) start(off, n int64) bool {
+// start queues [off, off+n) without blocking; the range is dropped when
+// the file refused before or the queue is full.
+func (w *writeback) start(off, n int64) {
 	if w.refused.Load() {
-		return false
+		return
 	}
 	select {
 	case w.queue <- wbRange{off: off, n: n}:
-		return true
 	default:
-		return false
 	}
 }
 

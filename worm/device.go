@@ -78,7 +78,6 @@ type Device struct {
 	// Owned by the scheduler goroutine.
 	slab     []byte // read buffer reused by every pass
 	nextFile int    // where a bounded pass resumes
-	backlog  bool   // the last pass that took jobs left ready bytes behind
 	// passes counts the scheduler's finished passes, so that tests can
 	// wait for one instead of sleeping.
 	passes atomic.Uint64

@@ -73,6 +73,8 @@ func (d *Device) scheduler(tick time.Duration) {
 	defer gate.Stop()
 	var lastBatch time.Time
 	var retry []sealJob
+	// backlog: the last pass that took jobs left ready bytes behind.
+	backlog := false
 	var sealed chan []sealJob // non-nil while a batch is in flight
 	for {
 		select {
@@ -80,7 +82,7 @@ func (d *Device) scheduler(tick time.Duration) {
 			if sealed != nil {
 				retry = <-sealed
 			}
-			if jobs := d.pass(retry, true); len(jobs) > 0 {
+			if jobs, _ := d.pass(retry, true); len(jobs) > 0 {
 				d.seal(jobs)
 			}
 			d.events.flush()
@@ -99,7 +101,7 @@ func (d *Device) scheduler(tick time.Duration) {
 		// Bytes a bounded pass had to leave behind were ready at the last
 		// batch: they go as soon as it is done, not an interval later (a
 		// backlog waiting for the gate would only grow).
-		if take && !d.backlog {
+		if take && !backlog {
 			if wait := d.cfg.Commit.SealInterval.Duration - time.Since(lastBatch); wait > 0 {
 				take = false
 				gate.Reset(wait)
@@ -107,7 +109,7 @@ func (d *Device) scheduler(tick time.Duration) {
 		}
 		var jobs []sealJob
 		if take {
-			jobs = d.pass(retry, true)
+			jobs, backlog = d.pass(retry, true)
 		} else {
 			d.pass(nil, false) // still note coherent lengths: the margins run from here
 		}
@@ -190,11 +192,12 @@ func (d *Device) noteCoherent(id revfs.FileID, c int64, now time.Time) int64 {
 
 // pass notes every file's coherent length and, when take is set, returns
 // the jobs to seal next: the retried ones first, then every ready coherent
-// range. Ranges are marked committed in the engine before they are sealed,
-// so that no host write can change bytes between the read and the seal.
-// Called by the scheduler only.
-func (d *Device) pass(retry []sealJob, take bool) []sealJob {
-	jobs := retry
+// range; bounded reports that the pass's bounds left ready bytes behind.
+// Ranges are marked committed in the engine before they are sealed, so that
+// no host write can change bytes between the read and the seal. Called by
+// the scheduler only.
+func (d *Device) pass(retry []sealJob, take bool) (jobs []sealJob, bounded bool) {
+	jobs = retry
 	busy := map[revfs.FileID]bool{}
 	for _, j := range retry {
 		busy[j.id] = true
@@ -210,9 +213,6 @@ func (d *Device) pass(retry []sealJob, take bool) []sealJob {
 	now := d.now()
 	more := false // coherent bytes left behind: look again at once
 	full := false // the slab is used up: take no more jobs
-	if take {
-		d.backlog = false
-	}
 	d.mu.Lock()
 	d.nextDue = time.Time{}
 	files := d.eng.Files()
@@ -240,8 +240,7 @@ func (d *Device) pass(retry []sealJob, take bool) []sealJob {
 		if slab != nil {
 			n = min(n, int64(len(slab)))
 			if n == 0 {
-				more, full = true, true
-				d.backlog = true
+				more, full, bounded = true, true, true
 				d.nextFile = i
 				continue
 			}
@@ -259,8 +258,7 @@ func (d *Device) pass(retry []sealJob, take bool) []sealJob {
 		d.eng.SetCommitted(st.ID, base+n)
 		d.handed[st.ID] = base + n
 		if base+n < limit {
-			more = true
-			d.backlog = true
+			more, bounded = true, true
 		}
 		jobs = append(jobs, sealJob{id: st.ID, path: d.paths[st.ID], off: base, data: buf})
 	}
@@ -268,7 +266,7 @@ func (d *Device) pass(retry []sealJob, take bool) []sealJob {
 	if more {
 		d.poke() // a bounded pass left coherent bytes behind
 	}
-	return jobs
+	return jobs, bounded
 }
 
 // seal hands jobs to the sealer, as one batch when it can take one, and

@@ -196,12 +196,6 @@ func (j *journal) readCopy(c journalCopy) ([]byte, error) {
 	return b, nil
 }
 
-// remember caches b, a copy of the bytes the host wrote to journal block jb
-// (see journal.cache).
-func (j *journal) remember(jb uint32, b []byte) {
-	j.cachePut(jb, b)
-}
-
 // needed reports whether a cached journal block may still be read: it was
 // written since its log position was last consumed (an open or
 // not-yet-applied transaction), or it holds a committed copy not yet
@@ -268,7 +262,7 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 		if apply {
 			j.wrote[jb] = writeMark{e.seq, e.epoch}
 			j.reused(jb, touched)
-			j.remember(jb, copies.block(pb))
+			j.cachePut(jb, copies.block(pb)) // the bytes the host wrote (journal.cache)
 		}
 		if jb == 0 {
 			vs = append(vs, j.superblock(nb, pb, w, apply)...)
