@@ -361,8 +361,8 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 		return viol(revfs.KindUnparseable, nv.errAt, "inode %d: %v", f.ino, nv.err)
 	}
 	var vs []revfs.Violation
-	if size := int64(in.Size()); size < f.committed {
-		vs = append(vs, viol(revfs.KindSizeDecreased, f.inoBlock, "size %d -> %d (committed %d)", old.inode.Size(), size, f.committed)...)
+	if nv.size < f.committed {
+		vs = append(vs, viol(revfs.KindSizeDecreased, f.inoBlock, "size %d -> %d (committed %d)", old.size, nv.size, f.committed)...)
 	}
 	if f.committed > 0 {
 		n := uint64((f.committed + e.bs - 1) / e.bs)
@@ -546,10 +546,10 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 		t.lastTouch = now
 		if !t.isDir {
 			touched[t] = true
-			if nv.inode != nil && old.inode != nil && (nv.inode.Size() != old.inode.Size() || !slices.Equal(nv.maps, old.maps)) {
+			if nv.inode != nil && old.inode != nil && (nv.size != old.size || !slices.Equal(nv.maps, old.maps)) {
 				t.journalled = chg.journal
 			}
-			if nv.inode != nil && (old.inode == nil || nv.inode.Size() > old.inode.Size()) {
+			if nv.inode != nil && (old.inode == nil || nv.size > old.size) {
 				t.grew = e.seq
 			}
 			if nv.inode != nil && nv.inode.Flags&layout.InodeFlagJournalData != 0 {

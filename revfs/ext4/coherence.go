@@ -52,7 +52,7 @@ func (e *Engine) coherentPrefix(f *tracked) int64 {
 	if v.inode == nil || v.err != nil || v.freed() || !v.inode.IsRegular() {
 		return f.committed
 	}
-	size := int64(v.inode.Size())
+	size := v.size
 	if size <= f.committed {
 		return size
 	}

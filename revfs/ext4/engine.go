@@ -466,12 +466,8 @@ func (e *Engine) DiscardAtFlush(write func(b []byte, off int64) error) error {
 func (e *Engine) Files() []revfs.FileState {
 	out := make([]revfs.FileState, 0, len(e.files))
 	for _, f := range e.files {
-		size := int64(0)
-		if f.view.inode != nil {
-			size = int64(f.view.inode.Size())
-		}
 		out = append(out, revfs.FileState{
-			ID: revfs.FileID(f.ino), Size: size, Coherent: f.coherent,
+			ID: revfs.FileID(f.ino), Size: f.view.size, Coherent: f.coherent,
 			Journalled: f.journalled, DataJournalled: f.dataJournalled, LastTouch: f.lastTouch,
 		})
 	}

@@ -148,6 +148,10 @@ func TestAttacks(t *testing.T) {
 				{"generation", []string{"set_inode_field " + p + " generation 77"}, revfs.KindInodeFreed},
 				{"extent start", []string{"set_inode_field " + p + " block[5] 1000"}, revfs.KindMappingChanged},
 				{"garbage extent header", []string{"set_inode_field " + p + " block[0] 0x12345678"}, revfs.KindUnparseable},
+				// Sizes no kernel writes: negative as a signed number, or
+				// past the 2^32 blocks extents can map.
+				{"negative size", []string{"set_inode_field " + p + " size 0x8000000000001000"}, revfs.KindUnparseable},
+				{"size past extents", []string{"set_inode_field " + p + " size 0x100000000001000"}, revfs.KindUnparseable},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
 					r := open()

@@ -44,6 +44,7 @@ type lrange struct{ lo, hi uint64 }
 // view is what a set of block versions says about one inode.
 type view struct {
 	inode   *layout.Inode // nil when the record does not decode
+	size    int64         // the inode's i_size; 0 when it does not decode or is out of range
 	maps    []layout.Mapping
 	unknown []lrange // logical ranges under tree nodes not (yet) readable
 	tree    []uint64 // every tree block referenced, known or not
@@ -180,6 +181,15 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 		return v
 	}
 	v.inode = in
+	// The kernel refuses an inode whose i_size is negative as a signed
+	// 64-bit number, and never writes one larger than extents can map
+	// (2^32 blocks): either is forged metadata, and left unchecked it
+	// would overflow every size computation after it.
+	if s := in.Size(); s > uint64(1)<<32*uint64(e.bs) {
+		v.err, v.errAt = fmt.Errorf("%w: inode %d: size %d is beyond what extents can map", layout.ErrCorrupt, t.ino, s), t.inoBlock
+		return v
+	}
+	v.size = int64(in.Size())
 	if v.freed() {
 		return v
 	}
