@@ -434,31 +434,41 @@ func (e *Engine) checkSuper(raw []byte, chg *change, b uint64) []revfs.Violation
 	if err != nil {
 		return viol("superblock no longer parses: %v", err)
 	}
-	o := e.sb
+	if d := layoutChange(e.sb, nsb); d != "" {
+		return viol("%s", d)
+	}
+	return nil
+}
+
+// layoutChange describes how superblock nsb changes the layout o
+// describes, or returns "" when it keeps it: the engine refuses a new
+// layout, and never adopts one (its tracked inodes, bitmaps and tables
+// are located with the old one).
+func layoutChange(o, nsb *layout.SuperBlock) string {
 	const incompatMask = ^layout.IncompatRecover // set and cleared by every mount
 	const roMask = layout.ROCompatMetadataCsum | layout.ROCompatBigalloc | layout.ROCompatGDTCsum |
 		layout.ROCompatHasSnapshot | layout.ROCompatSharedBlocks | layout.ROCompatReplica
 	switch {
 	case nsb.UUID != o.UUID:
-		return viol("filesystem UUID changed (new mkfs?)")
+		return fmt.Sprintf("filesystem UUID changed (new mkfs?)")
 	case nsb.BlocksCount() != o.BlocksCount():
-		return viol("block count %d -> %d (resize)", o.BlocksCount(), nsb.BlocksCount())
+		return fmt.Sprintf("block count %d -> %d (resize)", o.BlocksCount(), nsb.BlocksCount())
 	case nsb.LogBlockSize != o.LogBlockSize || nsb.LogClusterSize != o.LogClusterSize:
-		return viol("block size %d -> %d", o.BlockSize(), nsb.BlockSize())
+		return fmt.Sprintf("block size %d -> %d", o.BlockSize(), nsb.BlockSize())
 	case nsb.BlocksPerGroup != o.BlocksPerGroup || nsb.InodesPerGroup != o.InodesPerGroup ||
 		nsb.InodeSizeBytes() != o.InodeSizeBytes() || nsb.DescSizeBytes() != o.DescSizeBytes() ||
 		nsb.FirstDataBlock != o.FirstDataBlock || nsb.InodesCount != o.InodesCount:
-		return viol("group geometry changed")
+		return fmt.Sprintf("group geometry changed")
 	case nsb.FeatureIncompat&incompatMask != o.FeatureIncompat&incompatMask:
-		return viol("incompatible features %s -> %s", o.FeatureIncompat, nsb.FeatureIncompat)
+		return fmt.Sprintf("incompatible features %s -> %s", o.FeatureIncompat, nsb.FeatureIncompat)
 	case nsb.FeatureROCompat&roMask != o.FeatureROCompat&roMask:
-		return viol("read-only-compatible features %s -> %s", o.FeatureROCompat, nsb.FeatureROCompat)
+		return fmt.Sprintf("read-only-compatible features %s -> %s", o.FeatureROCompat, nsb.FeatureROCompat)
 	case nsb.FeatureCompat&layout.CompatHasJournal != o.FeatureCompat&layout.CompatHasJournal || nsb.JournalInum != o.JournalInum:
-		return viol("journal changed (has_journal %v, inode %d -> %d)", nsb.FeatureCompat&layout.CompatHasJournal != 0, o.JournalInum, nsb.JournalInum)
+		return fmt.Sprintf("journal changed (has_journal %v, inode %d -> %d)", nsb.FeatureCompat&layout.CompatHasJournal != 0, o.JournalInum, nsb.JournalInum)
 	case o.FeatureIncompat&layout.IncompatCsumSeed != 0 && nsb.ChecksumSeedField != o.ChecksumSeedField:
-		return viol("checksum seed changed")
+		return fmt.Sprintf("checksum seed changed")
 	}
-	return nil
+	return ""
 }
 
 // checkGroupDescs compares the descriptors in a new version of a group
@@ -496,7 +506,7 @@ func appendMergedLayout(vs []revfs.Violation, v revfs.Violation) []revfs.Violati
 func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool) {
 	now := e.now()
 	if res.sb != nil {
-		if nsb, err := layout.ParseSuperBlock(res.sb); err == nil && nsb.UUID == e.sb.UUID && nsb.BlockSize() == e.sb.BlockSize() {
+		if nsb, err := layout.ParseSuperBlock(res.sb); err == nil && layoutChange(e.sb, nsb) == "" {
 			e.sb, e.rawSB = nsb, res.sb
 		}
 		if d, ok := chg.get(e.sbBlock); ok {

@@ -226,3 +226,39 @@ func TestOpenForgetsFreeBlocks(t *testing.T) {
 		t.Error("a used block was forgotten")
 	}
 }
+
+// Pruning keeps the write marks of blocks in each file's unsealed tail and
+// only those, and leaves the map usable.
+func TestPruneLastWriteKeepsTails(t *testing.T) {
+	const p = "var/log/frag.log"
+	r := openRig(t, loadImage(t, "b4k-nojournal.img"), map[string]int64{p: 30000}, p)
+	f := r.e.byIno[uint64(r.ids[p])]
+	from := uint64(f.committed / r.bs)
+	want := map[uint64]writeMark{}
+	var in, out int
+	for _, m := range f.view.maps {
+		for i := uint64(0); i < m.Len; i++ {
+			w := writeMark{seq: m.Physical + i, epoch: 1}
+			r.e.lastWrite[m.Physical+i] = w
+			if m.Logical+i >= from {
+				want[m.Physical+i] = w
+				in++
+			} else {
+				out++
+			}
+		}
+	}
+	r.e.lastWrite[1<<40] = writeMark{seq: 1} // no file's block
+	if in == 0 || out == 0 {
+		t.Fatalf("image gives %d tail and %d committed blocks; need both", in, out)
+	}
+	r.e.pruneLastWrite()
+	if len(r.e.lastWrite) != len(want) {
+		t.Fatalf("kept %d marks, want %d", len(r.e.lastWrite), len(want))
+	}
+	for pb, w := range want {
+		if r.e.lastWrite[pb] != w {
+			t.Fatalf("block %d: mark %v, want %v", pb, r.e.lastWrite[pb], w)
+		}
+	}
+}

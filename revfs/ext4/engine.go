@@ -126,6 +126,11 @@ const (
 	maxTreeBlocks = 1 << 12
 )
 
+// maxTreeExtents bounds the extents of one tracked inode the same way
+// whatever the block size (a 64 KiB leaf holds 5460): 32 bytes each in
+// memory, 42 MiB at most. A variable for tests.
+var maxTreeExtents = maxTreeBlocks * 340
+
 // Open parses the image as it is and returns an engine following it.
 // files are the protected files (ID = inode number); written is the
 // persistent set of blocks the host has written since the image was made.

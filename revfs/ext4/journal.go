@@ -88,6 +88,12 @@ type journalCopy struct {
 	seq     uint32
 }
 
+// maxJournalBlocks bounds the journal the engine follows: a scan of the
+// log keeps 16 bytes per logged block, so a whole log of this many is
+// 64 MiB. mke2fs makes journals of at most 2^18 blocks unless told
+// otherwise (-J size=, which allows 10,240,000).
+const maxJournalBlocks = 1 << 22
+
 func (e *Engine) openJournal() error {
 	if e.sb.FeatureCompat&layout.CompatHasJournal == 0 {
 		return nil
@@ -106,6 +112,13 @@ func (e *Engine) openJournal() error {
 	j := &journal{e: e, maps: jt.view.maps, wrote: map[uint32]writeMark{}, copyOf: map[uint32]uint64{}, cache: map[uint32]cachedBlock{}}
 	j.byPhys = append([]layout.Mapping(nil), j.maps...)
 	sort.Slice(j.byPhys, func(a, b int) bool { return j.byPhys[a].Physical < j.byPhys[b].Physical })
+	// Two journal blocks sharing a device block would let a small image
+	// describe a log of any length; mke2fs never makes one.
+	for i := 1; i < len(j.byPhys); i++ {
+		if p := j.byPhys[i-1]; p.Physical+p.Len > j.byPhys[i].Physical {
+			return fmt.Errorf("ext4: %w: journal inode %d maps device block %d twice", layout.ErrCorrupt, e.sb.JournalInum, j.byPhys[i].Physical)
+		}
+	}
 	raw, err := j.readJ(0, nil)
 	if err != nil {
 		return err
@@ -115,6 +128,9 @@ func (e *Engine) openJournal() error {
 	}
 	if j.sb.BlockSize() != int(e.bs) {
 		return fmt.Errorf("ext4: journal block size %d differs from the filesystem's %d", j.sb.BlockSize(), e.bs)
+	}
+	if j.sb.MaxLen() > maxJournalBlocks {
+		return fmt.Errorf("ext4: %w: a journal of %d blocks (limit %d): a scan of the log keeps a record per logged block", layout.ErrUnsupported, j.sb.MaxLen(), maxJournalBlocks)
 	}
 	if uint64(j.sb.MaxLen()) > j.length() {
 		return fmt.Errorf("ext4: journal superblock claims %d blocks, the inode maps %d", j.sb.MaxLen(), j.length())

@@ -103,10 +103,11 @@ func (e *Engine) newTracked(ino uint64, isDir bool) (*tracked, error) {
 	if !ok || g >= uint64(len(e.groups)) {
 		return nil, fmt.Errorf("inode %d out of range", ino)
 	}
-	blk := e.groups[g].InodeTable() + off/uint64(e.bs)
-	if blk >= e.blocks {
-		return nil, fmt.Errorf("inode table block %d outside the filesystem", blk)
+	table := e.groups[g].InodeTable()
+	if table >= e.blocks || off/uint64(e.bs) >= e.blocks-table {
+		return nil, fmt.Errorf("inode table of group %d at block %d is outside the filesystem", g, table)
 	}
+	blk := table + off/uint64(e.bs)
 	t := &tracked{ino: ino, isDir: isDir, inoBlock: blk, inoOff: int(off % uint64(e.bs))}
 	if _, ok := e.meta[blk]; !ok {
 		b, err := e.readImage(blk)
@@ -174,6 +175,12 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 		return v
 	}
 	v.used[t.inoBlock] = blk
+	if t.inoOff+e.sb.InodeSizeBytes() > len(blk) {
+		// The engine never adopts a new inode size (layoutChange); this
+		// only guards the slice.
+		v.err, v.errAt = fmt.Errorf("%w: inode %d: record at %d+%d outside its block", layout.ErrCorrupt, t.ino, t.inoOff, e.sb.InodeSizeBytes()), t.inoBlock
+		return v
+	}
 	raw := blk[t.inoOff : t.inoOff+e.sb.InodeSizeBytes()]
 	in, err := layout.ParseInode(raw)
 	if err != nil {
@@ -288,6 +295,10 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted b
 		}
 		if x.Start() == 0 || x.Start()+uint64(x.Length()) > w.e.blocks {
 			v.err, v.errAt = fmt.Errorf("%w: extent at logical %d maps blocks [%d,+%d) outside the filesystem", layout.ErrCorrupt, x.Block, x.Start(), x.Length()), at
+			return
+		}
+		if len(v.maps) >= maxTreeExtents {
+			v.err, v.errAt = fmt.Errorf("%w: more than %d extents", layout.ErrCorrupt, maxTreeExtents), at
 			return
 		}
 		v.maps = append(v.maps, layout.Mapping{Logical: uint64(x.Block), Physical: x.Start(), Len: uint64(x.Length()), Unwritten: x.Unwritten()})

@@ -7,12 +7,19 @@ import (
 	"strings"
 )
 
+// maxExtents caps the extents collected from one tree, whatever the block
+// size (a 64 KiB leaf holds 5460): two million runs, 64 MiB. A variable
+// for tests.
+var maxExtents = 1 << 21
+
 // Limits on what a walk over a hostile image may cost.
 const (
-	// MaxGroups caps the group descriptor table: 2^20 groups is 128 TiB
-	// with 4 KiB blocks, far beyond a log device, and keeps the table
-	// under 64 MiB in memory.
+	// MaxGroups caps the number of block groups: 2^20 groups is 128 TiB
+	// with 4 KiB blocks, far beyond a log device.
 	MaxGroups = 1 << 20
+	// MaxDescTableBytes caps the group descriptor table read into memory:
+	// 2^20 groups of 64-byte descriptors (s_desc_size may say up to 1024).
+	MaxDescTableBytes = 64 << 20
 	// MaxExtentTreeBlocks caps the blocks visited in one extent tree. A
 	// 4 KiB leaf maps 340 extents of up to 32768 blocks, so 1<<16 tree
 	// blocks describe any file ext4 can hold many times over.
@@ -50,6 +57,9 @@ func OpenImage(r io.ReaderAt) (*Image, error) {
 	}
 	ds := sb.DescSizeBytes()
 	bs := sb.BlockSize()
+	if n*uint64(ds) > MaxDescTableBytes {
+		return nil, formatErr(SuperBlockOffset+0xFE, "superblock", ErrCorrupt, "group descriptor table of %d bytes (%d groups of %d; limit %d)", n*uint64(ds), n, ds, MaxDescTableBytes)
+	}
 	table := make([]byte, int(sb.GroupDescBlocks())*bs)
 	if _, err := r.ReadAt(table, int64(sb.GroupDescBlock())*int64(bs)); err != nil {
 		return nil, fmt.Errorf("layout: read group descriptors: %w", err)
@@ -87,10 +97,11 @@ func (im *Image) InodeAddr(ino uint64) (block uint64, off int, err error) {
 		return 0, 0, fmt.Errorf("%w: inode %d out of range", ErrCorrupt, ino)
 	}
 	bs := uint64(im.BlockSize())
-	block = im.Groups[g].InodeTable() + off64/bs
-	if block >= im.SB.BlocksCount() {
-		return 0, 0, fmt.Errorf("%w: inode table of group %d at block %d outside the filesystem", ErrCorrupt, g, block)
+	table, blocks := im.Groups[g].InodeTable(), im.SB.BlocksCount()
+	if table >= blocks || off64/bs >= blocks-table {
+		return 0, 0, fmt.Errorf("%w: inode %d: inode table of group %d at block %d is outside the filesystem", ErrCorrupt, ino, g, table)
 	}
+	block = table + off64/bs
 	return block, int(off64 % bs), nil
 }
 
@@ -140,6 +151,9 @@ func ExtentTree(root []byte, blocksCount uint64, read func(uint64) ([]byte, erro
 		for _, x := range n.Extents {
 			if x.Start() == 0 || x.Start()+uint64(x.Length()) > blocksCount {
 				return fmt.Errorf("%w: extent at logical %d maps blocks [%d,+%d) outside the filesystem", ErrCorrupt, x.Block, x.Start(), x.Length())
+			}
+			if len(maps) >= maxExtents {
+				return fmt.Errorf("%w: extent tree maps more than %d extents", ErrCorrupt, maxExtents)
 			}
 			maps = append(maps, Mapping{uint64(x.Block), x.Start(), uint64(x.Length()), x.Unwritten()})
 		}

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -147,6 +148,7 @@ func TestUnsupportedFeatures(t *testing.T) {
 		{"journal_dev", func(sb *SuperBlock) { sb.FeatureIncompat |= IncompatJournalDev }, "journal_dev"},
 		{"unknown incompat", func(sb *SuperBlock) { sb.FeatureIncompat |= 0x80000000 }, "0x80000000"},
 		{"no extents", func(sb *SuperBlock) { sb.FeatureIncompat &^= IncompatExtents }, "extents"},
+		{"small groups", func(sb *SuperBlock) { sb.BlocksPerGroup = 256 }, "blocks per group"},
 	} {
 		sb, err := ParseSuperBlock(raw)
 		if err != nil {
@@ -173,6 +175,9 @@ func TestParseSuperBlockRejects(t *testing.T) {
 		{"blocks per group", 0x20, []byte{0, 0, 0, 0}, ErrCorrupt},
 		{"inode size", 0x58, []byte{100, 0}, ErrCorrupt},
 		{"inodes count", 0x0, []byte{1, 0, 0, 0}, ErrCorrupt},
+		// 1 KiB blocks: the superblock is block 1, and so is the first data block.
+		{"first data block 0", 0x14, []byte{0, 0, 0, 0}, ErrCorrupt},
+		{"first data block 2", 0x14, []byte{2, 0, 0, 0}, ErrCorrupt},
 	} {
 		b := bytes.Clone(raw)
 		copy(b[tc.off:], tc.val)
@@ -184,6 +189,67 @@ func TestParseSuperBlockRejects(t *testing.T) {
 	}
 	if _, err := ParseSuperBlock(raw[:100]); !errors.Is(err, ErrShort) {
 		t.Errorf("short: %v", err)
+	}
+	// 4 KiB blocks: the first data block is 0.
+	raw4 := loadImage(t, "b4k-journal.img")[SuperBlockOffset : SuperBlockOffset+SuperBlockSize]
+	b := bytes.Clone(raw4)
+	binary.LittleEndian.PutUint32(b[0x14:], 1)
+	if _, err := ParseSuperBlock(b); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("4 KiB blocks, first data block 1: %v", err)
+	}
+}
+
+// handMadeSuper is a 4 KiB image holding only a superblock: 1 KiB blocks,
+// 64bit and extents, edited by mod.
+func handMadeSuper(mod func(b []byte)) []byte {
+	img := make([]byte, 4096)
+	b := img[SuperBlockOffset : SuperBlockOffset+SuperBlockSize]
+	le := binary.LittleEndian
+	le.PutUint16(b[0x38:], SuperBlockMagic)
+	le.PutUint32(b[0x20:], 8192) // blocks per group
+	le.PutUint32(b[0x28:], 8)    // inodes per group
+	le.PutUint32(b[0x4C:], 1)    // revision 1
+	le.PutUint16(b[0x58:], 256)  // inode size
+	le.PutUint32(b[0x14:], 1)    // first data block
+	le.PutUint32(b[0x60:], uint32(Incompat64Bit|IncompatExtents))
+	mod(b)
+	return img
+}
+
+// Counts no mke2fs writes, which would make the group arithmetic wrap or
+// the descriptor table too large to read, are refused before any
+// allocation sized by them.
+func TestHostileGeometry(t *testing.T) {
+	le := binary.LittleEndian
+	// 2^64-1 blocks: the group count used to wrap to 0.
+	img := handMadeSuper(func(b []byte) {
+		le.PutUint32(b[0x4:], 0xFFFFFFFF)
+		le.PutUint32(b[0x150:], 0xFFFFFFFF)
+	})
+	if _, err := ParseSuperBlock(img[SuperBlockOffset : SuperBlockOffset+SuperBlockSize]); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("2^64-1 blocks: %v", err)
+	}
+	if _, err := Inspect(bytes.NewReader(img)); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Inspect, 2^64-1 blocks: %v", err)
+	}
+	// 2^20 groups of 1024-byte descriptors: a 1 GiB table described by a
+	// 4 KiB image.
+	img = handMadeSuper(func(b []byte) {
+		le.PutUint32(b[0x20:], 1)
+		le.PutUint32(b[0x28:], 1)
+		le.PutUint16(b[0xFE:], 1024)
+		le.PutUint32(b[0x4:], 1<<20+1)
+		le.PutUint32(b[0x0:], 1<<20)
+	})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := OpenImage(bytes.NewReader(img))
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "descriptor table") {
+		t.Errorf("1 GiB descriptor table: %v", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Errorf("refusing the table allocated %d bytes", n)
 	}
 }
 
@@ -540,5 +606,56 @@ func TestHandDecodersMatchBinary(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A tree with more extents than maxExtents is refused (a 64 KiB-block
+// tree within MaxExtentTreeBlocks could otherwise hold 357 million).
+func TestExtentCountBounded(t *testing.T) {
+	img := loadImage(t, "b4k-journal.img")
+	im, err := OpenImage(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino, err := im.Lookup("var/log/frag.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _, err := im.ReadInode(ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps, _, err := im.FileMap(in)
+	if err != nil || len(maps) < 2 {
+		t.Fatalf("frag.log: %d extents, %v; the test needs two or more", len(maps), err)
+	}
+	defer func(n int) { maxExtents = n }(maxExtents)
+	maxExtents = len(maps) - 1
+	if _, _, err := im.FileMap(in); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("%d extents with a limit of %d: %v", len(maps), maxExtents, err)
+	}
+	maxExtents = len(maps)
+	if _, _, err := im.FileMap(in); err != nil {
+		t.Fatalf("%d extents with a limit of %d: %v", len(maps), maxExtents, err)
+	}
+}
+
+// An inode table address near 2^64 used to wrap around to a block inside
+// the filesystem when the inode's offset was added.
+func TestInodeTableAddressWraps(t *testing.T) {
+	img := bytes.Clone(loadImage(t, "b4k-journal.img"))
+	gd := img[4096:] // group 0's descriptor: the table follows the superblock's block
+	le := binary.LittleEndian
+	le.PutUint32(gd[0x8:], 0xFFFFFFFF)  // bg_inode_table_lo
+	le.PutUint32(gd[0x28:], 0xFFFFFFFF) // bg_inode_table_hi
+	im, err := OpenImage(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.SB.DescSizeBytes() < 64 {
+		t.Fatalf("descriptor size %d: the test needs 64-bit descriptors", im.SB.DescSizeBytes())
+	}
+	if b, _, err := im.InodeAddr(20); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("inode 20 located at block %d (err %v)", b, err)
 	}
 }

@@ -155,8 +155,21 @@ func ParseSuperBlock(b []byte) (*SuperBlock, error) {
 	if sb.BlocksCount() == 0 || uint64(sb.FirstDataBlock) >= sb.BlocksCount() {
 		return nil, formatErr(0x4, "superblock", ErrCorrupt, "blocks count %d, first data block %d", sb.BlocksCount(), sb.FirstDataBlock)
 	}
-	if sb.FirstDataBlock > 1 {
-		return nil, formatErr(0x14, "superblock", ErrCorrupt, "s_first_data_block %d", sb.FirstDataBlock)
+	// Extents address 48-bit block numbers; past that, and near 2^64, the
+	// group arithmetic below would wrap.
+	if sb.BlocksCount() > MaxBlocks {
+		return nil, formatErr(0x4, "superblock", ErrCorrupt, "blocks count %d (over 2^48)", sb.BlocksCount())
+	}
+	// The superblock lives in block 1 with 1 KiB blocks and in block 0
+	// otherwise, and the kernel looks for the descriptor table right after
+	// it whatever s_first_data_block says. mke2fs sets 1 with 1 KiB blocks
+	// (0 only with bigalloc, which the kernel requires) and 0 otherwise; any
+	// other value would put the table where the engine does not look.
+	switch {
+	case sb.FirstDataBlock > 1,
+		bs > 1024 && sb.FirstDataBlock != 0,
+		bs == 1024 && sb.FirstDataBlock == 0 && sb.LogClusterSize <= sb.LogBlockSize:
+		return nil, formatErr(0x14, "superblock", ErrCorrupt, "s_first_data_block %d with %d-byte blocks", sb.FirstDataBlock, bs)
 	}
 	// s_inodes_count is per-group times groups; a mismatch means a corrupt
 	// or hand-made superblock whose inode numbers cannot be located.
@@ -165,6 +178,10 @@ func ParseSuperBlock(b []byte) (*SuperBlock, error) {
 	}
 	return sb, nil
 }
+
+// MaxBlocks is the most blocks a filesystem may count: extents address
+// 48-bit block numbers.
+const MaxBlocks = 1 << 48
 
 // BlockSize is the filesystem block size in bytes.
 func (sb *SuperBlock) BlockSize() int { return 1024 << sb.LogBlockSize }
@@ -278,6 +295,13 @@ func (sb *SuperBlock) Supported() error {
 	}
 	if sb.LogClusterSize != sb.LogBlockSize {
 		return fmt.Errorf("%w: cluster size differs from block size", ErrUnsupported)
+	}
+	// The engine keeps each group's block bitmap in memory: with mke2fs's
+	// groups (one bitmap block of bits, 8 x block size blocks) that is an
+	// eighth of a block per block; smaller groups (mke2fs -g) would make it
+	// up to a whole block per block of the device.
+	if groups := sb.GroupCount(); groups > 1 && uint64(sb.BlocksPerGroup) != uint64(8*sb.BlockSize()) {
+		return fmt.Errorf("%w: %d blocks per group (mke2fs -g): the engine follows only the default of 8 x block size (%d)", ErrUnsupported, sb.BlocksPerGroup, 8*sb.BlockSize())
 	}
 	return nil
 }
