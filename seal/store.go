@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -202,7 +203,7 @@ func (s *Store) open(devKeyPath string) error {
 		return fmt.Errorf("%w: ratchet state belongs to keystream %#x", ErrBadMagic, st.KeyMagic)
 	}
 	s.nratchet = st.NRatchet
-	if p, err := os.ReadFile(filepath.Join(s.dir, ParamsName)); err == nil {
+	if p, err := readSmall(filepath.Join(s.dir, ParamsName), maxParamsBytes); err == nil {
 		if v, err := strconv.Atoi(strings.TrimSpace(string(p))); err == nil && v != s.nratchet {
 			return fmt.Errorf("%w: store params say nratchet %d, ratchet state %d", ErrCorrupt, v, s.nratchet)
 		}
@@ -438,8 +439,16 @@ func (s *Store) readState(found int64) (RatchetState, error) {
 	return ParseRatchetState(b[:k])
 }
 
+// maxParamsBytes bounds the params file: a number of ratchet blocks and a
+// newline.
+const maxParamsBytes = 64
+
+// maxEntryCount is the most bytes an entry may seal; a larger count is a
+// corrupt entry. A variable for tests.
+var maxEntryCount uint64 = 1 << 40
+
 func readParams(dir string) (int, error) {
-	p, err := os.ReadFile(filepath.Join(dir, ParamsName))
+	p, err := readSmall(filepath.Join(dir, ParamsName), maxParamsBytes)
 	if err != nil {
 		return 0, err
 	}
@@ -474,7 +483,7 @@ func (s *Store) scanEntries(n int64) (map[uint64]int64, error) {
 			}
 			continue
 		}
-		if e.Offset != uint64(wm[e.Inode]) || e.Count > 1<<40 {
+		if e.Offset != uint64(wm[e.Inode]) || e.Count > maxEntryCount || e.Count > math.MaxInt64-e.Offset {
 			return nil, bad(fmt.Sprintf("file %d offset %d count %d, watermark %d", e.Inode, e.Offset, e.Count, wm[e.Inode]))
 		}
 		wm[e.Inode] += int64(e.Count)

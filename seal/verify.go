@@ -231,6 +231,11 @@ const (
 // the 16 lanes full when entries differ in length.
 const maxQueuedMACs = 64
 
+// maxLater bounds what waits for queued MACs: a tampered log whose entries
+// are nearly all bad (no MAC to queue, a problem each) would otherwise
+// queue a report per entry until the next MAC, or the end.
+const maxLater = 4096
+
 // Verify checks a store and streams every problem it finds; it never stops
 // at the first one. The error is non-nil only when verification could not
 // run at all (no store, unreadable log header, key for another store).
@@ -244,10 +249,19 @@ func Verify(storeDir string, o VerifyOptions) (*Summary, error) {
 // MACs.
 func (v *verifier) report(p Problem) {
 	if len(v.later) > 0 && !v.flushing {
-		v.later = append(v.later, laterItem{kind: laterProblem, p: p})
+		v.wait(laterItem{kind: laterProblem, p: p})
 		return
 	}
 	v.deliver(p)
+}
+
+// wait queues it behind the queued MACs, computing them first when too
+// much waits already.
+func (v *verifier) wait(it laterItem) {
+	v.later = append(v.later, it)
+	if len(v.later) >= maxLater {
+		v.flushMACs()
+	}
 }
 
 // entryDone streams an examined entry, after whatever waits for queued MACs.
@@ -256,7 +270,7 @@ func (v *verifier) entryDone(res *EntryResult) {
 		return
 	}
 	if len(v.later) > 0 && !v.flushing {
-		v.later = append(v.later, laterItem{kind: laterEntry, res: *res})
+		v.wait(laterItem{kind: laterEntry, res: *res})
 		return
 	}
 	v.o.OnEntry(*res)
@@ -383,7 +397,7 @@ func (v *verifier) deliver(p Problem) {
 }
 
 func (v *verifier) run() (*Summary, error) {
-	lf, err := os.Open(filepath.Join(v.dir, LogName))
+	lf, err := openRegular(filepath.Join(v.dir, LogName))
 	if err != nil {
 		return nil, fmt.Errorf("seal: %s is not a store: %w", v.dir, err)
 	}
@@ -561,7 +575,7 @@ func (v *verifier) keysAhead(i int64) {
 // mapPaths pre-reads the map records (unverified) in a separate pass.
 func (v *verifier) mapPaths() map[uint64]string {
 	paths := map[uint64]string{}
-	f, err := os.Open(filepath.Join(v.dir, RecordsName))
+	f, err := openRegular(filepath.Join(v.dir, RecordsName))
 	if err != nil {
 		return paths
 	}
@@ -579,7 +593,7 @@ func (v *verifier) mapPaths() map[uint64]string {
 }
 
 func (v *verifier) openRecords() {
-	f, err := os.Open(filepath.Join(v.dir, RecordsName))
+	f, err := openRegular(filepath.Join(v.dir, RecordsName))
 	if err != nil {
 		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: -1, Msg: "side records missing: real logs cannot be located"})
 		return
@@ -656,7 +670,7 @@ func (v *verifier) applyMap(i int64, r *Record) {
 	f := &vfile{path: r.Path, id: r.ID}
 	v.files[r.ID] = f
 	v.paths[r.Path] = r.ID
-	fh, err := os.Open(filepath.Join(v.dir, filepath.FromSlash(r.Path)))
+	fh, err := openRegular(filepath.Join(v.dir, filepath.FromSlash(r.Path)))
 	if err != nil {
 		f.missing = true
 		return
@@ -880,7 +894,7 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 	// The ratchet state names the exact count of acknowledged entries;
 	// the burnt offset alone bounds it to within a ratchet block.
 	cut := false
-	if b, err := os.ReadFile(v.o.DeviceKey + StateSuffix); err == nil {
+	if b, err := readSmall(v.o.DeviceKey+StateSuffix, stateSize); err == nil {
 		if st, err := ParseRatchetState(b); err == nil && st.KeyMagic == magic && st.Committed > n {
 			cut = true
 			v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (st.Committed - n) * EntrySize,
@@ -928,7 +942,7 @@ type keyReader struct {
 }
 
 func openKeyReader(p string) (*keyReader, error) {
-	f, err := os.Open(p)
+	f, err := openRegular(p)
 	if err != nil {
 		return nil, fmt.Errorf("seal: keystream: %w", err)
 	}
