@@ -10,7 +10,11 @@
 // ErrGone when the inode no longer holds the file), never a panic.
 package audit
 
-import "fmt"
+import (
+	"bytes"
+	"fmt"
+	"io"
+)
 
 // RangeKind says how the image and the real log disagree over a byte range.
 type RangeKind string
@@ -41,25 +45,72 @@ func (r Range) String() string {
 // content in the image, in offset order. Adjacent differing bytes form one
 // range; an empty result means the image shows exactly the real log.
 func Compare(real, image []byte) []Range {
+	out, _ := CompareReaders(bytes.NewReader(real), int64(len(real)), bytes.NewReader(image), int64(len(image)))
+	return out
+}
+
+// compareChunk is how much of each side CompareReaders holds at once.
+const compareChunk = 1 << 20
+
+// CompareReaders is Compare over the first realLen bytes of real and
+// imageLen bytes of image, read a chunk at a time: memory stays the same
+// whatever the files' sizes. An error is a read that failed.
+func CompareReaders(real io.ReaderAt, realLen int64, image io.ReaderAt, imageLen int64) ([]Range, error) {
 	var out []Range
-	n := min(len(real), len(image))
-	for i := 0; i < n; {
-		if real[i] == image[i] {
-			i++
+	n := min(realLen, imageLen)
+	a := make([]byte, min(n, compareChunk))
+	b := make([]byte, len(a))
+	open := false // the last range is Altered and may go on in the next chunk
+	for pos := int64(0); pos < n; {
+		c := min(n-pos, compareChunk)
+		if err := readFull(real, a[:c], pos); err != nil {
+			return out, fmt.Errorf("audit: real log at %d: %w", pos, err)
+		}
+		if err := readFull(image, b[:c], pos); err != nil {
+			return out, fmt.Errorf("audit: image's file at %d: %w", pos, err)
+		}
+		if bytes.Equal(a[:c], b[:c]) {
+			open = false
+			pos += c
 			continue
 		}
-		j := i
-		for j < n && real[j] != image[j] {
-			j++
+		for i := int64(0); i < c; {
+			if a[i] == b[i] {
+				open = false
+				i++
+				continue
+			}
+			j := i
+			for j < c && a[j] != b[j] {
+				j++
+			}
+			if open && i == 0 {
+				out[len(out)-1].Len += j
+			} else {
+				out = append(out, Range{Kind: Altered, Off: pos + i, Len: j - i})
+			}
+			open = j == c
+			i = j
 		}
-		out = append(out, Range{Kind: Altered, Off: int64(i), Len: int64(j - i)})
-		i = j
+		pos += c
 	}
 	switch {
-	case len(real) > len(image):
-		out = append(out, Range{Kind: Missing, Off: int64(n), Len: int64(len(real) - n)})
-	case len(image) > len(real):
-		out = append(out, Range{Kind: Unsealed, Off: int64(n), Len: int64(len(image) - n)})
+	case realLen > imageLen:
+		out = append(out, Range{Kind: Missing, Off: n, Len: realLen - n})
+	case imageLen > realLen:
+		out = append(out, Range{Kind: Unsealed, Off: n, Len: imageLen - n})
 	}
-	return out
+	return out, nil
+}
+
+// readFull fills p from r at off.
+func readFull(r io.ReaderAt, p []byte, off int64) error {
+	k, err := r.ReadAt(p, off)
+	if k == len(p) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }

@@ -216,24 +216,26 @@ func (o *overlay) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// File is what the image shows of one inode.
+// File is what the image shows of one inode: its attributes, and its
+// content through ReadAt, read from the image when asked, so that a file of
+// any size costs memory for its extents only.
 type File struct {
 	Ino   uint64
 	Size  int64 // i_size
 	Links int
 	Flags layout.InodeFlags
-	// Data is the file's content, holes and unwritten extents as zeros.
-	Data []byte
+	im    *Image
+	maps  []layout.Mapping // ascending, not overlapping (FileMap)
 }
 
-// ReadFile reads inode ino's content. When the inode no longer holds a
+// OpenFile finds inode ino's content. When the inode no longer holds a
 // regular file that uses extents, the error wraps ErrGone and says why.
-func (im *Image) ReadFile(ino uint64) (*File, error) {
+func (im *Image) OpenFile(ino uint64) (*File, error) {
 	in, raw, err := im.fs.ReadInode(ino)
 	if err != nil {
 		return nil, fmt.Errorf("%w: inode %d: %w", ErrCorrupt, ino, err)
 	}
-	f := &File{Ino: ino, Links: int(in.LinksCount), Flags: in.Flags}
+	f := &File{Ino: ino, Links: int(in.LinksCount), Flags: in.Flags, im: im}
 	switch {
 	case in.Mode == 0:
 		return f, fmt.Errorf("%w: inode %d is free (mode 0)", ErrGone, ino)
@@ -251,32 +253,47 @@ func (im *Image) ReadFile(ino uint64) (*File, error) {
 	size := in.Size()
 	if size > uint64(im.size) {
 		// The bytes past the image's end could only be holes; a size like
-		// this is an attempt to make the reader allocate without bound.
+		// this only makes a reader go on without end.
 		return f, fmt.Errorf("%w: inode %d claims %d bytes, more than the %d-byte image", ErrCorrupt, ino, size, im.size)
 	}
 	f.Size = int64(size)
-	maps, _, err := im.fs.FileMap(in)
-	if err != nil {
+	if f.maps, _, err = im.fs.FileMap(in); err != nil {
 		return f, fmt.Errorf("%w: inode %d: extent tree: %w", ErrCorrupt, ino, err)
 	}
-	f.Data = make([]byte, size)
-	bs := uint64(im.bs)
-	for _, m := range maps {
+	return f, nil
+}
+
+// ReadAt reads the file's content at off: holes and unwritten extents read
+// as zeros, as the kernel returns them; io.EOF past Size.
+func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("audit: negative offset %d", off)
+	}
+	if off >= f.Size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), f.Size-off)
+	q := p[:n]
+	clear(q)
+	bs := f.im.bs
+	i := sort.Search(len(f.maps), func(i int) bool { return int64(f.maps[i].Logical+f.maps[i].Len)*bs > off })
+	for ; i < len(f.maps) && int64(f.maps[i].Logical)*bs < off+n; i++ {
+		m := f.maps[i]
 		if m.Unwritten {
-			continue // reads as zeros, as the kernel returns them
-		}
-		lo := m.Logical * bs
-		if lo >= size {
 			continue
 		}
-		hi := min((m.Logical+m.Len)*bs, size)
+		lo := int64(m.Logical) * bs
+		a, b := max(lo, off), min(int64(m.Logical+m.Len)*bs, off+n)
 		// ExtentTree keeps every run inside the filesystem, and openLayout
 		// keeps the filesystem inside the image.
-		if _, err := im.reader().ReadAt(f.Data[lo:hi], int64(m.Physical*bs)); err != nil {
-			return f, fmt.Errorf("%w: inode %d: reading blocks [%d,+%d): %v", ErrCorrupt, ino, m.Physical, m.Len, err)
+		if _, err := f.im.reader().ReadAt(q[a-off:b-off], int64(m.Physical)*bs+a-lo); err != nil {
+			return int(a - off), fmt.Errorf("%w: inode %d: reading blocks [%d,+%d): %v", ErrCorrupt, f.Ino, m.Physical, m.Len, err)
 		}
 	}
-	return f, nil
+	if n < int64(len(p)) {
+		return int(n), io.EOF
+	}
+	return int(n), nil
 }
 
 // reader is the image as the kernel sees it after replay.
@@ -296,15 +313,20 @@ func (im *Image) Lookup(path string) (uint64, error) {
 // errNotFound is layout's "no such file" sentinel, for Lookup's callers.
 var errNotFound = layout.ErrNotFound
 
-// ReadImageFile is OpenImage then ReadFile for a single inode.
+// ReadImageFile is OpenImage then OpenFile for a single inode, read whole
+// (at most the image's size).
 func ReadImageFile(img io.ReaderAt, size int64, ino uint64) ([]byte, error) {
 	im, err := OpenImage(img, size)
 	if err != nil {
 		return nil, err
 	}
-	f, err := im.ReadFile(ino)
+	f, err := im.OpenFile(ino)
 	if err != nil {
 		return nil, err
 	}
-	return f.Data, nil
+	b := make([]byte, f.Size)
+	if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
+		return nil, err
+	}
+	return b, nil
 }

@@ -1,8 +1,10 @@
 package audit
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 )
 
@@ -57,18 +59,19 @@ func (r *FileReport) Bytes(k RangeKind) int64 {
 }
 
 // DiffFile compares the protected file (path, inode ino) as the image im
-// shows it with its real log. The image is read by inode, so a rename or a
-// removed directory entry hides nothing.
-func DiffFile(im *Image, path string, ino uint64, real []byte) *FileReport {
-	rep := &FileReport{Path: path, Inode: ino, RealLen: int64(len(real)), Ranges: []Divergence{}}
-	var shown []byte
-	f, err := im.ReadFile(ino)
+// shows it with its real log (realLen bytes of real). The image is read by
+// inode, so a rename or a removed directory entry hides nothing. Both sides
+// are read a chunk at a time; an error is a read that failed.
+func DiffFile(im *Image, path string, ino uint64, real io.ReaderAt, realLen int64) (*FileReport, error) {
+	rep := &FileReport{Path: path, Inode: ino, RealLen: realLen, Ranges: []Divergence{}}
+	var shown io.ReaderAt = bytes.NewReader(nil)
+	f, err := im.OpenFile(ino)
 	switch {
 	case err != nil:
 		rep.Gone = err.Error()
 	default:
-		shown = f.Data
-		rep.ImageLen = int64(len(shown))
+		shown = f
+		rep.ImageLen = f.Size
 	}
 	if got, err := im.Lookup(path); err != nil {
 		rep.Entry = "no directory entry: " + err.Error()
@@ -78,16 +81,32 @@ func DiffFile(im *Image, path string, ino uint64, real []byte) *FileReport {
 	} else if got != ino {
 		rep.Entry = fmt.Sprintf("names inode %d instead", got)
 	}
-	for _, r := range Compare(real, shown) {
-		rep.Ranges = append(rep.Ranges, Divergence{Range: r, Real: sample(real, r), Image: sample(shown, r)})
+	ranges, err := CompareReaders(real, realLen, shown, rep.ImageLen)
+	if err != nil {
+		return rep, err
 	}
-	return rep
+	for _, r := range ranges {
+		d := Divergence{Range: r}
+		if d.Real, err = sample(real, realLen, r); err == nil {
+			d.Image, err = sample(shown, rep.ImageLen, r)
+		}
+		if err != nil {
+			return rep, err
+		}
+		rep.Ranges = append(rep.Ranges, d)
+	}
+	return rep, nil
 }
 
-func sample(b []byte, r Range) string {
-	if r.Off >= int64(len(b)) {
-		return ""
+// sample quotes up to SampleLen bytes of the size bytes of r at the start of
+// the range.
+func sample(r io.ReaderAt, size int64, rg Range) (string, error) {
+	if rg.Off >= size {
+		return "", nil
 	}
-	hi := min(r.Off+r.Len, r.Off+SampleLen, int64(len(b)))
-	return strconv.Quote(string(b[r.Off:hi]))
+	b := make([]byte, min(rg.Len, SampleLen, size-rg.Off))
+	if err := readFull(r, b, rg.Off); err != nil {
+		return "", fmt.Errorf("audit: sample at %d: %w", rg.Off, err)
+	}
+	return strconv.Quote(string(b)), nil
 }

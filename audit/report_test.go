@@ -2,7 +2,9 @@ package audit
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -22,14 +24,14 @@ func TestDiffFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The real log holds a prefix: the rest is pending.
-	rep := DiffFile(im, "var/log/app.log", ino, content[:1000])
+	rep := diffBytes(t, im, "var/log/app.log", ino, content[:1000])
 	if rep.Diverges(false) || !rep.Diverges(true) || rep.Bytes(Unsealed) != int64(len(content)-1000) || rep.Entry != "" {
 		t.Fatalf("pending: %+v", rep)
 	}
 	// The real log holds other bytes at 17 and more than the image shows.
 	real := append(append([]byte(nil), content...), "sealed but hidden\n"...)
 	real[17] = 'X'
-	rep = DiffFile(im, "var/log/other.log", ino, real)
+	rep = diffBytes(t, im, "var/log/other.log", ino, real)
 	if !rep.Diverges(false) || rep.Bytes(Altered) != 1 || rep.Bytes(Missing) != 18 {
 		t.Fatalf("altered and missing: %+v", rep)
 	}
@@ -40,8 +42,51 @@ func TestDiffFile(t *testing.T) {
 		t.Fatalf("entry: %q", rep.Entry)
 	}
 	// An inode out of range: gone, everything missing.
-	rep = DiffFile(im, "var/log/app.log", 1<<30, content)
+	rep = diffBytes(t, im, "var/log/app.log", 1<<30, content)
 	if rep.Gone == "" || rep.Bytes(Missing) != int64(len(content)) {
 		t.Fatalf("bad inode: %+v", rep)
+	}
+}
+
+func diffBytes(t *testing.T, im *Image, path string, ino uint64, real []byte) *FileReport {
+	t.Helper()
+	rep, err := DiffFile(im, path, ino, bytes.NewReader(real), int64(len(real)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+// A file the image says is as large as the image (a forged i_size; the
+// bytes past its blocks read as zeros) is compared a chunk at a time: the
+// report's memory does not follow the claimed size. Reading files whole
+// made `indelible diff` allocate whatever a forged inode claimed, up to the
+// image's size (a terabyte on a sparse device).
+func TestDiffFileMemoryBounded(t *testing.T) {
+	content := bytes.Repeat([]byte("line\n"), 200)
+	img, ino := mkImage(t, content)
+	st, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	debugfs(t, img, fmt.Sprintf("set_inode_field <%d> size %d", ino, st.Size()))
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	im, err := OpenImage(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	rep := diffBytes(t, im, "var/log/app.log", ino, content)
+	runtime.ReadMemStats(&after)
+	if rep.ImageLen != st.Size() || rep.Bytes(Unsealed) != st.Size()-int64(len(content)) || rep.Bytes(Altered) != 0 {
+		t.Fatalf("report: image %d bytes, unsealed %d, altered %d", rep.ImageLen, rep.Bytes(Unsealed), rep.Bytes(Altered))
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n >= uint64(st.Size())/2 {
+		t.Errorf("comparing a file claiming %d bytes allocated %d", st.Size(), n)
 	}
 }

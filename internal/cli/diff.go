@@ -5,8 +5,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/indelible-worm/indelible/audit"
 	"github.com/indelible-worm/indelible/worm"
@@ -72,20 +74,9 @@ func runDiff(env *Env, fs *flag.FlagSet, args []string) error {
 	im, imErr := audit.OpenImage(f, st.Size())
 	var reports []*audit.FileReport
 	for _, p := range cfg.Protected {
-		real, err := os.ReadFile(filepath.Join(inDir(dir, cfg.Store), filepath.FromSlash(p.Path)))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("indelible: real log of %s: %w", p.Path, err)
-		}
-		var rep *audit.FileReport
-		if imErr != nil {
-			// The image does not parse: it shows nothing of any file.
-			rep = &audit.FileReport{Path: p.Path, Inode: p.Inode, RealLen: int64(len(real)),
-				Gone: "the image does not parse: " + imErr.Error(), Ranges: []audit.Divergence{}}
-			if len(real) > 0 {
-				rep.Ranges = append(rep.Ranges, audit.Divergence{Range: audit.Range{Kind: audit.Missing, Len: int64(len(real))}})
-			}
-		} else {
-			rep = audit.DiffFile(im, p.Path, p.Inode, real)
+		rep, err := diffOne(im, imErr, p.Path, p.Inode, filepath.Join(inDir(dir, cfg.Store), filepath.FromSlash(p.Path)))
+		if err != nil {
+			return err
 		}
 		reports = append(reports, rep)
 	}
@@ -170,4 +161,40 @@ func inDir(dir, p string) string {
 		return p
 	}
 	return filepath.Join(dir, p)
+}
+
+// diffOne compares one protected file with its real log at realPath (a
+// missing real log holds nothing), reading both a chunk at a time.
+func diffOne(im *audit.Image, imErr error, path string, ino uint64, realPath string) (*audit.FileReport, error) {
+	var real io.ReaderAt = strings.NewReader("")
+	var realLen int64
+	// Looked at before it is opened: opening a FIFO would wait for a writer.
+	st, err := os.Stat(realPath)
+	switch {
+	case err == nil && !st.Mode().IsRegular():
+		return nil, fmt.Errorf("indelible: real log of %s: %s is not a regular file", path, realPath)
+	case err == nil:
+		rf, err := os.Open(realPath)
+		if err != nil {
+			return nil, fmt.Errorf("indelible: real log of %s: %w", path, err)
+		}
+		defer rf.Close()
+		real, realLen = rf, st.Size()
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("indelible: real log of %s: %w", path, err)
+	}
+	if imErr != nil {
+		// The image does not parse: it shows nothing of any file.
+		rep := &audit.FileReport{Path: path, Inode: ino, RealLen: realLen,
+			Gone: "the image does not parse: " + imErr.Error(), Ranges: []audit.Divergence{}}
+		if realLen > 0 {
+			rep.Ranges = append(rep.Ranges, audit.Divergence{Range: audit.Range{Kind: audit.Missing, Len: realLen}})
+		}
+		return rep, nil
+	}
+	rep, err := audit.DiffFile(im, path, ino, real, realLen)
+	if err != nil {
+		return nil, fmt.Errorf("indelible: comparing %s: %w", path, err)
+	}
+	return rep, nil
 }
