@@ -263,6 +263,16 @@ func (im *Image) OpenFile(ino uint64) (*File, error) {
 	return f, nil
 }
 
+// ReadAll reads the whole content: at most the image's size, which
+// OpenFile checked the file's size against.
+func (f *File) ReadAll() ([]byte, error) {
+	b := make([]byte, f.Size)
+	if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
+		return nil, err
+	}
+	return b, nil
+}
+
 // ReadAt reads the file's content at off: holes and unwritten extents read
 // as zeros, as the kernel returns them; io.EOF past Size.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
@@ -324,9 +334,5 @@ func ReadImageFile(img io.ReaderAt, size int64, ino uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, f.Size)
-	if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
-		return nil, err
-	}
-	return b, nil
+	return f.ReadAll()
 }

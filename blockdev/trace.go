@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 )
 
@@ -220,7 +221,7 @@ func ReadTrace(r io.Reader, fn func(TraceOp) error) error {
 		}
 		op := TraceOp{Op: h[0], Failed: h[1] != 0,
 			Off: int64(binary.LittleEndian.Uint64(h[2:])), Len: int64(binary.LittleEndian.Uint64(h[10:]))}
-		if h[1] > 1 || op.Off < 0 || op.Len < 0 {
+		if h[1] > 1 || op.Off < 0 || op.Len < 0 || op.Len > math.MaxInt64-op.Off {
 			return fmt.Errorf("%w: record %d: flag %d, offset %d, length %d", ErrBadTrace, i, h[1], op.Off, op.Len)
 		}
 		switch op.Op {

@@ -150,7 +150,7 @@ func (d *Device) WriteAtFUA(p []byte, off int64) (int, error) {
 }
 
 func (d *Device) write(p []byte, off int64, fua bool) (int, error) {
-	if off < 0 || off+int64(len(p)) > d.img.Size() {
+	if off < 0 || int64(len(p)) > d.img.Size()-off {
 		return 0, blockdev.ErrOutOfRange
 	}
 	d.mu.Lock()
@@ -398,7 +398,7 @@ func (d *Device) WriteZeroes(off, length int64, mayPunch bool) error {
 }
 
 func (d *Device) discard(off, length int64, do func() error, op string) error {
-	if off < 0 || off+length > d.img.Size() {
+	if off < 0 || length < 0 || length > d.img.Size()-off {
 		return blockdev.ErrOutOfRange
 	}
 	d.mu.Lock()

@@ -27,7 +27,17 @@ type Event struct {
 
 // maxPendingEvents bounds memory under an attack that raises indicators in a
 // loop: past it, events are counted and recorded as one "suppressed" line.
+// It holds while sealing fails too: events put back after a failed seal
+// count against it.
 const maxPendingEvents = 4096
+
+// maxEventsPerSecond bounds how fast indicators are recorded one by one: a
+// host repeating a refused write as fast as it can (on_violation = discard
+// or honeypot) would otherwise grow the sealed event log with the host's
+// speed (about 230 bytes each) until the store's disk filled and sealing of
+// the protected files stopped. Past it they are counted, and the count is
+// sealed as one "suppressed" line.
+const maxEventsPerSecond = 64
 
 // eventLog queues events under the device lock and seals them from the
 // scheduler, so that an attack never makes host I/O wait for fsync.
@@ -45,7 +55,10 @@ type eventLog struct {
 	// rate limit for the device log: at most logBurst lines per second.
 	logWindow time.Time
 	logCount  int
-	recent    []Event // the last few events, for status
+	// rate limit for events recorded one by one (maxEventsPerSecond).
+	sealWindow time.Time
+	sealCount  int
+	recent     []Event // the last few events, for status
 }
 
 const logBurst = 20
@@ -54,9 +67,13 @@ func (l *eventLog) record(e Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total++
-	if len(l.pending) >= maxPendingEvents {
+	if e.Time.Sub(l.sealWindow) >= time.Second || e.Time.Before(l.sealWindow) {
+		l.sealWindow, l.sealCount = e.Time, 0
+	}
+	if len(l.pending) >= maxPendingEvents || l.sealCount >= maxEventsPerSecond {
 		l.dropped++
 	} else {
+		l.sealCount++
 		l.pending = append(l.pending, e)
 	}
 	l.remember(e)
@@ -104,7 +121,7 @@ func (l *eventLog) flush() error {
 	l.mu.Unlock()
 	if dropped > 0 {
 		evs = append(evs, Event{Time: time.Now().UTC(), Kind: "suppressed", Op: "-", Dropped: dropped,
-			Detail: fmt.Sprintf("%d indicators not recorded one by one (more than %d pending)", dropped, maxPendingEvents)})
+			Detail: fmt.Sprintf("%d indicators not recorded one by one (more than %d a second, or %d pending)", dropped, maxEventsPerSecond, maxPendingEvents)})
 	}
 	if len(evs) == 0 {
 		return nil
@@ -118,9 +135,17 @@ func (l *eventLog) flush() error {
 		buf = append(append(buf, b...), '\n')
 	}
 	if err := l.sealer.Append(EventLogID, EventLogPath, l.off, buf); err != nil {
-		// Put them back: an indicator is never silently lost.
+		// Put them back: an indicator is never silently lost. What does
+		// not fit under maxPendingEvents (the newest) is counted instead.
 		l.mu.Lock()
-		l.pending = append(evs, l.pending...)
+		all := append(evs, l.pending...)
+		if len(all) > maxPendingEvents {
+			for _, e := range all[maxPendingEvents:] {
+				l.dropped += max(e.Dropped, 1)
+			}
+			all = all[:maxPendingEvents]
+		}
+		l.pending = all
 		l.mu.Unlock()
 		return err
 	}

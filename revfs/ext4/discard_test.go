@@ -251,11 +251,15 @@ func (r *rig) auditSees(id revfs.FileID) []byte {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	f, err := im.ReadFile(uint64(id))
+	f, err := im.OpenFile(uint64(id))
 	if err != nil {
 		r.t.Fatalf("audit: %v (notes %q)", err, im.Notes)
 	}
-	return f.Data
+	data, err := f.ReadAll()
+	if err != nil {
+		r.t.Fatalf("audit: %v", err)
+	}
+	return data
 }
 
 func TestDiscardRepairsJournalledCopy(t *testing.T) {

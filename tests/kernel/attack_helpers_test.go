@@ -315,11 +315,12 @@ func (k *kdev) imageFile(ino uint64) ([]byte, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	f, err := im.ReadFile(ino)
+	f, err := im.OpenFile(ino)
 	if err != nil {
 		return nil, im.Notes, err
 	}
-	return f.Data, im.Notes, nil
+	data, err := f.ReadAll()
+	return data, im.Notes, err
 }
 
 // appendReplayed appends data to log with fsync, then checks that the image,
