@@ -25,6 +25,9 @@ with 'indelible verify --key AUDITOR_KEY DEVICE_DIR' before trusting what it say
 
 Kinds: data-changed, size-decreased, inode-freed, mapping-changed, type-changed,
 dir-entry, layout-changed, discard, volume-full, unparseable, suppressed.
+A host repeating refused writes faster than 64 a second (or while 4096 wait to be
+sealed) gets the rest counted: one 'suppressed' line says how many, so that an
+attack cannot fill the store's disk with its own indicators.
 
 It also prints the lost-write notices: a range of a protected file below its size
 that the host never wrote (data it lost in a crash) and that the device sealed as
