@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"syscall"
+
+	"github.com/indelible-worm/indelible/internal/regfile"
 )
 
 // ReadConfigFile opens and parses a configuration file after checking, on
@@ -15,7 +17,7 @@ import (
 // A world-readable file is allowed, with a warning, because it only reveals
 // the locking plan.
 func ReadConfigFile(name string, opts ParseOptions) (c *Config, warnings []string, err error) {
-	f, err := os.Open(name)
+	f, err := regfile.Open(name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -23,9 +25,6 @@ func ReadConfigFile(name string, opts ParseOptions) (c *Config, warnings []strin
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s is not a regular file", name)
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		euid := os.Geteuid()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/indelible-worm/indelible/internal/durable"
+	"github.com/indelible-worm/indelible/internal/regfile"
 )
 
 // FileRef names a real log: ID is the SealFS "inode" recorded in entries (the
@@ -203,7 +204,7 @@ func (s *Store) open(devKeyPath string) error {
 		return fmt.Errorf("%w: ratchet state belongs to keystream %#x", ErrBadMagic, st.KeyMagic)
 	}
 	s.nratchet = st.NRatchet
-	if p, err := readSmall(filepath.Join(s.dir, ParamsName), maxParamsBytes); err == nil {
+	if p, err := regfile.ReadSmall(filepath.Join(s.dir, ParamsName), maxParamsBytes); err == nil {
 		if v, err := strconv.Atoi(strings.TrimSpace(string(p))); err == nil && v != s.nratchet {
 			return fmt.Errorf("%w: store params say nratchet %d, ratchet state %d", ErrCorrupt, v, s.nratchet)
 		}
@@ -448,7 +449,7 @@ const maxParamsBytes = 64
 var maxEntryCount uint64 = 1 << 40
 
 func readParams(dir string) (int, error) {
-	p, err := readSmall(filepath.Join(dir, ParamsName), maxParamsBytes)
+	p, err := regfile.ReadSmall(filepath.Join(dir, ParamsName), maxParamsBytes)
 	if err != nil {
 		return 0, err
 	}

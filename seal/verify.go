@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/indelible-worm/indelible/internal/regfile"
 	"github.com/indelible-worm/indelible/internal/sha256x16"
 )
 
@@ -397,7 +398,7 @@ func (v *verifier) deliver(p Problem) {
 }
 
 func (v *verifier) run() (*Summary, error) {
-	lf, err := openRegular(filepath.Join(v.dir, LogName))
+	lf, err := regfile.Open(filepath.Join(v.dir, LogName))
 	if err != nil {
 		return nil, fmt.Errorf("seal: %s is not a store: %w", v.dir, err)
 	}
@@ -575,7 +576,7 @@ func (v *verifier) keysAhead(i int64) {
 // mapPaths pre-reads the map records (unverified) in a separate pass.
 func (v *verifier) mapPaths() map[uint64]string {
 	paths := map[uint64]string{}
-	f, err := openRegular(filepath.Join(v.dir, RecordsName))
+	f, err := regfile.Open(filepath.Join(v.dir, RecordsName))
 	if err != nil {
 		return paths
 	}
@@ -593,7 +594,7 @@ func (v *verifier) mapPaths() map[uint64]string {
 }
 
 func (v *verifier) openRecords() {
-	f, err := openRegular(filepath.Join(v.dir, RecordsName))
+	f, err := regfile.Open(filepath.Join(v.dir, RecordsName))
 	if err != nil {
 		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: -1, Msg: "side records missing: real logs cannot be located"})
 		return
@@ -670,7 +671,7 @@ func (v *verifier) applyMap(i int64, r *Record) {
 	f := &vfile{path: r.Path, id: r.ID}
 	v.files[r.ID] = f
 	v.paths[r.Path] = r.ID
-	fh, err := openRegular(filepath.Join(v.dir, filepath.FromSlash(r.Path)))
+	fh, err := regfile.Open(filepath.Join(v.dir, filepath.FromSlash(r.Path)))
 	if err != nil {
 		f.missing = true
 		return
@@ -894,7 +895,7 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 	// The ratchet state names the exact count of acknowledged entries;
 	// the burnt offset alone bounds it to within a ratchet block.
 	cut := false
-	if b, err := readSmall(v.o.DeviceKey+StateSuffix, stateSize); err == nil {
+	if b, err := regfile.ReadSmall(v.o.DeviceKey+StateSuffix, stateSize); err == nil {
 		if st, err := ParseRatchetState(b); err == nil && st.KeyMagic == magic && st.Committed > n {
 			cut = true
 			v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (st.Committed - n) * EntrySize,
@@ -942,7 +943,7 @@ type keyReader struct {
 }
 
 func openKeyReader(p string) (*keyReader, error) {
-	f, err := openRegular(p)
+	f, err := regfile.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("seal: keystream: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/indelible-worm/indelible/audit"
+	"github.com/indelible-worm/indelible/internal/regfile"
 	"github.com/indelible-worm/indelible/worm"
 )
 
@@ -168,17 +169,14 @@ func inDir(dir, p string) string {
 func diffOne(im *audit.Image, imErr error, path string, ino uint64, realPath string) (*audit.FileReport, error) {
 	var real io.ReaderAt = strings.NewReader("")
 	var realLen int64
-	// Looked at before it is opened: opening a FIFO would wait for a writer.
-	st, err := os.Stat(realPath)
+	rf, err := regfile.Open(realPath)
 	switch {
-	case err == nil && !st.Mode().IsRegular():
-		return nil, fmt.Errorf("indelible: real log of %s: %s is not a regular file", path, realPath)
 	case err == nil:
-		rf, err := os.Open(realPath)
+		defer rf.Close()
+		st, err := rf.Stat()
 		if err != nil {
 			return nil, fmt.Errorf("indelible: real log of %s: %w", path, err)
 		}
-		defer rf.Close()
 		real, realLen = rf, st.Size()
 	case !errors.Is(err, os.ErrNotExist):
 		return nil, fmt.Errorf("indelible: real log of %s: %w", path, err)
