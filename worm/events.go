@@ -45,43 +45,51 @@ type eventLog struct {
 	sealer Sealer
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	pending []Event
-	dropped int
-	total   int   // indicators
-	notices int   // lost-write notices
-	off     int64 // bytes of the sealed event log already handed to the sealer
-	init    bool
-	// rate limit for the device log: at most logBurst lines per second.
-	logWindow time.Time
-	logCount  int
-	// rate limit for events recorded one by one (maxEventsPerSecond).
-	sealWindow time.Time
-	sealCount  int
-	recent     []Event // the last few events, for status
+	mu       sync.Mutex
+	pending  []Event
+	dropped  int
+	total    int   // indicators
+	notices  int   // lost-write notices
+	off      int64 // bytes of the sealed event log already handed to the sealer
+	init     bool
+	logRate  perSecond // device log lines (logBurst a second)
+	sealRate perSecond // events recorded one by one (maxEventsPerSecond)
+	recent   []Event   // the last few events, for status
 }
 
 const logBurst = 20
+
+// perSecond counts what was let through in the current one-second window.
+type perSecond struct {
+	window time.Time
+	count  int
+}
+
+// allow reports whether one more may go at time t, at most most a second,
+// and counts it if so. A clock that went back starts a new window, so that
+// a step back does not silence everything until the old window's end.
+func (r *perSecond) allow(t time.Time, most int) bool {
+	if t.Sub(r.window) >= time.Second || t.Before(r.window) {
+		r.window, r.count = t, 0
+	}
+	if r.count >= most {
+		return false
+	}
+	r.count++
+	return true
+}
 
 func (l *eventLog) record(e Event) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total++
-	if e.Time.Sub(l.sealWindow) >= time.Second || e.Time.Before(l.sealWindow) {
-		l.sealWindow, l.sealCount = e.Time, 0
-	}
-	if len(l.pending) >= maxPendingEvents || l.sealCount >= maxEventsPerSecond {
+	if len(l.pending) >= maxPendingEvents || !l.sealRate.allow(e.Time, maxEventsPerSecond) {
 		l.dropped++
 	} else {
-		l.sealCount++
 		l.pending = append(l.pending, e)
 	}
 	l.remember(e)
-	if e.Time.Sub(l.logWindow) >= time.Second {
-		l.logWindow, l.logCount = e.Time, 0
-	}
-	if l.logCount < logBurst {
-		l.logCount++
+	if l.logRate.allow(e.Time, logBurst) {
 		l.log.Warn("indelible: indicator of compromise", "kind", e.Kind, "op", e.Op, "off", e.Off, "len", e.Len,
 			"file", e.File, "response", e.Response, "detail", e.Detail)
 	}
