@@ -105,12 +105,6 @@ func CompareReaders(real io.ReaderAt, realLen int64, image io.ReaderAt, imageLen
 
 // readFull fills p from r at off.
 func readFull(r io.ReaderAt, p []byte, off int64) error {
-	k, err := r.ReadAt(p, off)
-	if k == len(p) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
+	_, err := io.ReadFull(io.NewSectionReader(r, off, int64(len(p))), p)
 	return err
 }

@@ -1,6 +1,7 @@
 package blockdev
 
 import (
+	"cmp"
 	"os"
 	"slices"
 	"sync"
@@ -130,15 +131,7 @@ func mergeRanges(rs []wbRange) []wbRange {
 	if len(rs) < 2 {
 		return rs
 	}
-	slices.SortFunc(rs, func(a, b wbRange) int {
-		switch {
-		case a.off < b.off:
-			return -1
-		case a.off > b.off:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(rs, func(a, b wbRange) int { return cmp.Compare(a.off, b.off) })
 	out := rs[:1]
 	for _, r := range rs[1:] {
 		last := &out[len(out)-1]
