@@ -450,7 +450,7 @@ func layoutChange(o, nsb *layout.SuperBlock) string {
 		layout.ROCompatHasSnapshot | layout.ROCompatSharedBlocks | layout.ROCompatReplica
 	switch {
 	case nsb.UUID != o.UUID:
-		return fmt.Sprintf("filesystem UUID changed (new mkfs?)")
+		return "filesystem UUID changed (new mkfs?)"
 	case nsb.BlocksCount() != o.BlocksCount():
 		return fmt.Sprintf("block count %d -> %d (resize)", o.BlocksCount(), nsb.BlocksCount())
 	case nsb.LogBlockSize != o.LogBlockSize || nsb.LogClusterSize != o.LogClusterSize:
@@ -458,7 +458,7 @@ func layoutChange(o, nsb *layout.SuperBlock) string {
 	case nsb.BlocksPerGroup != o.BlocksPerGroup || nsb.InodesPerGroup != o.InodesPerGroup ||
 		nsb.InodeSizeBytes() != o.InodeSizeBytes() || nsb.DescSizeBytes() != o.DescSizeBytes() ||
 		nsb.FirstDataBlock != o.FirstDataBlock || nsb.InodesCount != o.InodesCount:
-		return fmt.Sprintf("group geometry changed")
+		return "group geometry changed"
 	case nsb.FeatureIncompat&incompatMask != o.FeatureIncompat&incompatMask:
 		return fmt.Sprintf("incompatible features %s -> %s", o.FeatureIncompat, nsb.FeatureIncompat)
 	case nsb.FeatureROCompat&roMask != o.FeatureROCompat&roMask:
@@ -466,7 +466,7 @@ func layoutChange(o, nsb *layout.SuperBlock) string {
 	case nsb.FeatureCompat&layout.CompatHasJournal != o.FeatureCompat&layout.CompatHasJournal || nsb.JournalInum != o.JournalInum:
 		return fmt.Sprintf("journal changed (has_journal %v, inode %d -> %d)", nsb.FeatureCompat&layout.CompatHasJournal != 0, o.JournalInum, nsb.JournalInum)
 	case o.FeatureIncompat&layout.IncompatCsumSeed != 0 && nsb.ChecksumSeedField != o.ChecksumSeedField:
-		return fmt.Sprintf("checksum seed changed")
+		return "checksum seed changed"
 	}
 	return ""
 }
