@@ -41,7 +41,7 @@
 # writers appending A bytes with O_APPEND to their own file, fsync every N
 # appends. Throughput is bytes appended / wall time from the first append
 # to the last fsync's return. Seal lag is measured against the real logs
-# (DIR/store/<path>) polled every 1 ms. indelible and nbdkit alternate which
+# (DIR/store/<path>), watched with inotify. indelible and nbdkit alternate which
 # goes first; every run starts after a `sync`. Each result line also
 # carries srv_cpu_s, the server process's user+system CPU seconds over the
 # workload (steadier than wall time on a shared machine), busy_cpu_s,
