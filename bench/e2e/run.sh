@@ -29,6 +29,10 @@
 #   PERF=0             1: every run's workload is recorded machine-wide by `perf record -a -g`
 #                      ($OUT/perf-SERVER-MODE-REP.data; `perf report -i FILE --sort comm`
 #                      shows where the whole machine's CPU went: server, host kernel, writeback)
+#   PIN=0              1: the server (indelible or nbdkit) runs on CPU 1 only and the host's
+#                      processes (nbdfuse, the appender) on CPU 0 (taskset), as when the
+#                      device is a board of its own; the host's kernel threads still run
+#                      anywhere. Not the issue's measurement (shared cores): a second figure
 #   OUT=/var/tmp/indelible-e2e-out   where profiles and logs are kept
 #   SRC=.              source tree the binaries are built from (a snapshot, while
 #                      the working tree is mid-edit)
@@ -134,7 +138,7 @@ wait_nbd() {
 attach() {
 	local uri=$1 d=$2 i loop fpid
 	mkdir -p "$d/fuse" "$d/mnt"
-	nbdfuse "$d/fuse" "$uri" >"$d/nbdfuse.log" 2>&1 &
+	"${hostpin[@]}" nbdfuse "$d/fuse" "$uri" >"$d/nbdfuse.log" 2>&1 &
 	fpid=$!
 	push_undo "fusermount3 -u '$d/fuse' 2>/dev/null; for i in \$(seq 100); do kill -0 $fpid 2>/dev/null || break; sleep 0.1; done; kill $fpid 2>/dev/null; wait $fpid 2>/dev/null"
 	for ((i = 0; i < 1000; i++)); do
@@ -172,6 +176,14 @@ print("disk_writes=%d disk_write_ms=%d disk_flushes=%d disk_flush_ms=%d" % (b[4]
 }
 dstat=$(disk_stat_file "$work" || true)
 
+# PIN=1: the server on CPU 1, the host's processes on CPU 0 (see the header).
+srvpin=() hostpin=()
+if [[ ${PIN:-0} == 1 ]]; then
+	(($(nproc) >= 2)) || { echo "run.sh: PIN=1 needs two CPUs, this machine has $(nproc)" >&2; exit 2; }
+	command -v taskset >/dev/null || { echo "run.sh: PIN=1 needs taskset (util-linux)" >&2; exit 2; }
+	srvpin=(taskset -c 1) hostpin=(taskset -c 0)
+fi
+
 # kv KEY LINE: the value of KEY=... in a key=value line.
 kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
 
@@ -187,10 +199,10 @@ serve_device() {
 	if [[ -n $prof ]]; then
 		local record=()
 		[[ ${TRACE:-0} == 1 ]] && record=(-record "$prof.trace")
-		"$work/profserve" -cpuprofile "$prof.cpu.pprof" -memprofile "$prof.heap.pprof" "${record[@]}" -latency "$prof.latency" \
+		"${srvpin[@]}" "$work/profserve" -cpuprofile "$prof.cpu.pprof" -memprofile "$prof.heap.pprof" "${record[@]}" -latency "$prof.latency" \
 			-blockprofile-rate "${BLOCKPROFILE_RATE:-0}" -- serve "$dir" --listen "unix:$sock" >"$dir.serve.log" 2>&1 &
 	else
-		"$work/indelible" serve "$dir" --listen "unix:$sock" >"$dir.serve.log" 2>&1 &
+		"${srvpin[@]}" "$work/indelible" serve "$dir" --listen "unix:$sock" >"$dir.serve.log" 2>&1 &
 	fi
 	spid=$!
 	push_undo "stop_pid $spid"
@@ -213,7 +225,7 @@ one_run() {
 	elif [[ $server == plain ]]; then
 		# indelible's NBD server over the bare image: no WORM device.
 		cp --sparse=always "$work/tpl-$mode/image.ext4" "$d/image.ext4"
-		"$work/indelible" serve "$d/image.ext4" --listen "unix:$sock" >"$d/plain.log" 2>&1 &
+		"${srvpin[@]}" "$work/indelible" serve "$d/image.ext4" --listen "unix:$sock" >"$d/plain.log" 2>&1 &
 		local pid=$!
 		push_undo "stop_pid $pid"
 		wait_nbd "nbd+unix:///?socket=$sock"
@@ -225,7 +237,7 @@ one_run() {
 		else
 			stats=(file "$d/image.ext4")
 		fi
-		nbdkit -f --unix "$sock" "${stats[@]}" >"$d/nbdkit.log" 2>&1 &
+		"${srvpin[@]}" nbdkit -f --unix "$sock" "${stats[@]}" >"$d/nbdkit.log" 2>&1 &
 		local pid=$!
 		push_undo "stop_pid $pid"
 		wait_nbd "nbd+unix:///?socket=$sock"
@@ -245,7 +257,7 @@ one_run() {
 	if [[ ${PERF:-0} == 1 ]]; then
 		perf=(perf record -q -a -g -o "$OUT/perf-$server-$mode-$rep.data" --)
 	fi
-	line=$("${perf[@]}" "$work/appender" "${args[@]}")
+	line=$("${perf[@]}" "${hostpin[@]}" "$work/appender" "${args[@]}")
 	line+=" srv_cpu_s=$(python3 -c "print('%.2f' % (($(proc_cpu "$pid") - $cpu0) / $(getconf CLK_TCK)))")"
 	line+=" busy_cpu_s=$(python3 -c "print('%.2f' % (($(cpu_busy) - $busy0) / $(getconf CLK_TCK)))")"
 	[[ -n $dstat ]] && line+=" $(disk_delta "$dstat0" "$(cat "$dstat")")"
@@ -270,6 +282,7 @@ one_run() {
 	echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# nbdkit $(nbdkit --version | cut -d' ' -f2), nbdfuse $(nbdfuse --version | head -1 | cut -d' ' -f2)"
 	echo "# workload: $WRITERS writers x $PER_WRITER, $APPEND B appends, fsync every $FSYNC_EVERY; image $IMAGE_SIZE; $REPEATS repeats, median shown"
+	((${#srvpin[@]})) && echo "# PIN=1: servers on CPU 1, nbdfuse and the appender on CPU 0"
 } | tee "$OUT/summary.txt"
 
 declare -A res
