@@ -282,7 +282,9 @@ one_run() {
 	echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "# nbdkit $(nbdkit --version | cut -d' ' -f2), nbdfuse $(nbdfuse --version | head -1 | cut -d' ' -f2)"
 	echo "# workload: $WRITERS writers x $PER_WRITER, $APPEND B appends, fsync every $FSYNC_EVERY; image $IMAGE_SIZE; $REPEATS repeats, median shown"
-	((${#srvpin[@]})) && echo "# PIN=1: servers on CPU 1, nbdfuse and the appender on CPU 0"
+	if ((${#srvpin[@]})); then
+		echo "# PIN=1: servers on CPU 1, nbdfuse and the appender on CPU 0"
+	fi
 } | tee "$OUT/summary.txt"
 
 declare -A res
