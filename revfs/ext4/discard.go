@@ -149,7 +149,7 @@ func (e *Engine) RepairDiscard(off int64, p []byte, vs []revfs.Violation, write 
 		if len(mine) == 0 {
 			continue
 		}
-		txs, _, nseq := j.find(h.Sequence, read, w)
+		txs, _, nseq := j.find(h.Sequence, read, nil, w) // read sees the repairs: no cached sums
 		if len(txs) == 0 {
 			continue // nothing this commit block completes raised them
 		}

@@ -1,6 +1,10 @@
 package ext4
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
+)
 
 // The journal cache (journal.cache) holds the bytes the host last wrote to
 // journal blocks, up to maxJournalCache bytes. When it is full, the blocks
@@ -15,11 +19,15 @@ import "bytes"
 // skipped. The queue holds no reference to the bytes, so a dropped block
 // is garbage at once.
 
-// cachedBlock is a cached journal block: its bytes and the generation they
-// were cached with.
+// cachedBlock is a cached journal block: its bytes, the generation they
+// were cached with and, when the log checksums its copies (csum v2/v3),
+// their jbd2.BlockSum, taken while the bytes were fresh in the CPU's caches
+// so that the scan at a commit block need not read every copy again.
 type cachedBlock struct {
-	b   []byte
-	gen uint64
+	b      []byte
+	gen    uint64
+	sum    uint32
+	summed bool
 }
 
 // cacheRef is one cached block in journal.cacheQ.
@@ -53,7 +61,11 @@ func (j *journal) cachePut(jb uint32, b []byte) {
 		}
 	}
 	j.cacheN++
-	j.cache[jb] = cachedBlock{b, j.cacheN}
+	c := cachedBlock{b: b, gen: j.cacheN}
+	if j.sb != nil && j.sb.HasCsumV2V3() {
+		c.sum, c.summed = jbd2.BlockSum(b), true
+	}
+	j.cache[jb] = c
 	j.cacheQ = append(j.cacheQ, cacheRef{jb, j.cacheN})
 	if j.cacheHead > len(j.cacheQ)/2 || len(j.cacheQ) > 4*limit {
 		j.cacheCompact()

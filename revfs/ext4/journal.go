@@ -198,6 +198,20 @@ func (j *journal) readJ(jb uint32, w *hostWrite) ([]byte, error) {
 	return j.e.readImage(pb)
 }
 
+// sumJ returns the jbd2.BlockSum of journal block jb as readJ(jb, w) would
+// return it, when the cache has it (see jbd2.ScanWithSums).
+func (j *journal) sumJ(jb uint32, w *hostWrite) (uint32, bool) {
+	pb, ok := j.physOf(jb)
+	if !ok || (w != nil && w.has(pb)) {
+		return 0, false
+	}
+	c, ok := j.cache[jb]
+	if !ok || !c.summed || len(c.b) != j.sb.BlockSize() {
+		return 0, false
+	}
+	return c.sum, true
+}
+
 // readCopy reads a committed journalled copy, unescaped. The result may be
 // shared: callers must not modify it.
 func (j *journal) readCopy(c journalCopy) ([]byte, error) {
@@ -379,7 +393,7 @@ type commitEval struct {
 // block pb completes and evaluates them as one change.
 func (j *journal) evalCommit(seq uint32, pb uint64, read func(uint32) ([]byte, error), w *hostWrite) commitEval {
 	ev := commitEval{seq: seq}
-	ev.txs, ev.next, ev.nseq = j.find(seq, read, w)
+	ev.txs, ev.next, ev.nseq = j.find(seq, read, func(jb uint32) (uint32, bool) { return j.sumJ(jb, w) }, w)
 	if len(ev.txs) == 0 {
 		return ev
 	}
@@ -433,7 +447,7 @@ func tidBefore(a, b uint32) bool { return int32(a-b) < 0 }
 // when that does not find it (the engine lost track: a recovery or a
 // remount moved the head), from the log's first block, the head the
 // journal superblock records, and its tail.
-func (j *journal) find(seq uint32, read func(uint32) ([]byte, error), w *hostWrite) ([]jbd2.Transaction, uint32, uint32) {
+func (j *journal) find(seq uint32, read func(uint32) ([]byte, error), sums func(uint32) (uint32, bool), w *hostWrite) ([]jbd2.Transaction, uint32, uint32) {
 	if j.expect && tidBefore(seq, j.seq) {
 		return nil, 0, 0 // an old commit block rewritten: already applied
 	}
@@ -454,7 +468,7 @@ func (j *journal) find(seq uint32, read func(uint32) ([]byte, error), w *hostWri
 		if c.pos < j.sb.First() || c.pos >= j.sb.LogEnd() {
 			continue
 		}
-		txs, _, _, err := jbd2.Scan(j.sb, c.pos, c.seq, read, budget)
+		txs, _, _, err := jbd2.ScanWithSums(j.sb, c.pos, c.seq, read, sums, budget)
 		if err != nil {
 			j.e.log.Debug("ext4: journal scan", "pos", c.pos, "seq", c.seq, "err", err)
 		}
@@ -780,7 +794,8 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 		return
 	}
 	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
-	txs, next, nseq, err := jbd2.Scan(j.sb, j.pos, j.seq, read, int(j.sb.MaxLen()))
+	sums := func(jb uint32) (uint32, bool) { return j.sumJ(jb, nil) }
+	txs, next, nseq, err := jbd2.ScanWithSums(j.sb, j.pos, j.seq, read, sums, int(j.sb.MaxLen()))
 	for i, tx := range txs {
 		if !j.complete(tx, nil) {
 			j.judgeIncomplete(txs, i, read)

@@ -4,6 +4,14 @@ import "hash/crc32"
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// zeroBlock is the largest journal block's worth of zero bytes
+// (dataChecksumBase runs crc32c over them).
+var zeroBlock [65536]byte
+
+// BlockSum is the part of a journalled copy's v2/v3 checksum that depends
+// on its contents alone: crc32c(0, b) (see DataChecksumFromSum).
+func BlockSum(b []byte) uint32 { return crc32c(0, b) }
+
 // crc32c is the kernel's crc32c(seed, data): CRC-32C with neither the
 // initial nor the final inversion that hash/crc32 applies, so the result can
 // seed the next call the way jbd2_chksum chains them.

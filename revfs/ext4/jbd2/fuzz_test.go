@@ -2,6 +2,8 @@ package jbd2
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"testing"
 )
 
@@ -155,6 +157,19 @@ func FuzzScan(f *testing.F) {
 			}
 		}
 		_ = ReplayPlan(txs)
+
+		// Summed copies (some, chosen by shift's bits) scan the same.
+		sums := func(jb uint32) (uint32, bool) {
+			if shift>>(jb%32)&1 == 0 {
+				return 0, false
+			}
+			b, _ := read(jb)
+			return BlockSum(b), true
+		}
+		txs2, next2, nextSeq2, err2 := ScanWithSums(sb, start, seq, read, sums, int(maxBlocks))
+		if !reflect.DeepEqual(txs, txs2) || next != next2 || nextSeq != nextSeq2 || fmt.Sprint(err) != fmt.Sprint(err2) {
+			t.Fatalf("with sums: %+v %d %d %v\nwithout: %+v %d %d %v", txs2, next2, nextSeq2, err2, txs, next, nextSeq, err)
+		}
 	})
 }
 

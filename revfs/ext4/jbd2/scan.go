@@ -59,11 +59,22 @@ type Transaction struct {
 // treat the full jbd2 commit that follows as the point of coherence (the
 // indelible init does not enable fast_commit).
 func Scan(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, error), maxBlocks int) (txs []Transaction, next, nextSeq uint32, err error) {
+	return ScanWithSums(sb, start, seq, read, nil, maxBlocks)
+}
+
+// ScanWithSums is Scan given, besides read, the BlockSum of journal blocks
+// whose contents the caller has already summed: sums(jb) returns the
+// BlockSum of what read(jb) would return, or false. A journalled copy with a
+// sum has its v2/v3 checksum checked without being read (DataChecksumFromSum):
+// the engine sums each block as the host writes it, while its bytes are
+// still in the CPU's caches, instead of reading every copy of a
+// data=journal transaction again when its commit block arrives.
+func ScanWithSums(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, error), sums func(jblock uint32) (uint32, bool), maxBlocks int) (txs []Transaction, next, nextSeq uint32, err error) {
 	first, end := sb.First(), sb.LogEnd()
 	if start < first || start >= end {
 		return nil, start, seq, fmt.Errorf("%w: scan start %d outside the log [%d, %d)", ErrCorrupt, start, first, end)
 	}
-	s := scanner{sb: sb, read: read, pos: start, budget: maxBlocks, lap: int(end - first)}
+	s := scanner{sb: sb, read: read, sums: sums, pos: start, budget: maxBlocks, lap: int(end - first)}
 	for {
 		tx, ok, err := s.transaction(seq)
 		if err != nil || !ok {
@@ -77,9 +88,10 @@ func Scan(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, e
 type scanner struct {
 	sb     *Superblock
 	read   func(uint32) ([]byte, error)
-	pos    uint32 // next block to look at
-	budget int    // positions left before ErrTooLong
-	lap    int    // positions left before the walk has gone all the way round
+	sums   func(uint32) (uint32, bool) // may be nil
+	pos    uint32                      // next block to look at
+	budget int                         // positions left before ErrTooLong
+	lap    int                         // positions left before the walk has gone all the way round
 }
 
 // take returns the current position and advances past it, wrapping at the
@@ -168,6 +180,8 @@ func (s *scanner) transaction(seq uint32) (tx Transaction, ok bool, err error) {
 func (s *scanner) copies(tx *Transaction, tags []Tag, seq uint32, v1 bool, crc *uint32) error {
 	verify := s.sb.HasCsumV2V3()
 	v3 := s.sb.incompat&FeatureIncompatCsumV3 != 0
+	var base uint32 // dataChecksumBase(seq), once a copy has a sum
+	haveBase := false
 	for _, t := range tags {
 		jb, err := s.take()
 		if err != nil {
@@ -178,15 +192,29 @@ func (s *scanner) copies(tx *Transaction, tags []Tag, seq uint32, v1 bool, crc *
 			tx.Blocks = append(tx.Blocks, lb)
 			continue
 		}
-		b, err := s.get(jb)
-		if err != nil {
-			return err
+		var sum uint32
+		summed := false
+		if !v1 && s.sums != nil {
+			if bs, ok := s.sums(jb); ok {
+				if !haveBase {
+					base, haveBase = s.sb.dataChecksumBase(seq), true
+				}
+				sum, summed = base^bs, true
+			}
 		}
-		if v1 {
-			*crc = crc32Be(*crc, b)
+		if !summed {
+			b, err := s.get(jb)
+			if err != nil {
+				return err
+			}
+			if v1 {
+				*crc = crc32Be(*crc, b)
+			}
+			if verify {
+				sum = s.sb.DataChecksum(seq, b)
+			}
 		}
 		if verify {
-			sum := s.sb.DataChecksum(seq, b)
 			if !v3 {
 				sum &= 0xFFFF
 			}

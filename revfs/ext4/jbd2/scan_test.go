@@ -2,6 +2,8 @@ package jbd2
 
 import (
 	"errors"
+	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -255,5 +257,65 @@ func TestScanBadArgs(t *testing.T) {
 	txs, next, seq, err := Scan(j.sb, 1, 1, j.read, 10)
 	if err != nil || len(txs) != 0 || next != 1 || seq != 1 {
 		t.Errorf("empty log: %d %d %d %v", len(txs), next, seq, err)
+	}
+}
+
+// A copy's checksum from its BlockSum equals the one computed over its
+// bytes, for every journal block size and any seed and tid.
+func TestDataChecksumFromSum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for bs := 1024; bs <= 65536; bs *= 2 {
+		b := make([]byte, bs)
+		for range 20 {
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			sb := &Superblock{seed: rng.Uint32()}
+			sb.Disk.BlockSize = uint32(bs)
+			seq := rng.Uint32()
+			if got, want := sb.DataChecksumFromSum(seq, BlockSum(b)), sb.DataChecksum(seq, b); got != want {
+				t.Fatalf("bs %d: from sum %#x, over the bytes %#x", bs, got, want)
+			}
+		}
+	}
+}
+
+// ScanWithSums checks summed copies against their sums without reading them:
+// a wrong sum skips the copy, and right sums give Scan's result.
+func TestScanWithSums(t *testing.T) {
+	j := newJournal(t, journalOpts{incompat: FeatureIncompatCsumV3})
+	s1 := j.tx(10, 100, 101)
+	want, _, _, err := Scan(j.sb, s1, 10, j.read, 100)
+	if err != nil || len(want) != 1 || len(want[0].Blocks) != 2 {
+		t.Fatalf("plain scan: %+v %v", want, err)
+	}
+	copies := map[uint32]bool{}
+	for _, lb := range want[0].Blocks {
+		copies[lb.JBlock] = true
+	}
+	read := func(jb uint32) ([]byte, error) {
+		if copies[jb] {
+			t.Errorf("copy at %d read although summed", jb)
+		}
+		return j.read(jb)
+	}
+	right := func(jb uint32) (uint32, bool) {
+		b, _ := j.read(jb)
+		return BlockSum(b), true
+	}
+	got, _, _, err := ScanWithSums(j.sb, s1, 10, read, right, 100)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("with sums: %+v %v, want %+v", got, err, want)
+	}
+	wrong := func(jb uint32) (uint32, bool) {
+		s, ok := right(jb)
+		if jb == want[0].Blocks[1].JBlock {
+			s ^= 1
+		}
+		return s, ok
+	}
+	got, _, _, err = ScanWithSums(j.sb, s1, 10, read, wrong, 100)
+	if err != nil || len(got) != 1 || len(got[0].Blocks) != 1 || len(got[0].Skipped) != 1 || got[0].Skipped[0] != want[0].Blocks[1] {
+		t.Fatalf("a wrong sum: %+v %v", got, err)
 	}
 }
