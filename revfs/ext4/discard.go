@@ -196,7 +196,7 @@ func (e *Engine) RepairDiscard(off int64, p []byte, vs []revfs.Violation, write 
 	// The engine's journal cache holds what the host wrote to these
 	// blocks: from now on they are read from the image, repaired.
 	for jb := range patches {
-		delete(j.cache, jb)
+		j.cacheDrop(jb)
 	}
 	q, cloned := p, false
 	jbs := make([]uint32, 0, len(patches))
@@ -355,7 +355,7 @@ func (j *journal) shadows(txs []jbd2.Transaction) bool {
 	}
 	for _, tx := range txs {
 		for _, lb := range tx.Blocks {
-			if w, ok := j.e.homeWrote[lb.Home]; ok && w >= j.wrote[lb.JBlock].epoch {
+			if w, ok := j.e.homeWrote[lb.Home]; ok && w >= j.wroteEpoch(lb.JBlock) {
 				return true
 			}
 		}

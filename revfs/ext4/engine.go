@@ -459,7 +459,7 @@ func (e *Engine) DiscardAtFlush(write func(b []byte, off int64) error) error {
 		if !ok {
 			continue
 		}
-		delete(e.jnl.cache, jb) // read from the image from now on
+		e.jnl.cacheDrop(jb) // read from the image from now on
 		if err := write(zero, int64(pb)*e.bs); err != nil {
 			return err
 		}

@@ -7,88 +7,65 @@ import (
 )
 
 // The journal cache (journal.cache) holds the bytes the host last wrote to
-// journal blocks, up to maxJournalCache bytes. When it is full, the blocks
-// cached longest ago go first: the engine reads a transaction's blocks soon
-// after they arrive (the scan at its commit block, the sealing of
-// data=journal copies), while older ones are only read again when their
-// home block is written back, and a miss only costs a read of the image.
-//
-// journal.cacheQ records the order blocks were cached in, each with a
-// generation (the cache entry holds the generation of the version cached
-// now). An entry whose block has since been dropped or cached again is
-// skipped. The queue holds no reference to the bytes, so a dropped block
-// is garbage at once.
+// journal blocks, up to maxJournalCache bytes: one slot per block of that
+// budget, journal block jb in slot jb mod the number of slots. The host
+// writes the log in order round its circle, so a slot is taken over by the
+// block written a cache's worth of log later: the blocks cached longest ago
+// go first, as the engine wants (it reads a transaction's blocks soon after
+// they arrive: the scan at its commit block, the sealing of data=journal
+// copies; older ones only when their home block is written back). A block
+// whose slot was taken over, or that was never cached, is read from the
+// image. A slot costs an index and a compare to find, where a map lookup
+// per block (and an order queue for the evictions) was a few percent of the
+// device's CPU in data=journal, which caches every appended byte.
 
-// cachedBlock is a cached journal block: its bytes, the generation they
-// were cached with and, when the log checksums its copies (csum v2/v3),
-// their jbd2.BlockSum, taken while the bytes were fresh in the CPU's caches
-// so that the scan at a commit block need not read every copy again.
+// cachedBlock is a journal cache slot: the journal block it holds, its
+// bytes (nil: the slot is empty) and, when the log checksums its copies
+// (csum v2/v3), their jbd2.BlockSum, taken while the bytes were fresh in the
+// CPU's caches so that the scan at a commit block need not read every copy
+// again.
 type cachedBlock struct {
 	b      []byte
-	gen    uint64
+	jb     uint32
 	sum    uint32
 	summed bool
 }
 
-// cacheRef is one cached block in journal.cacheQ.
-type cacheRef struct {
-	jb  uint32
-	gen uint64
+// cached returns jb's slot when it holds jb.
+func (j *journal) cached(jb uint32) (*cachedBlock, bool) {
+	if len(j.cache) == 0 {
+		return nil, false
+	}
+	c := &j.cache[jb%uint32(len(j.cache))]
+	return c, c.b != nil && c.jb == jb
 }
 
-// live reports whether r still names the cached version of its block.
-func (j *journal) live(r cacheRef) bool {
-	c, ok := j.cache[r.jb]
-	return ok && c.gen == r.gen
-}
-
-// cachePut caches b (which the cache now owns) as the bytes of jb, making
-// room by dropping the oldest blocks. In data=journal every appended byte
-// passes through here, so it keeps to one map lookup and one assignment
-// per block besides the evictions.
+// cachePut caches b (which the cache now owns) as the bytes of jb, in place
+// of whatever its slot held.
 func (j *journal) cachePut(jb uint32, b []byte) {
 	if len(b) == 0 {
 		return
 	}
-	limit := max(maxJournalCache/int(j.e.bs), 1)
-	if _, ok := j.cache[jb]; !ok {
-		for len(j.cache) >= limit && j.cacheHead < len(j.cacheQ) {
-			r := j.cacheQ[j.cacheHead]
-			j.cacheHead++
-			if j.live(r) {
-				delete(j.cache, r.jb)
-			}
-		}
+	if j.cache == nil {
+		j.cache = make([]cachedBlock, max(maxJournalCache/int(j.e.bs), 1))
 	}
-	j.cacheN++
-	c := cachedBlock{b: b, gen: j.cacheN}
+	c := cachedBlock{b: b, jb: jb}
 	if j.sb != nil && j.sb.HasCsumV2V3() {
 		c.sum, c.summed = jbd2.BlockSum(b), true
 	}
-	j.cache[jb] = c
-	j.cacheQ = append(j.cacheQ, cacheRef{jb, j.cacheN})
-	if j.cacheHead > len(j.cacheQ)/2 || len(j.cacheQ) > 4*limit {
-		j.cacheCompact()
-	}
+	j.cache[jb%uint32(len(j.cache))] = c
 }
 
-// cacheCompact drops the consumed and stale refs from cacheQ, keeping the
-// order of the live ones.
-func (j *journal) cacheCompact() {
-	q := j.cacheQ[:0]
-	for _, r := range j.cacheQ[j.cacheHead:] {
-		if j.live(r) {
-			q = append(q, r)
-		}
+// cacheDrop forgets jb's cached bytes (the block was rewritten or repaired
+// other than through Wrote, or its log position was consumed).
+func (j *journal) cacheDrop(jb uint32) {
+	if c, ok := j.cached(jb); ok {
+		*c = cachedBlock{}
 	}
-	j.cacheQ, j.cacheHead = q, 0
 }
 
 // cacheReset forgets every cached block.
-func (j *journal) cacheReset() {
-	clear(j.cache)
-	j.cacheQ, j.cacheHead = j.cacheQ[:0], 0
-}
+func (j *journal) cacheReset() { clear(j.cache) }
 
 // cacheGroupBlocks is how many consecutive blocks of a host write the
 // journal cache copies with one allocation. In data=journal every appended

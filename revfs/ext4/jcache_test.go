@@ -9,51 +9,59 @@ import (
 	"github.com/indelible-worm/indelible/revfs"
 )
 
-// The journal cache keeps at most maxJournalCache bytes and lets the
-// blocks cached longest ago go first; a block cached again counts as new.
-func TestJournalCacheEvictsOldest(t *testing.T) {
+// The journal cache keeps at most maxJournalCache bytes, a block's newest
+// version, and lets a block go when the block a cache's worth further round
+// the log takes its slot; a dropped block reads as not cached.
+func TestJournalCacheSlots(t *testing.T) {
 	const bs = 4096
-	j := &journal{e: &Engine{bs: bs}, cache: map[uint32]cachedBlock{}}
-	limit := maxJournalCache / bs
+	j := &journal{e: &Engine{bs: bs}}
+	slots := uint32(maxJournalCache / bs)
 	block := func(n uint32) []byte {
 		b := make([]byte, bs)
 		binary.BigEndian.PutUint32(b, n)
 		return b
 	}
-	for jb := uint32(1); jb <= uint32(limit); jb++ {
+	holds := func(jb, want uint32) bool {
+		c, ok := j.cached(jb)
+		return ok && c.jb == jb && binary.BigEndian.Uint32(c.b) == want
+	}
+	if _, ok := j.cached(1); ok {
+		t.Fatal("an empty cache holds block 1")
+	}
+	for jb := uint32(1); jb <= slots; jb++ {
 		j.cachePut(jb, block(jb))
 	}
-	j.cachePut(1, block(1001)) // block 1 is now the newest
-	delete(j.cache, 2)         // dropped from outside (a rewrite, a repair)
-	for jb := uint32(limit + 1); jb <= uint32(limit+3); jb++ {
+	if len(j.cache) != int(slots) {
+		t.Fatalf("%d slots, want %d", len(j.cache), slots)
+	}
+	j.cachePut(1, block(1001)) // a rewrite replaces the bytes
+	if !holds(1, 1001) {
+		t.Fatal("block 1 does not hold its newest version")
+	}
+	j.cacheDrop(2)
+	j.cacheDrop(slots + 3) // not cached: leaves block 3 alone
+	if _, ok := j.cached(2); ok || !holds(3, 3) {
+		t.Fatal("drop removed the wrong block")
+	}
+	// One lap further round the log takes the slots over.
+	for jb := slots + 1; jb <= slots+4; jb++ {
 		j.cachePut(jb, block(jb))
 	}
-	if len(j.cache) > limit {
-		t.Fatalf("%d blocks cached, limit %d", len(j.cache), limit)
-	}
-	if c, ok := j.cache[1]; !ok || binary.BigEndian.Uint32(c.b) != 1001 {
-		t.Fatal("the block cached again was evicted or is stale")
-	}
-	for _, jb := range []uint32{3, 4} {
-		if _, ok := j.cache[jb]; ok {
-			t.Fatalf("block %d, among the oldest, is still cached", jb)
+	for _, jb := range []uint32{1, 3, 4} {
+		if _, ok := j.cached(jb); ok {
+			t.Fatalf("block %d kept its slot after block %d took it", jb, jb+slots)
 		}
 	}
-	for _, jb := range []uint32{5, uint32(limit + 3)} {
-		if c, ok := j.cache[jb]; !ok || binary.BigEndian.Uint32(c.b) != jb {
+	for _, jb := range []uint32{5, slots, slots + 1, slots + 4} {
+		if !holds(jb, jb) {
 			t.Fatalf("block %d missing or wrong", jb)
 		}
 	}
-	// The order queue stays bounded however long the cache is used.
-	for n := 0; n < 10*limit; n++ {
-		j.cachePut(uint32(n%7), block(uint32(n)))
-	}
-	if len(j.cacheQ)-j.cacheHead > 4*limit+1 {
-		t.Fatalf("order queue holds %d refs for %d blocks", len(j.cacheQ)-j.cacheHead, len(j.cache))
-	}
 	j.cacheReset()
-	if len(j.cache) != 0 || len(j.cacheQ) != 0 {
-		t.Fatal("reset left blocks")
+	for jb := uint32(0); jb <= 2*slots; jb++ {
+		if _, ok := j.cached(jb); ok {
+			t.Fatalf("reset left block %d", jb)
+		}
 	}
 }
 

@@ -20,10 +20,14 @@ type journal struct {
 	sb       *jbd2.Superblock
 	expect   bool   // pos/seq known: where the next transaction starts
 	pos, seq uint32 // journal block and tid of the next transaction
-	// wrote holds the event sequence of the newest write of each journal
-	// block: a journalled copy is as recent as its own write, not as the
-	// commit that made it count.
-	wrote map[uint32]writeMark
+	// wrote holds, indexed by journal block, the event sequence of the
+	// newest write of the block since its log position was last consumed
+	// (epoch 0: none): a journalled copy is as recent as its own write, not
+	// as the commit that made it count. A slice, not a map: every journal
+	// block the host writes sets an entry and every applied transaction
+	// clears its own; it grows to the highest block written (the journal's
+	// length, which open bounds).
+	wrote []writeMark
 	// copyOf maps a journal block to the home block whose pending copy it
 	// holds (the reverse of Engine.overlay).
 	copyOf map[uint32]uint64
@@ -40,14 +44,12 @@ type journal struct {
 	// of metadata and of data=journal data, sealing), and reading them back
 	// from the image cost a pread and an allocation per block. Entries are
 	// never modified in place (a rewrite replaces the slice), so readJ can
-	// hand them out without copying. Bounded by maxJournalCache bytes,
-	// oldest out first (jcache.go); a block not cached is read from the
+	// hand them out without copying. Bounded by maxJournalCache bytes, a
+	// slot per block, taken over by the block a cache's worth further
+	// round the log (jcache.go); a block not cached is read from the
 	// image. Anything that writes journal blocks other than through
 	// Wrote (RepairDiscard) must drop them from the cache.
-	cache     map[uint32]cachedBlock
-	cacheQ    []cacheRef // the order blocks were cached in (jcache.go)
-	cacheHead int        // cacheQ[:cacheHead] are consumed
-	cacheN    uint64     // the last generation given
+	cache []cachedBlock // jcache.go; allocated with the first block cached
 	// pending is set while a commit block the host wrote has not been
 	// applied (its transaction was incomplete or not found from the
 	// expected position): catchUp then has work to do at the next flush.
@@ -109,7 +111,7 @@ func (e *Engine) openJournal() error {
 	if len(jt.view.unknown) > 0 || len(jt.view.maps) == 0 {
 		return fmt.Errorf("ext4: journal inode %d has no readable block map", e.sb.JournalInum)
 	}
-	j := &journal{e: e, maps: jt.view.maps, wrote: map[uint32]writeMark{}, copyOf: map[uint32]uint64{}, cache: map[uint32]cachedBlock{}}
+	j := &journal{e: e, maps: jt.view.maps, copyOf: map[uint32]uint64{}}
 	j.byPhys = append([]layout.Mapping(nil), j.maps...)
 	sort.Slice(j.byPhys, func(a, b int) bool { return j.byPhys[a].Physical < j.byPhys[b].Physical })
 	// Two journal blocks sharing a device block would let a small image
@@ -192,7 +194,7 @@ func (j *journal) readJ(jb uint32, w *hostWrite) ([]byte, error) {
 	if w != nil && w.has(pb) {
 		return bytes.Clone(w.block(pb)), nil
 	}
-	if c, ok := j.cache[jb]; ok {
+	if c, ok := j.cached(jb); ok {
 		return c.b, nil
 	}
 	return j.e.readImage(pb)
@@ -205,7 +207,7 @@ func (j *journal) sumJ(jb uint32, w *hostWrite) (uint32, bool) {
 	if !ok || (w != nil && w.has(pb)) {
 		return 0, false
 	}
-	c, ok := j.cache[jb]
+	c, ok := j.cached(jb)
 	if !ok || !c.summed || len(c.b) != j.sb.BlockSize() {
 		return 0, false
 	}
@@ -226,12 +228,44 @@ func (j *journal) readCopy(c journalCopy) ([]byte, error) {
 	return b, nil
 }
 
+// wroteAt returns the mark of jb's newest write since its log position
+// was last consumed, if any.
+func (j *journal) wroteAt(jb uint32) (writeMark, bool) {
+	if int64(jb) >= int64(len(j.wrote)) {
+		return writeMark{}, false
+	}
+	m := j.wrote[jb]
+	return m, m.epoch != 0
+}
+
+// wroteEpoch is the flush epoch of jb's newest write (0: none).
+func (j *journal) wroteEpoch(jb uint32) uint64 {
+	m, _ := j.wroteAt(jb)
+	return m.epoch
+}
+
+// setWrote records a write of jb (m.epoch is at least 1: Engine.epoch
+// starts there).
+func (j *journal) setWrote(jb uint32, m writeMark) {
+	if n := int64(jb) + 1; n > int64(len(j.wrote)) {
+		j.wrote = append(j.wrote, make([]writeMark, n-int64(len(j.wrote)))...)
+	}
+	j.wrote[jb] = m
+}
+
+// clearWrote forgets jb's write: its log position was consumed.
+func (j *journal) clearWrote(jb uint32) {
+	if int64(jb) < int64(len(j.wrote)) {
+		j.wrote[jb] = writeMark{}
+	}
+}
+
 // needed reports whether a cached journal block may still be read: it was
 // written since its log position was last consumed (an open or
 // not-yet-applied transaction), or it holds a committed copy not yet
 // written home.
 func (j *journal) needed(jb uint32) bool {
-	if _, ok := j.wrote[jb]; ok {
+	if _, ok := j.wroteAt(jb); ok {
 		return true
 	}
 	home, ok := j.copyOf[jb]
@@ -290,7 +324,7 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 		}
 		nb := w.block(pb)
 		if apply {
-			j.wrote[jb] = writeMark{e.seq, e.epoch}
+			j.setWrote(jb, writeMark{e.seq, e.epoch})
 			j.reused(jb, touched)
 			j.cachePut(jb, copies.block(pb)) // the bytes the host wrote (journal.cache)
 		}
@@ -536,7 +570,7 @@ func (j *journal) versions(txs []jbd2.Transaction, read func(uint32) ([]byte, er
 	// the copy: the copy does not count (the host reordered, or the
 	// kernel checkpointed a newer version).
 	for h, lb := range latest {
-		if w, ok := j.e.homeWrote[h]; ok && !replay && w >= j.wrote[lb.JBlock].epoch {
+		if w, ok := j.e.homeWrote[h]; ok && !replay && w >= j.wroteEpoch(lb.JBlock) {
 			delete(latest, h)
 		}
 	}
@@ -651,7 +685,7 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 			if len(ds) == 0 {
 				continue
 			}
-			at := j.wrote[lb.JBlock]
+			at, _ := j.wroteAt(lb.JBlock)
 			if w, ok := e.lastWrite[lb.Home]; ok && w.epoch >= at.epoch {
 				continue // written home since this copy was logged: home is at least as new
 			}
@@ -691,7 +725,7 @@ func addBlockRuns(set revfs.BlockSet, blocks []uint64) {
 // coherence waits for its home write.
 func (j *journal) reused(jb uint32, touched map[*tracked]bool) {
 	// The block's content changes (a write caches it again) or is zeroed.
-	delete(j.cache, jb)
+	j.cacheDrop(jb)
 	home, ok := j.copyOf[jb]
 	if !ok {
 		return
@@ -722,7 +756,7 @@ func (j *journal) after(jb uint32) uint32 {
 func (j *journal) complete(tx jbd2.Transaction, w *hostWrite) bool {
 	p := tx.Start
 	for n := uint32(0); n <= j.sb.MaxLen(); n++ {
-		_, ok := j.wrote[p]
+		_, ok := j.wroteAt(p)
 		if !ok && w != nil {
 			pb, mapped := j.physOf(p)
 			ok = mapped && w.has(pb)
@@ -744,9 +778,9 @@ func (j *journal) consume(txs []jbd2.Transaction) {
 	for _, tx := range txs {
 		p := tx.Start
 		for n := uint32(0); n <= j.sb.MaxLen(); n++ {
-			delete(j.wrote, p)
+			j.clearWrote(p)
 			if !j.needed(p) {
-				delete(j.cache, p)
+				j.cacheDrop(p)
 			}
 			if p == tx.End {
 				break
@@ -982,7 +1016,7 @@ func (j *journal) mayComplete(w *hostWrite, start uint32) bool {
 	for n := uint32(0); n <= j.sb.MaxLen(); n++ {
 		pb, mapped := j.physOf(p)
 		inW := mapped && w.has(pb)
-		if _, ok := j.wrote[p]; !ok && !inW {
+		if _, ok := j.wroteAt(p); !ok && !inW {
 			return false // a hole: no transaction reaching past it is complete
 		}
 		sawW = sawW || inW

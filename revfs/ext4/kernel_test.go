@@ -529,7 +529,7 @@ func explainJournal(r *rig) string {
 	fmt.Fprintf(&b, "journal sb start %d seq %d first %d; expect %v pos %d seq %d\n", j.sb.Start(), j.sb.Sequence(), j.sb.First(), j.expect, j.pos, j.seq)
 	for jb := uint32(0); jb < 24; jb++ {
 		blk, _ := j.readJ(jb, nil)
-		_, wrote := j.wrote[jb]
+		_, wrote := j.wroteAt(jb)
 		fmt.Fprintf(&b, "  jblock %d wrote %v: %x\n", jb, wrote, blk[:16])
 	}
 	return b.String()
