@@ -96,9 +96,12 @@
 // re-reading and re-deriving what it has just seen:
 //
 //   - The bytes the host writes to the journal are kept (a cache of at
-//     most 8 MiB, oldest out first): a commit's scan, its metadata copies,
-//     data=journal copies being sealed or compared with their home write
-//     read memory, not the image. The cache always equals the image (every
+//     most 8 MiB, a slot per block, taken over a cache's worth of log
+//     later), with each block's CRC32C where the log checksums its copies:
+//     a commit's scan, its metadata copies, data=journal copies being
+//     sealed or compared with their home write read memory, not the image,
+//     and the scan checks copies' checksums without running CRC32C over
+//     them again. The cache always equals the image (every
 //     journal write goes through Wrote; a TRIM or a rewrite drops or
 //     replaces the block; the discard response's repair drops what it
 //     rewrites). Cached blocks are shared and never modified in place.
