@@ -99,16 +99,11 @@ func (v *view) unknownIn(lo, hi uint64) bool {
 }
 
 func (e *Engine) newTracked(ino uint64, isDir bool) (*tracked, error) {
-	g, off, ok := e.sb.InodeLocation(ino)
-	if !ok || g >= uint64(len(e.groups)) {
-		return nil, fmt.Errorf("inode %d out of range", ino)
+	blk, off, err := layout.InodeAddr(e.sb, e.groups, ino)
+	if err != nil {
+		return nil, err
 	}
-	table := e.groups[g].InodeTable()
-	if table >= e.blocks || off/uint64(e.bs) >= e.blocks-table {
-		return nil, fmt.Errorf("inode table of group %d at block %d is outside the filesystem", g, table)
-	}
-	blk := table + off/uint64(e.bs)
-	t := &tracked{ino: ino, isDir: isDir, inoBlock: blk, inoOff: int(off % uint64(e.bs))}
+	t := &tracked{ino: ino, isDir: isDir, inoBlock: blk, inoOff: off}
 	if _, ok := e.meta[blk]; !ok {
 		b, err := e.readImage(blk)
 		if err != nil {

@@ -92,17 +92,25 @@ func (im *Image) ReadBlock(n uint64) ([]byte, error) {
 
 // InodeAddr gives the block holding inode ino and the record's offset in it.
 func (im *Image) InodeAddr(ino uint64) (block uint64, off int, err error) {
-	g, off64, ok := im.SB.InodeLocation(ino)
-	if !ok || g >= uint64(len(im.Groups)) {
+	return InodeAddr(im.SB, im.Groups, ino)
+}
+
+// InodeAddr gives the block holding inode ino and the record's offset in
+// it, under superblock sb and group descriptors groups (an engine following
+// the image keeps its own, newer copies). An inode table placed so that the
+// record's block would lie outside the filesystem, or past 2^64, is
+// corrupt.
+func InodeAddr(sb *SuperBlock, groups []*GroupDesc, ino uint64) (block uint64, off int, err error) {
+	g, off64, ok := sb.InodeLocation(ino)
+	if !ok || g >= uint64(len(groups)) {
 		return 0, 0, fmt.Errorf("%w: inode %d out of range", ErrCorrupt, ino)
 	}
-	bs := uint64(im.BlockSize())
-	table, blocks := im.Groups[g].InodeTable(), im.SB.BlocksCount()
+	bs := uint64(sb.BlockSize())
+	table, blocks := groups[g].InodeTable(), sb.BlocksCount()
 	if table >= blocks || off64/bs >= blocks-table {
 		return 0, 0, fmt.Errorf("%w: inode %d: inode table of group %d at block %d is outside the filesystem", ErrCorrupt, ino, g, table)
 	}
-	block = table + off64/bs
-	return block, int(off64 % bs), nil
+	return table + off64/bs, int(off64 % bs), nil
 }
 
 // ReadInode reads inode ino, returning the decoded inode and its raw record.
