@@ -160,14 +160,14 @@ func (d *Device) write(p []byte, off int64, fua bool) (int, error) {
 	}
 	if !d.eng.Watches(off, int64(len(p))) {
 		d.mu.Unlock()
-		n, err := d.writeImage(p, off, fua)
+		n, err := d.img.WriteAt(p, off)
 		if err != nil {
 			return n, err
 		}
 		d.mu.Lock()
 		d.eng.Wrote(off, p)
 		d.mu.Unlock()
-		return n, nil
+		return d.syncFUA(n, fua)
 	}
 	vs := d.eng.CheckWrite(off, p)
 	if len(vs) > 0 {
@@ -179,7 +179,10 @@ func (d *Device) write(p []byte, off int64, fua bool) (int, error) {
 		}
 	}
 	later := len(vs) == 0 && d.recordLater()
-	n, err := d.writeImage(p, off, fua)
+	// With FUA the bytes are made durable after mu is released: a disk
+	// sync under mu would stall every other request for its length (the
+	// kernel's nbd client sends each jbd2 commit block with FUA).
+	n, err := d.img.WriteAt(p, off)
 	if err != nil {
 		d.mu.Unlock()
 		return n, err
@@ -189,13 +192,26 @@ func (d *Device) write(p []byte, off int64, fua bool) (int, error) {
 		// recorded, so no request sees the engine before that.
 		d.laterBuf = append(d.laterBuf[:0], p...)
 		go d.recordAndUnlock(d.laterBuf, off)
-		return len(p), nil
+		return d.syncFUA(len(p), fua)
 	}
-	defer d.mu.Unlock()
-	if err := d.record(p, off); err != nil {
+	err = d.record(p, off)
+	d.mu.Unlock()
+	if err != nil {
 		return 0, err
 	}
-	return len(p), nil
+	return d.syncFUA(len(p), fua)
+}
+
+// syncFUA makes a write of n bytes that has landed durable when the host
+// asked for FUA, after the device lock is released.
+func (d *Device) syncFUA(n int, fua bool) (int, error) {
+	if !fua {
+		return n, nil
+	}
+	if err := d.img.Flush(); err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // record has the engine record a watched write that landed, wakes the
@@ -275,13 +291,6 @@ func (d *Device) checkSpace(p []byte, off int64) error {
 		Detail: fmt.Sprintf("%d of %d blocks free, under %g%%", free, total, d.cfg.VolumeFullPercent)}}
 	_, err := d.respond(vs, p, off, "write")
 	return err
-}
-
-func (d *Device) writeImage(p []byte, off int64, fua bool) (int, error) {
-	if fua {
-		return blockdev.WriteFUA(d.img, p, off)
-	}
-	return d.img.WriteAt(p, off)
 }
 
 // respond applies the configured response to the violations vs raised by a

@@ -360,3 +360,72 @@ func TestSealFailureRetries(t *testing.T) {
 		t.Fatalf("after retry: %q", got)
 	}
 }
+
+// gatedFlush is an image whose Flush waits, after saying so on entered,
+// until the test closes gate.
+type gatedFlush struct {
+	blockdev.Device
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedFlush) Flush() error {
+	g.entered <- struct{}{}
+	<-g.gate
+	return g.Device.Flush()
+}
+
+// TestFUAWriteSyncsOutsideTheLock: a FUA write is answered only once its
+// bytes are durable, but the other requests do not wait for its disk sync
+// (the kernel's nbd client sends every jbd2 commit block with FUA).
+func TestFUAWriteSyncsOutsideTheLock(t *testing.T) {
+	r := newRig(t, ResponseDiscard)
+	g := &gatedFlush{Device: r.img, entered: make(chan struct{}, 4), gate: make(chan struct{})}
+	r.dev.img = g
+	opened := false
+	open := func() {
+		if !opened {
+			close(g.gate)
+			opened = true
+		}
+	}
+	defer open()
+	fua := make(chan error, 1)
+	go func() {
+		_, err := r.dev.WriteAtFUA([]byte("durable"), r.eng.dataStart) // a watched write
+		fua <- err
+	}()
+	select {
+	case <-g.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the FUA write never synced the image")
+	}
+	other := make(chan error, 1)
+	go func() {
+		_, err := r.dev.WriteAt([]byte(" next"), r.eng.dataStart+7)
+		other <- err
+	}()
+	select {
+	case err := <-other:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		open()
+		t.Fatal("a write waited for another write's FUA sync: the sync ran under the device lock")
+	}
+	select {
+	case <-fua:
+		t.Fatal("the FUA write was answered before its sync finished")
+	default:
+	}
+	open()
+	if err := <-fua; err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 12)
+	r.img.ReadAt(got, r.eng.dataStart)
+	if string(got) != "durable next" {
+		t.Fatalf("image holds %q", got)
+	}
+}

@@ -365,6 +365,85 @@ func depth(f *tracked) int {
 	return int(uint16(f.view.inode.Block[6]) | uint16(f.view.inode.Block[7])<<8)
 }
 
+// TestKernelJournalledCopiesCount: in data=journal the commit block is the
+// point of coherence, so an append the host has fsynced is coherent from
+// its copies in the journal alone, whenever the kernel writes the file's
+// blocks home. Each round feeds the engine the blocks the kernel wrote into
+// the journal, then a FLUSH, and only then the home blocks.
+// TestKernelAppends cannot show this: it feeds every changed block, home
+// ones included, and reaches coherence from those too.
+func TestKernelJournalledCopiesCount(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "mount")
+	img := loadImage(t, "b4k-journal-data.img")
+	const p = "var/log/app.log"
+	r := openRig(t, img, map[string]int64{p: 5000}, p)
+	m := newLoopMount(t, img, "data=journal")
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	for round := range 4 {
+		data := make([]byte, 3*4096+123*(round+1))
+		for i := range data {
+			data[i] = byte('a' + rng.IntN(26))
+		}
+		f, err := os.OpenFile(filepath.Join(m.dir, p), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		real, err := os.ReadFile(filepath.Join(m.dir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var home []uint64
+		inJournal := 0
+		for _, b := range changedBlocks(r.img.b, next, r.bs) {
+			if _, in := r.e.jnl.jblockOf(b); !in {
+				home = append(home, b)
+				continue
+			}
+			inJournal++
+			if vs := r.write(int64(b)*r.bs, bytes.Clone(next[int64(b)*r.bs:int64(b+1)*r.bs])); len(vs) > 0 {
+				t.Fatalf("round %d: journal block %d raised %v", round, b, vs)
+			}
+		}
+		r.e.Flushed()
+		st := r.state(p)
+		t.Logf("round %d: %d journal blocks fed, %d home blocks held back; size %d coherent %d of %d",
+			round, inJournal, len(home), st.Size, st.Coherent, len(real))
+		if st.Coherent != int64(len(real)) {
+			t.Fatalf("round %d: with the transaction committed in the journal, coherent %d of %d bytes: the journalled copies did not count\n%s",
+				round, st.Coherent, len(real), explainJournal(r))
+		}
+		got := make([]byte, len(real))
+		if err := r.e.ReadFile(st.ID, got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, real) {
+			t.Fatalf("round %d: the coherent bytes, read from the journal's copies, differ from the file", round)
+		}
+		r.e.SetCommitted(st.ID, st.Coherent)
+		for _, b := range home {
+			if vs := r.write(int64(b)*r.bs, bytes.Clone(next[int64(b)*r.bs:int64(b+1)*r.bs])); len(vs) > 0 {
+				t.Fatalf("round %d: home block %d raised %v", round, b, vs)
+			}
+		}
+		r.e.Flushed()
+		if st := r.state(p); st.Coherent != int64(len(real)) {
+			t.Fatalf("round %d: after the home writes, coherent %d of %d", round, st.Coherent, len(real))
+		}
+	}
+}
+
 // TestKernelNoFalsePositives runs a mixed workload on unprotected files
 // (create, rewrite, delete, a large copy, unmount and mount again) next to
 // protected ones and expects nothing raised.
