@@ -32,6 +32,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -190,6 +191,7 @@ func run() error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(paths))
 	fsyncs := make([]int, len(paths))
+	cpu0 := selfCPU()
 	start := time.Now()
 	for i := range paths {
 		wg.Add(1)
@@ -200,6 +202,7 @@ func run() error {
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
+	cpu := selfCPU() - cpu0
 	close(stopWatch)
 	if err := errors.Join(append(errs, <-watchDone)...); err != nil {
 		return err
@@ -209,7 +212,7 @@ func run() error {
 	for _, n := range fsyncs {
 		nsync += n
 	}
-	fmt.Printf("bytes=%d secs=%.3f mbps=%.2f fsyncs=%d", total, secs, float64(total)/secs/1e6, nsync)
+	fmt.Printf("bytes=%d secs=%.3f mbps=%.2f fsyncs=%d app_cpu_s=%.2f", total, secs, float64(total)/secs/1e6, nsync, cpu.Seconds())
 
 	if tr != nil {
 		deadline := time.Now().Add(*lagTimeout)
@@ -300,3 +303,15 @@ func pct(s []time.Duration, p int) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// selfCPU is the user and system CPU time this process has used: over the
+// timed span it is the host side's share of the run that runs in the
+// appender's threads (its writes and fsyncs through ext4, the loop device
+// and FUSE), plus, in the device's runs, the seal-lag tracker.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
