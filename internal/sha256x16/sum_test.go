@@ -127,6 +127,42 @@ func TestSumPaddedMatchesStdlib(t *testing.T) {
 	}
 }
 
+// TestSumHandsOff: with stragglers handed off to crypto/sha256 at every
+// threshold (also where the vector kernel does not run), the sums stay
+// right, for messages of many parts and for long single-part ones.
+func TestSumHandsOff(t *testing.T) {
+	if !stateFormatOK() {
+		t.Fatal("Sum cannot write crypto/sha256's saved state (its layout changed?): stragglers are no longer handed off")
+	}
+	saved := handoffLanes
+	defer func() { handoffLanes = saved }()
+	r := rand.New(rand.NewPCG(5, 6))
+	for threshold := 1; threshold <= Lanes; threshold++ {
+		handoffLanes = threshold
+		handed := false
+		for _, n := range []int{1, 5, 16, 17, 40} {
+			ms := randomMessages(r, n)
+			for i := range min(n, 6) { // a few long single-part messages of unequal lengths
+				ms[i].Parts = [3][]byte{make([]byte, 1000+r.IntN(40000)), nil, nil}
+				for k := range ms[i].Parts[0] {
+					ms[i].Parts[0][k] = byte(r.Uint32())
+				}
+			}
+			var h Hasher
+			h.Sum(ms)
+			for i := range ms {
+				if w := want(&ms[i]); ms[i].Sum != w {
+					t.Fatalf("hand-off below %d lanes, %d messages: message %d: got %x, want %x", threshold, n, i, ms[i].Sum, w)
+				}
+			}
+			handed = handed || h.scalar != nil
+		}
+		if !handed {
+			t.Fatalf("hand-off below %d lanes: no lane was ever handed off", threshold)
+		}
+	}
+}
+
 func FuzzSum(f *testing.F) {
 	f.Add([]byte("abc"), uint16(3), uint16(0), uint8(17))
 	f.Fuzz(func(t *testing.T, data []byte, cut1, cut2 uint16, count uint8) {
@@ -156,6 +192,24 @@ func BenchmarkSum4KiB(b *testing.B) {
 	}
 	var h Hasher
 	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		h.Sum(ms)
+	}
+}
+
+// BenchmarkSumUnequal: sixteen messages of 128 to 896 KiB, as a seal
+// batch of files that grew by different amounts; the long ones finish with
+// few lanes busy (see handoffLanes).
+func BenchmarkSumUnequal(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	ms := make([]Message, Lanes)
+	total := 0
+	for i := range ms {
+		ms[i].Parts[0] = make([]byte, 128<<10+r.IntN(768<<10))
+		total += len(ms[i].Parts[0])
+	}
+	var h Hasher
+	b.SetBytes(int64(total))
 	for b.Loop() {
 		h.Sum(ms)
 	}
