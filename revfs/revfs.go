@@ -109,8 +109,9 @@ type BlockSet interface {
 type Engine interface {
 	// Watches reports whether the device byte range touches anything the
 	// engine must see (protected data, watched metadata, the journal). A write
-	// that touches nothing watched still goes through Wrote, but may be written
-	// to the image before the device core takes its lock.
+	// (TRIM, WRITE_ZEROES) that touches nothing watched still goes through
+	// Wrote (Discarded), but may be applied to the image before the device
+	// core takes its lock, and is not checked.
 	Watches(off, length int64) bool
 	// CheckWrite returns the violations the write of p at off would cause,
 	// without changing any state. The image still holds the old contents.

@@ -411,10 +411,24 @@ func (d *Device) discard(off, length int64, do func() error, op string) error {
 		return blockdev.ErrOutOfRange
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.tripped {
+		d.mu.Unlock()
 		return blockdev.ErrRefused
 	}
+	if !d.eng.Watches(off, length) {
+		// Free space (the host's fstrim, ext4's discard option): the
+		// image's hole punching, which can take long over a large range,
+		// runs without the lock, as an unwatched write's bytes do.
+		d.mu.Unlock()
+		if err := do(); err != nil {
+			return err
+		}
+		d.mu.Lock()
+		d.eng.Discarded(off, length)
+		d.mu.Unlock()
+		return nil
+	}
+	defer d.mu.Unlock()
 	if vs := d.eng.CheckDiscard(off, length); len(vs) > 0 {
 		if _, err := d.respond(vs, nil, off, op); err != nil {
 			return err

@@ -361,44 +361,45 @@ func TestSealFailureRetries(t *testing.T) {
 	}
 }
 
-// gatedFlush is an image whose Flush waits, after saying so on entered,
-// until the test closes gate.
-type gatedFlush struct {
+// gatedImage is an image whose Flush (or Trim) waits, after saying so on
+// entered, until the test closes gate.
+type gatedImage struct {
 	blockdev.Device
+	op      blockdev.Op
 	entered chan struct{}
 	gate    chan struct{}
 }
 
-func (g *gatedFlush) Flush() error {
-	g.entered <- struct{}{}
-	<-g.gate
+func newGatedImage(img blockdev.Device, op blockdev.Op) *gatedImage {
+	return &gatedImage{Device: img, op: op, entered: make(chan struct{}, 4), gate: make(chan struct{})}
+}
+
+func (g *gatedImage) wait(op blockdev.Op) {
+	if op == g.op {
+		g.entered <- struct{}{}
+		<-g.gate
+	}
+}
+
+func (g *gatedImage) Flush() error {
+	g.wait(blockdev.OpFlush)
 	return g.Device.Flush()
 }
 
-// TestFUAWriteSyncsOutsideTheLock: a FUA write is answered only once its
-// bytes are durable, but the other requests do not wait for its disk sync
-// (the kernel's nbd client sends every jbd2 commit block with FUA).
-func TestFUAWriteSyncsOutsideTheLock(t *testing.T) {
-	r := newRig(t, ResponseDiscard)
-	g := &gatedFlush{Device: r.img, entered: make(chan struct{}, 4), gate: make(chan struct{})}
-	r.dev.img = g
-	opened := false
-	open := func() {
-		if !opened {
-			close(g.gate)
-			opened = true
-		}
-	}
-	defer open()
-	fua := make(chan error, 1)
-	go func() {
-		_, err := r.dev.WriteAtFUA([]byte("durable"), r.eng.dataStart) // a watched write
-		fua <- err
-	}()
+func (g *gatedImage) Trim(off, n int64) error {
+	g.wait(blockdev.OpTrim)
+	return g.Device.Trim(off, n)
+}
+
+// writeWhileGated writes to the protected file's data (a watched write)
+// while g holds a request in its gate, and fails the test unless the write
+// completes without waiting for that request.
+func writeWhileGated(t *testing.T, r *rig, g *gatedImage, what string) {
+	t.Helper()
 	select {
 	case <-g.entered:
 	case <-time.After(5 * time.Second):
-		t.Fatal("the FUA write never synced the image")
+		t.Fatalf("the %s never reached the image", what)
 	}
 	other := make(chan error, 1)
 	go func() {
@@ -411,15 +412,31 @@ func TestFUAWriteSyncsOutsideTheLock(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(5 * time.Second):
-		open()
-		t.Fatal("a write waited for another write's FUA sync: the sync ran under the device lock")
+		close(g.gate)
+		<-other
+		t.Fatalf("a write waited for the %s: it ran under the device lock", what)
 	}
+}
+
+// TestFUAWriteSyncsOutsideTheLock: a FUA write is answered only once its
+// bytes are durable, but the other requests do not wait for its disk sync
+// (the kernel's nbd client sends every jbd2 commit block with FUA).
+func TestFUAWriteSyncsOutsideTheLock(t *testing.T) {
+	r := newRig(t, ResponseDiscard)
+	g := newGatedImage(r.img, blockdev.OpFlush)
+	r.dev.img = g
+	fua := make(chan error, 1)
+	go func() {
+		_, err := r.dev.WriteAtFUA([]byte("durable"), r.eng.dataStart) // a watched write
+		fua <- err
+	}()
+	writeWhileGated(t, r, g, "FUA write's sync")
 	select {
 	case <-fua:
 		t.Fatal("the FUA write was answered before its sync finished")
 	default:
 	}
-	open()
+	close(g.gate)
 	if err := <-fua; err != nil {
 		t.Fatal(err)
 	}
@@ -427,5 +444,26 @@ func TestFUAWriteSyncsOutsideTheLock(t *testing.T) {
 	r.img.ReadAt(got, r.eng.dataStart)
 	if string(got) != "durable next" {
 		t.Fatalf("image holds %q", got)
+	}
+}
+
+// TestUnwatchedTrimOutsideTheLock: a TRIM of free space (nothing watched)
+// punches its hole without the device lock, and is still recorded.
+func TestUnwatchedTrimOutsideTheLock(t *testing.T) {
+	r := newRig(t, ResponseDiscard)
+	g := newGatedImage(r.img, blockdev.OpTrim)
+	r.dev.img = g
+	trim := make(chan error, 1)
+	go func() { trim <- r.dev.Trim(0, 8192) }()
+	writeWhileGated(t, r, g, "TRIM of free space")
+	close(g.gate)
+	if err := <-trim; err != nil {
+		t.Fatal(err)
+	}
+	r.dev.mu.Lock()
+	discarded := r.eng.discarded
+	r.dev.mu.Unlock()
+	if discarded != 1 {
+		t.Fatalf("engine saw %d discards, want 1", discarded)
 	}
 }
