@@ -48,7 +48,9 @@
 # (DIR/store/<path>), watched with inotify. indelible and nbdkit alternate which
 # goes first; every run starts after a `sync`. Each result line also
 # carries srv_cpu_s, the server process's user+system CPU seconds over the
-# workload (steadier than wall time on a shared machine), busy_cpu_s,
+# workload (steadier than wall time on a shared machine), app_cpu_s, the
+# appender's own (its writers' paths through ext4, loop and FUSE, and in
+# the device's runs the lag tracker), busy_cpu_s,
 # the whole machine's non-idle CPU seconds over the same span, and the
 # disk's writes and flushes over it with the milliseconds it spent on each
 # (disk_writes, disk_write_ms, disk_flushes, disk_flush_ms).
