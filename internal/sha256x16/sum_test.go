@@ -49,7 +49,7 @@ func TestSumMatchesStdlib(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("vector kernel available: %v", Available())
+	t.Logf("vector kernel available: %v; SHA extensions: %v; stragglers handed off at %d busy lanes or fewer", Available(), hasSHAExt, handoffLanes)
 }
 
 // TestKernelMatchesGeneric runs the block function the package uses (the
