@@ -370,8 +370,13 @@ type gatedImage struct {
 	gate    chan struct{}
 }
 
-func newGatedImage(img blockdev.Device, op blockdev.Op) *gatedImage {
-	return &gatedImage{Device: img, op: op, entered: make(chan struct{}, 4), gate: make(chan struct{})}
+// newGatedRig is a rig (discard response) whose device sees its image
+// through a gatedImage that holds op.
+func newGatedRig(t *testing.T, op blockdev.Op) (*rig, *gatedImage) {
+	r := newRig(t, ResponseDiscard)
+	g := &gatedImage{Device: r.img, op: op, entered: make(chan struct{}, 4), gate: make(chan struct{})}
+	r.dev.img = g
+	return r, g
 }
 
 func (g *gatedImage) wait(op blockdev.Op) {
@@ -422,9 +427,7 @@ func writeWhileGated(t *testing.T, r *rig, g *gatedImage, what string) {
 // bytes are durable, but the other requests do not wait for its disk sync
 // (the kernel's nbd client sends every jbd2 commit block with FUA).
 func TestFUAWriteSyncsOutsideTheLock(t *testing.T) {
-	r := newRig(t, ResponseDiscard)
-	g := newGatedImage(r.img, blockdev.OpFlush)
-	r.dev.img = g
+	r, g := newGatedRig(t, blockdev.OpFlush)
 	fua := make(chan error, 1)
 	go func() {
 		_, err := r.dev.WriteAtFUA([]byte("durable"), r.eng.dataStart) // a watched write
@@ -450,9 +453,7 @@ func TestFUAWriteSyncsOutsideTheLock(t *testing.T) {
 // TestUnwatchedTrimOutsideTheLock: a TRIM of free space (nothing watched)
 // punches its hole without the device lock, and is still recorded.
 func TestUnwatchedTrimOutsideTheLock(t *testing.T) {
-	r := newRig(t, ResponseDiscard)
-	g := newGatedImage(r.img, blockdev.OpTrim)
-	r.dev.img = g
+	r, g := newGatedRig(t, blockdev.OpTrim)
 	trim := make(chan error, 1)
 	go func() { trim <- r.dev.Trim(0, 8192) }()
 	writeWhileGated(t, r, g, "TRIM of free space")
