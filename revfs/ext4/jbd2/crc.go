@@ -9,7 +9,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 var zeroBlock [65536]byte
 
 // BlockSum is the part of a journalled copy's v2/v3 checksum that depends
-// on its contents alone: crc32c(0, b) (see DataChecksumFromSum).
+// on its contents alone: crc32c(0, b) (see dataChecksumBase).
 func BlockSum(b []byte) uint32 { return crc32c(0, b) }
 
 // crc32c is the kernel's crc32c(seed, data): CRC-32C with neither the

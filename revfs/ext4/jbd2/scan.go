@@ -65,7 +65,7 @@ func Scan(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, e
 // ScanWithSums is Scan given, besides read, the BlockSum of journal blocks
 // whose contents the caller has already summed: sums(jb) returns the
 // BlockSum of what read(jb) would return, or false. A journalled copy with a
-// sum has its v2/v3 checksum checked without being read (DataChecksumFromSum):
+// sum has its v2/v3 checksum checked without being read (dataChecksumBase):
 // the engine sums each block as the host writes it, while its bytes are
 // still in the CPU's caches, instead of reading every copy of a
 // data=journal transaction again when its commit block arrives.

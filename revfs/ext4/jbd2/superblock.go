@@ -220,17 +220,13 @@ func (sb *Superblock) DataChecksum(seq uint32, b []byte) uint32 {
 	return crc32c(crc32c(sb.seed, s[:]), b)
 }
 
-// DataChecksumFromSum is DataChecksum(seq, b) for a block b of BlockSize
-// bytes whose BlockSum is sum. crc32c without inversions is linear: run
-// from register r over b, it ends where the run from r over as many zero
-// bytes ends, XOR the run from zero over b. The first term depends only on
-// the transaction (dataChecksumBase), the second only on the block.
-func (sb *Superblock) DataChecksumFromSum(seq, sum uint32) uint32 {
-	return sb.dataChecksumBase(seq) ^ sum
-}
-
 // dataChecksumBase is the transaction's part of every copy's checksum:
-// crc32c(seed, be32 tid) carried over BlockSize zero bytes.
+// crc32c(seed, be32 tid) carried over BlockSize zero bytes. crc32c without
+// inversions is linear: run from register r over a block b, it ends where
+// the run from r over as many zero bytes ends, XOR the run from zero over b.
+// So DataChecksum(seq, b) == dataChecksumBase(seq) ^ BlockSum(b), the first
+// term the same for every copy of the transaction, the second the block's
+// alone (ScanWithSums).
 func (sb *Superblock) dataChecksumBase(seq uint32) uint32 {
 	var s [4]byte
 	binary.BigEndian.PutUint32(s[:], seq)
