@@ -52,7 +52,7 @@ Examples:
   indelible serve
   indelible serve --listen unix:/run/indelible.sock disk.img
   nbdinfo nbd://127.0.0.1:10809
-  nbd-client 127.0.0.1 10809 /dev/nbd0 -N ''`,
+  nbd-client -N '' 127.0.0.1 10809 /dev/nbd0`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.String("listen", defaultListen, "where to listen: `unix:PATH or tcp:HOST:PORT`")
 			fs.Bool("read-only", false, "refuse writes (clients see a read-only disk)")
@@ -176,14 +176,14 @@ func printConnectHelp(env *Env, ln net.Listener, name, what string, readOnly boo
 	switch a := ln.Addr().(type) {
 	case *net.UnixAddr:
 		uri = "nbd+unix:///" + url.PathEscape(name) + "?socket=" + a.Name
-		nbdClient = fmt.Sprintf("nbd-client -unix %s /dev/nbd0 -N '%s'", a.Name, name)
+		nbdClient = fmt.Sprintf("nbd-client -N '%s' -unix %s /dev/nbd0", name, a.Name)
 	default:
 		host, port, _ := net.SplitHostPort(a.String())
 		uri = "nbd://" + net.JoinHostPort(host, port)
 		if name != "" {
 			uri += "/" + url.PathEscape(name)
 		}
-		nbdClient = fmt.Sprintf("nbd-client %s %s /dev/nbd0 -N '%s'", host, port, name)
+		nbdClient = fmt.Sprintf("nbd-client -N '%s' %s %s /dev/nbd0", name, host, port)
 	}
 	fmt.Fprintf(env.Stdout, `indelible: serving %s (%s) as export %q at %s
 connect with:

@@ -16,8 +16,9 @@ import (
 // for lack of root or tools.
 func InCI() bool { return os.Getenv("CI") == "true" }
 
-// skipOrFail skips the test with reason, or fails it under CI.
-func skipOrFail(t testing.TB, reason string) {
+// SkipOrFail skips the test with reason, or fails it under CI (CI=true),
+// where every requirement must be met.
+func SkipOrFail(t testing.TB, reason string) {
 	t.Helper()
 	if InCI() {
 		t.Fatalf("CI=true but %s; run scripts/test, which installs what tests need", reason)
@@ -29,7 +30,7 @@ func skipOrFail(t testing.TB, reason string) {
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "test needs root (loop devices, mount, FUSE); run it with sudo")
+		SkipOrFail(t, "test needs root (loop devices, mount, FUSE); run it with sudo")
 	}
 }
 
@@ -44,7 +45,7 @@ func RequireCommand(t testing.TB, name string) string {
 				return dir + "/" + name
 			}
 		}
-		skipOrFail(t, name+" is not installed (scripts/install-test-deps installs it)")
+		SkipOrFail(t, name+" is not installed (scripts/install-test-deps installs it)")
 	}
 	return p
 }

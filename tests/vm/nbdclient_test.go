@@ -1,0 +1,284 @@
+package vm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/indelible-worm/indelible/blockdev"
+	"github.com/indelible-worm/indelible/internal/testenv"
+	"github.com/indelible-worm/indelible/nbd"
+	"github.com/indelible-worm/indelible/provision"
+	"github.com/indelible-worm/indelible/seal"
+	"github.com/indelible-worm/indelible/worm"
+)
+
+// countingDevice serves the WORM device and counts the requests the test
+// wants the guest's kernel to have sent.
+type countingDevice struct {
+	*worm.Opened
+	fua, flush atomic.Int64
+}
+
+func (c *countingDevice) WriteAtFUA(p []byte, off int64) (int, error) {
+	c.fua.Add(1)
+	return c.Opened.WriteAtFUA(p, off)
+}
+
+func (c *countingDevice) Flush() error {
+	c.flush.Add(1)
+	return c.Opened.Flush()
+}
+
+// TestKernelNBDClientAppends: a guest kernel attaches the WORM device over
+// TCP with its own NBD client (two connections), mounts it with the image's
+// default options and appends to the protected file with dd, some appends
+// fsynced; then unmounts and disconnects. The real log must equal what the
+// guest appended, byte for byte (I1, I3), verify with the auditor's key,
+// and no indicator may be raised. The kernel's client sends each jbd2
+// commit block as a FUA write: the device must have served some.
+func TestKernelNBDClientAppends(t *testing.T) {
+	testenv.RequireLong(t)
+	testenv.RequireCommand(t, "mkfs.ext4")
+	g := newGuest(t)
+	for _, mode := range []string{"ordered", "journal"} {
+		t.Run(mode, func(t *testing.T) {
+			g.t = t
+			testAppendsFromGuest(t, g, mode)
+		})
+	}
+}
+
+// served is a WORM device directory served on a loopback port for a
+// guest.
+type served struct {
+	t          *testing.T
+	dir        string
+	auditorKey string
+	dev        *countingDevice
+	port       int
+	stopServer func()
+	closed     bool
+}
+
+// serveNewDevice provisions a device with the protected files logs in the
+// given journal mode and serves it.
+func serveNewDevice(t *testing.T, mode string, logs []string) *served {
+	t.Helper()
+	base := t.TempDir()
+	s := &served{t: t, dir: filepath.Join(base, "dev"), auditorKey: filepath.Join(base, "auditor.key")}
+	cfg := worm.DefaultConfig()
+	cfg.Commit.Quiescence.Duration = 300 * time.Millisecond
+	_, err := provision.Create(provision.Options{
+		Dir: s.dir, Size: 128 << 20, Journal: mode, Logs: logs, AuditorKey: s.auditorKey,
+		KeyBytes: 16 << 20, Config: cfg,
+		CreateStore: func(store, devKey, audKey string, kb int64) error {
+			return seal.Create(store, devKey, audKey, kb, seal.CreateOptions{})
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	dev, err := worm.OpenDir(s.dir, worm.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !s.closed {
+			if err := dev.Close(); err != nil {
+				t.Errorf("closing the device: %v", err)
+			}
+		}
+	})
+	s.dev = &countingDevice{Opened: dev}
+	s.port, s.stopServer = serveTCP(t, s.dev)
+	return s
+}
+
+// attach is the guest's script to attach and mount the device, as the
+// README tells a host to, with two connections.
+func (s *served) attach() string {
+	return fmt.Sprintf("nbd-client -N '' -connections 2 10.0.2.2 %d /dev/nbd0\n", s.port) +
+		"mount /dev/nbd0 /mnt\necho \"VM: mounted $(grep ^data= /proc/fs/ext4/nbd0/options)\"\n"
+}
+
+// waitSealed waits until the real log of a protected file holds want,
+// checking on the way that it is always a prefix of it (I1).
+func (s *served) waitSealed(log string, want []byte) {
+	s.t.Helper()
+	real := filepath.Join(s.dir, "store", log)
+	testenv.WaitFor(s.t, 30*time.Second, "the real log of "+log+" to hold every appended byte", func() bool {
+		got, err := os.ReadFile(real)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.t.Fatal(err)
+		}
+		if !bytes.HasPrefix(want, got) {
+			s.t.Fatalf("I1 violated: the real log of %s (%d bytes) is not a prefix of what the guest appended (%d bytes)", log, len(got), len(want))
+		}
+		return len(got) == len(want)
+	})
+}
+
+// closeAndVerify stops serving, closes the device and verifies the store
+// with the auditor's key: it must verify and hold at least sealed bytes.
+func (s *served) closeAndVerify(sealed int) {
+	s.t.Helper()
+	s.stopServer()
+	s.closed = true
+	if err := s.dev.Close(); err != nil {
+		s.t.Fatal(err)
+	}
+	sum, err := seal.Verify(filepath.Join(s.dir, "store"), seal.VerifyOptions{AuditorKey: s.auditorKey})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if !sum.OK() || sum.Bytes < int64(sealed) {
+		s.t.Fatalf("verify with the auditor's key: %+v; want OK with at least %d bytes", sum, sealed)
+	}
+}
+
+func testAppendsFromGuest(t *testing.T, g *guest, mode string) {
+	logs := []string{"var/log/app.log", "var/log/audit/auth.log", "srv/events.log"}
+	s := serveNewDevice(t, mode, logs)
+
+	// What the guest appends: one writer per protected file, all at once,
+	// each appending slices of its own random payload in order, of sizes
+	// from one byte to a mebibyte, every other one fsynced.
+	rng := rand.New(rand.NewSource(int64(len(mode))))
+	sizes := []int{1, 17, 512, 4095, 4096, 4097, 8192, 65536, 300001, 1 << 20}
+	var script strings.Builder
+	script.WriteString(s.attach())
+	files := map[string][]byte{}
+	payloads := make([][]byte, len(logs))
+	for f, l := range logs {
+		script.WriteString("(\n")
+		total := 0
+		for i := 0; i < 16; i++ {
+			n := sizes[rng.Intn(len(sizes))]
+			conv := "notrunc"
+			if i%2 == 0 {
+				conv += ",fsync"
+			}
+			fmt.Fprintf(&script, "dd if=/payload.%d of=/mnt/%s bs=%d count=1 skip=%d iflag=skip_bytes,fullblock oflag=append conv=%s 2>/dev/null\n",
+				f, l, n, total, conv)
+			total += n
+		}
+		fmt.Fprintf(&script, ") & w%d=$!\n", f)
+		payloads[f] = make([]byte, total)
+		rng.Read(payloads[f])
+		files[fmt.Sprintf("payload.%d", f)] = payloads[f]
+	}
+	for f, l := range logs {
+		fmt.Fprintf(&script, "wait $w%d\necho \"VM: %s $(stat -c %%s /mnt/%s)\"\n", f, l, l)
+	}
+	script.WriteString("umount /mnt\nnbd-client -d /dev/nbd0\n")
+
+	console := g.run(script.String(), files, 90*time.Second)
+	for f, l := range logs {
+		if want := fmt.Sprintf("VM: %s %d\n", l, len(payloads[f])); !strings.Contains(console, want) {
+			t.Fatalf("the guest's %s is not %d bytes long; console:\n%s", l, len(payloads[f]), tail(console, 30))
+		}
+	}
+	if !strings.Contains(console, "VM: mounted data="+mode+"\n") {
+		t.Errorf("the guest did not mount with data=%s; console:\n%s", mode, tail(console, 30))
+	}
+
+	// The guest has unmounted: everything it wrote is flushed, so all of
+	// it must be sealed once the device's windows pass.
+	total := 0
+	for f, l := range logs {
+		s.waitSealed(l, payloads[f])
+		total += len(payloads[f])
+	}
+	if st := s.dev.Status(); st.Indicators != 0 || st.ReadOnly {
+		t.Fatalf("false positive: %d indicators, read-only=%v: %+v", st.Indicators, st.ReadOnly, st.Recent)
+	}
+	fua, flush := s.dev.fua.Load(), s.dev.flush.Load()
+	if fua == 0 || flush == 0 {
+		t.Errorf("the guest's kernel sent %d FUA writes and %d FLUSHes; want some of each", fua, flush)
+	}
+	t.Logf("served %d FUA writes and %d FLUSHes; %d bytes sealed", fua, flush, total)
+	s.closeAndVerify(total)
+}
+
+// TestKernelNBDClientOverwriteRefused: root on a guest rewrites the start
+// of a protected file whose bytes are sealed, in place, and fsyncs. The
+// device refuses the write (the guest's kernel reports an I/O error to
+// fsync), raises an indicator and, by the default readonly response,
+// refuses every later write. The real log keeps what was sealed and
+// verifies.
+func TestKernelNBDClientOverwriteRefused(t *testing.T) {
+	testenv.RequireLong(t)
+	testenv.RequireCommand(t, "mkfs.ext4")
+	g := newGuest(t)
+	const log = "var/log/app.log"
+	s := serveNewDevice(t, "ordered", []string{log})
+	payload := make([]byte, 100<<10)
+	rand.New(rand.NewSource(1)).Read(payload)
+	script := s.attach() +
+		"dd if=/payload of=/mnt/" + log + " bs=4096 oflag=append conv=notrunc,fsync 2>/dev/null\n" +
+		"sleep 1\n" + // the device's ordered margin passes: the bytes are sealed
+		"if dd if=/dev/zero of=/mnt/" + log + " bs=4096 count=1 conv=notrunc,fsync 2>/dev/null; then echo 'VM: overwrite accepted'; else echo 'VM: overwrite refused'; fi\n" +
+		"umount /mnt || true\nnbd-client -d /dev/nbd0\n"
+	console := g.run(script, map[string][]byte{"payload": payload}, 90*time.Second)
+	if !strings.Contains(console, "VM: overwrite refused\n") {
+		t.Errorf("the guest's overwrite of sealed bytes did not fail; console:\n%s", tail(console, 30))
+	}
+	s.waitSealed(log, payload)
+	st := s.dev.Status()
+	if st.Indicators == 0 || !st.ReadOnly {
+		t.Fatalf("after the overwrite: %d indicators, read-only=%v; want an indicator and read-only: %+v", st.Indicators, st.ReadOnly, st.Recent)
+	}
+	s.closeAndVerify(len(payload))
+}
+
+// serveTCP serves dev as the default export on a loopback port, which the
+// guest reaches as 10.0.2.2 through qemu's user-mode network, until stop
+// (or the test's end).
+func serveTCP(t *testing.T, dev blockdev.Device) (port int, stop func()) {
+	t.Helper()
+	srv, err := nbd.NewServer(nbd.Config{Exports: []nbd.Export{{Device: dev}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Errorf("nbd server shutdown: %v", err)
+			}
+			if err := <-done; !errors.Is(err, nbd.ErrServerClosed) {
+				t.Errorf("nbd server: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().(*net.TCPAddr).Port, stop
+}
+
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
+}
