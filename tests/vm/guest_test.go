@@ -290,9 +290,9 @@ func (a *initramfs) write(t *testing.T, path string) {
 	}
 }
 
-// guest is one boot of the guest with a script of shell commands.
+// guest is what boots a guest: the kernel, its modules and the programs
+// copied into its initramfs.
 type guest struct {
-	t       *testing.T
 	kernel  guestKernel
 	qemu    string
 	nbd     string // nbd-client on the machine
@@ -304,7 +304,7 @@ type guest struct {
 // something is missing.
 func newGuest(t *testing.T) *guest {
 	t.Helper()
-	g := &guest{t: t}
+	g := &guest{}
 	g.qemu = testenv.RequireCommand(t, "qemu-system-x86_64")
 	g.nbd = testenv.RequireCommand(t, "nbd-client")
 	testenv.RequireCommand(t, "ldd")
@@ -363,8 +363,7 @@ poweroff -f
 // run boots the guest with script (sourced by /init, under set -e) and
 // extra files, and returns the console output. It fails the test when the
 // script did not run to its end.
-func (g *guest) run(script string, files map[string][]byte, timeout time.Duration) string {
-	t := g.t
+func (g *guest) run(t *testing.T, script string, files map[string][]byte, timeout time.Duration) string {
 	t.Helper()
 	a := newInitramfs()
 	a.file("init", 0o755, []byte(guestInit))

@@ -54,7 +54,6 @@ func TestKernelNBDClientAppends(t *testing.T) {
 	g := newGuest(t)
 	for _, mode := range []string{"ordered", "journal"} {
 		t.Run(mode, func(t *testing.T) {
-			g.t = t
 			testAppendsFromGuest(t, g, mode)
 		})
 	}
@@ -185,7 +184,7 @@ func testAppendsFromGuest(t *testing.T, g *guest, mode string) {
 	}
 	script.WriteString("umount /mnt\nnbd-client -d /dev/nbd0\n")
 
-	console := g.run(script.String(), files, 90*time.Second)
+	console := g.run(t, script.String(), files, 90*time.Second)
 	for f, l := range logs {
 		if want := fmt.Sprintf("VM: %s %d\n", l, len(payloads[f])); !strings.Contains(console, want) {
 			t.Fatalf("the guest's %s is not %d bytes long; console:\n%s", l, len(payloads[f]), tail(console, 30))
@@ -232,7 +231,7 @@ func TestKernelNBDClientOverwriteRefused(t *testing.T) {
 		"sleep 1\n" + // the device's ordered margin passes: the bytes are sealed
 		"if dd if=/dev/zero of=/mnt/" + log + " bs=4096 count=1 conv=notrunc,fsync 2>/dev/null; then echo 'VM: overwrite accepted'; else echo 'VM: overwrite refused'; fi\n" +
 		"umount /mnt || true\nnbd-client -d /dev/nbd0\n"
-	console := g.run(script, map[string][]byte{"payload": payload}, 90*time.Second)
+	console := g.run(t, script, map[string][]byte{"payload": payload}, 90*time.Second)
 	if !strings.Contains(console, "VM: overwrite refused\n") {
 		t.Errorf("the guest's overwrite of sealed bytes did not fail; console:\n%s", tail(console, 30))
 	}
