@@ -2,23 +2,20 @@ package vm
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/indelible-worm/indelible/blockdev"
 	"github.com/indelible-worm/indelible/internal/testenv"
 	"github.com/indelible-worm/indelible/nbd"
+	"github.com/indelible-worm/indelible/nbd/nbdtest"
 	"github.com/indelible-worm/indelible/provision"
 	"github.com/indelible-worm/indelible/seal"
 	"github.com/indelible-worm/indelible/worm"
@@ -66,8 +63,7 @@ type served struct {
 	dir        string
 	auditorKey string
 	dev        *countingDevice
-	port       int
-	stopServer func()
+	server     *nbdtest.Server
 	closed     bool
 }
 
@@ -102,14 +98,14 @@ func serveNewDevice(t *testing.T, mode string, logs []string) *served {
 		}
 	})
 	s.dev = &countingDevice{Opened: dev}
-	s.port, s.stopServer = serveTCP(t, s.dev)
+	s.server = nbdtest.StartTCP(t, nbd.Config{Exports: []nbd.Export{{Device: s.dev}}})
 	return s
 }
 
 // attach is the guest's script to attach and mount the device, as the
 // README tells a host to, with two connections.
 func (s *served) attach() string {
-	return fmt.Sprintf("nbd-client -N '' -connections 2 10.0.2.2 %d /dev/nbd0\n", s.port) +
+	return fmt.Sprintf("nbd-client -N '' -connections 2 10.0.2.2 %d /dev/nbd0\n", s.server.Port) +
 		"mount /dev/nbd0 /mnt\necho \"VM: mounted $(grep ^data= /proc/fs/ext4/nbd0/options)\"\n"
 }
 
@@ -134,7 +130,7 @@ func (s *served) waitSealed(log string, want []byte) {
 // with the auditor's key: it must verify and hold at least sealed bytes.
 func (s *served) closeAndVerify(sealed int) {
 	s.t.Helper()
-	s.stopServer()
+	s.server.Stop()
 	s.closed = true
 	if err := s.dev.Close(); err != nil {
 		s.t.Fatal(err)
@@ -241,38 +237,6 @@ func TestKernelNBDClientOverwriteRefused(t *testing.T) {
 		t.Fatalf("after the overwrite: %d indicators, read-only=%v; want an indicator and read-only: %+v", st.Indicators, st.ReadOnly, st.Recent)
 	}
 	s.closeAndVerify(len(payload))
-}
-
-// serveTCP serves dev as the default export on a loopback port, which the
-// guest reaches as 10.0.2.2 through qemu's user-mode network, until stop
-// (or the test's end).
-func serveTCP(t *testing.T, dev blockdev.Device) (port int, stop func()) {
-	t.Helper()
-	srv, err := nbd.NewServer(nbd.Config{Exports: []nbd.Export{{Device: dev}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				t.Errorf("nbd server shutdown: %v", err)
-			}
-			if err := <-done; !errors.Is(err, nbd.ErrServerClosed) {
-				t.Errorf("nbd server: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return ln.Addr().(*net.TCPAddr).Port, stop
 }
 
 type testLog struct{ t *testing.T }
