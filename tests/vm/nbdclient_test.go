@@ -25,7 +25,16 @@ import (
 // wants the guest's kernel to have sent.
 type countingDevice struct {
 	*worm.Opened
-	fua, flush atomic.Int64
+	fua, flush, trim, trimFailed atomic.Int64
+}
+
+func (c *countingDevice) Trim(off, length int64) error {
+	c.trim.Add(1)
+	err := c.Opened.Trim(off, length)
+	if err != nil {
+		c.trimFailed.Add(1)
+	}
+	return err
 }
 
 func (c *countingDevice) WriteAtFUA(p []byte, off int64) (int, error) {
@@ -244,4 +253,54 @@ type testLog struct{ t *testing.T }
 func (w testLog) Write(p []byte) (int, error) {
 	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
 	return len(p), nil
+}
+
+// TestKernelNBDClientDiscard: the guest mounts with -o discard, so that
+// ext4 trims the blocks of files it deletes, and runs fstrim over the
+// whole free space, between appends to a protected file. Freeing space is
+// not an attack: the device must serve the trims, raise no indicator, and
+// seal every appended byte.
+func TestKernelNBDClientDiscard(t *testing.T) {
+	testenv.RequireLong(t)
+	testenv.RequireCommand(t, "mkfs.ext4")
+	g := newGuest(t)
+	const log = "var/log/app.log"
+	s := serveNewDevice(t, "ordered", []string{log})
+	payload := make([]byte, 1<<20)
+	rand.New(rand.NewSource(3)).Read(payload)
+	half := len(payload) / 2
+	script := fmt.Sprintf("nbd-client -N '' 10.0.2.2 %d /dev/nbd0\n", s.server.Port) +
+		"mount -o discard /dev/nbd0 /mnt\n" +
+		fmt.Sprintf("dd if=/payload of=/mnt/%s bs=%d count=1 iflag=fullblock oflag=append conv=notrunc,fsync 2>/dev/null\n", log, half) +
+		"mkdir /mnt/scratch\n" +
+		"for i in 1 2 3 4; do dd if=/dev/zero of=/mnt/scratch/f$i bs=1M count=4 conv=fsync 2>/dev/null; done\n" +
+		"rm -r /mnt/scratch\nsync\n" +
+		"trimmed=$(fstrim -v /mnt)\necho \"VM: $trimmed\"\n" +
+		fmt.Sprintf("dd if=/payload of=/mnt/%s bs=%d count=1 skip=%d iflag=skip_bytes,fullblock oflag=append conv=notrunc,fsync 2>/dev/null\n", log, len(payload)-half, half) +
+		"fstrim /mnt\n" +
+		"umount /mnt\nnbd-client -d /dev/nbd0\n"
+	console := g.run(t, script, map[string][]byte{"payload": payload}, 90*time.Second)
+	s.waitSealed(log, payload)
+	if st := s.dev.Status(); st.Indicators != 0 || st.ReadOnly {
+		t.Fatalf("false positive: %d indicators, read-only=%v: %+v", st.Indicators, st.ReadOnly, st.Recent)
+	}
+	if s.dev.trim.Load() == 0 || s.dev.trimFailed.Load() != 0 {
+		t.Fatalf("the guest's kernel sent %d TRIMs, of which %d failed; want some, none failed", s.dev.trim.Load(), s.dev.trimFailed.Load())
+	}
+	if strings.Contains(console, "VM: /mnt: 0 bytes trimmed") || !strings.Contains(console, " bytes trimmed") {
+		t.Fatalf("the guest's fstrim trimmed nothing; console:\n%s", tail(console, 20))
+	}
+	t.Logf("served %d TRIMs; the guest: %s", s.dev.trim.Load(), vmLines(console))
+	s.closeAndVerify(len(payload))
+}
+
+// vmLines returns the guest's "VM:" lines, joined.
+func vmLines(console string) string {
+	var lines []string
+	for _, l := range strings.Split(console, "\n") {
+		if strings.HasPrefix(l, "VM: ") && l != "VM: ok" {
+			lines = append(lines, strings.TrimPrefix(l, "VM: "))
+		}
+	}
+	return strings.Join(lines, "; ")
 }
