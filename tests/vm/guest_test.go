@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,8 +46,8 @@ type guestKernel struct {
 	modules string // lib/modules/VERSION
 }
 
-// extractKernel unpacks the cached linux-image package into a temporary
-// directory; it skips (fails under CI) when there is none.
+// extractKernel unpacks the cached linux-image package (once per test
+// binary); it skips (fails under CI) when there is none.
 func extractKernel(t *testing.T) guestKernel {
 	t.Helper()
 	debs, _ := filepath.Glob(filepath.Join(vmCache(), "linux-image-*.deb"))
@@ -54,15 +55,49 @@ func extractKernel(t *testing.T) guestKernel {
 		testenv.SkipOrFail(t, fmt.Sprintf("no linux-image package in %s (scripts/install-deps --test downloads one)", vmCache()))
 	}
 	sort.Strings(debs)
+	deb := debs[len(debs)-1]
 	dpkgDeb := testenv.RequireCommand(t, "dpkg-deb")
-	root := t.TempDir()
-	extractParts(t, dpkgDeb, debs[len(debs)-1], root)
+	extracted.Lock()
+	defer extracted.Unlock()
+	if k, ok := extracted.kernels[deb]; ok {
+		return k
+	}
+	if extracted.dir == "" {
+		dir, err := os.MkdirTemp("", "indelible-vm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		extracted.dir = dir
+	}
+	root, err := os.MkdirTemp(extracted.dir, "kernel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	extractParts(t, dpkgDeb, deb, root)
 	kernels, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
 	if len(kernels) != 1 {
-		t.Fatalf("%s: want one boot/vmlinuz-*, found %v", debs[len(debs)-1], kernels)
+		t.Fatalf("%s: want one boot/vmlinuz-*, found %v", deb, kernels)
 	}
 	version := strings.TrimPrefix(filepath.Base(kernels[0]), "vmlinuz-")
-	return guestKernel{vmlinuz: kernels[0], modules: filepath.Join(root, "lib", "modules", version)}
+	k := guestKernel{vmlinuz: kernels[0], modules: filepath.Join(root, "lib", "modules", version)}
+	extracted.kernels[deb] = k
+	return k
+}
+
+// extracted keeps the kernel packages unpacked so far, for every test of
+// the package (a few seconds each); TestMain removes them.
+var extracted = struct {
+	sync.Mutex
+	dir     string
+	kernels map[string]guestKernel
+}{kernels: map[string]guestKernel{}}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if extracted.dir != "" {
+		os.RemoveAll(extracted.dir)
+	}
+	os.Exit(code)
 }
 
 // guestModuleDirs are the parts of the module tree the guest's modules
