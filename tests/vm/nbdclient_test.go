@@ -313,3 +313,39 @@ func vmLines(console string) string {
 	}
 	return strings.Join(lines, "; ")
 }
+
+// TestKernelNBDClientRemount: appends that span unmounts, the guest
+// mounting first with another data= mode than the image's default
+// (data=journal on a data=ordered image) and then with the default; the
+// engine follows what the writes show, not device.toml. Every byte must be
+// sealed, with no indicator.
+func TestKernelNBDClientRemount(t *testing.T) {
+	testenv.RequireLong(t)
+	testenv.RequireCommand(t, "mkfs.ext4")
+	g := newGuest(t)
+	const log = "var/log/app.log"
+	s := serveNewDevice(t, "ordered", []string{log})
+	payload := make([]byte, 3<<20+12345)
+	rand.New(rand.NewSource(4)).Read(payload)
+	third := len(payload) / 3
+	appendPart := func(from, to int) string {
+		return fmt.Sprintf("dd if=/payload of=/mnt/%s bs=%d count=1 skip=%d iflag=skip_bytes,fullblock oflag=append conv=notrunc,fsync 2>/dev/null\n",
+			log, to-from, from)
+	}
+	script := fmt.Sprintf("nbd-client -N '' 10.0.2.2 %d /dev/nbd0\n", s.server.Port) +
+		"mount -o data=journal /dev/nbd0 /mnt\necho \"VM: first $(grep ^data= /proc/fs/ext4/nbd0/options)\"\n" +
+		appendPart(0, third) + "umount /mnt\n" +
+		"mount /dev/nbd0 /mnt\necho \"VM: second $(grep ^data= /proc/fs/ext4/nbd0/options)\"\n" +
+		appendPart(third, 2*third) + "umount /mnt\n" +
+		"mount /dev/nbd0 /mnt\n" + appendPart(2*third, len(payload)) +
+		"umount /mnt\nnbd-client -d /dev/nbd0\n"
+	console := g.run(t, script, map[string][]byte{"payload": payload}, 90*time.Second)
+	if !strings.Contains(console, "VM: first data=journal\n") || !strings.Contains(console, "VM: second data=ordered\n") {
+		t.Errorf("the guest did not mount with data=journal, then data=ordered; console:\n%s", tail(console, 30))
+	}
+	s.waitSealed(log, payload)
+	if st := s.dev.Status(); st.Indicators != 0 || st.ReadOnly {
+		t.Fatalf("false positive: %d indicators, read-only=%v: %+v", st.Indicators, st.ReadOnly, st.Recent)
+	}
+	s.closeAndVerify(len(payload))
+}
