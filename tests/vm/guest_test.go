@@ -400,6 +400,27 @@ poweroff -f
 // script did not run to its end.
 func (g *guest) run(t *testing.T, script string, files map[string][]byte, timeout time.Duration) string {
 	t.Helper()
+	console, _ := g.boot(t, script, files, timeout, nil)
+	return console
+}
+
+// runUntilPowerCut boots the guest like run, but kills qemu (SIGKILL: the
+// host loses power, nothing it holds in memory reaches the device) as soon
+// as cut returns true for a line of its console. It fails the test when
+// the guest ends before that.
+func (g *guest) runUntilPowerCut(t *testing.T, script string, files map[string][]byte, timeout time.Duration, cut func(line string) bool) string {
+	t.Helper()
+	console, killed := g.boot(t, script, files, timeout, cut)
+	if !killed {
+		t.Fatalf("the guest ended before its power was cut; console:\n%s", tail(console, 40))
+	}
+	return console
+}
+
+// boot runs qemu; with cut non-nil it kills qemu once cut returns true for
+// a console line and reports that it did.
+func (g *guest) boot(t *testing.T, script string, files map[string][]byte, timeout time.Duration, cut func(line string) bool) (console string, killed bool) {
+	t.Helper()
 	a := newInitramfs()
 	a.file("init", 0o755, []byte(guestInit))
 	a.file("script", 0o644, []byte(script))
@@ -434,16 +455,27 @@ func (g *guest) run(t *testing.T, script string, files map[string][]byte, timeou
 		"-append", "console=ttyS0 panic=-1 loglevel=4",
 		"-nodefaults", "-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot",
 		"-netdev", "user,id=n0", "-device", "e1000,netdev=n0")
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
+	out := &consoleWriter{}
+	if cut != nil {
+		out.watch = func(line string) {
+			if !killed && cut(line) {
+				killed = true
+				cmd.Process.Kill()
+			}
+		}
+	}
+	cmd.Stdout = out
+	cmd.Stderr = out
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	err := cmd.Run()
-	console := strings.ReplaceAll(out.String(), "\r\n", "\n")
+	console = strings.ReplaceAll(out.buf.String(), "\r\n", "\n")
 	t.Logf("guest (%s) ran %v", accel, time.Since(start).Round(time.Millisecond))
 	if ctx.Err() != nil {
 		t.Fatalf("guest did not power off within %v; console:\n%s", timeout, tail(console, 60))
+	}
+	if killed {
+		return console, true
 	}
 	if err != nil {
 		t.Fatalf("qemu: %v; console:\n%s", err, tail(console, 60))
@@ -451,7 +483,33 @@ func (g *guest) run(t *testing.T, script string, files map[string][]byte, timeou
 	if !strings.Contains(console, "VM: ok\n") {
 		t.Fatalf("guest script did not finish; console:\n%s", tail(console, 60))
 	}
-	return console
+	return console, false
+}
+
+// consoleWriter keeps the guest's console and hands each complete line to
+// watch (nil: none). exec calls Write from one goroutine at a time.
+type consoleWriter struct {
+	buf     bytes.Buffer
+	partial []byte
+	watch   func(line string)
+}
+
+func (w *consoleWriter) Write(p []byte) (int, error) {
+	w.buf.Write(p)
+	if w.watch == nil {
+		return len(p), nil
+	}
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimRight(string(w.partial[:i]), "\r")
+		w.partial = w.partial[i+1:]
+		w.watch(line)
+	}
+	return len(p), nil
 }
 
 // tail returns the last n lines of s.
