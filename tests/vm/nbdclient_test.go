@@ -58,9 +58,7 @@ func (c *countingDevice) Flush() error {
 // client sends each jbd2 commit block as a FUA write: the device must have
 // served some.
 func TestKernelNBDClientAppends(t *testing.T) {
-	testenv.RequireLong(t)
-	testenv.RequireCommand(t, "mkfs.ext4")
-	g := newGuest(t)
+	g := newVMTest(t)
 	for _, mode := range []string{"ordered", "journal", "writeback", "none"} {
 		t.Run(mode, func(t *testing.T) {
 			testAppendsFromGuest(t, g, mode)
@@ -156,6 +154,24 @@ func (s *served) closeAndVerify(sealed int) {
 	}
 }
 
+// newVMTest makes what every test of the package needs, or skips (fails
+// under CI): a slow test, mkfs.ext4 for the device's image, and a guest.
+func newVMTest(t *testing.T) *guest {
+	t.Helper()
+	testenv.RequireLong(t)
+	testenv.RequireCommand(t, "mkfs.ext4")
+	return newGuest(t)
+}
+
+// noIndicators fails the test when the device raised an indicator: what
+// the guest did is the work of an honest host.
+func (s *served) noIndicators() {
+	s.t.Helper()
+	if st := s.dev.Status(); st.Indicators != 0 || st.ReadOnly {
+		s.t.Fatalf("false positive: %d indicators, read-only=%v: %+v", st.Indicators, st.ReadOnly, st.Recent)
+	}
+}
+
 func testAppendsFromGuest(t *testing.T, g *guest, mode string) {
 	logs := []string{"var/log/app.log", "var/log/audit/auth.log", "srv/events.log"}
 	s := serveNewDevice(t, mode, logs)
@@ -213,9 +229,7 @@ func testAppendsFromGuest(t *testing.T, g *guest, mode string) {
 		s.waitSealed(l, payloads[f])
 		total += len(payloads[f])
 	}
-	if st := s.dev.Status(); st.Indicators != 0 || st.ReadOnly {
-		t.Fatalf("false positive: %d indicators, read-only=%v: %+v", st.Indicators, st.ReadOnly, st.Recent)
-	}
+	s.noIndicators()
 	// jbd2 writes each commit block with FUA; without a journal only
 	// FLUSHes are certain.
 	fua, flush := s.dev.fua.Load(), s.dev.flush.Load()
@@ -233,16 +247,14 @@ func testAppendsFromGuest(t *testing.T, g *guest, mode string) {
 // refuses every later write. The real log keeps what was sealed and
 // verifies.
 func TestKernelNBDClientOverwriteRefused(t *testing.T) {
-	testenv.RequireLong(t)
-	testenv.RequireCommand(t, "mkfs.ext4")
-	g := newGuest(t)
+	g := newVMTest(t)
 	const log = "var/log/app.log"
 	s := serveNewDevice(t, "ordered", []string{log})
 	payload := make([]byte, 100<<10)
 	rand.New(rand.NewSource(1)).Read(payload)
 	script := s.attach() +
 		"dd if=/payload of=/mnt/" + log + " bs=4096 oflag=append conv=notrunc,fsync 2>/dev/null\n" +
-		"sleep 1\n" + // the device's ordered margin passes: the bytes are sealed
+		"sleep 3\n" + // the device's ordered margin (100 ms) passes: the bytes are sealed
 		"if dd if=/dev/zero of=/mnt/" + log + " bs=4096 count=1 conv=notrunc,fsync 2>/dev/null; then echo 'VM: overwrite accepted'; else echo 'VM: overwrite refused'; fi\n" +
 		"umount /mnt || true\nnbd-client -d /dev/nbd0\n"
 	console := g.run(t, script, map[string][]byte{"payload": payload}, 90*time.Second)
@@ -257,22 +269,13 @@ func TestKernelNBDClientOverwriteRefused(t *testing.T) {
 	s.closeAndVerify(len(payload))
 }
 
-type testLog struct{ t *testing.T }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
-}
-
 // TestKernelNBDClientDiscard: the guest mounts with -o discard, so that
 // ext4 trims the blocks of files it deletes, and runs fstrim over the
 // whole free space, between appends to a protected file. Freeing space is
 // not an attack: the device must serve the trims, raise no indicator, and
 // seal every appended byte.
 func TestKernelNBDClientDiscard(t *testing.T) {
-	testenv.RequireLong(t)
-	testenv.RequireCommand(t, "mkfs.ext4")
-	g := newGuest(t)
+	g := newVMTest(t)
 	const log = "var/log/app.log"
 	s := serveNewDevice(t, "ordered", []string{log})
 	payload := make([]byte, 1<<20)
@@ -290,9 +293,7 @@ func TestKernelNBDClientDiscard(t *testing.T) {
 		"umount /mnt\nnbd-client -d /dev/nbd0\n"
 	console := g.run(t, script, map[string][]byte{"payload": payload}, 90*time.Second)
 	s.waitSealed(log, payload)
-	if st := s.dev.Status(); st.Indicators != 0 || st.ReadOnly {
-		t.Fatalf("false positive: %d indicators, read-only=%v: %+v", st.Indicators, st.ReadOnly, st.Recent)
-	}
+	s.noIndicators()
 	if s.dev.trim.Load() == 0 || s.dev.trimFailed.Load() != 0 {
 		t.Fatalf("the guest's kernel sent %d TRIMs, of which %d failed; want some, none failed", s.dev.trim.Load(), s.dev.trimFailed.Load())
 	}
@@ -320,9 +321,7 @@ func vmLines(console string) string {
 // engine follows what the writes show, not device.toml. Every byte must be
 // sealed, with no indicator.
 func TestKernelNBDClientRemount(t *testing.T) {
-	testenv.RequireLong(t)
-	testenv.RequireCommand(t, "mkfs.ext4")
-	g := newGuest(t)
+	g := newVMTest(t)
 	const log = "var/log/app.log"
 	s := serveNewDevice(t, "ordered", []string{log})
 	payload := make([]byte, 3<<20+12345)
@@ -344,9 +343,7 @@ func TestKernelNBDClientRemount(t *testing.T) {
 		t.Errorf("the guest did not mount with data=journal, then data=ordered; console:\n%s", tail(console, 30))
 	}
 	s.waitSealed(log, payload)
-	if st := s.dev.Status(); st.Indicators != 0 || st.ReadOnly {
-		t.Fatalf("false positive: %d indicators, read-only=%v: %+v", st.Indicators, st.ReadOnly, st.Recent)
-	}
+	s.noIndicators()
 	s.closeAndVerify(len(payload))
 }
 
@@ -358,9 +355,7 @@ func TestKernelNBDClientRemount(t *testing.T) {
 // crash took back (I1), nothing fsynced lost (I3), no indicator for the
 // replay's writes.
 func TestKernelNBDClientHostPowerCut(t *testing.T) {
-	testenv.RequireLong(t)
-	testenv.RequireCommand(t, "mkfs.ext4")
-	g := newGuest(t)
+	g := newVMTest(t)
 	for _, mode := range []string{"ordered", "journal"} {
 		t.Run(mode, func(t *testing.T) {
 			testHostPowerCut(t, g, mode)
@@ -434,8 +429,14 @@ done
 	t.Logf("power cut after %d bytes fsynced (the next %d on the device: %v); the file kept %d", synced, chunk, unsyncedOnDevice, size)
 	want := append(bytes.Clone(payload[:size]), more...)
 	s.waitSealed(log, want)
-	if st := s.dev.Status(); st.Indicators != 0 || st.ReadOnly {
-		t.Fatalf("false positive: %d indicators, read-only=%v: %+v", st.Indicators, st.ReadOnly, st.Recent)
-	}
+	s.noIndicators()
 	s.closeAndVerify(len(want))
+}
+
+// testLog writes the device's log lines into the test's log.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
 }
