@@ -45,7 +45,7 @@ func RequireCommand(t testing.TB, name string) string {
 				return dir + "/" + name
 			}
 		}
-		SkipOrFail(t, name+" is not installed (scripts/install-test-deps installs it)")
+		SkipOrFail(t, name+" is not installed (scripts/install-deps --test installs it)")
 	}
 	return p
 }
