@@ -76,7 +76,7 @@ SRC=${SRC:-.}
 
 [[ $EUID -eq 0 ]] || { echo "run.sh: needs root (losetup, mount)"; exit 1; }
 for t in go nbdkit nbdfuse nbdinfo losetup mount fusermount3 python3; do
-	command -v "$t" >/dev/null || { echo "run.sh: $t is not installed (scripts/install-test-deps)"; exit 1; }
+	command -v "$t" >/dev/null || { echo "run.sh: $t is not installed (scripts/install-deps --test installs it)"; exit 1; }
 done
 
 work=$(mktemp -d /var/tmp/indelible-e2e.XXXXXX)
