@@ -30,10 +30,10 @@ func Run(t testing.TB, name string, args ...string) string {
 func StartProcess(t testing.TB, cmd *exec.Cmd) {
 	t.Helper()
 	if cmd.Stdout == nil {
-		cmd.Stdout = testWriter{t}
+		cmd.Stdout = LogWriter(t)
 	}
 	if cmd.Stderr == nil {
-		cmd.Stderr = testWriter{t}
+		cmd.Stderr = LogWriter(t)
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", cmd.Path, err)
@@ -48,13 +48,6 @@ func StartProcess(t testing.TB, cmd *exec.Cmd) {
 			t.Errorf("process %d (%s) did not exit after kill", cmd.Process.Pid, cmd.Path)
 		}
 	})
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // WaitFor polls cond every 20 ms until it is true or timeout passes.

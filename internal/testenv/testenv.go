@@ -7,8 +7,11 @@
 package testenv
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -56,4 +59,21 @@ func RequireLong(t testing.TB) {
 	if testing.Short() {
 		t.Skip("slow test skipped with -short")
 	}
+}
+
+// LogWriter writes what it is given into the test's log, a line at a time
+// as it comes (a process's output, a logger's records).
+func LogWriter(t testing.TB) io.Writer { return testWriter{t} }
+
+// Logger is an slog logger at level Info writing into the test's log: for
+// the devices a test opens.
+func Logger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(LogWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("%s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -7,7 +7,6 @@ package kernel
 import (
 	"bytes"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -91,8 +90,7 @@ func newDevice(t *testing.T, o devOpts) *kdev {
 // start opens the device directory and serves it.
 func (k *kdev) start() {
 	k.t.Helper()
-	log := slog.New(slog.NewTextHandler(testLogWriter{k.t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	dev, err := worm.OpenDir(k.dir, worm.Options{Logger: log})
+	dev, err := worm.OpenDir(k.dir, worm.Options{Logger: testenv.Logger(k.t)})
 	if err != nil {
 		k.t.Fatal(err)
 	}
@@ -105,13 +103,6 @@ func (k *kdev) start() {
 		}
 	})
 	k.uri = nbdtest.StartDevice(k.t, dev)
-}
-
-type testLogWriter struct{ t *testing.T }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
 }
 
 // path is the host path of a protected file.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -95,8 +94,7 @@ func serveNewDevice(t *testing.T, mode string, logs []string) *served {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	dev, err := worm.OpenDir(s.dir, worm.Options{Logger: log})
+	dev, err := worm.OpenDir(s.dir, worm.Options{Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -442,12 +440,4 @@ done
 	s.waitSealed(log, want)
 	s.noIndicators()
 	s.closeAndVerify(len(want))
-}
-
-// testLog writes the device's log lines into the test's log.
-type testLog struct{ t *testing.T }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Logf("%s", bytes.TrimRight(p, "\n"))
-	return len(p), nil
 }
