@@ -25,6 +25,7 @@ import (
 type countingDevice struct {
 	*worm.Opened
 	fua, flush, trim, trimFailed atomic.Int64
+	trimmed                      atomic.Int64 // bytes of the TRIMs that succeeded
 }
 
 func (c *countingDevice) Trim(off, length int64) error {
@@ -32,6 +33,8 @@ func (c *countingDevice) Trim(off, length int64) error {
 	err := c.Opened.Trim(off, length)
 	if err != nil {
 		c.trimFailed.Add(1)
+	} else {
+		c.trimmed.Add(length)
 	}
 	return err
 }
@@ -306,10 +309,14 @@ func TestKernelNBDClientDiscard(t *testing.T) {
 	if s.dev.trim.Load() == 0 || s.dev.trimFailed.Load() != 0 {
 		t.Fatalf("the guest's kernel sent %d TRIMs, of which %d failed; want some, none failed", s.dev.trim.Load(), s.dev.trimFailed.Load())
 	}
-	if strings.Contains(console, "VM: /mnt: 0 bytes trimmed") || !strings.Contains(console, " bytes trimmed") {
-		t.Fatalf("the guest's fstrim trimmed nothing; console:\n%s", tail(console, 20))
+	// The deleted files' 16 MiB at least, from whichever of the guest's
+	// discards sent them: its 6.1 kernel's first fstrim sometimes trims
+	// nothing ("0 bytes trimmed", 2 runs of about 10), and the later one
+	// then trims the free space.
+	if got := s.dev.trimmed.Load(); got < 16<<20 {
+		t.Fatalf("the device trimmed %d bytes; want at least the deleted files' %d; console:\n%s", got, 16<<20, tail(console, 20))
 	}
-	t.Logf("served %d TRIMs; the guest: %s", s.dev.trim.Load(), vmLines(console))
+	t.Logf("served %d TRIMs, %d bytes; the guest: %s", s.dev.trim.Load(), s.dev.trimmed.Load(), vmLines(console))
 	s.closeAndVerify(len(payload))
 }
 
