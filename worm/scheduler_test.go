@@ -184,8 +184,8 @@ func TestSealBacklogSkipsInterval(t *testing.T) {
 func TestSealIntervalBound(t *testing.T) {
 	c := DefaultConfig()
 	c.Protected = []Protected{{Path: "a.log", Inode: 12}}
-	if c.Commit.SealInterval.Duration != 25*time.Millisecond {
-		t.Fatalf("default seal interval %v, want 25ms", c.Commit.SealInterval.Duration)
+	if c.Commit.SealInterval.Duration != 50*time.Millisecond {
+		t.Fatalf("default seal interval %v, want 50ms", c.Commit.SealInterval.Duration)
 	}
 	c.Commit.SealInterval.Duration = 2 * time.Second
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "seal_interval") {

@@ -58,7 +58,7 @@ file wait until the host appends after them). A host that holds dirty data
 longer than that (Linux writes it back within about 35 s by default) would then have
 its late write refused as a change of sealed data.
 
-device.toml's [commit] table holds the windows; seal_interval (default 25ms) is the
+device.toml's [commit] table holds the windows; seal_interval (default 50ms) is the
 shortest time between two seal batches: a busy device seals what became ready meanwhile
 together, with fewer disk flushes and less CPU per sealed byte, each byte up to that much
 later (0: seal as soon as the last batch is done).
