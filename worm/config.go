@@ -109,8 +109,9 @@ type CommitTimes struct {
 	// flushes with sixteen files appended) and keeps the seal lag inside
 	// its targets: bench/e2e measured p99 42-43 ms in data=journal (target
 	// 100 ms) and 152-153 ms in data=ordered (its 100 ms margin + 100 ms).
-	// At 25 ms, on a slow disk, the store's flushes cost data=journal a
-	// fifth of its throughput (bench/e2e/RESULTS.md, eleventh session).
+	// On a slow disk the old default, 25 ms, held data=journal at 0.64 of
+	// nbdkit's throughput against 0.77 at 50 ms (medians of four rounds,
+	// bench/e2e/RESULTS.md, eleventh session).
 	SealInterval Duration `toml:"seal_interval"`
 }
 
