@@ -1070,8 +1070,10 @@ func (s *Store) commit() error {
 	ents, first := s.pend, s.pendFirst
 	s.pend, s.spare, s.pendFirst = s.spare[:0], nil, n
 	files := make([]*os.File, 0, len(s.dirty)+3)
+	written := make([]sealedTo, 0, len(s.dirty))
 	for rl := range s.dirty {
 		files = append(files, rl.f)
+		written = append(written, sealedTo{rl.f, rl.size})
 	}
 	clear(s.dirty)
 	dirs := make([]string, 0, len(s.newDirs))
@@ -1116,6 +1118,7 @@ func (s *Store) commit() error {
 		return err
 	}
 	s.at(stageRound1, burn)
+	dropCached(written)
 
 	// Round 2.
 	files = files[:0]
@@ -1141,6 +1144,32 @@ func (s *Store) commit() error {
 	s.durable, s.ackKey = n, key
 	s.mu.Unlock()
 	return nil
+}
+
+// sealedTo is a real log and the length of it a commit makes durable.
+type sealedTo struct {
+	f    *os.File
+	size int64
+}
+
+// dropCached frees the cached pages of real logs up to what the commit made
+// durable. Nothing on the device reads a real log again (verify and diff
+// read it from disk), so its pages would only sit in memory until the
+// kernel reclaims them, crowding out the image's pages, which sealing does
+// read. Freed now, they are what the next appends are written into: where
+// the memory of a virtual machine is given back to its host once free
+// (virtio-balloon free page reporting), a page written for the first time
+// costs a fault on the host, and writing 2 GiB through one file with a sync
+// every 16 MiB took 3.8-6.0 s of CPU with its pages kept and 0.7-0.9 s with
+// them dropped after each sync (eleventh session). Best effort: an error
+// changes nothing but memory use.
+func dropCached(logs []sealedTo) {
+	for _, l := range logs {
+		// From 0: a large folio that the last drop left whole at the
+		// end (it straddled that length) is dropped once complete;
+		// ranges already dropped cost only a walk of an empty range.
+		durable.Drop(l.f, 0, l.size)
+	}
 }
 
 // datasync makes a file's data durable (a variable: tests watch which

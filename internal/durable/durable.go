@@ -19,3 +19,12 @@ func Datasync(f *os.File) error { return datasync(f) }
 // about durability changes. Where the system has no such call it returns
 // errors.ErrUnsupported.
 func StartWriteback(f *os.File, off, n int64) error { return startWriteback(f, off, n) }
+
+// Drop tells the kernel that [off, off+n) of f will not be read again soon
+// (posix_fadvise POSIX_FADV_DONTNEED): the clean cached pages that lie
+// wholly inside it (a large folio only when all of it does) are freed at
+// once and come back to the next writer, instead of staying cached until
+// memory runs short. Called on data already made durable, it changes
+// nothing about durability or content. Where the system has no such call
+// it does nothing.
+func Drop(f *os.File, off, n int64) error { return drop(f, off, n) }

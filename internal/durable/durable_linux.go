@@ -35,3 +35,10 @@ func startWriteback(f *os.File, off, n int64) error {
 	}
 	return nil
 }
+
+func drop(f *os.File, off, n int64) error {
+	if err := unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED); err != nil {
+		return &os.PathError{Op: "fadvise", Path: f.Name(), Err: err}
+	}
+	return nil
+}

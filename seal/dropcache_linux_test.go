@@ -1,0 +1,90 @@
+package seal
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// cachedPages counts path's pages in the page cache (mincore over a mapping
+// that is never touched).
+func cachedPages(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() == 0 {
+		return 0
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatalf("mincore: %v", e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// Once a commit has made a real log's bytes durable, the store leaves none
+// of their pages cached (dropCached), and the real log reads back whole.
+func TestCommitDropsRealLogPages(t *testing.T) {
+	ts := newTestStore(t, 1<<16, 4)
+	s := ts.open(t, Options{})
+	defer s.Close()
+	files := []FileRef{{ID: 50, Path: "a.log"}, {ID: 51, Path: "b.log"}}
+	chunk := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB: whole pages
+	var want []byte
+	for i := 0; i < 3; i++ {
+		ops := []AppendOp{{File: files[0], Off: int64(len(want)), Data: chunk}, {File: files[1], Off: int64(len(want)), Data: chunk}}
+		if err := s.AppendBatch(ops); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, chunk...)
+	}
+	for _, f := range files {
+		p := filepath.Join(ts.store, f.Path)
+		if n := cachedPages(t, p); n != 0 {
+			if !pageCacheDrops(t) {
+				t.Skip("the temporary directory's filesystem keeps pages cached whatever fadvise says")
+			}
+			t.Errorf("%s: %d pages still cached after the commit made it durable", f.Path, n)
+		}
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s reads back %d bytes (%v), want the %d sealed", f.Path, len(got), err, len(want))
+		}
+	}
+}
+
+// pageCacheDrops reports whether fadvise DONTNEED frees a synced file's
+// pages on the temporary directory's filesystem (not on tmpfs).
+func pageCacheDrops(t *testing.T) bool {
+	p := filepath.Join(t.TempDir(), "probe")
+	if err := os.WriteFile(p, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Sync()
+	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+	return cachedPages(t, p) == 0
+}
