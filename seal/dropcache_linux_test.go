@@ -5,42 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"unsafe"
 
+	"github.com/indelible-worm/indelible/internal/testenv"
 	"golang.org/x/sys/unix"
 )
-
-// cachedPages counts path's pages in the page cache (mincore over a mapping
-// that is never touched).
-func cachedPages(t *testing.T, path string) int {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Size() == 0 {
-		return 0
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
-	vec := make([]byte, (len(m)+os.Getpagesize()-1)/os.Getpagesize())
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Fatalf("mincore: %v", e)
-	}
-	n := 0
-	for _, v := range vec {
-		n += int(v & 1)
-	}
-	return n
-}
 
 // Once a commit has made a real log's bytes durable, the store leaves none
 // of their pages cached (dropCached), and the real log reads back whole.
@@ -60,7 +28,7 @@ func TestCommitDropsRealLogPages(t *testing.T) {
 	}
 	for _, f := range files {
 		p := filepath.Join(ts.store, f.Path)
-		if n := cachedPages(t, p); n != 0 {
+		if n := testenv.CachedPages(t, p); n != 0 {
 			if !pageCacheDrops(t) {
 				t.Skip("the temporary directory's filesystem keeps pages cached whatever fadvise says")
 			}
@@ -86,5 +54,5 @@ func pageCacheDrops(t *testing.T) bool {
 	defer f.Close()
 	f.Sync()
 	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-	return cachedPages(t, p) == 0
+	return testenv.CachedPages(t, p) == 0
 }
