@@ -113,11 +113,21 @@ func serveNewDevice(t *testing.T, mode string, logs []string) *served {
 	return s
 }
 
+// connect is the guest's command that attaches the device as /dev/nbd0:
+// nbd-client with the default export, opts added (empty: its defaults),
+// to the host's loopback as qemu's user network shows it.
+func (s *served) connect(opts string) string {
+	if opts != "" {
+		opts += " "
+	}
+	return fmt.Sprintf("nbd-client -N '' %s10.0.2.2 %d /dev/nbd0\n", opts, s.server.Port)
+}
+
 // attach is the guest's script to attach and mount the device, as the
 // README tells a host to, with two connections and the kernel device's
 // logical block size (nbd-client's default is 512).
 func (s *served) attach(blockSize int) string {
-	return fmt.Sprintf("nbd-client -N '' -connections 2 -b %d 10.0.2.2 %d /dev/nbd0\n", blockSize, s.server.Port) +
+	return s.connect(fmt.Sprintf("-connections 2 -b %d", blockSize)) +
 		"echo \"VM: logical block size $(cat /sys/block/nbd0/queue/logical_block_size)\"\n" +
 		"mount /dev/nbd0 /mnt\necho \"VM: mounted $(grep ^data= /proc/fs/ext4/nbd0/options)\"\n"
 }
@@ -293,7 +303,7 @@ func TestKernelNBDClientDiscard(t *testing.T) {
 	payload := make([]byte, 1<<20)
 	rand.New(rand.NewSource(3)).Read(payload)
 	half := len(payload) / 2
-	script := fmt.Sprintf("nbd-client -N '' 10.0.2.2 %d /dev/nbd0\n", s.server.Port) +
+	script := s.connect("") +
 		"mount -o discard /dev/nbd0 /mnt\n" +
 		fmt.Sprintf("dd if=/payload of=/mnt/%s bs=%d count=1 iflag=fullblock oflag=append conv=notrunc,fsync 2>/dev/null\n", log, half) +
 		"mkdir /mnt/scratch\n" +
@@ -347,7 +357,7 @@ func TestKernelNBDClientRemount(t *testing.T) {
 		return fmt.Sprintf("dd if=/payload of=/mnt/%s bs=%d count=1 skip=%d iflag=skip_bytes,fullblock oflag=append conv=notrunc,fsync 2>/dev/null\n",
 			log, to-from, from)
 	}
-	script := fmt.Sprintf("nbd-client -N '' 10.0.2.2 %d /dev/nbd0\n", s.server.Port) +
+	script := s.connect("") +
 		"mount -o data=journal /dev/nbd0 /mnt\necho \"VM: first $(grep ^data= /proc/fs/ext4/nbd0/options)\"\n" +
 		appendPart(0, third) + "umount /mnt\n" +
 		"mount /dev/nbd0 /mnt\necho \"VM: second $(grep ^data= /proc/fs/ext4/nbd0/options)\"\n" +
@@ -388,7 +398,7 @@ func testHostPowerCut(t *testing.T, g *guest, mode string) {
 	rng.Read(payload)
 	more := make([]byte, 70001)
 	rng.Read(more)
-	attach := fmt.Sprintf("nbd-client -N '' 10.0.2.2 %d /dev/nbd0\nmount /dev/nbd0 /mnt\n", s.server.Port)
+	attach := s.connect("") + "mount /dev/nbd0 /mnt\n"
 
 	// First boot: chunks appended in order, every other one fsynced and
 	// reported; the others are written with O_DIRECT, so that their data
