@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/indelible-worm/indelible/internal/durable"
 	"github.com/indelible-worm/indelible/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // Once a commit has made a real log's bytes durable, the store leaves none
@@ -40,19 +40,20 @@ func TestCommitDropsRealLogPages(t *testing.T) {
 	}
 }
 
-// pageCacheDrops reports whether fadvise DONTNEED frees a synced file's
-// pages on the temporary directory's filesystem (not on tmpfs).
+// pageCacheDrops reports whether durable.Drop frees a synced file's pages
+// on the temporary directory's filesystem (not on tmpfs).
 func pageCacheDrops(t *testing.T) bool {
-	p := filepath.Join(t.TempDir(), "probe")
-	if err := os.WriteFile(p, make([]byte, 64<<10), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	f, err := os.Create(filepath.Join(t.TempDir(), "probe"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	f.Sync()
-	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
-	return testenv.CachedPages(t, p) == 0
+	if _, err := f.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := durable.Datasync(f); err != nil {
+		t.Fatal(err)
+	}
+	durable.Drop(f, 0, 64<<10)
+	return testenv.CachedPages(t, f.Name()) == 0
 }
