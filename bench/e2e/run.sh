@@ -48,12 +48,19 @@
 # (DIR/store/<path>), watched with inotify. indelible and nbdkit alternate which
 # goes first; every run starts after a `sync`. Each result line also
 # carries srv_cpu_s, the server process's user+system CPU seconds over the
-# workload (steadier than wall time on a shared machine), app_cpu_s, the
+# workload (steadier than wall time on a shared machine), srv_vcs and
+# srv_ivcs, its threads' voluntary and involuntary context switches over the
+# same span (how often it waited and was woken), app_cpu_s, the
 # appender's own (its writers' paths through ext4, loop and FUSE, and in
 # the device's runs the lag tracker), busy_cpu_s,
 # the whole machine's non-idle CPU seconds over the same span, and the
 # disk's writes and flushes over it with the milliseconds it spent on each
-# (disk_writes, disk_write_ms, disk_flushes, disk_flush_ms).
+# (disk_writes, disk_write_ms, disk_flushes, disk_flush_ms). These counters
+# span the appender's whole run: in the device's runs that includes waiting
+# for the last fsyncs to be sealed and the -verify pass, which reads every
+# real log (from the disk: the device keeps none cached) and every file, so
+# busy_cpu_s and a PERF=1 recording of the appender are larger there for
+# work that is not the workload's; the server's own counters are not.
 #
 # Everything the script starts (servers, nbdfuse, loop devices, mounts) is
 # undone on exit, by PID and by name of the exact loop device and mount point.
@@ -157,6 +164,10 @@ attach() {
 
 # proc_cpu PID: user + system CPU time of a process, in clock ticks.
 proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# proc_switches PID: the context switches of all of a process's threads so far,
+# voluntary and involuntary (a thread that exited is no longer counted; Go
+# and nbdkit keep theirs).
+proc_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches:/ {v += $2} /^nonvoluntary_ctxt_switches:/ {n += $2} END {print v + 0, n + 0}'; }
 # cpu_busy: non-idle CPU time of the whole machine (all cores), in clock ticks.
 cpu_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
@@ -255,12 +266,16 @@ one_run() {
 	local dstat0=""
 	[[ -n $dstat ]] && dstat0=$(cat "$dstat")
 	cpu0=$(proc_cpu "$pid")
+	local sw0 sw1
+	sw0=($(proc_switches "$pid"))
 	local perf=()
 	if [[ ${PERF:-0} == 1 ]]; then
 		perf=(perf record -q -a -g -o "$OUT/perf-$server-$mode-$rep.data" --)
 	fi
 	line=$("${perf[@]}" "${hostpin[@]}" "$work/appender" "${args[@]}")
 	line+=" srv_cpu_s=$(python3 -c "print('%.2f' % (($(proc_cpu "$pid") - $cpu0) / $(getconf CLK_TCK)))")"
+	sw1=($(proc_switches "$pid"))
+	line+=" srv_vcs=$((sw1[0] - sw0[0])) srv_ivcs=$((sw1[1] - sw0[1]))"
 	line+=" busy_cpu_s=$(python3 -c "print('%.2f' % (($(cpu_busy) - $busy0) / $(getconf CLK_TCK)))")"
 	[[ -n $dstat ]] && line+=" $(disk_delta "$dstat0" "$(cat "$dstat")")"
 	if [[ $server == indelible ]]; then

@@ -146,9 +146,12 @@ func replayOnce(run int, template, trace string, settle time.Duration) error {
 		sealed += fs.Committed
 		size += fs.Size
 	}
-	fmt.Printf("replay %d: %d requests in %.3f s, process CPU %.2f s (replay and sealing to the end), %d outcome mismatches\n",
+	// Context switches tell how much of the CPU went to waiting and
+	// waking rather than work: compare them with the e2e run's srv_vcs and
+	// srv_ivcs for the same requests.
+	fmt.Printf("replay %d: %d requests in %.3f s, process CPU %.2f s (replay and sealing to the end), context switches %d voluntary %d involuntary, %d outcome mismatches\n",
 		run, times.Count(),
-		elapsed.Seconds(), cpuSec(cpu1)-cpuSec(cpu0), mismatches)
+		elapsed.Seconds(), cpuSec(cpu1)-cpuSec(cpu0), cpu1.Nvcsw-cpu0.Nvcsw, cpu1.Nivcsw-cpu0.Nivcsw, mismatches)
 	if err := times.Report(os.Stdout, "  "); err != nil {
 		return err
 	}
