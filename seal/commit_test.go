@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -362,6 +363,138 @@ func testAppendBatchParallel(t *testing.T) {
 		if !bytes.Equal(got, want[f.Path]) {
 			t.Fatalf("%s differs", f.Path)
 		}
+	}
+}
+
+// TestAppendBatchWriteFails makes the data write of one op of a large batch
+// fail (its entries are then already reserved when the batch's MACs are
+// computed beside the writes): the ops before it are sealed, that op and the
+// later ones leave no trace (a real log the batch created is forgotten), and
+// the store goes on sealing with the same keys and verifies.
+func TestAppendBatchWriteFails(t *testing.T) {
+	for _, vec := range []bool{true, false} {
+		t.Run(fmt.Sprintf("vector=%v", vec), func(t *testing.T) {
+			if vec && !vectorMAC {
+				t.Skip("no 16-lane SHA-256 kernel on this CPU")
+			}
+			defer func(old bool) { vectorMAC = old }(vectorMAC)
+			vectorMAC = vec
+			testAppendBatchWriteFails(t)
+		})
+	}
+}
+
+func testAppendBatchWriteFails(t *testing.T) {
+	errInjected := errors.New("injected write failure")
+	failPath := ""
+	defer func(real func(*os.File, []byte, int64) (int, error)) { realLogWriteAt = real }(realLogWriteAt)
+	real := realLogWriteAt
+	realLogWriteAt = func(f *os.File, b []byte, off int64) (int, error) {
+		if failPath != "" && filepath.ToSlash(f.Name()) == filepath.ToSlash(failPath) {
+			return 0, errInjected
+		}
+		return real(f, b, off)
+	}
+
+	ts := newTestStore(t, 1<<16, 4)
+	s := ts.open(t, Options{})
+	a, b, c := FileRef{ID: 51, Path: "p/a.log"}, FileRef{ID: 52, Path: "p/b.log"}, FileRef{ID: 53, Path: "c.log"}
+	d := FileRef{ID: 54, Path: "q/d.log"} // first appended in round 1
+	want := map[string][]byte{}
+	n := 0
+	rounds := []struct {
+		files  []FileRef
+		fail   string // the path whose writes fail
+		failOp int    // the first op that then fails
+	}{
+		{files: []FileRef{a, b, c}},
+		{files: []FileRef{a, b, c, d}, fail: d.Path, failOp: 3}, // a real log the batch creates
+		{files: []FileRef{a, b, c, d}, fail: b.Path, failOp: 1}, // an existing one; d created again
+		{files: []FileRef{c, a, d, b}, fail: b.Path, failOp: 3}, // a later op fails, d is appended to
+		{files: []FileRef{a, b, c, d}},
+	}
+	for r, round := range rounds {
+		var ops []AppendOp
+		wm := map[uint64]int64{}
+		for i := 0; i < 3*len(round.files); i++ {
+			f := round.files[i%len(round.files)]
+			if _, ok := wm[f.ID]; !ok {
+				wm[f.ID] = s.Watermark(f.ID)
+			}
+			n++
+			data := bytes.Repeat([]byte(fmt.Sprintf("%s append %d\n", f.Path, n)), 3000)
+			ops = append(ops, AppendOp{File: f, Off: wm[f.ID], Data: data})
+			wm[f.ID] += int64(len(data))
+		}
+		failPath = ""
+		if round.fail != "" {
+			failPath = filepath.Join(ts.store, filepath.FromSlash(round.fail))
+		}
+		err := s.AppendBatch(ops)
+		if round.fail == "" {
+			if err != nil {
+				t.Fatalf("round %d: %v", r, err)
+			}
+		} else {
+			wantMsg := fmt.Sprintf("batch op %d (%s)", round.failOp, round.fail)
+			if !errors.Is(err, errInjected) || !strings.Contains(err.Error(), wantMsg) {
+				t.Fatalf("round %d: got %v, want the injected failure of %s", r, err, wantMsg)
+			}
+			ops = ops[:round.failOp]
+		}
+		for _, op := range ops {
+			want[op.File.Path] = append(want[op.File.Path], op.Data...)
+		}
+		for _, f := range []FileRef{a, b, c, d} {
+			if got := s.Watermark(f.ID); got != int64(len(want[f.Path])) {
+				t.Fatalf("round %d: %s watermark %d, want %d", r, f.Path, got, len(want[f.Path]))
+			}
+		}
+	}
+	failPath = ""
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sum, ps := ts.verify(t, VerifyOptions{})
+	if !sum.OK() {
+		t.Fatal(sum, ps)
+	}
+	for _, f := range []FileRef{a, b, c, d} {
+		got, _ := os.ReadFile(filepath.Join(ts.store, f.Path))
+		if !bytes.Equal(got, want[f.Path]) {
+			t.Fatalf("%s: %d bytes, want %d", f.Path, len(got), len(want[f.Path]))
+		}
+	}
+	// The side records name each real log once: those of the appends that
+	// failed are gone.
+	rb, err := os.ReadFile(filepath.Join(ts.store, RecordsName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := ParseRecords(rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps := map[uint64]int{}
+	for _, rec := range recs {
+		if rec.Type == RecordMap {
+			maps[rec.ID]++
+		}
+	}
+	for _, f := range []FileRef{a, b, c, d} {
+		if maps[f.ID] != 1 {
+			t.Errorf("%s: %d map records, want 1", f.Path, maps[f.ID])
+		}
+	}
+	// Reopened, the store holds the same.
+	s = ts.open(t, Options{})
+	for _, f := range []FileRef{a, b, c, d} {
+		if got := s.Watermark(f.ID); got != int64(len(want[f.Path])) {
+			t.Fatalf("reopened: %s watermark %d, want %d", f.Path, got, len(want[f.Path]))
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
