@@ -9,9 +9,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCommitPowerLoss checks the commit protocol (Store.commit) against
@@ -371,42 +373,68 @@ func testAppendBatchParallel(t *testing.T) {
 }
 
 // TestAppendBatchWriteFails makes the data write of one op of a large batch
-// fail (its entries are then already reserved when the batch's MACs are
-// computed beside the writes): the ops before it are sealed, that op and the
-// later ones leave no trace (a real log the batch created is forgotten), and
-// the store goes on sealing with the same keys and verifies.
+// fail (on the 16-lane path its entries, and the later ops', are then
+// already reserved: the data is written beside the batch's MACs): the ops
+// before it are sealed and durable when AppendBatch returns, that op and the
+// later ones leave no trace (no entry, side record or time stamp; a real log
+// the batch created is removed), and the store goes on sealing with the same
+// keys and verifies.
 func TestAppendBatchWriteFails(t *testing.T) { bothMACPaths(t, testAppendBatchWriteFails) }
 
 func testAppendBatchWriteFails(t *testing.T) {
+	ts := newTestStore(t, 1<<16, 4)
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	now := t0
+	s := ts.open(t, Options{Now: func() time.Time { return now }, StampEvery: time.Minute})
+
 	errInjected := errors.New("injected write failure")
-	failPath := ""
-	defer func(real func(*os.File, []byte, int64) (int, error)) { realLogWriteAt = real }(realLogWriteAt)
-	real := realLogWriteAt
-	realLogWriteAt = func(f *os.File, b []byte, off int64) (int, error) {
+	failPath := ""         // writes to this file fail…
+	failAfter := 0         // …after this many
+	firstNext := int64(-1) // the entries reserved when the batch's first data write starts
+	recordsPath := filepath.Join(ts.store, RecordsName)
+	defer func(real func(*os.File, []byte, int64) (int, error)) { storeWriteAt = real }(storeWriteAt)
+	real := storeWriteAt
+	storeWriteAt = func(f *os.File, b []byte, off int64) (int, error) {
+		if firstNext < 0 && f.Name() != recordsPath {
+			firstNext = s.next // the batch's goroutine, which holds mu
+		}
 		if failPath != "" && filepath.ToSlash(f.Name()) == filepath.ToSlash(failPath) {
-			return 0, errInjected
+			if failAfter == 0 {
+				return 0, errInjected
+			}
+			failAfter--
 		}
 		return real(f, b, off)
 	}
 
-	ts := newTestStore(t, 1<<16, 4)
-	s := ts.open(t, Options{})
 	a, b, c := FileRef{ID: 51, Path: "p/a.log"}, FileRef{ID: 52, Path: "p/b.log"}, FileRef{ID: 53, Path: "c.log"}
-	d := FileRef{ID: 54, Path: "q/d.log"} // first appended in round 1
+	d := FileRef{ID: 54, Path: "q/d.log"} // first appended in round 1, sealed in round 3
+	e := FileRef{ID: 55, Path: "r/e.log"} // created by an op after a failure, never sealed
+	g := FileRef{ID: 56, Path: "g.log"}   // its first append's second side record fails
+	all := []FileRef{a, b, c, d, e, g}
 	want := map[string][]byte{}
 	n := 0
 	rounds := []struct {
-		files  []FileRef
-		fail   string // the path whose writes fail
-		failOp int    // the first op that then fails
+		files     []FileRef
+		fail      string // the path whose writes fail
+		failAfter int    // after this many
+		failOp    int    // the first op that then fails
+		same      bool   // at the previous round's time (two minutes later otherwise)
 	}{
 		{files: []FileRef{a, b, c}},
-		{files: []FileRef{a, b, c, d}, fail: d.Path, failOp: 3}, // a real log the batch creates
-		{files: []FileRef{a, b, c, d}, fail: b.Path, failOp: 1}, // an existing one; d created again
-		{files: []FileRef{c, a, d, b}, fail: b.Path, failOp: 3}, // a later op fails, d is appended to
-		{files: []FileRef{a, b, c, d}},
+		{files: []FileRef{a, b, c, d}, fail: d.Path, failOp: 3},      // a real log the batch creates
+		{files: []FileRef{a, b, c, d}, fail: b.Path, failOp: 1},      // an existing one; d created again
+		{files: []FileRef{c, a, d, b}, fail: b.Path, failOp: 3},      // a later op; d is sealed
+		{files: []FileRef{a, b, e}, fail: b.Path, failOp: 1},         // e is created after the failure
+		{files: []FileRef{b, a, c}, fail: b.Path, failOp: 0},         // the first op, which stamps the time
+		{files: []FileRef{a, b, c, d}, same: true},                   // so this one must stamp it
+		{files: []FileRef{g, a, b}, fail: RecordsName, failAfter: 1}, // g's map record is written, its time record fails
+		{files: []FileRef{a, b, c, d}, same: true},                   // the time record again
 	}
 	for r, round := range rounds {
+		if r > 0 && !round.same {
+			now = now.Add(2 * time.Minute)
+		}
 		var ops []AppendOp
 		wm := map[uint64]int64{}
 		for i := 0; i < 3*len(round.files); i++ {
@@ -419,26 +447,40 @@ func testAppendBatchWriteFails(t *testing.T) {
 			ops = append(ops, AppendOp{File: f, Off: wm[f.ID], Data: data})
 			wm[f.ID] += int64(len(data))
 		}
-		failPath = ""
+		failPath, failAfter = "", round.failAfter
 		if round.fail != "" {
 			failPath = filepath.Join(ts.store, filepath.FromSlash(round.fail))
 		}
+		before := s.next
+		firstNext = -1
 		err := s.AppendBatch(ops)
+		// On the 16-lane path with a second core every op's entry is
+		// reserved before the first data write; otherwise none is.
+		deferred := firstNext == before+int64(len(ops))
+		if wantDeferred := vectorMAC && runtime.GOMAXPROCS(0) > 1; deferred != wantDeferred || !deferred && firstNext != before {
+			t.Fatalf("round %d: %d entries reserved at the first write (%d before, %d ops): want the data written beside the MACs: %v", r, firstNext-before, before, len(ops), wantDeferred)
+		}
 		if round.fail == "" {
 			if err != nil {
 				t.Fatalf("round %d: %v", r, err)
 			}
 		} else {
-			wantMsg := fmt.Sprintf("batch op %d (%s)", round.failOp, round.fail)
+			wantMsg := fmt.Sprintf("batch op %d (%s)", round.failOp, ops[round.failOp].File.Path)
 			if !errors.Is(err, errInjected) || !strings.Contains(err.Error(), wantMsg) {
 				t.Fatalf("round %d: got %v, want the injected failure of %s", r, err, wantMsg)
 			}
 			ops = ops[:round.failOp]
 		}
+		s.mu.Lock()
+		durableN, next := s.durable, s.next
+		s.mu.Unlock()
+		if durableN != next || next != before+int64(len(ops)) {
+			t.Fatalf("round %d: %d entries durable, %d sealed, want %d and %d", r, durableN, next, before+int64(len(ops)), before+int64(len(ops)))
+		}
 		for _, op := range ops {
 			want[op.File.Path] = append(want[op.File.Path], op.Data...)
 		}
-		for _, f := range []FileRef{a, b, c, d} {
+		for _, f := range all {
 			if got := s.Watermark(f.ID); got != int64(len(want[f.Path])) {
 				t.Fatalf("round %d: %s watermark %d, want %d", r, f.Path, got, len(want[f.Path]))
 			}
@@ -452,14 +494,20 @@ func testAppendBatchWriteFails(t *testing.T) {
 	if !sum.OK() {
 		t.Fatal(sum, ps)
 	}
-	for _, f := range []FileRef{a, b, c, d} {
-		got, _ := os.ReadFile(filepath.Join(ts.store, f.Path))
+	for _, f := range all {
+		got, err := os.ReadFile(filepath.Join(ts.store, f.Path))
+		if f == e || f == g {
+			if !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s, created by an undone append: %v, want it removed", f.Path, err)
+			}
+			continue
+		}
 		if !bytes.Equal(got, want[f.Path]) {
 			t.Fatalf("%s: %d bytes, want %d", f.Path, len(got), len(want[f.Path]))
 		}
 	}
-	// The side records name each real log once: those of the appends that
-	// failed are gone.
+	// The side records name each sealed real log once and date the last
+	// round: those of the undone appends never reached the file.
 	rb, err := os.ReadFile(filepath.Join(ts.store, RecordsName))
 	if err != nil {
 		t.Fatal(err)
@@ -468,20 +516,29 @@ func testAppendBatchWriteFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	maps := map[uint64]int{}
+	maps, lastTime := map[uint64]int{}, 0
 	for _, rec := range recs {
-		if rec.Type == RecordMap {
+		switch {
+		case rec.Type == RecordMap:
 			maps[rec.ID]++
+		case rec.Type == RecordTime && rec.Time.Equal(now):
+			lastTime++
 		}
 	}
-	for _, f := range []FileRef{a, b, c, d} {
-		if maps[f.ID] != 1 {
-			t.Errorf("%s: %d map records, want 1", f.Path, maps[f.ID])
+	for _, f := range all {
+		if w := min(1, len(want[f.Path])); maps[f.ID] != w {
+			t.Errorf("%s: %d map records, want %d", f.Path, maps[f.ID], w)
 		}
 	}
-	// Reopened, the store holds the same.
+	if lastTime != 1 {
+		t.Errorf("%d time records of the last round's time, want 1", lastTime)
+	}
+	// Reopened, the store holds the same and repairs nothing.
 	s = ts.open(t, Options{})
-	for _, f := range []FileRef{a, b, c, d} {
+	if rep := s.Recovery(); rep != nil {
+		t.Errorf("reopen repaired %+v", rep)
+	}
+	for _, f := range all {
 		if got := s.Watermark(f.ID); got != int64(len(want[f.Path])) {
 			t.Fatalf("reopened: %s watermark %d, want %d", f.Path, got, len(want[f.Path]))
 		}

@@ -692,17 +692,18 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 			defer close(done)
 			s.macSideBySide(jobs)
 		}()
-		k, err := writeDeferred(writes)
+		k, err := s.writeDeferred(writes)
 		<-done
 		if err != nil {
 			w := writes[k]
 			jobs = jobs[:w.undo.jobs]
 			s.undoWrites(writes[k:])
-			seq, failed = w.undo.seq, fmt.Errorf("seal: write real log %s: %w", w.rl.ref.Path, err)
+			seq, failed = w.undo.seq, err
 			if batch {
 				failed = fmt.Errorf("seal: batch op %d (%s): %w", w.op, w.rl.ref.Path, failed)
 			}
 		}
+		clear(writes) // the keys in their undo records
 	} else if len(jobs) > 0 {
 		s.macSideBySide(jobs)
 	}
@@ -813,7 +814,7 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob
 	if (s.next+k-1)/int64(s.nratchet) >= s.keySlots {
 		return 0, ErrKeysExhausted
 	}
-	undo := sealUndo{next: s.next, key: s.key, pend: len(s.pend), recSize: s.recSize, lastStamp: s.lastStamp, seq: s.next}
+	undo := sealUndo{next: s.next, key: s.key, pend: len(s.pend), lastStamp: s.lastStamp, seq: s.next}
 	if op == 0 {
 		undo.seq = 0 // nothing of the batch sealed
 	}
@@ -849,34 +850,58 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob
 		}
 		rl = &realLog{ref: file, f: f}
 	}
+	// fail leaves the store as it was before this append: no data past the
+	// real log's size, no real log it created, none of its side records
+	// (their key is used again by whatever is sealed next).
+	recStart := s.recSize
+	fail := func(err error) (int64, error) {
+		if newFile {
+			rl.f.Close()
+			os.Remove(rl.f.Name())
+		} else if writes == nil {
+			rl.f.Truncate(rl.size) // best effort
+		}
+		if s.recSize != recStart {
+			s.rf.Truncate(recStart) // best effort
+			s.recSize = recStart
+		}
+		return 0, err
+	}
 	if writes == nil {
 		if err := writeRealLog(rl.f, off, data); err != nil {
-			if newFile {
-				rl.f.Close()
-			}
-			return 0, fmt.Errorf("seal: write real log %s: %w", file.Path, err)
+			return fail(fmt.Errorf("seal: write real log %s: %w", file.Path, err))
 		}
+	}
+	// The side records: written now, or, when the data is written later,
+	// sealed now (with this entry's key) and held until the data is written,
+	// so that a record of an append that is undone never reaches the file.
+	var held [][]byte
+	record := func(r *Record) error {
+		if writes == nil {
+			return s.writeRecordLocked(r)
+		}
+		body, err := s.sealRecordLocked(r)
+		if err == nil {
+			held = append(held, body)
+		}
+		return err
 	}
 	if newFile {
 		r := &Record{Type: RecordMap, Entry: c, Time: s.opts.Now(), ID: file.ID, Path: file.Path}
-		if err := s.writeRecordLocked(r); err != nil {
-			rl.f.Close()
-			return 0, err
+		if err := record(r); err != nil {
+			return fail(err)
 		}
 	}
 	if s.opts.StampEvery >= 0 {
 		if now := s.opts.Now(); s.lastStamp.IsZero() || now.Sub(s.lastStamp) >= s.stampEvery() {
-			if err := s.writeRecordLocked(&Record{Type: RecordTime, Entry: c, Time: now}); err != nil {
-				if newFile {
-					rl.f.Close()
-				}
-				return 0, err
+			if err := record(&Record{Type: RecordTime, Entry: c, Time: now}); err != nil {
+				return fail(err)
 			}
 			s.lastStamp = now
 		}
 	}
 	if writes != nil {
-		*writes = append(*writes, deferredWrite{rl: rl, off: off, data: data, op: op, undo: undo})
+		*writes = append(*writes, deferredWrite{rl: rl, off: off, data: data, records: held, op: op, undo: undo})
 	}
 	if newFile {
 		s.files[file.ID] = rl
@@ -905,8 +930,9 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob
 	return s.next, nil
 }
 
-// realLogWriteAt writes to a real log (a variable: tests make writes fail).
-var realLogWriteAt = (*os.File).WriteAt
+// storeWriteAt writes to a real log or the side-record file (a variable:
+// tests make writes fail).
+var storeWriteAt = (*os.File).WriteAt
 
 // writeRealLog writes an append's data to its real log, an entry's worth
 // (maxEntryData) at a time, and starts the writeback of each piece as soon
@@ -917,7 +943,7 @@ var realLogWriteAt = (*os.File).WriteAt
 func writeRealLog(f *os.File, off int64, data []byte) error {
 	for len(data) > 0 {
 		n := min(len(data), maxEntryData)
-		if _, err := realLogWriteAt(f, data[:n], off); err != nil {
+		if _, err := storeWriteAt(f, data[:n], off); err != nil {
 			return err
 		}
 		if n >= earlyWriteback {
@@ -931,20 +957,20 @@ func writeRealLog(f *os.File, off int64, data []byte) error {
 // deferredWrite is an append whose entries are reserved and whose data is
 // yet to be written (see sealOps).
 type deferredWrite struct {
-	rl   *realLog
-	off  int64
-	data []byte
-	op   int // its index in the batch
-	undo sealUndo
+	rl      *realLog
+	off     int64
+	data    []byte
+	records [][]byte // its side records, sealed, written after the data
+	op      int      // its index in the batch
+	undo    sealUndo
 }
 
 // sealUndo is the store as it was before an append: what undoWrites puts
 // back when the append's data cannot be written.
 type sealUndo struct {
 	next      int64
-	key       [KeySize]byte
+	key       [KeySize]byte // wiped when the batch is done (see sealOps)
 	pend      int
-	recSize   int64
 	lastStamp time.Time
 	jobs      int   // the caller's jobs before the append
 	seq       int64 // what sealOps returns if this append fails: the entries before it, 0 for the batch's first
@@ -952,41 +978,59 @@ type sealUndo struct {
 	newFile   bool  // the append created the real log
 }
 
-// writeDeferred writes ws in order and stops at the first that fails,
-// returning its index and the error.
-func writeDeferred(ws []deferredWrite) (int, error) {
+// writeDeferred writes ws in order, each one's data and then its side
+// records, and stops at the first that fails, returning its index and the
+// error. The caller holds mu; it runs beside the batch's MACs, which touch
+// neither the real logs nor the records file.
+func (s *Store) writeDeferred(ws []deferredWrite) (int, error) {
 	for k, w := range ws {
 		if err := writeRealLog(w.rl.f, w.off, w.data); err != nil {
-			return k, err
+			return k, fmt.Errorf("seal: write real log %s: %w", w.rl.ref.Path, err)
+		}
+		rs := s.recSize
+		for _, body := range w.records {
+			if err := s.appendRecordLocked(body); err != nil {
+				// None of this append's records may stay: their key
+				// is used again.
+				s.rf.Truncate(rs)
+				s.recSize = rs
+				return k, err
+			}
 		}
 	}
 	return len(ws), nil
 }
 
 // undoWrites undoes the appends of ws (in batch order; the first is the one
-// whose write failed): their entries, keys, side records and sizes go back
-// to what they were before the first, and real logs they created are
-// forgotten, as if those appends had failed before sealing anything. Their
-// entries were never committed (mu has been held since they were reserved),
-// so the keys they used are used again, for whatever is sealed next; the MACs
-// computed with them are dropped. The caller holds mu.
+// whose write failed): their entries, keys and sizes go back to what they
+// were before the first, bytes written past those sizes are cut off, and
+// real logs they created are forgotten and removed, as if those appends had
+// failed before sealing anything. Their side records were never written
+// (writeDeferred writes an append's records after its data, and cuts them
+// all off when one fails). Their entries
+// were never committed (mu has been held since they were reserved), so the
+// keys they used are used again, for whatever is sealed next; the MACs and
+// records sealed with them exist only in memory and are dropped. The caller
+// holds mu.
 func (s *Store) undoWrites(ws []deferredWrite) {
 	for k := len(ws) - 1; k >= 0; k-- {
 		w := ws[k]
 		w.rl.size = w.undo.size
 		if w.undo.newFile {
 			w.rl.f.Close()
+			os.Remove(w.rl.f.Name()) // best effort: Open's repair removes an unrecorded real log too
 			delete(s.files, w.rl.ref.ID)
 			delete(s.paths, w.rl.ref.Path)
 			delete(s.dirty, w.rl)
 		}
 	}
+	for _, w := range ws {
+		if !w.undo.newFile && s.files[w.rl.ref.ID] == w.rl {
+			w.rl.f.Truncate(w.rl.size) // best effort, as for a failed inline write
+		}
+	}
 	u := ws[0].undo
 	s.next, s.key, s.pend, s.lastStamp = u.next, u.key, s.pend[:u.pend], u.lastStamp
-	if s.recSize != u.recSize {
-		s.recSize = u.recSize
-		s.rf.Truncate(u.recSize) // records past recSize are never read: best effort
-	}
 }
 
 // loadKey makes s.key the key of entry s.next, reading a fresh keystream
@@ -1045,15 +1089,29 @@ func (s *Store) reserveEntryLocked(id uint64, off int64, data []byte) sealJob {
 // writeRecordLocked appends a side record sealed with the key of entry
 // r.Entry, which must be s.next with s.key loaded.
 func (s *Store) writeRecordLocked(r *Record) error {
-	body, err := encodeRecord(r)
+	body, err := s.sealRecordLocked(r)
 	if err != nil {
 		return err
+	}
+	return s.appendRecordLocked(body)
+}
+
+// sealRecordLocked encodes a side record and seals it with the key of entry
+// r.Entry, which must be s.next with s.key loaded.
+func (s *Store) sealRecordLocked(r *Record) ([]byte, error) {
+	body, err := encodeRecord(r)
+	if err != nil {
+		return nil, err
 	}
 	rk := s.m.recordKey(&s.key)
 	s.m.reset(&rk)
 	s.m.Write(body)
-	body = append(body, s.m.final()[:]...)
-	if _, err := s.rf.WriteAt(body, s.recSize); err != nil {
+	return append(body, s.m.final()[:]...), nil
+}
+
+// appendRecordLocked appends a sealed side record to the records file.
+func (s *Store) appendRecordLocked(body []byte) error {
+	if _, err := storeWriteAt(s.rf, body, s.recSize); err != nil {
 		s.rf.Truncate(s.recSize)
 		return fmt.Errorf("seal: write side record: %w", err)
 	}
