@@ -357,13 +357,7 @@ func testAppendBatchParallel(t *testing.T) {
 			}
 		}
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	sum, ps := ts.verify(t, VerifyOptions{})
-	if !sum.OK() {
-		t.Fatal(sum, ps)
-	}
+	ts.closeVerified(t, s)
 	for _, f := range files {
 		got, _ := os.ReadFile(filepath.Join(ts.store, f.Path))
 		if !bytes.Equal(got, want[f.Path]) {
@@ -487,13 +481,7 @@ func testAppendBatchWriteFails(t *testing.T) {
 		}
 	}
 	failPath = ""
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	sum, ps := ts.verify(t, VerifyOptions{})
-	if !sum.OK() {
-		t.Fatal(sum, ps)
-	}
+	ts.closeVerified(t, s)
 	for _, f := range all {
 		got, err := os.ReadFile(filepath.Join(ts.store, f.Path))
 		if f == e || f == g {

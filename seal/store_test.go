@@ -41,6 +41,17 @@ func (ts *testStore) open(t testing.TB, o Options) *Store {
 	return s
 }
 
+// closeVerified closes s and fails the test unless the store verifies.
+func (ts *testStore) closeVerified(t testing.TB, s *Store) {
+	t.Helper()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if sum, ps := ts.verify(t, VerifyOptions{}); !sum.OK() {
+		t.Fatal(sum, ps)
+	}
+}
+
 // verify runs the verifier with both keys and returns the problems.
 func (ts *testStore) verify(t testing.TB, o VerifyOptions) (*Summary, []Problem) {
 	t.Helper()
