@@ -633,8 +633,10 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 	// The loop then reserves each op's entries before its data is written;
 	// a write that fails undoes that op and every later one (undoWrites).
 	var writes []deferredWrite
+	var deferTo *[]deferredWrite // sealLocked's writes: nil writes each op's data at once
 	if sideBySide && total >= parallelMAC && runtime.GOMAXPROCS(0) > 1 {
 		writes = make([]deferredWrite, 0, len(ops))
+		deferTo = &writes
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -661,11 +663,7 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 		} else {
 			queued := len(jobs)
 			var n int64
-			var w *[]deferredWrite
-			if writes != nil {
-				w = &writes
-			}
-			n, failed = s.sealLocked(op.File, op.Off, op.Data, &jobs, w, i)
+			n, failed = s.sealLocked(op.File, op.Off, op.Data, &jobs, deferTo, i)
 			// jobs never grows past its capacity (entriesFor each op),
 			// so the pointers handed to the workers stay valid.
 			for k := queued; work != nil && k < len(jobs); k++ {
@@ -856,14 +854,12 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob
 	recStart := s.recSize
 	fail := func(err error) (int64, error) {
 		if newFile {
-			rl.f.Close()
-			os.Remove(rl.f.Name())
+			discardRealLog(rl.f)
 		} else if writes == nil {
 			rl.f.Truncate(rl.size) // best effort
 		}
 		if s.recSize != recStart {
-			s.rf.Truncate(recStart) // best effort
-			s.recSize = recStart
+			s.cutRecordsLocked(recStart)
 		}
 		return 0, err
 	}
@@ -992,8 +988,7 @@ func (s *Store) writeDeferred(ws []deferredWrite) (int, error) {
 			if err := s.appendRecordLocked(body); err != nil {
 				// None of this append's records may stay: their key
 				// is used again.
-				s.rf.Truncate(rs)
-				s.recSize = rs
+				s.cutRecordsLocked(rs)
 				return k, err
 			}
 		}
@@ -1007,18 +1002,16 @@ func (s *Store) writeDeferred(ws []deferredWrite) (int, error) {
 // real logs they created are forgotten and removed, as if those appends had
 // failed before sealing anything. Their side records were never written
 // (writeDeferred writes an append's records after its data, and cuts them
-// all off when one fails). Their entries
-// were never committed (mu has been held since they were reserved), so the
-// keys they used are used again, for whatever is sealed next; the MACs and
-// records sealed with them exist only in memory and are dropped. The caller
-// holds mu.
+// all off when one fails). Their entries were never committed (mu has been
+// held since they were reserved), so the keys they used are used again, for
+// whatever is sealed next; the MACs and records sealed with them exist only
+// in memory and are dropped. The caller holds mu.
 func (s *Store) undoWrites(ws []deferredWrite) {
 	for k := len(ws) - 1; k >= 0; k-- {
 		w := ws[k]
 		w.rl.size = w.undo.size
 		if w.undo.newFile {
-			w.rl.f.Close()
-			os.Remove(w.rl.f.Name()) // best effort: Open's repair removes an unrecorded real log too
+			discardRealLog(w.rl.f)
 			delete(s.files, w.rl.ref.ID)
 			delete(s.paths, w.rl.ref.Path)
 			delete(s.dirty, w.rl)
@@ -1031,6 +1024,15 @@ func (s *Store) undoWrites(ws []deferredWrite) {
 	}
 	u := ws[0].undo
 	s.next, s.key, s.pend, s.lastStamp = u.next, u.key, s.pend[:u.pend], u.lastStamp
+}
+
+// discardRealLog closes and removes a real log that an undone append
+// created. Best effort: no map record names it, so a file left behind is
+// reported by verification as unknown, and Open does not remove it (its
+// directory is synced with the next commit, the removal with it).
+func discardRealLog(f *os.File) {
+	f.Close()
+	os.Remove(f.Name())
 }
 
 // loadKey makes s.key the key of entry s.next, reading a fresh keystream
@@ -1112,12 +1114,21 @@ func (s *Store) sealRecordLocked(r *Record) ([]byte, error) {
 // appendRecordLocked appends a sealed side record to the records file.
 func (s *Store) appendRecordLocked(body []byte) error {
 	if _, err := storeWriteAt(s.rf, body, s.recSize); err != nil {
-		s.rf.Truncate(s.recSize)
+		s.cutRecordsLocked(s.recSize)
 		return fmt.Errorf("seal: write side record: %w", err)
 	}
 	s.recSize += int64(len(body))
 	s.metaDirt, s.recsDirty = true, true
 	return nil
+}
+
+// cutRecordsLocked cuts the side-record file back to its first n bytes, the
+// records of appends that did not happen (their entries' keys are used
+// again). Best effort: if the truncate fails, the next record is written
+// over them, but Open reads to the file's end.
+func (s *Store) cutRecordsLocked(n int64) {
+	s.rf.Truncate(n)
+	s.recSize = n
 }
 
 // sealFillerLocked seals one filler entry (no file, no data), as SealFS
