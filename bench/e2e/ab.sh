@@ -9,11 +9,13 @@
 # Each round runs `bench/e2e/run.sh` with REPEATS=1 from each tree in turn
 # (indelible and nbdkit, each mode), and prints one line per run and server;
 # at the end, for each tree and mode, the ratio of every round and their
-# median. Revisions are exported with `git archive` into a temporary
-# directory, removed on exit. Settings of run.sh pass through the
-# environment (default here: PER_WRITER=64M MODES="ordered journal" BIG=0
-# PROFILE=0); OUT_BASE (default /var/tmp/e2e-ab) holds each run's output,
-# removed after the run unless KEEP=1.
+# median, then the medians of the device's own counters (server CPU,
+# voluntary context switches, seal lag p99), which the machine's drift
+# moves less than the ratio. Revisions are exported with `git archive`
+# into a temporary directory, removed on exit. Settings of run.sh pass
+# through the environment (default here: PER_WRITER=64M MODES="ordered
+# journal" BIG=0 PROFILE=0); OUT_BASE (default /var/tmp/e2e-ab) holds each
+# run's output, removed after the run unless KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,7 +25,7 @@ if [[ "${1:-}" == "-r" ]]; then
 	shift 2
 fi
 if (($# != 2)); then
-	sed -n '2,17p' "$0"
+	sed -n '2,18p' "$0"
 	exit 2
 fi
 
@@ -57,12 +59,19 @@ for r in $(seq 1 "$rounds"); do
 			tail -20 "$log" >&2
 			exit 1
 		fi
-		# "  MODE run 1 SERVER: bytes=… mbps=X …"
+		# "  MODE run 1 SERVER: bytes=… mbps=X … lag_p99_ms=… srv_cpu_s=… srv_vcs=… …"
 		awk -v side="$i" -v round="$r" -v name="${names[$i]}" '
 			$2 == "run" && ($4 == "indelible:" || $4 == "nbdkit:") {
-				for (f = 5; f <= NF; f++) if ($f ~ /^mbps=/) { split($f, kv, "="); mbps = kv[2] }
+				mbps = cpu = vcs = "-"; p99 = "-"
+				for (f = 5; f <= NF; f++) {
+					split($f, kv, "=")
+					if (kv[1] == "mbps") mbps = kv[2]
+					if (kv[1] == "srv_cpu_s") cpu = kv[2]
+					if (kv[1] == "srv_vcs") vcs = kv[2]
+					if (kv[1] == "lag_p99_ms") p99 = kv[2]
+				}
 				printf "%s round %s %-8s %-10s %s\n", name, round, $1, $4, mbps > "/dev/stderr"
-				print side, round, $1, substr($4, 1, length($4) - 1), mbps
+				print side, round, $1, substr($4, 1, length($4) - 1), mbps, cpu, vcs, p99
 			}' "$log" >>"$results"
 		[[ "${KEEP:-0}" == 1 ]] || rm -rf "$out"
 	done
@@ -84,6 +93,26 @@ for i in 0 1; do
 				for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++) if (q[b] < q[a]) { t = q[a]; q[a] = q[b]; q[b] = t }
 				med = (m % 2) ? q[(m + 1) / 2] : (q[m / 2] + q[m / 2 + 1]) / 2
 				printf "%-10s%s  median %.3f\n", mode, line, med
+			}' "$results" | sed "s/^/${names[$i]//\//\\/}  /"
+	done
+done
+
+# The ratio moves with the machine; the device's own counters move less and
+# tell where a change acted: the median per tree and mode of the server's
+# CPU seconds, its voluntary context switches and the seal lag's p99.
+echo
+echo "the device's runs, median per tree: server CPU s, voluntary switches, seal lag p99 ms"
+for i in 0 1; do
+	for mode in $MODES; do
+		awk -v side="$i" -v mode="$mode" '
+			function median(a, m,    x, y, t) {
+				for (x = 1; x <= m; x++) for (y = x + 1; y <= m; y++) if (a[y] < a[x]) { t = a[x]; a[x] = a[y]; a[y] = t }
+				return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+			}
+			$1 == side && $3 == mode && $4 == "indelible" && $6 != "-" { m++; c[m] = $6; v[m] = $7; p[m] = $8 }
+			END {
+				if (m == 0) { printf "%-10s no run\n", mode; exit }
+				printf "%-10s cpu %.2f  vcs %d  lag p99 %.1f  (%d runs)\n", mode, median(c, m), median(v, m), median(p, m), m
 			}' "$results" | sed "s/^/${names[$i]//\//\\/}  /"
 	done
 done
