@@ -29,6 +29,11 @@
 #   PERF=0             1: every run's workload is recorded machine-wide by `perf record -a -g`
 #                      ($OUT/perf-SERVER-MODE-REP.data; `perf report -i FILE --sort comm`
 #                      shows where the whole machine's CPU went: server, host kernel, writeback)
+#   SWITCHES=0         1: every run's workload also records each time the server's threads
+#                      leave a CPU, with kernel and user stacks (`perf record -e
+#                      sched:sched_switch -g -p PID`; $OUT/switches-SERVER-MODE-REP.data;
+#                      `perf report -i FILE --no-children --sort sym -g caller --stdio` shows
+#                      why they blocked: disk, socket, Go's scheduler). Not with PERF=1
 #   PIN=0              1: the server (indelible or nbdkit) runs on CPU 1 only and the host's
 #                      processes (nbdfuse, the appender) on CPU 0 (taskset), as when the
 #                      device is a board of its own; the host's kernel threads still run
@@ -85,6 +90,9 @@ SRC=${SRC:-.}
 for t in go nbdkit nbdfuse nbdinfo losetup mount fusermount3 python3; do
 	command -v "$t" >/dev/null || { echo "run.sh: $t is not installed (scripts/install-deps --test installs it)"; exit 1; }
 done
+if [[ ${PERF:-0} == 1 || ${SWITCHES:-0} == 1 ]]; then
+	command -v perf >/dev/null || { echo "run.sh: PERF=1 and SWITCHES=1 need perf (Debian: apt-get install linux-perf)"; exit 1; }
+fi
 
 work=$(mktemp -d /var/tmp/indelible-e2e.XXXXXX)
 mkdir -p "$OUT"
@@ -271,6 +279,8 @@ one_run() {
 	local perf=()
 	if [[ ${PERF:-0} == 1 ]]; then
 		perf=(perf record -q -a -g -o "$OUT/perf-$server-$mode-$rep.data" --)
+	elif [[ ${SWITCHES:-0} == 1 ]]; then
+		perf=(perf record -q -e sched:sched_switch -g -p "$pid" -o "$OUT/switches-$server-$mode-$rep.data" --)
 	fi
 	line=$("${perf[@]}" "${hostpin[@]}" "$work/appender" "${args[@]}")
 	line+=" srv_cpu_s=$(python3 -c "print('%.2f' % (($(proc_cpu "$pid") - $cpu0) / $(getconf CLK_TCK)))")"
