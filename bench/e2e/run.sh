@@ -33,7 +33,7 @@
 #                      leave a CPU, with kernel and user stacks (`perf record -e
 #                      sched:sched_switch -g -p PID`; $OUT/switches-SERVER-MODE-REP.data;
 #                      `perf report -i FILE --no-children --sort sym -g caller --stdio` shows
-#                      why they blocked: disk, socket, Go's scheduler). Not with PERF=1
+#                      why they blocked: disk, socket, Go's scheduler). PERF=1 takes precedence
 #   PIN=0              1: the server (indelible or nbdkit) runs on CPU 1 only and the host's
 #                      processes (nbdfuse, the appender) on CPU 0 (taskset), as when the
 #                      device is a board of its own; the host's kernel threads still run
