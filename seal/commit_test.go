@@ -386,8 +386,8 @@ func testAppendBatchWriteFails(t *testing.T) {
 	failAfter := 0         // …after this many
 	firstNext := int64(-1) // the entries reserved when the batch's first data write starts
 	recordsPath := filepath.Join(ts.store, RecordsName)
-	defer func(real func(*os.File, []byte, int64) (int, error)) { storeWriteAt = real }(storeWriteAt)
 	real := storeWriteAt
+	defer func() { storeWriteAt = real }()
 	storeWriteAt = func(f *os.File, b []byte, off int64) (int, error) {
 		if firstNext < 0 && f.Name() != recordsPath {
 			firstNext = s.next // the batch's goroutine, which holds mu

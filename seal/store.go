@@ -623,8 +623,10 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 	// goroutine, after the loop; otherwise large batches spread their MACs
 	// over one goroutine per core, working while the loop goes on.
 	sideBySide := batchMAC(n)
+	// spread: enough data to keep a second core busy, and a second core.
+	spread := total >= parallelMAC && runtime.GOMAXPROCS(0) > 1
 	var jobs []sealJob
-	if sideBySide || total >= parallelMAC && runtime.GOMAXPROCS(0) > 1 && (len(ops) > 1 || total > maxEntryData) {
+	if sideBySide || spread && (len(ops) > 1 || total > maxEntryData) {
 		jobs = make([]sealJob, 0, n)
 	}
 	// A large batch MACed side by side has its data written while another
@@ -634,7 +636,7 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 	// a write that fails undoes that op and every later one (undoWrites).
 	var writes []deferredWrite
 	var deferTo *[]deferredWrite // sealLocked's writes: nil writes each op's data at once
-	if sideBySide && total >= parallelMAC && runtime.GOMAXPROCS(0) > 1 {
+	if sideBySide && spread {
 		writes = make([]deferredWrite, 0, len(ops))
 		deferTo = &writes
 	}
