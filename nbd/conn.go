@@ -129,7 +129,7 @@ func (c *conn) drainAndClose(ctx context.Context) {
 				return
 			}
 		}
-		c.w.flushPending() // a reply the reader held back must not be lost
+		c.w.flushAll() // a reply held back must not be lost
 	}
 	c.close()
 }
@@ -152,7 +152,7 @@ func (c *conn) transmit() {
 	defer func() {
 		close(c.work)
 		c.workers.Wait()
-		c.w.flushPending() // replies the reader held back (DISC after requests)
+		c.w.flushAll() // replies held back (DISC after requests)
 	}()
 
 	var hdr [requestLen]byte
@@ -238,8 +238,16 @@ func (c *conn) transmit() {
 			r.inline = true
 			c.handle(r)
 		default:
-			if req.Type == CmdRead {
+			switch req.Type {
+			case CmdRead:
 				r.budget = int64(req.Length)
+				c.acquire(r.budget)
+			case CmdCache:
+				// prefetch reads through one buffer of up to
+				// cacheChunk: counted like a READ's, or many
+				// CACHEs on a slow device would each hold one
+				// outside MaxBufferBytes.
+				r.budget = min(int64(req.Length), cacheChunk)
 				c.acquire(r.budget)
 			}
 			c.dispatch(r)
@@ -484,14 +492,23 @@ func (c *conn) deferReply(r *request) bool {
 	return r.inline && c.br.Buffered() >= requestLen
 }
 
-// prefetch serves CACHE by reading the range once, so that later reads find
-// it in the host's page cache; the data is dropped.
+// cacheChunk is the buffer CACHE reads through; cacheMax bounds what one
+// CACHE reads: the request is a hint (the spec lets a server do nothing),
+// and 28 bytes from the client should not start gigabytes of disk reads.
+const (
+	cacheChunk = 1 << 20
+	cacheMax   = HardMaxPayload
+)
+
+// prefetch serves CACHE by reading the range once (its first cacheMax
+// bytes), so that later reads find it in the host's page cache; the data is
+// dropped.
 func (c *conn) prefetch(off, n int64) error {
-	const chunk = 1 << 20
-	b := getBuffer(int(min(n, chunk)))
+	n = min(n, cacheMax)
+	b := getBuffer(int(min(n, cacheChunk)))
 	defer putBuffer(b)
 	for n > 0 {
-		l := min(n, chunk)
+		l := min(n, cacheChunk)
 		got, err := c.exp.Device.ReadAt(b.b[:l], off)
 		if err != nil && !(got == int(l) && errors.Is(err, io.EOF)) {
 			return err

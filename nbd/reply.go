@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 const (
@@ -81,12 +82,35 @@ func (w *replyWriter) flushPending() {
 	w.mu.Unlock()
 }
 
+// flushAll sends whatever the batch buffer holds, whoever queued it. Used
+// when nobody else will: flushPending trusts the unflushed flag, which a
+// reply queued behind a waiting lock() leaves clear (its writer relies on
+// the waiter, and a waiter that lost the race to a closing connection
+// would drop it).
+func (w *replyWriter) flushAll() {
+	if !w.lock() {
+		return
+	}
+	if len(w.buf) > 0 {
+		w.write(nil)
+	}
+	w.mu.Unlock()
+}
+
+// replyWriteTimeout bounds one write of replies to the socket. A client that
+// stops reading (hostile, or hung) would otherwise hold its workers, their
+// buffers and its connection slot forever: the workers wait to reply, and
+// the reader waits for the workers. A variable so that tests can shorten it.
+var replyWriteTimeout = 2 * time.Minute
+
 // write sends the batch buffer followed by data (which may be nil).
 func (w *replyWriter) write(data []byte) {
-	var err error
-	if data == nil {
+	err := w.nc.SetWriteDeadline(time.Now().Add(replyWriteTimeout))
+	switch {
+	case err != nil: // the socket is closed: nothing can be sent
+	case data == nil:
 		_, err = w.nc.Write(w.buf)
-	} else {
+	default:
 		w.iov[0], w.iov[1] = w.buf, data
 		w.bufs = w.iov[:]
 		_, err = w.bufs.WriteTo(w.nc)

@@ -306,8 +306,12 @@ func (s *Server) ServeConn(nc net.Conn) {
 // Shutdown stops accepting connections, answers ESHUTDOWN to new requests
 // (and ERR_SHUTDOWN to new options), lets in-flight requests finish, closes
 // every connection, and flushes every export's device. When ctx ends first,
-// connections are closed at once and ctx's error is returned. The devices
-// are flushed but not closed: they belong to the caller.
+// connections are closed at once and ctx's error is returned, but only once
+// the device calls already running have returned: the caller closes the
+// devices next, and must not do so under a write in progress (a device
+// call that never returns, a hung disk, keeps Shutdown waiting; the WORM
+// device recovers from a kill). The devices are flushed but not closed:
+// they belong to the caller.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutting.Store(true)
@@ -336,6 +340,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = ctx.Err()
+		// Every connection is closed (drainAndClose), so no request
+		// starts; wait for the device calls in progress.
+		s.log.Warn("nbd: shutdown deadline passed; connections closed, waiting for device calls in progress")
+		<-done
 	}
 	for _, e := range s.exports {
 		if e.ReadOnly {

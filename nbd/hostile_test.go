@@ -1,0 +1,147 @@
+package nbd_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/indelible-worm/indelible/blockdev"
+	"github.com/indelible-worm/indelible/internal/testenv"
+	"github.com/indelible-worm/indelible/nbd"
+)
+
+// gatedReads holds every read until released and counts how many are in
+// the device at once and how many bytes were asked for.
+type gatedReads struct {
+	blockdev.Device
+	release chan struct{}
+	inside  atomic.Int32
+	most    atomic.Int32
+	bytes   atomic.Int64
+}
+
+func (d *gatedReads) ReadAt(p []byte, off int64) (int, error) {
+	n := d.inside.Add(1)
+	for m := d.most.Load(); n > m && !d.most.CompareAndSwap(m, n); m = d.most.Load() {
+	}
+	d.bytes.Add(int64(len(p)))
+	<-d.release
+	d.inside.Add(-1)
+	return d.Device.ReadAt(p, off)
+}
+
+// CACHE reads through a buffer of its own: it is counted against the
+// connection's byte budget like a READ, so a client sending many CACHEs to a
+// slow device cannot make the server hold more than MaxBufferBytes; and one
+// CACHE reads at most 32 MiB however long its range.
+func TestCacheCountsAgainstBudget(t *testing.T) {
+	checkGoroutines(t)
+	dev := &gatedReads{Device: newFile(t, 8<<30), release: make(chan struct{})}
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(dev.release) }) }
+	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: dev, MaxPayload: 1 << 20}}, MaxBufferBytes: 2 << 20})
+	t.Cleanup(releaseAll) // runs before the server's shutdown, which waits for the reads
+	c := dialRaw(t, srv.Socket)
+	c.start(false)
+	const n = 8
+	for i := range n {
+		c.request(0, nbd.CmdCache, uint64(i), uint64(i)<<30, 1<<30, nil)
+	}
+	testenv.WaitFor(t, 10*time.Second, "two CACHEs in the device", func() bool { return dev.inside.Load() == 2 })
+	time.Sleep(100 * time.Millisecond) // room for a third, if the budget let one in
+	if m := dev.most.Load(); m != 2 {
+		t.Fatalf("%d CACHE reads in the device at once with a 2 MiB budget and 1 MiB chunks, want 2", m)
+	}
+	releaseAll()
+	for range n {
+		if r := c.readReply(0); r.errno != 0 {
+			t.Fatalf("CACHE: %v", r.errno)
+		}
+	}
+	if got, most := dev.bytes.Load(), int64(n*nbd.HardMaxPayload); got > most {
+		t.Fatalf("%d CACHEs of 1 GiB read %d bytes, want at most %d", n, got, most)
+	}
+}
+
+// A client that stops reading its replies is disconnected once a reply
+// write has waited replyWriteTimeout, and its connection slot, workers and
+// buffers are freed: with MaxConns 1 another client then gets in.
+func TestClientThatStopsReading(t *testing.T) {
+	checkGoroutines(t)
+	defer nbd.SetReplyWriteTimeout(300 * time.Millisecond)()
+	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: newFile(t, 256<<20)}}, MaxConns: 1})
+	stuck := dialRaw(t, srv.Socket)
+	stuck.start(false)
+	for i := range 8 { // 256 MiB of replies: far more than the socket buffers hold
+		stuck.request(0, nbd.CmdRead, uint64(i), uint64(i)*(32<<20), 32<<20, nil)
+	}
+	testenv.WaitFor(t, 30*time.Second, "a second client to be served", func() bool {
+		c, ok := tryDial(t, srv.Socket)
+		if !ok {
+			return false
+		}
+		defer c.c.Close()
+		c.start(false)
+		c.request(0, nbd.CmdRead, 1, 0, 4096, nil)
+		r := c.readReply(4096)
+		return r.errno == 0
+	})
+}
+
+// Shutdown that runs out of time closes the connections but returns only
+// once the device calls in progress have returned: the caller closes the
+// device next, and must not do so under a running write.
+func TestShutdownWaitsForDeviceCalls(t *testing.T) {
+	checkGoroutines(t)
+	f := &blockdev.Faulty{Device: newFile(t, 1<<20)}
+	dev := &gatedDevice{Faulty: f, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: dev}}})
+	c := dialRaw(t, srv.Socket)
+	c.start(false)
+	c.request(fua, nbd.CmdWrite, 1, 0, 4096, make([]byte, 4096))
+	<-dev.entered
+	var mu sync.Mutex
+	returned := false
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		err := srv.Shutdown(ctx)
+		mu.Lock()
+		returned = true
+		mu.Unlock()
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond)
+	mu.Lock()
+	early := returned
+	mu.Unlock()
+	if early {
+		t.Fatal("Shutdown returned while a device write was still running")
+	}
+	close(dev.release)
+	if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v, want the deadline's error", err)
+	}
+}
+
+// tryDial connects and waits for the greeting's first byte; ok is false
+// when the server refuses the connection (closes it at once).
+func tryDial(t *testing.T, sock string) (*rawClient, bool) {
+	nc, err := net.Dial("unix", sock)
+	if err != nil {
+		return nil, false
+	}
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(nc)
+	if _, err := br.Peek(1); err != nil {
+		nc.Close()
+		return nil, false
+	}
+	return &rawClient{t: t, c: nc, br: br}, true
+}
