@@ -367,18 +367,28 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 	if f.committed > 0 {
 		n := uint64((f.committed + e.bs - 1) / e.bs)
 		// A subtree the host has not written yet cannot be judged; the
-		// check runs again when it arrives.
-		if !nv.unknownIn(0, n) {
-			if got := normalise(nv.maps, n); !slices.Equal(got, f.sealed) {
-				at := f.inoBlock
-				for _, b := range nv.tree {
-					if chg.carries[b] {
-						at = b
-						break
-					}
-				}
-				vs = append(vs, viol(revfs.KindMappingChanged, at, "block map of the committed range (%d blocks) changed: %v -> %v", n, f.sealed, got)...)
+		// check runs again when it arrives. Only the part under it waits:
+		// the rest of the committed range is judged now, or a host could
+		// hide one leaf and remap committed blocks in a sibling it did
+		// write. (Meanwhile reindex keeps the committed blocks under the
+		// unknown part watched: sealedUncovered.)
+		got := normalise(nv.maps, n)
+		changed := false
+		for _, d := range mapDiffs(got, f.sealed, n) {
+			if !nv.unknownCovers(d.lo, d.hi) {
+				changed = true
+				break
 			}
+		}
+		if changed {
+			at := f.inoBlock
+			for _, b := range nv.tree {
+				if chg.carries[b] {
+					at = b
+					break
+				}
+			}
+			vs = append(vs, viol(revfs.KindMappingChanged, at, "block map of the committed range (%d blocks) changed: %v -> %v", n, f.sealed, got)...)
 		}
 	}
 	return vs

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 	"sort"
+
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
 // roleKind says why a block is watched.
@@ -92,6 +94,9 @@ func (e *Engine) reindex() {
 			}
 			runs = append(runs, len(data))
 			for _, m := range t.view.maps {
+				data = append(data, dataSpan{phys: m.Physical, n: m.Len, logical: m.Logical, unwritten: m.Unwritten, file: t})
+			}
+			for _, m := range e.sealedUncovered(t) {
 				data = append(data, dataSpan{phys: m.Physical, n: m.Len, logical: m.Logical, unwritten: m.Unwritten, file: t})
 			}
 		}
@@ -254,6 +259,32 @@ func mergeSpans(dst, a, b []span) []span {
 		dst = append(dst, s)
 	}
 	return dst
+}
+
+// sealedUncovered returns the parts of a file's committed block map that
+// its current view does not map to the same blocks: the committed range
+// under a tree node the host has not written yet, or remapped by a write
+// the honeypot response let land. Those blocks stay watched as the file's
+// data, so that a write changing committed bytes is judged even while the
+// view cannot say whose they are (a host that points the root at an
+// unwritten index block would otherwise unwatch the whole committed range,
+// overwrite it, and then write a leaf restoring the old map).
+func (e *Engine) sealedUncovered(t *tracked) []layout.Mapping {
+	if t.committed <= 0 || len(t.sealed) == 0 {
+		return nil
+	}
+	n := uint64((t.committed + e.bs - 1) / e.bs)
+	var out []layout.Mapping
+	for _, d := range mapDiffs(normalise(t.view.maps, n), t.sealed, n) {
+		for _, m := range t.sealed {
+			lo, hi := max(m.Logical, d.lo), min(m.Logical+m.Len, d.hi)
+			if lo >= hi {
+				continue
+			}
+			out = append(out, layout.Mapping{Logical: lo, Physical: m.Physical + lo - m.Logical, Len: hi - lo, Unwritten: m.Unwritten})
+		}
+	}
+	return out
 }
 
 // dataAt returns the data spans overlapping physical blocks [first, last].

@@ -400,3 +400,67 @@ func normalise(maps []layout.Mapping, n uint64) []layout.Mapping {
 	}
 	return out
 }
+
+// mapDiffs returns the logical ranges of [0, n) where two normalised block
+// maps differ: one maps a block the other does not, or they map it to
+// different physical blocks or with a different unwritten flag. It walks
+// the boundaries of both maps, so its cost is their extent count, not the
+// size of the range.
+func mapDiffs(a, b []layout.Mapping, n uint64) []lrange {
+	cuts := make([]uint64, 0, 2*(len(a)+len(b))+2)
+	cuts = append(cuts, 0, n)
+	for _, maps := range [][]layout.Mapping{a, b} {
+		for _, m := range maps {
+			cuts = append(cuts, min(m.Logical, n), min(m.Logical+m.Len, n))
+		}
+	}
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	// at returns the mapping of the run starting at logical block lb.
+	at := func(maps []layout.Mapping, i *int, lb uint64) (phys uint64, unwritten, mapped bool) {
+		for *i < len(maps) && maps[*i].Logical+maps[*i].Len <= lb {
+			*i++
+		}
+		if *i < len(maps) && maps[*i].Logical <= lb {
+			m := maps[*i]
+			return m.Physical + lb - m.Logical, m.Unwritten, true
+		}
+		return 0, false, false
+	}
+	var out []lrange
+	ia, ib := 0, 0
+	for k := 0; k+1 < len(cuts); k++ {
+		lo, hi := cuts[k], cuts[k+1]
+		if lo >= n {
+			break
+		}
+		pa, ua, ma := at(a, &ia, lo)
+		pb, ub, mb := at(b, &ib, lo)
+		if ma == mb && (!ma || (pa == pb && ua == ub)) {
+			continue
+		}
+		if j := len(out); j > 0 && out[j-1].hi == lo {
+			out[j-1].hi = hi
+			continue
+		}
+		out = append(out, lrange{lo, hi})
+	}
+	return out
+}
+
+// unknownCovers reports whether logical blocks [lo, hi) all lie under tree
+// nodes the view could not read.
+func (v *view) unknownCovers(lo, hi uint64) bool {
+	us := slices.Clone(v.unknown)
+	slices.SortFunc(us, func(a, b lrange) int { return cmp.Compare(a.lo, b.lo) })
+	for _, u := range us {
+		if u.lo > lo {
+			return false
+		}
+		lo = max(lo, u.hi)
+		if lo >= hi {
+			return true
+		}
+	}
+	return lo >= hi
+}
