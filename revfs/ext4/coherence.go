@@ -1,5 +1,11 @@
 package ext4
 
+import (
+	"cmp"
+	"slices"
+	"sort"
+)
+
 // setCommitted records the sealed watermark and freezes the block map of
 // the committed range: from now on it may not change.
 func (e *Engine) setCommitted(f *tracked, n int64) {
@@ -14,26 +20,73 @@ func (e *Engine) setCommitted(f *tracked, n int64) {
 			e.written.Add(m.Physical, m.Len)
 		}
 	}
-	if len(e.lastWrite) > 1<<16 {
+	if len(e.lastWrite) > minLastWritePrune && !e.tailsMap(uint64(len(e.lastWrite)/2)) {
 		e.pruneLastWrite()
 	}
 }
 
-// pruneLastWrite forgets write sequences of blocks inside committed
-// ranges: only the unsealed tail of each file needs them.
-func (e *Engine) pruneLastWrite() {
-	keep := map[uint64]writeMark{}
+// minLastWritePrune is the size of Engine.lastWrite up to which
+// setCommitted leaves it alone. Past it, setCommitted prunes the map
+// (pruneLastWrite) only when it holds more than twice as many marks as the
+// files' unsealed tails map blocks: the prune then drops at least half of
+// what it walks, so its cost is paid for by the marks it drops, each added
+// by a host write, and a host that keeps the map large with marks inside
+// the tails (a forged extent maps up to 2^15 blocks, a tree over a
+// million extents) cannot make every seal walk it. The price: a tail that
+// maps many blocks (a large preallocation) lets the map grow to twice
+// that many marks before a prune.
+const minLastWritePrune = 1 << 16
+
+// tailsMap reports whether the unsealed tails of the files map at least n
+// blocks, counting a block mapped twice twice (and unwritten extents, as
+// pruneLastWrite does). Its cost is the number of tail extents it looks at
+// before the count reaches n.
+func (e *Engine) tailsMap(n uint64) bool {
+	var sum uint64
 	for _, f := range e.files {
 		from := uint64(f.committed / e.bs)
-		for _, m := range f.view.maps {
-			if m.Logical+m.Len <= from {
-				continue
+		maps := f.view.maps
+		i := sort.Search(len(maps), func(i int) bool { return maps[i].Logical+maps[i].Len > from })
+		for _, m := range maps[i:] {
+			if sum += m.Logical + m.Len - max(m.Logical, from); sum >= n {
+				return true
 			}
-			for i := max(m.Logical, from) - m.Logical; i < m.Len; i++ {
-				if s, ok := e.lastWrite[m.Physical+i]; ok {
-					keep[m.Physical+i] = s
-				}
-			}
+		}
+	}
+	return false
+}
+
+// pruneLastWrite forgets write sequences of blocks inside committed
+// ranges: only the unsealed tail of each file needs them. A mark is kept
+// when its block lies in some file's unsealed tail (unwritten extents
+// included). It looks each mark up in the merged physical ranges of the
+// tails, so its cost is the number of marks and tail extents, not of the
+// blocks the extents map.
+func (e *Engine) pruneLastWrite() {
+	var tails []span
+	for _, f := range e.files {
+		from := uint64(f.committed / e.bs)
+		maps := f.view.maps
+		i := sort.Search(len(maps), func(i int) bool { return maps[i].Logical+maps[i].Len > from })
+		for _, m := range maps[i:] {
+			skip := max(m.Logical, from) - m.Logical
+			tails = append(tails, span{m.Physical + skip, m.Physical + m.Len})
+		}
+	}
+	slices.SortFunc(tails, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	merged := tails[:0]
+	for _, t := range tails {
+		if k := len(merged) - 1; k >= 0 && t.start <= merged[k].end {
+			merged[k].end = max(merged[k].end, t.end)
+			continue
+		}
+		merged = append(merged, t)
+	}
+	keep := map[uint64]writeMark{}
+	for pb, w := range e.lastWrite {
+		i := sort.Search(len(merged), func(i int) bool { return merged[i].end > pb })
+		if i < len(merged) && merged[i].start <= pb {
+			keep[pb] = w
 		}
 	}
 	e.lastWrite = keep

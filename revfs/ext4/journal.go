@@ -90,10 +90,14 @@ type journalCopy struct {
 	seq     uint32
 }
 
-// maxJournalBlocks bounds the journal the engine follows: a scan of the
-// log keeps 16 bytes per logged block, so a whole log of this many is
-// 64 MiB. mke2fs makes journals of at most 2^18 blocks unless told
-// otherwise (-J size=, which allows 10,240,000).
+// maxJournalBlocks bounds the journal the engine follows, and with it what
+// a scan of the log keeps: 16 bytes per logged copy, at most 16 more for
+// the revoke records a copy makes matter (jbd2.Transaction.Revoked keeps
+// no record that cancels nothing, so revoke blocks cost nothing per
+// record), and a jbd2.Transaction (120 bytes) per transaction, of which a
+// forged log can make one of every block (a lone commit block). So a whole
+// log of this many can cost 480 MiB, one of mke2fs's largest (2^18 blocks,
+// unless told otherwise with -J size=, which allows 10,240,000) 30 MiB.
 const maxJournalBlocks = 1 << 22
 
 func (e *Engine) openJournal() error {
@@ -502,7 +506,7 @@ func (j *journal) find(seq uint32, read func(uint32) ([]byte, error), sums func(
 		if c.pos < j.sb.First() || c.pos >= j.sb.LogEnd() {
 			continue
 		}
-		txs, _, _, err := jbd2.ScanWithSums(j.sb, c.pos, c.seq, read, sums, budget)
+		txs, _, _, err := jbd2.ScanWithSums(j.sb, c.pos, c.seq, read, sums, j.held(), budget)
 		if err != nil {
 			j.e.log.Debug("ext4: journal scan", "pos", c.pos, "seq", c.seq, "err", err)
 		}
@@ -529,6 +533,20 @@ func (j *journal) find(seq uint32, read func(uint32) ([]byte, error), sums func(
 	// catchUp takes it at the next flush if it is complete by then.
 	j.e.log.Info("ext4: commit block of a transaction not found from the expected log position", "tid", seq, "pos", j.pos, "expect", j.expect)
 	return nil, 0, 0
+}
+
+// held reports, for jbd2.ScanWithSums, the home blocks whose committed
+// copy the engine holds (overlay) from transactions applied before: a
+// scan keeps their revoke records although it does not log them, for
+// apply to drop the copies they cancel. nil when there are none.
+func (j *journal) held() func(uint64) bool {
+	if len(j.e.overlay) == 0 {
+		return nil
+	}
+	return func(h uint64) bool {
+		_, ok := j.e.overlay[h]
+		return ok
+	}
 }
 
 // change presents transactions as one set of home-block versions (the
@@ -829,7 +847,7 @@ func (j *journal) catchUp(touched map[*tracked]bool) {
 	}
 	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
 	sums := func(jb uint32) (uint32, bool) { return j.sumJ(jb, nil) }
-	txs, next, nseq, err := jbd2.ScanWithSums(j.sb, j.pos, j.seq, read, sums, int(j.sb.MaxLen()))
+	txs, next, nseq, err := jbd2.ScanWithSums(j.sb, j.pos, j.seq, read, sums, j.held(), int(j.sb.MaxLen()))
 	for i, tx := range txs {
 		if !j.complete(tx, nil) {
 			j.judgeIncomplete(txs, i, read)

@@ -121,12 +121,30 @@ func ParseDescriptor(sb *Superblock, b []byte) ([]Tag, error) {
 // (bytes used, header included) must fit the block before the tail, which
 // bounds the records to blocksize/4.
 func ParseRevoke(sb *Superblock, b []byte) ([]uint64, error) {
-	const st = "jbd2_journal_revoke_header_t"
-	if _, err := checkBlock(sb, b, BlockTypeRevoke, st); err != nil {
+	rec, end, err := revokeRecords(sb, b)
+	if err != nil {
 		return nil, err
 	}
+	var out []uint64
+	if end > RevokeHeaderSize {
+		out = make([]uint64, 0, (end-RevokeHeaderSize)/rec)
+	}
+	for off := RevokeHeaderSize; off+rec <= end; off += rec {
+		out = append(out, revokeRecord(b, off, rec))
+	}
+	return out, nil
+}
+
+// revokeRecords checks a revoke block as ParseRevoke does and returns the
+// size of its records (4, or 8 with 64bit) and the end of the bytes they
+// use (r_count), so that Scan can walk them without allocating.
+func revokeRecords(sb *Superblock, b []byte) (rec, end int, err error) {
+	const st = "jbd2_journal_revoke_header_t"
+	if _, err := checkBlock(sb, b, BlockTypeRevoke, st); err != nil {
+		return 0, 0, err
+	}
 	if err := checkTail(sb, b, "jbd2_journal_block_tail"); err != nil {
-		return nil, err
+		return 0, 0, err
 	}
 	limit := len(b)
 	if sb.HasCsumV2V3() {
@@ -134,24 +152,21 @@ func ParseRevoke(sb *Superblock, b []byte) ([]uint64, error) {
 	}
 	count := be.Uint32(b[HeaderSize:])
 	if count > uint32(limit) {
-		return nil, formatErr(ErrCorrupt, HeaderSize, st, "r_count %d exceeds the %d usable bytes", count, limit)
+		return 0, 0, formatErr(ErrCorrupt, HeaderSize, st, "r_count %d exceeds the %d usable bytes", count, limit)
 	}
-	rec := 4
+	rec = 4
 	if sb.Has64Bit() {
 		rec = 8
 	}
-	var out []uint64
-	if int(count) > RevokeHeaderSize {
-		out = make([]uint64, 0, (int(count)-RevokeHeaderSize)/rec)
+	return rec, int(count), nil
+}
+
+// revokeRecord decodes the record of size rec at byte off of a revoke block.
+func revokeRecord(b []byte, off, rec int) uint64 {
+	if rec == 8 {
+		return be.Uint64(b[off:])
 	}
-	for off := RevokeHeaderSize; off+rec <= int(count); off += rec {
-		if rec == 8 {
-			out = append(out, be.Uint64(b[off:]))
-		} else {
-			out = append(out, uint64(be.Uint32(b[off:])))
-		}
-	}
-	return out, nil
+	return uint64(be.Uint32(b[off:]))
 }
 
 // Commit is the content of a commit block.

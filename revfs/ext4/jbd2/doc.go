@@ -84,4 +84,11 @@
 // the first case, and Scan refuses to guess in the second. Scan also stops,
 // with ErrCorrupt, after one lap of the log, and obeys a caller's budget
 // (ErrTooLong, resumable from the returned position).
+//
+// The kernel's PASS_REVOKE keeps every revoke record of the log in a hash
+// table (block -> newest tid). Scan keeps only the records that cancel a
+// copy it returns, or one the caller holds (Transaction.Revoked): the same
+// replay, in memory bounded by the copies rather than by the records, of
+// which a log full of revoke blocks holds blocksize/4 per block. It reads
+// each revoke block a second time, when its commit block is reached.
 package jbd2

@@ -93,8 +93,10 @@ func FuzzParseDescriptor(f *testing.F) {
 // FuzzScan scans hostile logs: the fuzzer picks one of the fuzzSuperblocks
 // and controls every block the read callback returns (log is laid out
 // circularly from journal block shift on, zeroes after it), where the scan
-// starts and its budget. Scan must not panic, must respect the budget, and
-// may only return consistent transactions.
+// starts and its budget. Scan must not panic, must respect the budget
+// (read no more positions than it, each at most twice: a revoke block is
+// read again when its transaction commits), and may only return
+// consistent transactions.
 func FuzzScan(f *testing.F) {
 	sbs, fixtures := fuzzSuperblocks(f)
 	for i, fx := range fixtures {
@@ -116,15 +118,31 @@ func FuzzScan(f *testing.F) {
 		log = append(log, b...)
 	}
 	f.Add(uint8(v3), log, uint32(1027), uint32(1), uint32(1027), uint16(50))
+	// Revoke blocks before, between and after copies, records repeated
+	// (plain32: the first synthetic superblock).
+	j = newJournal(f, journalOpts{maxLen: 1030})
+	j.tx(1, 5, 6)
+	j.revoke(2, []uint64{5, 5, 9, 77})
+	j.descriptor(2, []uint64{9, 5}, [][]byte{j.dataBlock(9, 2), j.dataBlock(5, 2)}, false)
+	j.revoke(2, []uint64{9, 6, 6})
+	j.commit(2)
+	j.revoke(3, []uint64{5, 9, 6})
+	j.commit(3)
+	log = nil
+	for jb := uint32(1); jb < j.pos; jb++ {
+		b, _ := j.read(jb)
+		log = append(log, b...)
+	}
+	f.Add(uint8(len(fixtures)), log, uint32(1), uint32(1), uint32(1), uint16(50))
 
 	f.Fuzz(func(t *testing.T, which uint8, log []byte, start, seq, shift uint32, maxBlocks uint16) {
 		sb := pick(sbs, which)
 		bs := sb.BlockSize()
 		nlog := uint32(len(log) / bs)
 		zero := make([]byte, bs)
-		reads := 0
+		reads := map[uint32]int{}
 		read := func(jb uint32) ([]byte, error) {
-			reads++
+			reads[jb]++
 			if jb >= sb.MaxLen() {
 				t.Fatalf("read of block %d past the journal (%d blocks)", jb, sb.MaxLen())
 			}
@@ -134,8 +152,13 @@ func FuzzScan(f *testing.F) {
 			return zero, nil
 		}
 		txs, next, nextSeq, err := Scan(sb, start, seq, read, int(maxBlocks))
-		if reads > int(maxBlocks) {
-			t.Fatalf("%d reads with a budget of %d", reads, maxBlocks)
+		if len(reads) > int(maxBlocks) {
+			t.Fatalf("%d positions read with a budget of %d", len(reads), maxBlocks)
+		}
+		for jb, n := range reads {
+			if n > 2 {
+				t.Fatalf("journal block %d read %d times", jb, n)
+			}
 		}
 		if err != nil && !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrTooLong) {
 			t.Fatalf("unexpected error kind: %v", err)
@@ -146,9 +169,22 @@ func FuzzScan(f *testing.F) {
 		if len(txs) > 0 && (next < sb.First() || next >= sb.LogEnd()) {
 			t.Fatalf("next %d outside the log", next)
 		}
+		logged := map[uint64]bool{}
 		for i, tx := range txs {
 			if tx.Sequence != seq+uint32(i) || tx.Commit.Sequence != tx.Sequence {
 				t.Fatalf("tx %d: sequence %d commit %d", i, tx.Sequence, tx.Commit.Sequence)
+			}
+			// Without held copies, a revoke record is kept only for a
+			// block the scan logged by then, once per transaction.
+			for _, lb := range tx.Blocks {
+				logged[lb.Home] = true
+			}
+			kept := map[uint64]bool{}
+			for _, r := range tx.Revoked {
+				if !logged[r] || kept[r] {
+					t.Fatalf("tx %d keeps a revoke of %d (logged %v, twice %v)", i, r, logged[r], kept[r])
+				}
+				kept[r] = true
 			}
 			for _, lb := range append(tx.Blocks, tx.Skipped...) {
 				if lb.JBlock < sb.First() || lb.JBlock >= sb.LogEnd() {
@@ -166,7 +202,7 @@ func FuzzScan(f *testing.F) {
 			b, _ := read(jb)
 			return BlockSum(b), true
 		}
-		txs2, next2, nextSeq2, err2 := ScanWithSums(sb, start, seq, read, sums, int(maxBlocks))
+		txs2, next2, nextSeq2, err2 := ScanWithSums(sb, start, seq, read, sums, nil, int(maxBlocks))
 		if !reflect.DeepEqual(txs, txs2) || next != next2 || nextSeq != nextSeq2 || fmt.Sprint(err) != fmt.Sprint(err2) {
 			t.Fatalf("with sums: %+v %d %d %v\nwithout: %+v %d %d %v", txs2, next2, nextSeq2, err2, txs, next, nextSeq, err)
 		}

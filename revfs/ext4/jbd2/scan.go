@@ -16,8 +16,16 @@ type Transaction struct {
 	Sequence   uint32
 	Start, End uint32        // journal-relative: first block (descriptor or revoke) and the commit block
 	Blocks     []LoggedBlock // in log order; a home block may appear more than once (last wins)
-	Revoked    []uint64      // home blocks revoked by this transaction's revoke blocks
-	Commit     Commit
+
+	// Revoked holds the home blocks this transaction's revoke blocks
+	// revoke, each once, leaving out the records that cancel no copy a
+	// kept one does not (see scanner.revokes): for any run of consecutive
+	// transactions of one scan, replaying them (ReplayPlan) or applying
+	// them in log order gives what all the records would, and a log full
+	// of revoke blocks (blocksize/4 records each) costs no memory per
+	// record.
+	Revoked []uint64
+	Commit  Commit
 
 	// Skipped holds copies whose csum v2/v3 tag checksum does not match
 	// their contents. The kernel's recovery does not replay them (it
@@ -54,12 +62,19 @@ type Transaction struct {
 // went a whole lap around the log without ending. In every case txs holds
 // only complete, valid transactions and next/nextSeq the point after them.
 //
+// Memory: besides a Transaction per transaction and its copies (16 bytes
+// each), Scan keeps at most two revoke records per copy
+// (Transaction.Revoked), however many records the revoke blocks hold, and
+// once it has met a revoke block, a map entry per home block it logged. It
+// reads each revoke block a second time when its transaction commits, to
+// keep the records that the transaction's own copies make matter.
+//
 // Fast commits: Scan ignores the fast-commit area [LogEnd, MaxLen). A fast
 // commit made by fsync lands there without a full commit; an engine must
 // treat the full jbd2 commit that follows as the point of coherence (the
 // indelible init does not enable fast_commit).
 func Scan(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, error), maxBlocks int) (txs []Transaction, next, nextSeq uint32, err error) {
-	return ScanWithSums(sb, start, seq, read, nil, maxBlocks)
+	return ScanWithSums(sb, start, seq, read, nil, nil, maxBlocks)
 }
 
 // ScanWithSums is Scan given, besides read, the BlockSum of journal blocks
@@ -69,14 +84,22 @@ func Scan(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, e
 // the engine sums each block as the host writes it, while its bytes are
 // still in the CPU's caches, instead of reading every copy of a
 // data=journal transaction again when its commit block arrives.
-func ScanWithSums(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, error), sums func(jblock uint32) (uint32, bool), maxBlocks int) (txs []Transaction, next, nextSeq uint32, err error) {
+//
+// held, when not nil, reports home blocks of which the caller holds a
+// journalled copy from an earlier scan: a revoke record naming one is kept
+// (the first in the scan, and after a copy as for any block) although no
+// transaction of this scan logs it.
+func ScanWithSums(sb *Superblock, start, seq uint32, read func(jblock uint32) ([]byte, error), sums func(jblock uint32) (uint32, bool), held func(home uint64) bool, maxBlocks int) (txs []Transaction, next, nextSeq uint32, err error) {
 	first, end := sb.First(), sb.LogEnd()
 	if start < first || start >= end {
 		return nil, start, seq, fmt.Errorf("%w: scan start %d outside the log [%d, %d)", ErrCorrupt, start, first, end)
 	}
-	s := scanner{sb: sb, read: read, sums: sums, pos: start, budget: maxBlocks, lap: int(end - first)}
+	s := scanner{sb: sb, read: read, sums: sums, held: held, pos: start, budget: maxBlocks, lap: int(end - first)}
 	for {
 		tx, ok, err := s.transaction(seq)
+		if err == nil && ok {
+			err = s.revokes(&tx, txs)
+		}
 		if err != nil || !ok {
 			return txs, tx.Start, seq, err
 		}
@@ -92,7 +115,22 @@ type scanner struct {
 	pos    uint32                      // next block to look at
 	budget int                         // positions left before ErrTooLong
 	lap    int                         // positions left before the walk has gone all the way round
+
+	held      func(uint64) bool // may be nil (ScanWithSums)
+	revokeAt  []blockRun        // the revoke blocks of the transaction being read
+	revokeEnd uint32            // the position after the last of them
+	// rev follows, once the scan has met a revoke block, the home blocks
+	// whose revoke records may still cancel something (revokes).
+	rev map[uint64]revokeState
 }
+
+// revokeState is where a scan last logged a home block and last kept a
+// revoke record for it: 1 + the transaction's index in the scan, 0 for
+// none.
+type revokeState struct{ logged, revoked uint32 }
+
+// blockRun is n consecutive log positions from first.
+type blockRun struct{ first, n uint32 }
 
 // take returns the current position and advances past it, wrapping at the
 // end of the log like the kernel's wrap() macro.
@@ -126,6 +164,7 @@ func (s *scanner) get(jb uint32) ([]byte, error) {
 // transaction began, so the caller can report it as the next start.
 func (s *scanner) transaction(seq uint32) (tx Transaction, ok bool, err error) {
 	tx = Transaction{Sequence: seq, Start: s.pos}
+	s.revokeAt = s.revokeAt[:0]
 	v1 := s.sb.HasChecksumV1()
 	crc := ^uint32(0) // checksum v1 running crc32_be over descriptors and copies
 	for {
@@ -154,11 +193,17 @@ func (s *scanner) transaction(seq uint32) (tx Transaction, ok bool, err error) {
 				return tx, false, err
 			}
 		case BlockTypeRevoke:
-			recs, err := ParseRevoke(s.sb, b)
-			if err != nil {
+			if _, _, err := revokeRecords(s.sb, b); err != nil {
 				return tx, false, nil
 			}
-			tx.Revoked = append(tx.Revoked, recs...)
+			// Its records are taken once the transaction is complete
+			// (revokes): which matter depends on its copies.
+			if k := len(s.revokeAt) - 1; k >= 0 && s.revokeEnd == jb {
+				s.revokeAt[k].n++
+			} else {
+				s.revokeAt = append(s.revokeAt, blockRun{jb, 1})
+			}
+			s.revokeEnd = s.sb.NextBlock(jb)
 		case BlockTypeCommit:
 			c, err := ParseCommit(s.sb, b)
 			if err != nil {
@@ -172,6 +217,87 @@ func (s *scanner) transaction(seq uint32) (tx Transaction, ok bool, err error) {
 		default:
 			return tx, false, nil
 		}
+	}
+}
+
+// revokes fills tx.Revoked, once tx (the scan's transaction after prev)
+// is complete, from the revoke blocks read for it. A revoke record cancels
+// the copies of its block in its own transaction and earlier ones (the
+// kernel's rule; journal.versions in the engine, applying in log order,
+// takes only the earlier ones). A record is kept, once per transaction,
+// when the scan logged its block in this transaction or in one at or after
+// the transaction of the block's last kept record; or, the scan having
+// neither logged nor revoked the block before, when the caller holds a
+// copy of it (held). A record left out can only cancel copies from
+// transactions before the last kept record's, which cancels them already:
+// a run of consecutive transactions that holds such a copy and the record
+// holds the kept record too. So each copy makes at most two records count
+// (one in its own transaction, one after it), whatever the revoke blocks
+// hold.
+//
+// The revoke blocks are read again here, with the transaction's copies
+// known: keeping their records until the commit block would cost memory
+// per record. A block that no longer reads as it did is an error.
+func (s *scanner) revokes(tx *Transaction, prev []Transaction) error {
+	if s.rev == nil {
+		if len(s.revokeAt) == 0 {
+			return nil // the usual case: no revoke block yet in this scan
+		}
+		s.rev = map[uint64]revokeState{}
+		for i := range prev {
+			s.logged(prev[i].Blocks, uint32(i)+1)
+		}
+	}
+	n := uint32(len(prev)) + 1
+	s.logged(tx.Blocks, n)
+	if len(s.rev) == 0 && s.held == nil {
+		return nil // nothing logged nor held: no record can matter
+	}
+	for _, run := range s.revokeAt {
+		jb := run.first
+		for k := uint32(0); k < run.n; k, jb = k+1, s.sb.NextBlock(jb) {
+			if err := s.revokeBlock(tx, jb, n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// revokeBlock keeps the records of the revoke block at jb that matter
+// (revokes) for tx, the scan's nth transaction.
+func (s *scanner) revokeBlock(tx *Transaction, jb, n uint32) error {
+	b, err := s.get(jb)
+	if err != nil {
+		return err
+	}
+	h, _ := ParseHeader(b)
+	rec, end, err := revokeRecords(s.sb, b)
+	if err != nil || h.Sequence != tx.Sequence {
+		return fmt.Errorf("%w: revoke block %d of transaction %d changed during the scan", ErrCorrupt, jb, tx.Sequence)
+	}
+	for off := RevokeHeaderSize; off+rec <= end; off += rec {
+		r := revokeRecord(b, off, rec)
+		st, known := s.rev[r]
+		if st.revoked == n {
+			continue // kept already for this transaction
+		}
+		if known && st.logged != 0 && st.logged >= st.revoked || !known && s.held != nil && s.held(r) {
+			tx.Revoked = append(tx.Revoked, r)
+			st.revoked = n
+			s.rev[r] = st
+		}
+	}
+	return nil
+}
+
+// logged records that the transaction numbered n (1-based in the scan)
+// logs blocks.
+func (s *scanner) logged(blocks []LoggedBlock, n uint32) {
+	for _, lb := range blocks {
+		st := s.rev[lb.Home]
+		st.logged = n
+		s.rev[lb.Home] = st
 	}
 }
 

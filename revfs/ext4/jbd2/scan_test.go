@@ -303,7 +303,7 @@ func TestScanWithSums(t *testing.T) {
 		b, _ := j.read(jb)
 		return BlockSum(b), true
 	}
-	got, _, _, err := ScanWithSums(j.sb, s1, 10, read, right, 100)
+	got, _, _, err := ScanWithSums(j.sb, s1, 10, read, right, nil, 100)
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("with sums: %+v %v, want %+v", got, err, want)
 	}
@@ -314,7 +314,7 @@ func TestScanWithSums(t *testing.T) {
 		}
 		return s, ok
 	}
-	got, _, _, err = ScanWithSums(j.sb, s1, 10, read, wrong, 100)
+	got, _, _, err = ScanWithSums(j.sb, s1, 10, read, wrong, nil, 100)
 	if err != nil || len(got) != 1 || len(got[0].Blocks) != 1 || len(got[0].Skipped) != 1 || got[0].Skipped[0] != want[0].Blocks[1] {
 		t.Fatalf("a wrong sum: %+v %v", got, err)
 	}
