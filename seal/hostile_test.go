@@ -3,9 +3,11 @@ package seal
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -84,30 +86,39 @@ func TestVerifyRefusesFIFO(t *testing.T) {
 	}
 }
 
-// Hint files (params, the device key's ratchet state) are read up to the
-// size they may have, not whole: two 1 GiB sparse files used to make Verify
-// allocate 4 GiB. Oversized, they are ignored like missing ones.
+// The params and the device key's ratchet state are read up to the size
+// they may have, not whole: two 1 GiB sparse files used to make Verify
+// allocate 4 GiB. Oversized params are ignored like missing ones (a hint:
+// nratchet then comes from the log); an oversized state is reported, as a
+// missing one is in a store indelible made (it alone reveals a log cut
+// inside the last ratchet block).
 func TestVerifyBoundsHintFiles(t *testing.T) {
 	ts := newTestStore(t, 1<<16, 31)
 	s := ts.open(t, Options{})
 	fill(t, s, twoFiles[:1], 2)
 	s.Close()
-	for _, p := range []string{filepath.Join(ts.store, ParamsName), ts.dev + StateSuffix} {
-		if err := os.Truncate(p, 1<<30); err != nil {
-			t.Fatal(err)
+	verify := func() (*Summary, []Problem) {
+		t.Helper()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		sum, ps := ts.verify(t, VerifyOptions{})
+		runtime.ReadMemStats(&after)
+		if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+			t.Errorf("Verify allocated %d MiB", n>>20)
 		}
+		return sum, ps
 	}
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	sum, err := Verify(ts.store, VerifyOptions{AuditorKey: ts.aud, DeviceKey: ts.dev})
-	runtime.ReadMemStats(&after)
-	if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
-		t.Errorf("Verify allocated %d MiB", n>>20)
+	if err := os.Truncate(filepath.Join(ts.store, ParamsName), 1<<30); err != nil {
+		t.Fatal(err)
 	}
-	// Both are hints: without them the ratchet parameter comes from the log
-	// and truncation from the burnt keys, and the sealed bytes still verify.
-	if err != nil || !sum.OK() {
-		t.Errorf("Verify: %v, %+v", err, sum)
+	if sum, ps := verify(); !sum.OK() {
+		t.Errorf("oversized params: %v %v", sum, ps)
+	}
+	if err := os.Truncate(ts.dev+StateSuffix, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	if sum, ps := verify(); len(ps) != 1 || ps[0].Kind != ProblemKeystream || !strings.Contains(ps[0].Msg, "ratchet state") || sum.Intact != 31 {
+		t.Errorf("oversized params and state: %v %v", sum, ps)
 	}
 }
 
@@ -170,5 +181,45 @@ func TestOpenRefusesWrappingWatermark(t *testing.T) {
 			s.Close()
 		}
 		t.Fatalf("Open of entries summing past 2^63: %v, want ErrCorrupt", err)
+	}
+}
+
+// A .SEALFS.LOG extended sparsely far past the auditor keystream counts,
+// by its size, tens of millions of entries that no key seals: one problem
+// covers them and they are not walked (the verifier used to examine each,
+// for hours on a terabyte-sized log).
+func TestVerifySparseLogBeyondKeystream(t *testing.T) {
+	ts, _ := tamperStore(t)
+	keyEntries := int64(4096 / KeySize * tamperNR) // what the keystream can seal
+	const n = 1 << 26                              // entries: a 4.5 GiB log
+	if err := os.Truncate(filepath.Join(ts.store, LogName), entryPos(n)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sum, ps := ts.verify(t, VerifyOptions{OnEntry: func(r EntryResult) {
+		if r.Index >= keyEntries {
+			t.Fatalf("entry %d beyond the keystream (%d entries) examined", r.Index, keyEntries)
+		}
+	}})
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("Verify took %v", d)
+	}
+	var beyond []Problem
+	for _, p := range ps {
+		if strings.Contains(p.Msg, "beyond the auditor keystream") {
+			beyond = append(beyond, p)
+		}
+	}
+	if len(beyond) != 1 {
+		t.Fatalf("%d problems say entries lie beyond the keystream, want 1: %v", len(beyond), beyond)
+	}
+	p := beyond[0]
+	rest := n - keyEntries
+	if p.Kind != ProblemKeystream || p.Entry != keyEntries || p.Off != entryPos(keyEntries) || p.Len != rest*EntrySize ||
+		!strings.Contains(p.Msg, fmt.Sprint(keyEntries)) || !strings.Contains(p.Msg, fmt.Sprintf("(%d entries)", rest)) {
+		t.Errorf("problem %v does not cover entries %d to %d", p, keyEntries, n-1)
+	}
+	if sum.OK() || sum.Entries != keyEntries {
+		t.Errorf("summary %v, %d entries examined", sum, sum.Entries)
 	}
 }

@@ -91,4 +91,23 @@ func (m *mac) recordKey(entryKey *[KeySize]byte) [KeySize]byte {
 	return *m.final()
 }
 
+// wipe forgets the key of the last MAC, ratchet step or record key: the
+// pads are the key XORed with a constant, the digests' states after the pad
+// block are as good as the key (they finish any MAC under it), and sum holds
+// the last result (after recordKey, a key). The store calls it after every
+// step: an attacker who takes a running device must find in its memory no
+// key of an acknowledged entry, only the next key, which the ratchet state
+// holds anyway. (Reset restores the digests' initial state; the partial
+// block left in their buffers is message bytes and, in the outer digest,
+// the inner hash, from which the key cannot be had.) The verifier does not
+// wipe: its keys come from the auditor's keystream, which it holds whole.
+func (m *mac) wipe() {
+	clear(m.ipad[:])
+	clear(m.opad[:])
+	clear(m.sum[:])
+	clear(m.scratch[:])
+	m.inner.Reset()
+	m.outer.Reset()
+}
+
 func macEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

@@ -650,7 +650,7 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				m := newMAC()
+				m := newMAC() // wiped by each seal: dropped holding no key
 				for j := range work {
 					j.seal(m)
 				}
@@ -766,12 +766,14 @@ func (s *Store) macSideBySide(jobs []sealJob) {
 	}
 }
 
-// seal computes the job's MAC with m and forgets its key.
+// seal computes the job's MAC with m and forgets its key, in the job and
+// in m.
 func (j *sealJob) seal(m *mac) {
 	m.startEntry(&j.key, &j.e)
 	m.Write(j.data)
 	j.mac = *m.final()
 	j.key = [KeySize]byte{}
+	m.wipe()
 }
 
 // sealLocked writes data and its side records and seals its entry into
@@ -1057,6 +1059,7 @@ func (s *Store) loadKey() error {
 	}
 	if s.nratchet != 1 {
 		s.m.ratchet(&s.key, 0, s.nratchet)
+		s.m.wipe() // the raw key: burnt with the block's first commit
 	}
 	return nil
 }
@@ -1083,6 +1086,7 @@ func (s *Store) reserveEntryLocked(id uint64, off int64, data []byte) sealJob {
 	s.next++
 	if s.next%int64(s.nratchet) != 0 {
 		s.m.ratchet(&s.key, uint64(s.next%int64(s.nratchet)), s.nratchet)
+		s.m.wipe() // the pads are entry c's key, acknowledged with the next commit
 	} else {
 		s.key = [KeySize]byte{}
 	}
@@ -1110,7 +1114,12 @@ func (s *Store) sealRecordLocked(r *Record) ([]byte, error) {
 	rk := s.m.recordKey(&s.key)
 	s.m.reset(&rk)
 	s.m.Write(body)
-	return append(body, s.m.final()[:]...), nil
+	body = append(body, s.m.final()[:]...)
+	// The record key forges records bound to this entry once it is
+	// acknowledged: forget it, here and in the MAC.
+	clear(rk[:])
+	s.m.wipe()
+	return body, nil
 }
 
 // appendRecordLocked appends a sealed side record to the records file.

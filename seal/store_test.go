@@ -405,3 +405,79 @@ func TestTimeRecords(t *testing.T) {
 		}
 	}
 }
+
+// auditorEntryKey derives the key of entry i from the auditor keystream,
+// as the verifier does (docs/FORMAT.md §4).
+func auditorEntryKey(t *testing.T, ts *testStore, nr int, i int64) [KeySize]byte {
+	t.Helper()
+	kb, err := os.ReadFile(ts.aud)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k [KeySize]byte
+	copy(k[:], kb[KeyHeaderSize+i/int64(nr)*KeySize:])
+	m := newMAC()
+	if nr != 1 {
+		m.ratchet(&k, 0, nr)
+	}
+	for r := int64(1); r <= i%int64(nr); r++ {
+		m.ratchet(&k, uint64(r), nr)
+	}
+	return k
+}
+
+// macHoldsNoKey fails unless m holds nothing derived from a key: pads,
+// last result and scratch zero, digests as new.
+func macHoldsNoKey(t *testing.T, what string, m *mac) {
+	t.Helper()
+	fresh := sha256.Sum256(nil)
+	if m.ipad != [sha256.BlockSize]byte{} || m.opad != [sha256.BlockSize]byte{} || m.sum != [KeySize]byte{} ||
+		m.scratch != [entryHeadSize]byte{} || !bytes.Equal(m.inner.Sum(nil), fresh[:]) || !bytes.Equal(m.outer.Sum(nil), fresh[:]) {
+		t.Errorf("%s: the MAC still holds key material", what)
+	}
+}
+
+// An attacker who takes a running device reads its memory too: once an
+// entry is acknowledged, no key that seals it (or its side records) may
+// remain in the store's MACs, only the next entry's key. The MACs of the
+// parallel sealers (sealJob.seal) are dropped: they must hold no key
+// either.
+func TestStoreForgetsKeys(t *testing.T) {
+	const nr = 31
+	ts := newTestStore(t, 1<<12, nr)
+	s := ts.open(t, Options{StampEvery: time.Nanosecond}) // a time record with every append
+	defer s.Close()
+	for i := range 5 {
+		f := twoFiles[i%2] // the first append of each file seals a map record too
+		if err := s.Append(f, s.Watermark(f.ID), logLine(f.Path, i)); err != nil {
+			t.Fatal(err)
+		}
+		last := s.durable - 1
+		k := auditorEntryKey(t, ts, nr, last)
+		var ik, ok [KeySize]byte
+		for j := range ik {
+			ik[j], ok[j] = s.m.ipad[j]^0x36, s.m.opad[j]^0x5c
+		}
+		if ik == k || ok == k {
+			t.Errorf("append %d: the store's MAC holds the key of acknowledged entry %d", i, last)
+		}
+		macHoldsNoKey(t, fmt.Sprintf("append %d", i), s.m)
+	}
+	ops := make([]AppendOp, 16) // enough entries for the side-by-side MAC
+	for i := range ops {
+		f := twoFiles[i%2]
+		ops[i] = AppendOp{File: f, Off: s.Watermark(f.ID) + int64(i/2*len(logLine(f.Path, 0))), Data: logLine(f.Path, i)}
+	}
+	if err := s.AppendBatch(ops); err != nil {
+		t.Fatal(err)
+	}
+	macHoldsNoKey(t, "batch", s.m)
+
+	j := sealJob{e: Entry{Inode: 12, Count: 3}, key: auditorEntryKey(t, ts, nr, 0), data: []byte("abc")}
+	m := newMAC()
+	j.seal(m)
+	macHoldsNoKey(t, "sealJob.seal", m)
+	if j.key != [KeySize]byte{} {
+		t.Error("sealJob.seal kept the job's key")
+	}
+}

@@ -1,8 +1,10 @@
 package seal
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -317,5 +319,160 @@ func TestVerifyFileAndRange(t *testing.T) {
 	sum, ps = ts.verify(t, VerifyOptions{File: "auth.log", Range: &Range{Off: n - 5, Len: 5}})
 	if !sum.OK() || sum.Entries != 1 {
 		t.Fatalf("auth.log tail: %v %v", sum, ps)
+	}
+}
+
+// cutStore builds a closed store of appends one-line appends to one real
+// log, nr entries per key, and cuts it as an attacker holding the device
+// would: .SEALFS.LOG to its first keep entries and the real log to their
+// end, so that the store alone looks whole.
+func cutStore(t *testing.T, nr, appends int, keep int64) *testStore {
+	t.Helper()
+	ts := newTestStore(t, 4096, nr)
+	s := ts.open(t, Options{StampEvery: -1}) // one entry per append
+	f := FileRef{ID: 12, Path: "app.log"}
+	var ends []int64 // the real log's size after each entry
+	for i := range appends {
+		if err := s.Append(f, s.Watermark(f.ID), logLine(f.Path, i)); err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, s.Watermark(f.ID))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(ts.store, LogName), entryPos(keep)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(ts.store, f.Path), ends[keep-1]); err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// cutDeviceKeys lowers the device keystream's burnt offset to blocks keys
+// and cuts the file right after them: no unburnt key is left to compare.
+func cutDeviceKeys(t *testing.T, ts *testStore, blocks int64) {
+	t.Helper()
+	kb, err := os.ReadFile(ts.dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	burnt := KeyHeaderSize + blocks*KeySize
+	binary.LittleEndian.PutUint64(kb[8:], uint64(burnt))
+	if err := os.WriteFile(ts.dev, kb[:burnt], 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// editState rewrites the ratchet state with a valid checksum, which needs
+// no key.
+func editState(t *testing.T, ts *testStore, edit func(*RatchetState)) {
+	t.Helper()
+	b, err := os.ReadFile(ts.dev + StateSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ParseRatchetState(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(&st)
+	if err := os.WriteFile(ts.dev+StateSuffix, st.marshal(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An attacker who cuts the log's tail also holds the device keystream and
+// the ratchet state, and covers the cut there: by lowering the burnt
+// offset and cutting the keystream (whole ratchet blocks cut), or by
+// deleting or rewriting the state (a cut inside the last block, which the
+// burnt keys do not reveal). The auditor's keystream exposes each.
+func TestTamperCutTailAndDeviceFiles(t *testing.T) {
+	setCount := func(c, target int64) func(*testing.T, *testStore) {
+		return func(t *testing.T, ts *testStore) {
+			editState(t, ts, func(st *RatchetState) {
+				st.Committed, st.Target = c, target
+				st.NextKey, st.TargetKey = [KeySize]byte{}, [KeySize]byte{}
+			})
+		}
+	}
+	removeState := func(t *testing.T, ts *testStore) {
+		if err := os.Remove(ts.dev + StateSuffix); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name        string
+		nr, appends int
+		keep        int64
+		cover       func(t *testing.T, ts *testStore)
+		want        map[ProblemKind]int
+		msgs        []string
+	}{
+		{"whole blocks, device keystream cut, state deleted", tamperNR, 20, 8,
+			func(t *testing.T, ts *testStore) { cutDeviceKeys(t, ts, 2); removeState(t, ts) },
+			map[ProblemKind]int{ProblemKeystream: 2}, []string{"device keystream was cut", "ratchet state"}},
+		{"whole blocks, device keystream cut, state rewritten", tamperNR, 20, 8,
+			func(t *testing.T, ts *testStore) { cutDeviceKeys(t, ts, 2); setCount(8, 8)(t, ts) },
+			map[ProblemKind]int{ProblemKeystream: 1}, []string{"device keystream was cut"}},
+		{"in a block, state deleted", tamperNR, 20, 18, removeState,
+			map[ProblemKind]int{ProblemKeystream: 1}, []string{"ratchet state"}},
+		{"in a block, state rewritten", tamperNR, 20, 18, setCount(18, 18),
+			map[ProblemKind]int{ProblemKeystream: 1}, []string{"next key is not the key of entry 18"}},
+		{"in a block, nratchet 31, state deleted", 31, 10, 3, removeState,
+			map[ProblemKind]int{ProblemKeystream: 1}, []string{"ratchet state"}},
+		{"in a block, nratchet 31, state rewritten", 31, 10, 3, setCount(3, 3),
+			map[ProblemKind]int{ProblemKeystream: 1}, []string{"next key is not the key of entry 3"}},
+		// At a block's start the state holds no key to check; the keys
+		// burnt for the block it no longer counts give it away.
+		{"in a block, count lowered to the block's start", tamperNR, 20, 18, setCount(16, 16),
+			map[ProblemKind]int{ProblemKeystream: 1}, []string{"stale or forged"}},
+		{"in a block, commit in flight", tamperNR, 20, 18, setCount(16, 18),
+			map[ProblemKind]int{ProblemKeystream: 1}, []string{"target key is not the key of entry 18"}},
+		{"in a block, state of another keystream", tamperNR, 20, 18,
+			func(t *testing.T, ts *testStore) { editState(t, ts, func(st *RatchetState) { st.KeyMagic++ }) },
+			map[ProblemKind]int{ProblemKeystream: 1}, []string{"belongs to keystream"}},
+		{"in a block, state garbled", tamperNR, 20, 18,
+			func(t *testing.T, ts *testStore) { writeAt(t, ts.dev+StateSuffix, []byte("garbage!"), 0) },
+			map[ProblemKind]int{ProblemKeystream: 1}, []string{"bad magic"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := cutStore(t, tc.nr, tc.appends, tc.keep)
+			tc.cover(t, ts)
+			sum, ps := ts.verify(t, VerifyOptions{})
+			expect(t, sum, ps, tc.want)
+			for _, m := range tc.msgs {
+				if !slices.ContainsFunc(ps, func(p Problem) bool { return strings.Contains(p.Msg, m) }) {
+					t.Errorf("no problem says %q: %v", m, ps)
+				}
+			}
+		})
+	}
+}
+
+// The checks of the device's files hold no false alarm for a store that is
+// running (an open ratchet block, its key in the state) or that SealFS made
+// (no ratchet state, no side records or params).
+func TestVerifyDeviceFilesUntampered(t *testing.T) {
+	ts := newTestStore(t, 4096, tamperNR)
+	s := ts.open(t, Options{})
+	fill(t, s, twoFiles, 9) // 18 entries: inside a ratchet block
+	defer s.Close()
+	sum, ps := ts.verify(t, VerifyOptions{})
+	if !sum.OK() || !sum.OpenBlock || len(ps) != 0 {
+		t.Fatalf("running store: %v open block %v, %v", sum, sum.OpenBlock, ps)
+	}
+
+	// SealFS's own verify needs no more; this one reports the missing
+	// side records, but not the state.
+	ts = cutStore(t, tamperNR, 8, 8) // a closed store, cut by no one
+	os.Remove(ts.dev + StateSuffix)
+	os.RemoveAll(filepath.Join(ts.store, MetaDir))
+	_, ps = ts.verify(t, VerifyOptions{})
+	for _, p := range ps {
+		if strings.Contains(p.Msg, "ratchet state") {
+			t.Errorf("SealFS-made store: %v", p)
+		}
 	}
 }

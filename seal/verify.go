@@ -452,13 +452,18 @@ func (v *verifier) run() (*Summary, error) {
 			v.report(Problem{Kind: ProblemStructure, Entry: i, Msg: "cannot read entry: " + err.Error()})
 			break
 		}
-		if v.keys != nil {
-			if !v.entryKey(i, &key) {
-				v.report(Problem{Kind: ProblemKeystream, Entry: i, Msg: "entry lies beyond the auditor keystream"})
-				v.flushMACs()
-				v.keys = nil
-				v.sum.Keyed = false
-			}
+		if v.keys != nil && !v.entryKey(i, &key) {
+			// No key seals these entries: the device refuses appends
+			// once its keystream is used up, so they were planted, or
+			// the log was extended, perhaps sparsely to terabytes (its
+			// size is all that counts entries). Without a key they
+			// prove nothing one by one, and walking them would keep
+			// the verifier busy for hours: one problem covers them all.
+			rest := nEntries - i
+			v.report(Problem{Kind: ProblemKeystream, File: LogName, Entry: i, Off: entryPos(i), Len: rest * EntrySize,
+				Msg: fmt.Sprintf("entries %d to %d (%d entries) lie beyond the auditor keystream (%d keys): none of them is sealed, none was examined",
+					i, nEntries-1, rest, v.keys.slots)})
+			break
 		}
 		v.applyRecords(i, &key)
 		e, _ := ParseEntry(b[:])
@@ -814,8 +819,11 @@ func (v *verifier) orphanRecords(n int64) {
 		if v.o.File != "" && r.Path != v.o.File {
 			continue
 		}
-		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: r.Entry, Off: r.Off, Len: int64(len(r.Raw) + KeySize),
-			Msg: fmt.Sprintf("%v record bound to entry %d, but the log has %d entries", r.Type, r.Entry, n)})
+		msg := fmt.Sprintf("%v record bound to entry %d, but the log has %d entries", r.Type, r.Entry, n)
+		if r.Entry < n {
+			msg = fmt.Sprintf("%v record bound to entry %d, which verification did not reach (not verified)", r.Type, r.Entry)
+		}
+		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: r.Entry, Off: r.Off, Len: int64(len(r.Raw) + KeySize), Msg: msg})
 	}
 }
 
@@ -875,7 +883,9 @@ func (v *verifier) scanUnknown() {
 
 // checkDevice compares the log with the device keystream's burnt offset
 // and ratchet state: keys burnt for entries that are not in the log mean the
-// log's tail was cut.
+// log's tail was cut. An attacker who cuts the tail holds the device
+// keystream and the state too, so each is checked against what they cannot
+// forge: the auditor's keystream.
 func (v *verifier) checkDevice(magic uint64, n int64) {
 	if v.o.DeviceKey == "" {
 		return
@@ -890,17 +900,29 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 		v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: fmt.Sprintf("device keystream magic %#x is not the log's %#x", dk.hdr.Magic, magic)})
 		return
 	}
-	blocks := int64(dk.hdr.Burnt-KeyHeaderSize) / KeySize
+	// The two keystreams are written the same length (writeKeyPair) and
+	// burning overwrites keys in place, so any difference is tampering. A
+	// device keystream cut right after the keys its header claims burnt
+	// leaves no first unburnt key for SealFS's check below to compare:
+	// with the header lowered, the burnt keys would vouch for a log cut
+	// by whole ratchet blocks.
+	if v.keys != nil && dk.slots != v.keys.slots {
+		msg := fmt.Sprintf("the device keystream was cut: it holds %d keys, the auditor's %d (the burnt offset cannot be trusted)", dk.slots, v.keys.slots)
+		if dk.slots > v.keys.slots {
+			msg = fmt.Sprintf("the device keystream holds %d keys, the auditor's %d: the keystreams are not a pair", dk.slots, v.keys.slots)
+		}
+		v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: msg})
+	}
+	burnt := int64(dk.hdr.Burnt)
+	blocks := (burnt - KeyHeaderSize) / KeySize
 	minEntries := (blocks-1)*int64(v.nr) + 1
 	// The ratchet state names the exact count of acknowledged entries;
 	// the burnt offset alone bounds it to within a ratchet block.
 	cut := false
-	if b, err := regfile.ReadSmall(v.o.DeviceKey+StateSuffix, stateSize); err == nil {
-		if st, err := ParseRatchetState(b); err == nil && st.KeyMagic == magic && st.Committed > n {
-			cut = true
-			v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (st.Committed - n) * EntrySize,
-				Msg: fmt.Sprintf("the device acknowledged %d entries but the log holds %d (tail deleted)", st.Committed, n)})
-		}
+	if acked, ok := v.checkState(magic, burnt); ok && acked > n {
+		cut = true
+		v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (acked - n) * EntrySize,
+			Msg: fmt.Sprintf("the device acknowledged %d entries but the log holds %d (tail deleted)", acked, n)})
 	}
 	if !cut && blocks > 0 && n < minEntries {
 		v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (minEntries - n) * EntrySize,
@@ -920,6 +942,104 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 			v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: "the first unburnt keys differ: the keystreams are not a pair"})
 		}
 	}
+}
+
+// checkState reads the ratchet state beside the device keystream (burnt is
+// its burnt offset) and returns the number of entries it says the device
+// acknowledged; ok is false when it says nothing to go by. Its checksum
+// has no key: whoever holds the device can rewrite it, so only what they
+// cannot compute is believed.
+func (v *verifier) checkState(magic uint64, burnt int64) (acked int64, ok bool) {
+	p := v.o.DeviceKey + StateSuffix
+	bad := func(msg string) (int64, bool) {
+		v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: fmt.Sprintf("ratchet state %s: %s", p, msg)})
+		return 0, false
+	}
+	b, err := regfile.ReadSmall(p, stateSize)
+	if err != nil {
+		// A store SealFS made has no state, and the burnt keys bound its
+		// log to whole ratchet blocks. One indelible made always has:
+		// Create writes it with the params and side records, and Open, in
+		// a SealFS store, creates it and the side-record file before it
+		// seals anything. Deleted, it would let a cut inside the last
+		// ratchet block pass.
+		if !v.madeByIndelible() {
+			return 0, false
+		}
+		return bad(err.Error() + " (deleted, it would hide a log tail cut inside a ratchet block; " +
+			"if the device keystream was copied, copy its " + StateSuffix + " file with it)")
+	}
+	st, err := ParseRatchetState(b)
+	if err != nil {
+		return bad(err.Error())
+	}
+	if st.KeyMagic != magic {
+		return bad(fmt.Sprintf("belongs to keystream %#x, not the log's %#x", st.KeyMagic, magic))
+	}
+	if st.NRatchet != v.nr {
+		return bad(fmt.Sprintf("says nratchet %d, the store %d", st.NRatchet, v.nr))
+	}
+	// The device writes the state before it burns keys, and burns none
+	// its state does not count (Store.commit): burnt keys that it does not
+	// count mean an older state put back, or one whose count was lowered to
+	// a ratchet block's start, where it carries no key to check.
+	nr := int64(v.nr)
+	if need := int64(KeyHeaderSize) + KeySize*((st.Target+nr-1)/nr); burnt > need {
+		return bad(fmt.Sprintf("counts %d entries, which need %d burnt keys, but the device burnt %d (stale or forged state)",
+			st.Target, (need-KeyHeaderSize)/KeySize, (burnt-KeyHeaderSize)/KeySize))
+	}
+	// Inside a ratchet block the state holds the key of the entry it
+	// counts up to. An attacker who cuts the log inside the last block
+	// and writes a state that counts only what is left cannot compute
+	// that key: the ratchet is one-way and the block's earlier keys are
+	// gone from the device.
+	if v.keys != nil {
+		if !v.keyMatches(st.Committed, &st.NextKey) {
+			return bad(fmt.Sprintf("its next key is not the key of entry %d (forged: the log's tail cut inside a ratchet block?)", st.Committed))
+		}
+		if st.Target != st.Committed && !v.keyMatches(st.Target, &st.TargetKey) {
+			return bad(fmt.Sprintf("its target key is not the key of entry %d (forged: the log's tail cut inside a ratchet block?)", st.Target))
+		}
+	}
+	acked = st.Committed
+	// A commit in flight whose burn had begun was durable, and the
+	// device's next Open finishes it (Store.open): its entries count.
+	if st.Target > st.Committed && burnt > int64(KeyHeaderSize)+KeySize*((st.Committed+nr-1)/nr) {
+		acked = st.Target
+	}
+	return acked, true
+}
+
+// madeByIndelible tells whether the store has indelible's metadata (side
+// records or params), which a store made by SealFS lacks. Deleting the side
+// records is itself reported (openRecords), so it cannot pass the store
+// off as SealFS's.
+func (v *verifier) madeByIndelible() bool {
+	for _, name := range []string{RecordsName, ParamsName} {
+		if _, err := os.Lstat(filepath.Join(v.dir, name)); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// keyMatches tells whether k is the key of entry i, derived from the
+// auditor keystream as entryKey does. At a ratchet block's start the state
+// holds no key (the next comes from the keystream), and nothing is checked.
+func (v *verifier) keyMatches(i int64, k *[KeySize]byte) bool {
+	nr := int64(v.nr)
+	if i%nr == 0 {
+		return true
+	}
+	var want [KeySize]byte
+	if !v.keys.key(i/nr, &want) {
+		return false // beyond the keystream: no device seals there
+	}
+	v.m.ratchet(&want, 0, v.nr)
+	for r := int64(1); r <= i%nr; r++ {
+		v.m.ratchet(&want, uint64(r), v.nr)
+	}
+	return macEqual(want[:], k[:])
 }
 
 func (v *verifier) closeFiles() {
