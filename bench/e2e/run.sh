@@ -15,7 +15,15 @@
 #   BIG=1              also time a 1 TiB sparse device: start-up and RSS (BIG=0 skips it)
 #   BIG_SIZE=1T
 #   EXTRA=             more servers run after each repeat's pair: "plain" is
-#                      `indelible serve IMAGE` (the NBD server alone, no WORM device)
+#                      `indelible serve IMAGE` (the NBD server alone, no WORM device);
+#                      "shaped" is the same server slowed down by $SHAPE (below)
+#   SHAPE=             profserve flags for the "shaped" server, which make the plain
+#                      image answer more slowly in one way at a time: -delay-write D,
+#                      -delay-small-write D, -delay-flush D (a wait after each such
+#                      request), -flush-sync @RUNDIR@/side (one more 4 KiB write and
+#                      fdatasync after each flush, as the device's written-block map;
+#                      @RUNDIR@ is the run's directory, on the image's filesystem). What
+#                      was added per kind of request is in $OUT/shaped-MODE-REP.latency
 #   PROFILE=1          one more indelible run per mode under a CPU profile (bench/e2e/profserve),
 #                      which also times every request the device serves, per kind
 #                      ($OUT/serve-MODE.latency: count, mean, p50, p90, p99, total)
@@ -250,6 +258,16 @@ one_run() {
 		local pid=$!
 		push_undo "stop_pid $pid"
 		wait_nbd "nbd+unix:///?socket=$sock"
+	elif [[ $server == shaped ]]; then
+		# The plain server, slowed down by $SHAPE (see the header).
+		cp --sparse=always "$work/tpl-$mode/image.ext4" "$d/image.ext4"
+		local shape=()
+		read -r -a shape <<<"${SHAPE//@RUNDIR@/$d}"
+		"${srvpin[@]}" "$work/profserve" "${shape[@]}" -latency "$OUT/shaped-$mode-$rep.latency" \
+			-- serve "$d/image.ext4" --listen "unix:$sock" >"$d/shaped.log" 2>&1 &
+		local pid=$!
+		push_undo "stop_pid $pid"
+		wait_nbd "nbd+unix:///?socket=$sock"
 	else
 		cp --sparse=always "$work/tpl-$mode/image.ext4" "$d/image.ext4"
 		local stats=()
@@ -369,6 +387,21 @@ median() { python3 -c 'import sys, statistics; v = [float(x) for x in sys.stdin.
 	done
 	echo "(MB = 10^6 bytes; lag p50/p99: median over runs; lag max and VmHWM: worst run; unsealed: fsyncs not sealed within 30 s, all runs;"
 	echo " srv CPU: the server process's user+system CPU seconds during the workload, median)"
+	# The extra servers: medians, and each one's ratio to nbdkit run by run.
+	for s in $EXTRA; do
+		for mode in $MODES; do
+			xb=$(for ((r = 1; r <= REPEATS; r++)); do kv mbps "${res[$s-$mode-$r]}"; done | median)
+			xcpu=$(for ((r = 1; r <= REPEATS; r++)); do kv srv_cpu_s "${res[$s-$mode-$r]}"; done | median)
+			rounds=$(for ((r = 1; r <= REPEATS; r++)); do
+				python3 -c "print('%.2f' % ($(kv mbps "${res[$s-$mode-$r]}") / $(kv mbps "${res[nbdkit-$mode-$r]}")))"
+			done | tr '\n' ' ')
+			echo "$s $mode: median $xb MB/s, srv CPU $xcpu s; against nbdkit's run of the same round: $rounds"
+			if [[ $s == shaped && -s "$OUT/shaped-$mode-1.latency" ]]; then
+				echo "  time the shaped server took per request in round 1 (SHAPE=\"$SHAPE\"):"
+				sed 's/^/    /' "$OUT/shaped-$mode-1.latency"
+			fi
+		done
+	done
 } | tee -a "$OUT/summary.txt"
 
 if [[ $BIG == 1 ]]; then

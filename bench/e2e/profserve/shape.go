@@ -1,0 +1,109 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/indelible-worm/indelible/blockdev"
+	"golang.org/x/sys/unix"
+)
+
+// shapedDevice makes a device answer more slowly in one chosen way at a
+// time: a fixed wait after each write or flush, or one more 4 KiB write and
+// fdatasync of a side file after each flush (what the WORM device's
+// written-block map costs a host FLUSH). Served over a plain image, it
+// tells how much throughput the host loses to each of the device's costs
+// on its own, without the rest of the device (bench/e2e/run.sh's "shaped"
+// server; bench/e2e/RESULTS.md, fourteenth session).
+type shapedDevice struct {
+	blockdev.Device
+	delayWrite, delaySmallWrite, delayFlush time.Duration
+	side                                    *os.File // nil: no side-file sync
+	sideBlock                               [4096]byte
+}
+
+// shape are the flags that build a shapedDevice.
+type shape struct {
+	delayWrite, delaySmallWrite, delayFlush time.Duration
+	flushSync                               string
+}
+
+func (s shape) active() bool {
+	return s.delayWrite > 0 || s.delaySmallWrite > 0 || s.delayFlush > 0 || s.flushSync != ""
+}
+
+func newShapedDevice(dev blockdev.Device, s shape) (*shapedDevice, error) {
+	d := &shapedDevice{Device: dev, delayWrite: s.delayWrite, delaySmallWrite: s.delaySmallWrite, delayFlush: s.delayFlush}
+	if s.flushSync != "" {
+		f, err := os.OpenFile(s.flushSync, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("-flush-sync: %w", err)
+		}
+		d.side = f
+	}
+	return d, nil
+}
+
+func (d *shapedDevice) WriteAt(p []byte, off int64) (int, error) {
+	n, err := d.Device.WriteAt(p, off)
+	if len(p) > 4096 {
+		wait(d.delayWrite)
+	} else {
+		wait(d.delaySmallWrite)
+	}
+	return n, err
+}
+
+// WriteAtFUA keeps the wrapped device's FUA path.
+func (d *shapedDevice) WriteAtFUA(p []byte, off int64) (int, error) {
+	n, err := blockdev.WriteFUA(d.Device, p, off)
+	wait(d.delayWrite)
+	return n, err
+}
+
+func (d *shapedDevice) Flush() error {
+	if err := d.Device.Flush(); err != nil {
+		return err
+	}
+	if d.side != nil {
+		// Like the map: rewritten in place, so fdatasync writes one block
+		// and flushes the disk's cache once more.
+		d.sideBlock[0]++
+		if _, err := d.side.WriteAt(d.sideBlock[:], 0); err != nil {
+			return err
+		}
+		if err := unix.Fdatasync(int(d.side.Fd())); err != nil {
+			return err
+		}
+	}
+	wait(d.delayFlush)
+	return nil
+}
+
+func (d *shapedDevice) Close() error {
+	err := d.Device.Close()
+	if d.side != nil {
+		if cerr := d.side.Close(); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// wait sleeps for about dur without using a CPU. The thread's timer slack
+// is set to 1 ns first (Linux lets a sleep run 50 µs late by default); on a
+// virtual machine a sleep still overshoots by tens of microseconds, so read
+// what was added from the -latency table, not from the flag.
+func wait(dur time.Duration) {
+	if dur <= 0 {
+		return
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+	ts := unix.NsecToTimespec(int64(dur))
+	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+	}
+}
