@@ -1,10 +1,10 @@
 package ext4
 
 import (
-	"runtime"
 	"testing"
 	"time"
 
+	"github.com/indelible-worm/indelible/internal/testenv"
 	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
@@ -17,16 +17,6 @@ func forgeTail(f *tracked, lb uint64, n int, length, phys, step uint64) {
 		maps = append(maps, layout.Mapping{Logical: lb + i*length, Physical: phys + i*step, Len: length, Unwritten: true})
 	}
 	f.view.maps = maps
-}
-
-// bytesAllocated returns the bytes f allocates.
-func bytesAllocated(f func()) uint64 {
-	var m0, m1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m0)
-	f()
-	runtime.ReadMemStats(&m1)
-	return m1.TotalAlloc - m0.TotalAlloc
 }
 
 // Forged extents can map 2^32 logical blocks past a file's watermark
@@ -105,7 +95,7 @@ func TestPruneNotEverySeal(t *testing.T) {
 		t.Fatalf("%d marks: not past the threshold", n)
 	}
 	const seals = 20
-	got := bytesAllocated(func() {
+	got := testenv.BytesAllocated(func() {
 		for range seals {
 			r.e.setCommitted(f, f.committed+1)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/indelible-worm/indelible/internal/testenv"
 	"github.com/indelible-worm/indelible/revfs"
 	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
 )
@@ -109,7 +110,7 @@ func TestCommitOverRevokeBlocks(t *testing.T) {
 	pb, _ := r.e.jnl.physOf(w.pos)
 	commit := jbdBlock(r.bs, jbd2.BlockTypeCommit, w.seq)
 	var vs []revfs.Violation
-	got := bytesAllocated(func() { vs = r.write(int64(pb)*r.bs, commit) })
+	got := testenv.BytesAllocated(func() { vs = r.write(int64(pb)*r.bs, commit) })
 	bound := uint64(sb.MaxLen()) * 16 * 4 // a few times 16 bytes a journal block
 	t.Logf("commit block over %d revoke blocks (%d records): %d KiB allocated (bound %d KiB)", n, int64(n)*recs, got>>10, bound>>10)
 	if len(vs) > 0 || r.e.jnl.seq != w.seq+1 {

@@ -3,8 +3,9 @@ package jbd2
 import (
 	"math/rand/v2"
 	"reflect"
-	"runtime"
 	"testing"
+
+	"github.com/indelible-worm/indelible/internal/testenv"
 )
 
 // revokeLog is a 128 MiB journal (4 KiB blocks, no 64bit) whose log from
@@ -59,16 +60,6 @@ func (l *revokeLog) read(jb uint32) ([]byte, error) {
 	return b, nil
 }
 
-// allocated returns the bytes f allocates.
-func allocated(f func()) uint64 {
-	var m0, m1 runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&m0)
-	f()
-	runtime.ReadMemStats(&m1)
-	return m1.TotalAlloc - m0.TotalAlloc
-}
-
 // A revoke block holds up to blocksize/4 records; a log full of them used
 // to cost 8 bytes of memory per record, twice the log's own size (1.8 GB
 // for one scan of a 128 MiB journal). A record only matters when it can
@@ -93,7 +84,7 @@ func TestScanRevokeMemoryBounded(t *testing.T) {
 			l := newRevokeLog(t, maxLen-2, tc.copies...)
 			var txs []Transaction
 			var err error
-			n := allocated(func() { txs, _, _, err = Scan(l.sb, 1, 7, l.read, maxLen) })
+			n := testenv.BytesAllocated(func() { txs, _, _, err = Scan(l.sb, 1, 7, l.read, maxLen) })
 			if err != nil || len(txs) != 1 {
 				t.Fatalf("%d txs, err %v", len(txs), err)
 			}
