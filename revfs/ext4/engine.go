@@ -233,13 +233,25 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 			return nil, fmt.Errorf("ext4: protected file %d (%s) has no entry in its directory", f.ino, f.path)
 		}
 	}
-	if err := e.openJournal(); err != nil {
+	if err := e.openJournal(opts.Committed); err != nil {
 		return nil, err
 	}
 	e.forgetFreeBlocks()
 	for _, f := range e.files {
 		if c := opts.Committed[revfs.FileID(f.ino)]; c > 0 {
 			e.setCommitted(f, c)
+			if f.view.size < c && !slices.ContainsFunc(e.flushVs, func(v revfs.Violation) bool {
+				return v.Kind == revfs.KindSizeDecreased && v.File == revfs.FileID(f.ino)
+			}) {
+				// Sealed bytes the file no longer holds: its inode was
+				// changed, or the journal transactions that grew it were
+				// erased, while the device did not watch (a forged
+				// journal it refused to replay, or the image edited
+				// offline). Raised at the first flush.
+				e.log.Error("ext4: a protected file is shorter than what is sealed", "file", f.ino, "path", f.path, "size", f.view.size, "sealed", c)
+				e.flushVs = append(e.flushVs, revfs.Violation{Kind: revfs.KindSizeDecreased, File: revfs.FileID(f.ino),
+					Detail: fmt.Sprintf("at open: size %d, below the %d bytes sealed", f.view.size, c)})
+			}
 		}
 		f.dataJournalled = e.modeData || f.view.inode.Flags&layout.InodeFlagJournalData != 0
 		// With a journal, the size found at Open was committed (home

@@ -100,7 +100,7 @@ type journalCopy struct {
 // unless told otherwise with -J size=, which allows 10,240,000) 30 MiB.
 const maxJournalBlocks = 1 << 22
 
-func (e *Engine) openJournal() error {
+func (e *Engine) openJournal(committed map[revfs.FileID]int64) error {
 	if e.sb.FeatureCompat&layout.CompatHasJournal == 0 {
 		return nil
 	}
@@ -155,13 +155,74 @@ func (e *Engine) openJournal() error {
 	}
 	if len(txs) > 0 {
 		read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
-		j.rememberReplay(txs)
-		j.apply(txs, read, nil, nil, map[*tracked]bool{})
+		if vs, undo := j.judgeRecovery(txs, read, committed); len(vs) > 0 {
+			// Not the kernel's: a transaction the device let through
+			// never shrinks or remaps what it sealed. Rewritten in
+			// the log while the device ran (a commit block of an
+			// applied transaction is not judged again), it would
+			// otherwise be applied here unseen and its home writes
+			// waved through as a replay. Left out of the model, they
+			// are judged as any write; the violations are raised at
+			// the first flush (FlushViolations), where discard cuts
+			// the log before the first harmful transaction.
+			e.log.Error("ext4: the journal's committed transactions would change what is sealed; not applied",
+				"first", txs[0].Sequence, "last", txs[len(txs)-1].Sequence, "violation", vs[0].String())
+			e.flushVs = append(e.flushVs, vs...)
+			e.flushUndo = append(e.flushUndo, undo)
+		} else {
+			j.rememberReplay(txs)
+			j.apply(txs, read, nil, nil, map[*tracked]bool{})
+		}
 	}
 	j.expect, j.pos, j.seq = true, next, nseq
 	// Let the first flush look for transactions beyond the recovered ones.
 	j.pending, j.pendingTid = true, nseq
 	return nil
+}
+
+// judgeRecovery judges the transactions a recovery would replay at Open
+// against what the device sealed (committed, the store's watermarks), before
+// any of them is applied: each protected file keeps, for the judgment, the
+// committed range its home blocks already show (min of the watermark and
+// its size before the replay), so that the replay may not shrink it below
+// the watermark nor remap that range. Data copies are not judged here: a
+// crash in the middle of a checkpoint legitimately leaves home data older
+// than the journal's. It returns the violations and the commit block of the
+// first transaction that raises one.
+func (j *journal) judgeRecovery(txs []jbd2.Transaction, read func(uint32) ([]byte, error), committed map[revfs.FileID]int64) ([]revfs.Violation, uint32) {
+	e := j.e
+	for _, f := range e.files {
+		if c := committed[revfs.FileID(f.ino)]; c > 0 {
+			e.setCommitted(f, min(c, f.view.size))
+		}
+	}
+	defer func() {
+		// Open sets the watermarks for good once the log is dealt with.
+		for _, f := range e.files {
+			f.committed, f.sealed = 0, nil
+		}
+	}()
+	check := func(txs []jbd2.Transaction) []revfs.Violation {
+		vs, res := e.evalChange(j.change(txs, read, noBlame))
+		for _, f := range e.files {
+			nv, c := res.views[f], committed[revfs.FileID(f.ino)]
+			if nv != nil && nv.inode != nil && nv.size < c && nv.size >= f.committed {
+				vs = append(vs, revfs.Violation{Kind: revfs.KindSizeDecreased, File: revfs.FileID(f.ino),
+					Detail: fmt.Sprintf("journal recovery would leave size %d, below the %d bytes sealed", nv.size, c)})
+			}
+		}
+		return vs
+	}
+	vs := check(txs)
+	if len(vs) == 0 {
+		return nil, 0
+	}
+	for i := range txs[:len(txs)-1] {
+		if len(check(txs[:i+1])) > 0 {
+			return vs, txs[i].End
+		}
+	}
+	return vs, txs[len(txs)-1].End
 }
 
 // length is the number of journal blocks the inode maps.

@@ -1,0 +1,95 @@
+package ext4
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/indelible-worm/indelible/revfs"
+)
+
+// A host rewrites, in the live log, a transaction the engine has already
+// applied (same position, same tid, valid checksums) with a copy of a
+// protected inode truncated below what is sealed, and points the journal
+// superblock at it. A commit block of an applied transaction is not judged
+// again, so nothing is raised while the device runs; at the device's next
+// Open a recovery would apply it. Open judges what it would replay against
+// the store's watermarks: the forged transaction is not applied (size and
+// map stay as sealed), the violation is raised at the first flush, and the
+// host's replay of the truncated inode home is refused like any write.
+func TestOpenRefusesForgedRecovery(t *testing.T) {
+	const p = "var/log/app.log"
+	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+	setSize := func(n uint32) func([]byte) {
+		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
+	}
+	w := newTxWriter(r)
+	first, seq0 := w.pos, w.seq
+	home, blk := r.inodeBlockWith(p, setSize(6000))
+	if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
+		t.Fatalf("growth: %v", vs)
+	}
+	r.e.Flushed()
+	_, bad := r.inodeBlockWith(p, setSize(100))
+	forged := &txWriter{r: r, pos: first, seq: seq0}
+	forged.commit([]uint64{home}, [][]byte{bad}) // an applied tid: not judged again
+	pb, _ := r.e.jnl.physOf(0)
+	jsb := bytes.Clone(r.img.b[int64(pb)*r.bs : int64(pb+1)*r.bs])
+	binary.BigEndian.PutUint32(jsb[0x18:], seq0)
+	binary.BigEndian.PutUint32(jsb[0x1C:], first)
+	r.write(int64(pb)*r.bs, jsb)
+
+	// The device restarts, having sealed 5000 bytes.
+	path := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r2 := openRig(t, path, map[string]int64{p: 5000}, p)
+	if st := r2.state(p); st.Size < 5000 {
+		t.Fatalf("after Open: size %d, below the 5000 bytes sealed (the forged transaction was applied)", st.Size)
+	}
+	r2.e.Flushed()
+	if vs := r2.e.FlushViolations(); !slices.ContainsFunc(vs, func(v revfs.Violation) bool { return v.Kind == revfs.KindSizeDecreased }) {
+		t.Fatalf("first flush after Open: %v, want %v", vs, revfs.KindSizeDecreased)
+	}
+	// The host's recovery writes the forged inode home: refused.
+	if vs := r2.e.CheckWrite(int64(home)*r2.bs, bad); !slices.ContainsFunc(vs, func(v revfs.Violation) bool { return v.Kind == revfs.KindSizeDecreased }) {
+		t.Fatalf("replay of the truncated inode: %v, want %v", vs, revfs.KindSizeDecreased)
+	}
+}
+
+// A recovery the kernel would really make (the log not clean after a
+// crash) is applied at Open as before: no violation, the size grown.
+func TestOpenAppliesHonestRecovery(t *testing.T) {
+	const p = "var/log/app.log"
+	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+	w := newTxWriter(r)
+	first, seq0 := w.pos, w.seq
+	home, blk := r.inodeBlockWith(p, func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], 6000) })
+	if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
+		t.Fatalf("growth: %v", vs)
+	}
+	pb, _ := r.e.jnl.physOf(0)
+	jsb := bytes.Clone(r.img.b[int64(pb)*r.bs : int64(pb+1)*r.bs])
+	binary.BigEndian.PutUint32(jsb[0x18:], seq0)
+	binary.BigEndian.PutUint32(jsb[0x1C:], first)
+	r.write(int64(pb)*r.bs, jsb)
+	path := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r2 := openRig(t, path, map[string]int64{p: 5000}, p)
+	if st := r2.state(p); st.Size != 6000 {
+		t.Fatalf("after Open: size %d, want 6000 (the committed growth replayed)", st.Size)
+	}
+	r2.e.Flushed()
+	if vs := r2.e.FlushViolations(); len(vs) != 0 {
+		t.Fatalf("honest recovery raised %v", vs)
+	}
+	if vs := r2.e.CheckWrite(int64(home)*r2.bs, blk); len(vs) != 0 {
+		t.Fatalf("replay of the grown inode: %v", vs)
+	}
+}
