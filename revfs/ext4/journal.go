@@ -881,6 +881,10 @@ func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []r
 		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
 			Detail: fmt.Sprintf("journal geometry changed: first %d maxlen %d -> first %d maxlen %d", j.sb.First(), j.sb.MaxLen(), nsb.First(), nsb.MaxLen())}}
 	}
+	if why := j.startMovedBack(nsb); why != "" {
+		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
+		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n, Detail: "journal superblock: " + why}}
+	}
 	if apply {
 		j.sb = nsb
 		j.replay = nil // a recovery ends by writing the journal superblock
@@ -896,6 +900,30 @@ func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []r
 		}
 	}
 	return nil
+}
+
+// startMovedBack reports, for a journal superblock the host writes, why it
+// points a recovery at transactions the engine has already applied, or ""
+// when it does not. jbd2 only ever moves the log's start forward: a
+// checkpoint to the oldest live transaction (a later tid), a mount to the
+// next tid. Pointing the start back lets a forged copy of an applied
+// transaction, written over the log where it lay, be replayed at the
+// next mount (and, unjudged, at the device's next Open before
+// judgeRecovery).
+func (j *journal) startMovedBack(nsb *jbd2.Superblock) string {
+	if nsb.Clean() {
+		return ""
+	}
+	old := j.sb
+	switch {
+	case tidBefore(nsb.Sequence(), old.Sequence()):
+		return fmt.Sprintf("log start moved back from transaction %d to %d", old.Sequence(), nsb.Sequence())
+	case !old.Clean() && nsb.Sequence() == old.Sequence() && nsb.Start() != old.Start():
+		return fmt.Sprintf("transaction %d moved from log block %d to %d", old.Sequence(), old.Start(), nsb.Start())
+	case old.Clean() && j.expect && tidBefore(nsb.Sequence(), j.seq):
+		return fmt.Sprintf("a clean log restarted at transaction %d, already applied (next is %d)", nsb.Sequence(), j.seq)
+	}
+	return ""
 }
 
 // catchUp applies transactions whose commit block arrived before the rest

@@ -93,3 +93,41 @@ func TestOpenAppliesHonestRecovery(t *testing.T) {
 		t.Fatalf("replay of the grown inode: %v", vs)
 	}
 }
+
+// While the device runs, pointing the journal superblock back at a
+// transaction already applied is refused at the write: the forgery above,
+// caught before any restart. (A transaction rewritten in place while the
+// superblock names it is not caught at the write: Open's judgment and the
+// judging of its home writes stop it.)
+func TestJournalForgeryRefusedAtTheWrite(t *testing.T) {
+	const p = "var/log/app.log"
+	setSize := func(n uint32) func([]byte) {
+		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
+	}
+	layoutChanged := func(vs []revfs.Violation) bool {
+		return slices.ContainsFunc(vs, func(v revfs.Violation) bool { return v.Kind == revfs.KindLayoutChanged })
+	}
+	jsbWith := func(r *rig, start, seq uint32) (int64, []byte) {
+		pb, _ := r.e.jnl.physOf(0)
+		jsb := bytes.Clone(r.img.b[int64(pb)*r.bs : int64(pb+1)*r.bs])
+		binary.BigEndian.PutUint32(jsb[0x18:], seq)
+		binary.BigEndian.PutUint32(jsb[0x1C:], start)
+		return int64(pb) * r.bs, jsb
+	}
+
+	t.Run("a clean log pointed back at an applied transaction", func(t *testing.T) {
+		r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+		w := newTxWriter(r)
+		first, seq0 := w.pos, w.seq
+		home, blk := r.inodeBlockWith(p, setSize(6000))
+		if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
+			t.Fatalf("growth: %v", vs)
+		}
+		_, bad := r.inodeBlockWith(p, setSize(100))
+		(&txWriter{r: r, pos: first, seq: seq0}).commit([]uint64{home}, [][]byte{bad})
+		off, jsb := jsbWith(r, first, seq0)
+		if vs := r.e.CheckWrite(off, jsb); !layoutChanged(vs) {
+			t.Fatalf("superblock pointing at applied transaction %d: %v, want %v", seq0, vs, revfs.KindLayoutChanged)
+		}
+	})
+}
