@@ -3,11 +3,10 @@ package main
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/indelible-worm/indelible/blockdev"
-	"golang.org/x/sys/unix"
+	"github.com/indelible-worm/indelible/internal/durable"
 )
 
 // shapedDevice makes a device answer more slowly in one chosen way at a
@@ -74,7 +73,7 @@ func (d *shapedDevice) Flush() error {
 		if _, err := d.side.WriteAt(d.sideBlock[:], 0); err != nil {
 			return err
 		}
-		if err := unix.Fdatasync(int(d.side.Fd())); err != nil {
+		if err := durable.Datasync(d.side); err != nil {
 			return err
 		}
 	}
@@ -92,18 +91,11 @@ func (d *shapedDevice) Close() error {
 	return err
 }
 
-// wait sleeps for about dur without using a CPU. The thread's timer slack
-// is set to 1 ns first (Linux lets a sleep run 50 µs late by default); on a
-// virtual machine a sleep still overshoots by tens of microseconds, so read
+// wait sleeps for about dur without using a CPU (sleep_linux.go). On a
+// virtual machine a sleep overshoots by tens of microseconds even so: read
 // what was added from the -latency table, not from the flag.
 func wait(dur time.Duration) {
-	if dur <= 0 {
-		return
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
-	ts := unix.NsecToTimespec(int64(dur))
-	for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+	if dur > 0 {
+		sleep(dur)
 	}
 }
