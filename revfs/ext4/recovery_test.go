@@ -11,6 +11,16 @@ import (
 	"github.com/indelible-worm/indelible/revfs"
 )
 
+// journalSuperblockAt returns the journal superblock's device offset and
+// its bytes with the log's start set to journal block start, transaction seq.
+func (r *rig) journalSuperblockAt(start, seq uint32) (int64, []byte) {
+	pb, _ := r.e.jnl.physOf(0)
+	jsb := bytes.Clone(r.img.b[int64(pb)*r.bs : int64(pb+1)*r.bs])
+	binary.BigEndian.PutUint32(jsb[0x18:], seq)
+	binary.BigEndian.PutUint32(jsb[0x1C:], start)
+	return int64(pb) * r.bs, jsb
+}
+
 // A host rewrites, in the live log, a transaction the engine has already
 // applied (same position, same tid, valid checksums) with a copy of a
 // protected inode truncated below what is sealed, and points the journal
@@ -36,11 +46,7 @@ func TestOpenRefusesForgedRecovery(t *testing.T) {
 	_, bad := r.inodeBlockWith(p, setSize(100))
 	forged := &txWriter{r: r, pos: first, seq: seq0}
 	forged.commit([]uint64{home}, [][]byte{bad}) // an applied tid: not judged again
-	pb, _ := r.e.jnl.physOf(0)
-	jsb := bytes.Clone(r.img.b[int64(pb)*r.bs : int64(pb+1)*r.bs])
-	binary.BigEndian.PutUint32(jsb[0x18:], seq0)
-	binary.BigEndian.PutUint32(jsb[0x1C:], first)
-	r.write(int64(pb)*r.bs, jsb)
+	r.write(r.journalSuperblockAt(first, seq0))  // refused at the write since b3b6b66; landed here (honeypot)
 
 	// The device restarts, having sealed 5000 bytes.
 	path := filepath.Join(t.TempDir(), "img")
@@ -67,16 +73,15 @@ func TestOpenAppliesHonestRecovery(t *testing.T) {
 	const p = "var/log/app.log"
 	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
 	w := newTxWriter(r)
-	first, seq0 := w.pos, w.seq
+	// As the kernel mounts: the superblock names the next transaction,
+	// which then commits; the device stops before any checkpoint.
+	if vs := r.write(r.journalSuperblockAt(w.pos, w.seq)); len(vs) != 0 {
+		t.Fatalf("superblock of a mounted log: %v", vs)
+	}
 	home, blk := r.inodeBlockWith(p, func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], 6000) })
 	if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
 		t.Fatalf("growth: %v", vs)
 	}
-	pb, _ := r.e.jnl.physOf(0)
-	jsb := bytes.Clone(r.img.b[int64(pb)*r.bs : int64(pb+1)*r.bs])
-	binary.BigEndian.PutUint32(jsb[0x18:], seq0)
-	binary.BigEndian.PutUint32(jsb[0x1C:], first)
-	r.write(int64(pb)*r.bs, jsb)
 	path := filepath.Join(t.TempDir(), "img")
 	if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
 		t.Fatal(err)
@@ -107,13 +112,6 @@ func TestJournalForgeryRefusedAtTheWrite(t *testing.T) {
 	layoutChanged := func(vs []revfs.Violation) bool {
 		return slices.ContainsFunc(vs, func(v revfs.Violation) bool { return v.Kind == revfs.KindLayoutChanged })
 	}
-	jsbWith := func(r *rig, start, seq uint32) (int64, []byte) {
-		pb, _ := r.e.jnl.physOf(0)
-		jsb := bytes.Clone(r.img.b[int64(pb)*r.bs : int64(pb+1)*r.bs])
-		binary.BigEndian.PutUint32(jsb[0x18:], seq)
-		binary.BigEndian.PutUint32(jsb[0x1C:], start)
-		return int64(pb) * r.bs, jsb
-	}
 
 	t.Run("a clean log pointed back at an applied transaction", func(t *testing.T) {
 		r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
@@ -125,8 +123,7 @@ func TestJournalForgeryRefusedAtTheWrite(t *testing.T) {
 		}
 		_, bad := r.inodeBlockWith(p, setSize(100))
 		(&txWriter{r: r, pos: first, seq: seq0}).commit([]uint64{home}, [][]byte{bad})
-		off, jsb := jsbWith(r, first, seq0)
-		if vs := r.e.CheckWrite(off, jsb); !layoutChanged(vs) {
+		if vs := r.e.CheckWrite(r.journalSuperblockAt(first, seq0)); !layoutChanged(vs) {
 			t.Fatalf("superblock pointing at applied transaction %d: %v, want %v", seq0, vs, revfs.KindLayoutChanged)
 		}
 	})
