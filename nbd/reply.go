@@ -67,19 +67,12 @@ func (w *replyWriter) unlockDefer(deferred bool) {
 	w.mu.Unlock()
 }
 
-// flushPending sends replies held back by a deferred unlock.
+// flushPending sends replies held back by a deferred unlock. (The flag is
+// set only while buf holds replies, and write clears it.)
 func (w *replyWriter) flushPending() {
-	if !w.unflushed.Load() {
-		return
+	if w.unflushed.Load() {
+		w.flushAll()
 	}
-	if !w.lock() {
-		return
-	}
-	if len(w.buf) > 0 {
-		w.write(nil)
-	}
-	w.unflushed.Store(false)
-	w.mu.Unlock()
 }
 
 // flushAll sends whatever the batch buffer holds, whoever queued it. Used
