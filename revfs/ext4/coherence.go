@@ -45,9 +45,7 @@ func (e *Engine) tailsMap(n uint64) bool {
 	var sum uint64
 	for _, f := range e.files {
 		from := uint64(f.committed / e.bs)
-		maps := f.view.maps
-		i := sort.Search(len(maps), func(i int) bool { return maps[i].Logical+maps[i].Len > from })
-		for _, m := range maps[i:] {
+		for _, m := range f.view.mapsFrom(from) {
 			if sum += m.Logical + m.Len - max(m.Logical, from); sum >= n {
 				return true
 			}
@@ -66,9 +64,7 @@ func (e *Engine) pruneLastWrite() {
 	var tails []span
 	for _, f := range e.files {
 		from := uint64(f.committed / e.bs)
-		maps := f.view.maps
-		i := sort.Search(len(maps), func(i int) bool { return maps[i].Logical+maps[i].Len > from })
-		for _, m := range maps[i:] {
+		for _, m := range f.view.mapsFrom(from) {
 			skip := max(m.Logical, from) - m.Logical
 			tails = append(tails, span{m.Physical + skip, m.Physical + m.Len})
 		}

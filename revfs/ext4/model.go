@@ -77,14 +77,21 @@ func (v *view) lookup(lb uint64) (layout.Mapping, bool) {
 // around finds the mapping holding logical block lb; when none does, it
 // returns where the next mapping starts (math.MaxUint64 when none follows).
 func (v *view) around(lb uint64) (m layout.Mapping, covered bool, next uint64) {
-	i := sort.Search(len(v.maps), func(i int) bool { return v.maps[i].Logical+v.maps[i].Len > lb })
-	if i == len(v.maps) {
+	rest := v.mapsFrom(lb)
+	if len(rest) == 0 {
 		return layout.Mapping{}, false, math.MaxUint64
 	}
-	if v.maps[i].Logical <= lb {
-		return v.maps[i], true, 0
+	if rest[0].Logical <= lb {
+		return rest[0], true, 0
 	}
-	return layout.Mapping{}, false, v.maps[i].Logical
+	return layout.Mapping{}, false, rest[0].Logical
+}
+
+// mapsFrom returns the mappings from the first one that ends after logical
+// block lb (the mappings are sorted by logical block).
+func (v *view) mapsFrom(lb uint64) []layout.Mapping {
+	i := sort.Search(len(v.maps), func(i int) bool { return v.maps[i].Logical+v.maps[i].Len > lb })
+	return v.maps[i:]
 }
 
 // unknownIn reports whether any logical block in [lo, hi) is under an
@@ -407,6 +414,9 @@ func normalise(maps []layout.Mapping, n uint64) []layout.Mapping {
 // the boundaries of both maps, so its cost is their extent count, not the
 // size of the range.
 func mapDiffs(a, b []layout.Mapping, n uint64) []lrange {
+	if slices.Equal(a, b) {
+		return nil // the usual case: reindex asks for every file
+	}
 	cuts := make([]uint64, 0, 2*(len(a)+len(b))+2)
 	cuts = append(cuts, 0, n)
 	for _, maps := range [][]layout.Mapping{a, b} {
