@@ -77,11 +77,18 @@ for r in $(seq 1 "$rounds"); do
 	done
 done
 
+# median(a, m): the median of a[1..m] (sorts a in place), for both summaries.
+awk_median='
+	function median(a, m,    x, y, t) {
+		for (x = 1; x <= m; x++) for (y = x + 1; y <= m; y++) if (a[y] < a[x]) { t = a[x]; a[x] = a[y]; a[y] = t }
+		return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+	}'
+
 echo
 echo "ratio indelible/nbdkit per round, then the median:"
 for i in 0 1; do
 	for mode in $MODES; do
-		awk -v side="$i" -v mode="$mode" '
+		awk -v side="$i" -v mode="$mode" "$awk_median"'
 			$1 == side && $3 == mode { v[$2 " " $4] = $5; if ($2 > n) n = $2 }
 			END {
 				m = 0; line = ""
@@ -90,9 +97,7 @@ for i in 0 1; do
 					line = line sprintf(" %.3f", q[m])
 				}
 				if (m == 0) { printf "%-10s no complete round\n", mode; exit }
-				for (a = 1; a <= m; a++) for (b = a + 1; b <= m; b++) if (q[b] < q[a]) { t = q[a]; q[a] = q[b]; q[b] = t }
-				med = (m % 2) ? q[(m + 1) / 2] : (q[m / 2] + q[m / 2 + 1]) / 2
-				printf "%-10s%s  median %.3f\n", mode, line, med
+				printf "%-10s%s  median %.3f\n", mode, line, median(q, m)
 			}' "$results" | sed "s/^/${names[$i]//\//\\/}  /"
 	done
 done
@@ -104,11 +109,7 @@ echo
 echo "the device's runs, median per tree: server CPU s, voluntary switches, seal lag p99 ms"
 for i in 0 1; do
 	for mode in $MODES; do
-		awk -v side="$i" -v mode="$mode" '
-			function median(a, m,    x, y, t) {
-				for (x = 1; x <= m; x++) for (y = x + 1; y <= m; y++) if (a[y] < a[x]) { t = a[x]; a[x] = a[y]; a[y] = t }
-				return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
-			}
+		awk -v side="$i" -v mode="$mode" "$awk_median"'
 			$1 == side && $3 == mode && $4 == "indelible" && $6 != "-" { m++; c[m] = $6; v[m] = $7; p[m] = $8 }
 			END {
 				if (m == 0) { printf "%-10s no run\n", mode; exit }

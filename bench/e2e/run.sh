@@ -251,20 +251,17 @@ one_run() {
 		cp -a --sparse=always "$work/tpl-$mode" "$d/dev"
 		serve_device "$d/dev" "$sock" "$prof"
 		local pid=$spid
-	elif [[ $server == plain ]]; then
-		# indelible's NBD server over the bare image: no WORM device.
+	elif [[ $server == plain || $server == shaped ]]; then
+		# indelible's NBD server over the bare image: no WORM device;
+		# shaped, slowed down by $SHAPE (see the header).
 		cp --sparse=always "$work/tpl-$mode/image.ext4" "$d/image.ext4"
-		"${srvpin[@]}" "$work/indelible" serve "$d/image.ext4" --listen "unix:$sock" >"$d/plain.log" 2>&1 &
-		local pid=$!
-		push_undo "stop_pid $pid"
-		wait_nbd "nbd+unix:///?socket=$sock"
-	elif [[ $server == shaped ]]; then
-		# The plain server, slowed down by $SHAPE (see the header).
-		cp --sparse=always "$work/tpl-$mode/image.ext4" "$d/image.ext4"
-		local shape=()
-		read -r -a shape <<<"${SHAPE//@RUNDIR@/$d}"
-		"${srvpin[@]}" "$work/profserve" "${shape[@]}" -latency "$OUT/shaped-$mode-$rep.latency" \
-			-- serve "$d/image.ext4" --listen "unix:$sock" >"$d/shaped.log" 2>&1 &
+		local cmd=("$work/indelible")
+		if [[ $server == shaped ]]; then
+			local shape=()
+			read -r -a shape <<<"${SHAPE//@RUNDIR@/$d}"
+			cmd=("$work/profserve" "${shape[@]}" -latency "$OUT/shaped-$mode-$rep.latency" --)
+		fi
+		"${srvpin[@]}" "${cmd[@]}" serve "$d/image.ext4" --listen "unix:$sock" >"$d/$server.log" 2>&1 &
 		local pid=$!
 		push_undo "stop_pid $pid"
 		wait_nbd "nbd+unix:///?socket=$sock"

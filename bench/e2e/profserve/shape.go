@@ -18,9 +18,9 @@ import (
 // server; bench/e2e/RESULTS.md, fourteenth session).
 type shapedDevice struct {
 	blockdev.Device
-	delayWrite, delaySmallWrite, delayFlush time.Duration
-	side                                    *os.File // nil: no side-file sync
-	sideBlock                               [4096]byte
+	shape
+	side      *os.File // nil: no side-file sync
+	sideBlock [4096]byte
 }
 
 // shape are the flags that build a shapedDevice.
@@ -34,7 +34,7 @@ func (s shape) active() bool {
 }
 
 func newShapedDevice(dev blockdev.Device, s shape) (*shapedDevice, error) {
-	d := &shapedDevice{Device: dev, delayWrite: s.delayWrite, delaySmallWrite: s.delaySmallWrite, delayFlush: s.delayFlush}
+	d := &shapedDevice{Device: dev, shape: s}
 	if s.flushSync != "" {
 		f, err := os.OpenFile(s.flushSync, os.O_RDWR|os.O_CREATE, 0o600)
 		if err != nil {
