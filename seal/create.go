@@ -28,8 +28,10 @@ type CreateOptions struct {
 const MaxKeyBytes = 1 << 40
 
 // KeyBytesFor returns the keystream size needed to seal appends entries
-// with nratchet entries per key, plus 1 % slack for fillers and repair
-// records: ceil(appends/nratchet) keys of 32 bytes.
+// with nratchet entries per key, plus 1 % slack for fillers and the anchors
+// of map and repair records: ceil(appends/nratchet) keys of 32 bytes. The
+// anchors of time records (one a minute with appends) are the caller's to
+// count among appends.
 func KeyBytesFor(appends int64, nratchet int) int64 {
 	if nratchet <= 0 {
 		nratchet = DefaultNRatchet

@@ -52,20 +52,25 @@ func TestMACBatchMatchesMAC(t *testing.T) {
 func TestVerifySideBySideSameReport(t *testing.T) {
 	ts := newTestStore(t, 4096, tamperNR)
 	s := ts.open(t, Options{})
-	want := fill(t, s, twoFiles, 150) // 300 entries: several flushes of 64
+	want := fill(t, s, twoFiles, 150) // 300 appends: several flushes of 64
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	lst, err := os.Stat(filepath.Join(ts.store, LogName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nEntries := int((lst.Size() - LogHeaderSize) / EntrySize) // the appends', the anchors' and a filler's
 	app := filepath.Join(ts.store, "var/log/app.log")
 	line := len(logLine("var/log/app.log", 0))
-	// Line i of app.log is entry 2i; entry 100 is altered just before the
-	// moved entry below, in the same batch.
+	// Line 50 of app.log is entry 103 (after 3 anchors, files alternate),
+	// altered just before the moved entry below, in the same batch.
 	for _, off := range []int{10, 50*line + 5, len(want["var/log/app.log"]) - 3} {
 		writeAt(t, app, []byte{want["var/log/app.log"][off] ^ 1}, int64(off))
 	}
 	// A gap too: an entry of auth.log moved over (reported before its MAC).
-	e := readEntry(t, ts, 101)
-	writeAt(t, filepath.Join(ts.store, LogName), e, entryPos(103))
+	e := readEntry(t, ts, 104)
+	writeAt(t, filepath.Join(ts.store, LogName), e, entryPos(106))
 
 	type run struct {
 		problems []string
@@ -103,8 +108,8 @@ func TestVerifySideBySideSameReport(t *testing.T) {
 		if len(r.problems) < 4 {
 			t.Fatalf("tampering found too little: %q", r.problems)
 		}
-		if len(r.entries) != 300 {
-			t.Fatalf("%d entries reported, want 300", len(r.entries))
+		if len(r.entries) != nEntries {
+			t.Fatalf("%d entries reported, want %d", len(r.entries), nEntries)
 		}
 		for i, s := range r.entries {
 			if !strings.HasPrefix(s, fmt.Sprint(i)+" ") {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"path"
 	"strings"
 	"time"
@@ -13,7 +14,10 @@ import (
 // Side records are indelible's additions to a SealFS store. They live in
 // RecordsName, never in .SEALFS.LOG, so SealFS tools see a pure SealFS log.
 // Each record is bound to one entry of .SEALFS.LOG and sealed with a key
-// derived from that entry's key (see docs/FORMAT.md, "Side records").
+// derived from that entry's key (see docs/FORMAT.md, "Side records"). Since
+// version 2 that entry is the record's own anchor: a filler entry whose
+// offset and count locate the record in RecordsName, so that a record cut,
+// deleted, duplicated or moved leaves an anchor that no record answers.
 const (
 	// MetaDir holds indelible's own files inside a store. SealFS's verify
 	// ignores dot names, so nothing here disturbs it.
@@ -28,6 +32,12 @@ const (
 	ParamsName = ".indelible/seal/params"
 
 	recordHeaderSize = 24
+	// recordVersion is what the store writes: 2, anchored records.
+	// Version 1 records (bound to an append's entry, with no anchor of
+	// their own) are still read, from stores written before 2026-12-01.
+	recordVersion = 2
+	// minRecordSize is a record with no payload (a time record).
+	minRecordSize = recordHeaderSize + KeySize
 	// MaxRecordSize bounds one record: a map record holds a path of at most
 	// MaxPathLen bytes, a repair record at most maxRepairFiles files.
 	MaxRecordSize = 64 << 10
@@ -60,9 +70,10 @@ func (t RecordType) String() string {
 
 // Record is one decoded side record.
 type Record struct {
-	Type  RecordType
-	Entry int64     // index of the entry whose key seals this record
-	Time  time.Time // when the device wrote it (device clock)
+	Type    RecordType
+	Version uint8     // 2: anchored by entry Entry; 1: bound to an append's entry
+	Entry   int64     // index of the entry whose key seals this record
+	Time    time.Time // when the device wrote it (device clock)
 	// RecordMap
 	ID   uint64
 	Path string
@@ -109,8 +120,12 @@ func validPath(p string) error {
 
 // encodeRecord returns the record bytes without the trailing MAC.
 func encodeRecord(r *Record) ([]byte, error) {
+	v := r.Version
+	if v == 0 {
+		v = recordVersion // what the store writes; a decoded record keeps its own
+	}
 	b := make([]byte, 4, 128)
-	b = append(b, byte(r.Type), 1, 0, 0) // type, version 1, reserved
+	b = append(b, byte(r.Type), v, 0, 0) // type, version, reserved
 	b = binary.LittleEndian.AppendUint64(b, uint64(r.Entry))
 	b = binary.LittleEndian.AppendUint64(b, uint64(r.Time.UnixNano()))
 	switch r.Type {
@@ -154,15 +169,15 @@ func ParseRecord(b []byte, off int64) (Record, int, error) {
 		return bad("%d bytes left, need a length", len(b))
 	}
 	n := int(binary.LittleEndian.Uint32(b))
-	if n < recordHeaderSize+KeySize || n > MaxRecordSize {
-		return bad("length %d outside [%d, %d]", n, recordHeaderSize+KeySize, MaxRecordSize)
+	if n < minRecordSize || n > MaxRecordSize {
+		return bad("length %d outside [%d, %d]", n, minRecordSize, MaxRecordSize)
 	}
 	if len(b) < n {
 		return bad("record of %d bytes cut at %d", n, len(b))
 	}
 	body := b[:n-KeySize]
-	r := Record{Type: RecordType(body[4]), Off: off, Raw: body}
-	if body[5] != 1 {
+	r := Record{Type: RecordType(body[4]), Version: body[5], Off: off, Raw: body}
+	if r.Version != 1 && r.Version != recordVersion {
 		return bad("version %d: %v", body[5], ErrUnsupportedVer)
 	}
 	if body[6] != 0 || body[7] != 0 {
@@ -252,7 +267,36 @@ type RecordReader struct {
 
 // NewRecordReader reads records from r, which starts at offset 0 of RecordsName.
 func NewRecordReader(r io.Reader) *RecordReader {
-	return &RecordReader{r: bufio.NewReaderSize(r, 1<<16)}
+	return newRecordReaderAt(r, 0)
+}
+
+// newRecordReaderAt reads records from r, which starts at offset off of
+// RecordsName (the verifier resumes there after a damaged record).
+func newRecordReaderAt(r io.Reader, off int64) *RecordReader {
+	return &RecordReader{r: bufio.NewReaderSize(r, 1<<16), off: off}
+}
+
+// restart makes the reader read on from r, which starts at offset off of
+// RecordsName, reusing its buffer.
+func (rr *RecordReader) restart(r io.Reader, off int64) {
+	rr.r.Reset(r)
+	rr.off, rr.err = off, nil
+}
+
+// Anchored reports whether the record has an anchor entry of its own
+// (version 2), which locates it in RecordsName.
+func (r *Record) Anchored() bool { return r.Version >= recordVersion }
+
+// IsAnchor reports whether entry e is the anchor of a side record: a filler
+// entry that carries a count, the record's length, at the record's offset.
+func (e *Entry) IsAnchor() bool { return e.Inode == FakeInode && e.Count != 0 }
+
+// checkAnchor tells what is wrong with anchor entry e's claim, or "".
+func (e *Entry) checkAnchor() string {
+	if e.Count < minRecordSize || e.Count > MaxRecordSize || e.Offset > math.MaxInt64-e.Count {
+		return fmt.Sprintf("filler entry anchors a side record of %d bytes at %d: no record has that size", e.Count, e.Offset)
+	}
+	return ""
 }
 
 // Next returns the next record. At the clean end of the file it returns
@@ -272,8 +316,8 @@ func (rr *RecordReader) Next() (Record, error) {
 		return Record{}, rr.err
 	}
 	n := int(binary.LittleEndian.Uint32(lb[:]))
-	if n < recordHeaderSize+KeySize || n > MaxRecordSize {
-		rr.err = &FormatError{File: RecordsName, Off: rr.off, Struct: "side record", Msg: fmt.Sprintf("length %d outside [%d, %d]", n, recordHeaderSize+KeySize, MaxRecordSize)}
+	if n < minRecordSize || n > MaxRecordSize {
+		rr.err = &FormatError{File: RecordsName, Off: rr.off, Struct: "side record", Msg: fmt.Sprintf("length %d outside [%d, %d]", n, minRecordSize, MaxRecordSize)}
 		return Record{}, rr.err
 	}
 	buf := make([]byte, n) // records are kept (Raw), so each gets its own buffer

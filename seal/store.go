@@ -67,6 +67,11 @@ type Store struct {
 
 	lf, kf, sf, rf *os.File
 	statePath      string
+	// root confines every open of a file inside the store (real logs
+	// named by map records, .SEALFS.LOG, the side records) to the store:
+	// a symbolic link planted there cannot make recovery cut a file
+	// elsewhere.
+	root *os.Root
 
 	mu        sync.Mutex
 	cond      *sync.Cond
@@ -156,13 +161,16 @@ func Open(storeDir, devKeyPath string, opts Options) (*Store, error) {
 
 func (s *Store) open(devKeyPath string) error {
 	var err error
-	if s.lf, err = os.OpenFile(filepath.Join(s.dir, LogName), os.O_RDWR, 0); err != nil {
+	if s.root, err = os.OpenRoot(s.dir); err != nil {
+		return fmt.Errorf("seal: open store: %w", err)
+	}
+	if s.lf, err = s.root.OpenFile(LogName, os.O_RDWR, 0); err != nil {
 		return fmt.Errorf("seal: open store: %w", err)
 	}
 	if s.kf, err = os.OpenFile(devKeyPath, os.O_RDWR, 0); err != nil {
 		return fmt.Errorf("seal: open device keystream: %w", err)
 	}
-	if s.rf, err = os.OpenFile(filepath.Join(s.dir, RecordsName), os.O_RDWR|os.O_CREATE, 0o640); err != nil {
+	if s.rf, err = s.root.OpenFile(filepath.FromSlash(RecordsName), os.O_RDWR|os.O_CREATE, 0o640); err != nil {
 		return fmt.Errorf("seal: open side records: %w", err)
 	}
 	var lh [LogHeaderSize]byte
@@ -231,12 +239,12 @@ func (s *Store) open(devKeyPath string) error {
 		}
 		return fmt.Errorf("%w: %s holds %d entries but %d were acknowledged (keys burnt without entries: truncated or tampered)", ErrCorrupt, LogName, found, n)
 	}
-	wm, err := s.scanEntries(n)
+	wm, an, err := s.scanEntries(n)
 	if err != nil {
 		return err
 	}
 	rep := &Repair{Committed: n, Found: found, DroppedEntries: found - n}
-	cut, err := s.loadRecords(n)
+	cut, err := s.loadRecords(n, an)
 	if err != nil {
 		return err
 	}
@@ -253,8 +261,7 @@ func (s *Store) open(devKeyPath string) error {
 	for _, id := range ids {
 		rl := s.files[id]
 		rl.size = wm[id]
-		p := filepath.Join(s.dir, filepath.FromSlash(rl.ref.Path))
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o640)
+		f, err := s.root.OpenFile(filepath.FromSlash(rl.ref.Path), os.O_RDWR|os.O_CREATE, 0o640)
 		if err != nil {
 			return fmt.Errorf("seal: open real log: %w", err)
 		}
@@ -460,15 +467,24 @@ func readParams(dir string) (int, error) {
 	return v, nil
 }
 
+// anchored is what the acknowledged anchor entries say of the side-record
+// file: how many records they anchor, and where the last one ends.
+type anchored struct {
+	count int64
+	end   int64
+}
+
 // scanEntries reads the first n entries and returns each file's sealed
-// watermark, checking that they are where the writer puts them.
-func (s *Store) scanEntries(n int64) (map[uint64]int64, error) {
+// watermark and what their anchors claim of the side records, checking that
+// they are where the writer puts them.
+func (s *Store) scanEntries(n int64) (map[uint64]int64, anchored, error) {
 	wm := map[uint64]int64{}
+	var an anchored
 	r := bufio.NewReaderSize(io.NewSectionReader(s.lf, LogHeaderSize, n*EntrySize), 1<<20)
 	var b [EntrySize]byte
 	for i := int64(0); i < n; i++ {
 		if _, err := io.ReadFull(r, b[:]); err != nil {
-			return nil, fmt.Errorf("%w: reading entry %d: %v", ErrCorrupt, i, err)
+			return nil, an, fmt.Errorf("%w: reading entry %d: %v", ErrCorrupt, i, err)
 		}
 		e, _ := ParseEntry(b[:])
 		roff, koff := expectedPlace(i, s.nratchet)
@@ -476,44 +492,78 @@ func (s *Store) scanEntries(n int64) (map[uint64]int64, error) {
 			return fmt.Errorf("%w: %v", ErrCorrupt, &FormatError{File: LogName, Off: entryPos(i), Struct: "entry " + strconv.FormatInt(i, 10), Msg: msg})
 		}
 		if e.RatchetOffset != roff || e.KeyOffset != koff {
-			return nil, bad(fmt.Sprintf("ratchet/key offset %d/%d, want %d/%d", e.RatchetOffset, e.KeyOffset, roff, koff))
+			return nil, an, bad(fmt.Sprintf("ratchet/key offset %d/%d, want %d/%d", e.RatchetOffset, e.KeyOffset, roff, koff))
+		}
+		if e.IsAnchor() {
+			// Anchored records follow one another (version 1 records,
+			// unanchored, may only come before the first).
+			if msg := e.checkAnchor(); msg != "" {
+				return nil, an, bad(msg)
+			}
+			if an.count > 0 && int64(e.Offset) != an.end {
+				return nil, an, bad(fmt.Sprintf("anchors a side record at %d, but the previous one ends at %d", e.Offset, an.end))
+			}
+			an.count++
+			an.end = int64(e.Offset + e.Count)
+			continue
 		}
 		if e.Inode == FakeInode {
-			if e.Count != 0 {
-				return nil, bad("filler entry with data")
-			}
 			continue
 		}
 		if e.Offset != uint64(wm[e.Inode]) || e.Count > maxEntryCount || e.Count > math.MaxInt64-e.Offset {
-			return nil, bad(fmt.Sprintf("file %d offset %d count %d, watermark %d", e.Inode, e.Offset, e.Count, wm[e.Inode]))
+			return nil, an, bad(fmt.Sprintf("file %d offset %d count %d, watermark %d", e.Inode, e.Offset, e.Count, wm[e.Inode]))
 		}
 		wm[e.Inode] += int64(e.Count)
 	}
-	return wm, nil
+	return wm, an, nil
 }
 
 // loadRecords reads the side records bound to acknowledged entries, keeps
-// the map, and cuts the rest (records of unacknowledged entries, or a torn
-// last record). It returns the map records it cut: files that appends
-// never acknowledged created.
-func (s *Store) loadRecords(n int64) ([]Record, error) {
+// the map, and cuts the rest: records of unacknowledged entries, or a torn
+// last record. It returns the map records it cut: files that appends never
+// acknowledged created.
+//
+// The acknowledged anchors (an) say where the acknowledged records end:
+// everything before that was synced before any of it was acknowledged, so
+// a record there that does not parse, or that the anchors do not account
+// for, is damage, never a crash artefact, and Open refuses the store rather
+// than cut it away. After that point only version 1 records (stores written
+// before anchors) may still be bound to acknowledged entries.
+func (s *Store) loadRecords(n int64, an anchored) ([]Record, error) {
 	fi, err := s.rf.Stat()
 	if err != nil {
 		return nil, err
 	}
+	if fi.Size() < an.end {
+		return nil, fmt.Errorf("%w: %s has %d bytes but acknowledged entries anchor records up to %d (truncated or tampered)", ErrCorrupt, RecordsName, fi.Size(), an.end)
+	}
 	rr := NewRecordReader(io.NewSectionReader(s.rf, 0, fi.Size()))
 	keep := int64(0)
 	var cut []Record
+	var anchoredSeen int64
 	cutting := false
 	for {
+		at := rr.Offset()
 		r, err := rr.Next()
 		if err != nil {
+			if at < an.end {
+				return nil, fmt.Errorf("%w: side record bound to an acknowledged entry: %v", ErrCorrupt, err)
+			}
 			break
+		}
+		if at < an.end && (r.Entry >= n || rr.Offset() > an.end) {
+			return nil, fmt.Errorf("%w: side record at %d (entry %d) is not where the acknowledged anchors put records (they end at %d)", ErrCorrupt, at, r.Entry, an.end)
+		}
+		if r.Anchored() && at < an.end {
+			anchoredSeen++
 		}
 		// Everything from the first record of an unacknowledged entry on
 		// is cut; its map records are kept aside (at most one commit's
 		// new files are expected: the bound is for a garbled file).
-		if cutting = cutting || r.Entry >= n; cutting {
+		if cutting = cutting || at >= an.end && (r.Anchored() || r.Entry >= n); cutting {
+			if r.Anchored() && r.Entry < n {
+				return nil, fmt.Errorf("%w: side record at %d claims acknowledged entry %d, which does not anchor it", ErrCorrupt, at, r.Entry)
+			}
 			if r.Type == RecordMap && len(cut) < maxRepairFiles {
 				cut = append(cut, r)
 			}
@@ -531,6 +581,9 @@ func (s *Store) loadRecords(n int64) ([]Record, error) {
 		}
 		s.files[r.ID] = &realLog{ref: FileRef{ID: r.ID, Path: r.Path}}
 		s.paths[r.Path] = r.ID
+	}
+	if anchoredSeen != an.count {
+		return nil, fmt.Errorf("%w: acknowledged entries anchor %d side records, %s holds %d before %d", ErrCorrupt, an.count, RecordsName, anchoredSeen, an.end)
 	}
 	if keep != fi.Size() {
 		if err := s.rf.Truncate(keep); err != nil {
@@ -554,11 +607,11 @@ func (s *Store) removeUnacknowledged(cut []Record, rep *Repair) error {
 			continue
 		}
 		p := filepath.Join(s.dir, filepath.FromSlash(r.Path))
-		fi, err := os.Lstat(p)
+		fi, err := s.root.Lstat(filepath.FromSlash(r.Path))
 		if err != nil || !fi.Mode().IsRegular() {
 			continue
 		}
-		if err := os.Remove(p); err != nil {
+		if err := s.root.Remove(filepath.FromSlash(r.Path)); err != nil {
 			return fmt.Errorf("seal: remove unacknowledged real log: %w", err)
 		}
 		s.newDirs[filepath.Dir(p)] = true
@@ -811,12 +864,26 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob
 	if len(data) == 0 {
 		return s.next, nil
 	}
-	// Every entry of the append must find its key, or none is sealed.
+	// Side records due with this append: a new file's map record, and a
+	// time record once per interval. Each takes an anchor entry of its own.
+	stamp := false
+	var now time.Time
+	if s.opts.StampEvery >= 0 {
+		now = s.opts.Now()
+		stamp = s.lastStamp.IsZero() || now.Sub(s.lastStamp) >= s.stampEvery()
+	}
 	k := int64(entriesFor(len(data)))
+	if rl == nil {
+		k++
+	}
+	if stamp {
+		k++
+	}
+	// Every entry of the append must find its key, or none is sealed.
 	if (s.next+k-1)/int64(s.nratchet) >= s.keySlots {
 		return 0, ErrKeysExhausted
 	}
-	undo := sealUndo{next: s.next, key: s.key, pend: len(s.pend), lastStamp: s.lastStamp, seq: s.next}
+	undo := sealUndo{next: s.next, key: s.key, pend: len(s.pend), lastStamp: s.lastStamp, seq: s.next, recSize: s.recSize}
 	if op == 0 {
 		undo.seq = 0 // nothing of the batch sealed
 	}
@@ -829,17 +896,41 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob
 	if err := s.loadKey(); err != nil {
 		return 0, err
 	}
-	c := s.next
 	newFile := rl == nil
 	undo.newFile = newFile
-	if newFile {
-		p := filepath.Join(s.dir, filepath.FromSlash(file.Path))
-		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-			return 0, err
+	// fail leaves the store as it was before this append: no data past the
+	// real log's size, no real log it created, none of its side records and
+	// anchors (their keys are used again by whatever is sealed next).
+	fail := func(err error) (int64, error) {
+		if newFile && rl != nil {
+			discardRealLog(rl.f)
+		} else if !newFile && writes == nil {
+			rl.f.Truncate(rl.size) // best effort
 		}
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
+		s.undoSealLocked(&undo)
+		return 0, err
+	}
+	if newFile {
+		// The map record is durable before the real log's name can be:
+		// after a power cut, a real log on disk always has a map record,
+		// and Open removes it with the record if the append was never
+		// acknowledged (a name with no record would stay, planted-looking).
+		if err := s.writeAnchoredLocked(&Record{Type: RecordMap, Time: s.opts.Now(), ID: file.ID, Path: file.Path}); err != nil {
+			return fail(err)
+		}
+		if err := datasync(s.rf); err != nil {
+			// What reached the disk is unknown, as after a failed commit.
+			fail(err)
+			s.err = fmt.Errorf("seal: sync side records failed, store must be reopened: %w", err)
+			return 0, s.err
+		}
+		p := filepath.Join(s.dir, filepath.FromSlash(file.Path))
+		if err := s.root.MkdirAll(filepath.Dir(filepath.FromSlash(file.Path)), 0o750); err != nil {
+			return fail(err)
+		}
+		f, err := s.root.OpenFile(filepath.FromSlash(file.Path), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o640)
 		if err != nil {
-			return 0, fmt.Errorf("seal: create real log: %w", err)
+			return fail(fmt.Errorf("seal: create real log: %w", err))
 		}
 		// The new names (the file's, and those of directories MkdirAll
 		// may have made) become durable with the next commit's first
@@ -852,56 +943,22 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob
 		}
 		rl = &realLog{ref: file, f: f}
 	}
-	// fail leaves the store as it was before this append: no data past the
-	// real log's size, no real log it created, none of its side records
-	// (their key is used again by whatever is sealed next).
-	recStart := s.recSize
-	fail := func(err error) (int64, error) {
-		if newFile {
-			discardRealLog(rl.f)
-		} else if writes == nil {
-			rl.f.Truncate(rl.size) // best effort
+	if stamp {
+		if err := s.writeAnchoredLocked(&Record{Type: RecordTime, Time: now}); err != nil {
+			return fail(err)
 		}
-		if s.recSize != recStart {
-			s.cutRecordsLocked(recStart)
-		}
-		return 0, err
+		s.lastStamp = now
+	}
+	// The key of the first data entry (the anchors may have ended a block).
+	if err := s.loadKey(); err != nil {
+		return fail(err)
 	}
 	if writes == nil {
 		if err := writeRealLog(rl.f, off, data); err != nil {
 			return fail(fmt.Errorf("seal: write real log %s: %w", file.Path, err))
 		}
-	}
-	// The side records: written now, or, when the data is written later,
-	// sealed now (with this entry's key) and held until the data is written,
-	// so that a record of an append that is undone never reaches the file.
-	var held [][]byte
-	record := func(r *Record) error {
-		if writes == nil {
-			return s.writeRecordLocked(r)
-		}
-		body, err := s.sealRecordLocked(r)
-		if err == nil {
-			held = append(held, body)
-		}
-		return err
-	}
-	if newFile {
-		r := &Record{Type: RecordMap, Entry: c, Time: s.opts.Now(), ID: file.ID, Path: file.Path}
-		if err := record(r); err != nil {
-			return fail(err)
-		}
-	}
-	if s.opts.StampEvery >= 0 {
-		if now := s.opts.Now(); s.lastStamp.IsZero() || now.Sub(s.lastStamp) >= s.stampEvery() {
-			if err := record(&Record{Type: RecordTime, Entry: c, Time: now}); err != nil {
-				return fail(err)
-			}
-			s.lastStamp = now
-		}
-	}
-	if writes != nil {
-		*writes = append(*writes, deferredWrite{rl: rl, off: off, data: data, records: held, op: op, undo: undo})
+	} else {
+		*writes = append(*writes, deferredWrite{rl: rl, off: off, data: data, op: op, undo: undo})
 	}
 	if newFile {
 		s.files[file.ID] = rl
@@ -912,8 +969,8 @@ func (s *Store) sealLocked(file FileRef, off int64, data []byte, jobs *[]sealJob
 		n := min(len(data), maxEntryData)
 		if part > 0 {
 			if err := s.loadKey(); err != nil {
-				// Half an append is sealed and the keystream cannot
-				// be read: only a reopen (Open repairs) can go on.
+				// Part of an append is sealed and the keystream
+				// cannot be read: only a reopen (Open repairs) can go on.
 				s.err = fmt.Errorf("seal: keystream failed in the middle of an append, store must be reopened: %w", err)
 				return 0, s.err
 			}
@@ -957,12 +1014,11 @@ func writeRealLog(f *os.File, off int64, data []byte) error {
 // deferredWrite is an append whose entries are reserved and whose data is
 // yet to be written (see sealOps).
 type deferredWrite struct {
-	rl      *realLog
-	off     int64
-	data    []byte
-	records [][]byte // its side records, sealed, written after the data
-	op      int      // its index in the batch
-	undo    sealUndo
+	rl   *realLog
+	off  int64
+	data []byte
+	op   int // its index in the batch
+	undo sealUndo
 }
 
 // sealUndo is the store as it was before an append: what undoWrites puts
@@ -976,25 +1032,17 @@ type sealUndo struct {
 	seq       int64 // what sealOps returns if this append fails: the entries before it, 0 for the batch's first
 	size      int64 // the real log's size before the append
 	newFile   bool  // the append created the real log
+	recSize   int64 // the side-record file's size before the append
 }
 
-// writeDeferred writes ws in order, each one's data and then its side
-// records, and stops at the first that fails, returning its index and the
-// error. The caller holds mu; it runs beside the batch's MACs, which touch
-// neither the real logs nor the records file.
+// writeDeferred writes the data of ws in order and stops at the first that
+// fails, returning its index and the error. The caller holds mu; it runs
+// beside the batch's MACs, which touch neither the real logs nor the
+// records file.
 func (s *Store) writeDeferred(ws []deferredWrite) (int, error) {
 	for k, w := range ws {
 		if err := writeRealLog(w.rl.f, w.off, w.data); err != nil {
 			return k, fmt.Errorf("seal: write real log %s: %w", w.rl.ref.Path, err)
-		}
-		rs := s.recSize
-		for _, body := range w.records {
-			if err := s.appendRecordLocked(body); err != nil {
-				// None of this append's records may stay: their key
-				// is used again.
-				s.cutRecordsLocked(rs)
-				return k, err
-			}
 		}
 	}
 	return len(ws), nil
@@ -1004,12 +1052,11 @@ func (s *Store) writeDeferred(ws []deferredWrite) (int, error) {
 // whose write failed): their entries, keys and sizes go back to what they
 // were before the first, bytes written past those sizes are cut off, and
 // real logs they created are forgotten and removed, as if those appends had
-// failed before sealing anything. Their side records were never written
-// (writeDeferred writes an append's records after its data, and cuts them
-// all off when one fails). Their entries were never committed (mu has been
-// held since they were reserved), so the keys they used are used again, for
-// whatever is sealed next; the MACs and records sealed with them exist only
-// in memory and are dropped. The caller holds mu.
+// failed before sealing anything, and their side records are cut off. Their
+// entries were never committed (mu has been held since they were reserved),
+// so the keys they used are used again, for whatever is sealed next; the
+// MACs sealed with them exist only in memory and are dropped. The caller
+// holds mu.
 func (s *Store) undoWrites(ws []deferredWrite) {
 	for k := len(ws) - 1; k >= 0; k-- {
 		w := ws[k]
@@ -1026,8 +1073,16 @@ func (s *Store) undoWrites(ws []deferredWrite) {
 			w.rl.f.Truncate(w.rl.size) // best effort, as for a failed inline write
 		}
 	}
-	u := ws[0].undo
+	s.undoSealLocked(&ws[0].undo)
+}
+
+// undoSealLocked puts the ratchet, pend, the time stamp and the side-record
+// file back to what u saw before an append sealed anything.
+func (s *Store) undoSealLocked(u *sealUndo) {
 	s.next, s.key, s.pend, s.lastStamp = u.next, u.key, s.pend[:u.pend], u.lastStamp
+	if s.recSize != u.recSize {
+		s.cutRecordsLocked(u.recSize)
+	}
 }
 
 // discardRealLog closes and removes a real log that an undone append
@@ -1072,16 +1127,41 @@ func (s *Store) writeEntryLocked(id uint64, off int64, data []byte) {
 	copy(s.pend[j.pos+EntrySize-KeySize:], j.mac[:])
 }
 
+// writeAnchoredLocked appends side record r, sealed with the key of entry
+// s.next, to the records file, and seals that entry as its anchor: a filler
+// entry whose offset and count locate the record (its MAC covers them, as
+// a filler's covers its header, so SealFS's verify accepts it).
+func (s *Store) writeAnchoredLocked(r *Record) error {
+	if err := s.loadKey(); err != nil {
+		return err
+	}
+	r.Entry = s.next
+	off := s.recSize
+	if err := s.writeRecordLocked(r); err != nil {
+		return err
+	}
+	j := s.reserveLocked(FakeInode, off, uint64(s.recSize-off), nil)
+	j.seal(s.m)
+	copy(s.pend[j.pos+EntrySize-KeySize:], j.mac[:])
+	return nil
+}
+
 // reserveEntryLocked gives entry s.next to an append: its place in pend
 // (the MAC left zero) and its key, then advances the ratchet.
 func (s *Store) reserveEntryLocked(id uint64, off int64, data []byte) sealJob {
+	if id == FakeInode {
+		off = 0 // a plain filler
+	}
+	return s.reserveLocked(id, off, uint64(len(data)), data)
+}
+
+// reserveLocked reserves entry s.next for count bytes at off, MACed over
+// data (nil for a filler or an anchor), and advances the ratchet.
+func (s *Store) reserveLocked(id uint64, off int64, count uint64, data []byte) sealJob {
 	c := s.next
 	roff, koff := expectedPlace(c, s.nratchet)
-	j := sealJob{e: Entry{RatchetOffset: roff, Inode: id, Offset: uint64(off), Count: uint64(len(data)), KeyOffset: koff},
+	j := sealJob{e: Entry{RatchetOffset: roff, Inode: id, Offset: uint64(off), Count: count, KeyOffset: koff},
 		key: s.key, data: data, pos: len(s.pend)}
-	if id == FakeInode {
-		j.e.Offset = 0
-	}
 	s.pend = j.e.AppendBinary(s.pend)
 	s.next++
 	if s.next%int64(s.nratchet) != 0 {
@@ -1152,7 +1232,7 @@ func (s *Store) sealFillerLocked() error {
 	return nil
 }
 
-// sealRepair records rep, bound to a filler entry, and commits it.
+// sealRepair records rep, with its anchor entry, and commits it.
 func (s *Store) sealRepair(rep *Repair) error {
 	s.mu.Lock()
 	err := s.loadKey()
@@ -1165,10 +1245,7 @@ func (s *Store) sealRepair(rep *Repair) error {
 			cp.Files = rep.Files[:maxRepairFiles]
 			sealed = &cp
 		}
-		err = s.writeRecordLocked(&Record{Type: RecordRepair, Entry: s.next, Time: s.opts.Now(), Repair: sealed})
-	}
-	if err == nil {
-		s.writeEntryLocked(FakeInode, 0, nil)
+		err = s.writeAnchoredLocked(&Record{Type: RecordRepair, Time: s.opts.Now(), Repair: sealed})
 	}
 	s.mu.Unlock()
 	if errors.Is(err, ErrKeysExhausted) {
@@ -1543,6 +1620,11 @@ func (s *Store) closeFiles() error {
 			if err := rl.f.Close(); err != nil && first == nil {
 				first = err
 			}
+		}
+	}
+	if s.root != nil {
+		if err := s.root.Close(); err != nil && first == nil {
+			first = err
 		}
 	}
 	return first

@@ -251,13 +251,15 @@ func TestAttackerResealsWithDeviceKeys(t *testing.T) {
 		} else {
 			copy(key[:], kb[hdr.Burnt:])
 		}
-		// Rewrite line 3 of app.log (entry 6: files alternate) with new text.
-		target := int64(6)
-		eb := readEntry(t, ts, target)
-		e, _ := ParseEntry(eb)
-		if e.Inode != 12 {
-			t.Fatalf("entry %d is file %d", target, e.Inode)
+		// Rewrite line 3 of app.log with new text.
+		var target int64
+		var e Entry
+		for seen := 0; seen < 3; target++ {
+			if e, _ = ParseEntry(readEntry(t, ts, target)); e.Inode == 12 {
+				seen++
+			}
 		}
+		target--
 		forged := []byte(strings.Replace(string(want["var/log/app.log"][e.Offset:e.Offset+e.Count]), "quick", "QUICK", 1))
 		writeAt(t, filepath.Join(ts.store, "var/log/app.log"), forged, int64(e.Offset))
 		m := newMAC()
@@ -329,14 +331,16 @@ func TestVerifyFileAndRange(t *testing.T) {
 func cutStore(t *testing.T, nr, appends int, keep int64) *testStore {
 	t.Helper()
 	ts := newTestStore(t, 4096, nr)
-	s := ts.open(t, Options{StampEvery: -1}) // one entry per append
+	s := ts.open(t, Options{StampEvery: -1}) // one entry per append, after the map record's anchor
 	f := FileRef{ID: 12, Path: "app.log"}
-	var ends []int64 // the real log's size after each entry
+	ends := []int64{0} // the real log's size when the log holds k entries
 	for i := range appends {
 		if err := s.Append(f, s.Watermark(f.ID), logLine(f.Path, i)); err != nil {
 			t.Fatal(err)
 		}
-		ends = append(ends, s.Watermark(f.ID))
+		for int64(len(ends)) <= s.next {
+			ends = append(ends, s.Watermark(f.ID))
+		}
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -344,7 +348,7 @@ func cutStore(t *testing.T, nr, appends int, keep int64) *testStore {
 	if err := os.Truncate(filepath.Join(ts.store, LogName), entryPos(keep)); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Truncate(filepath.Join(ts.store, f.Path), ends[keep-1]); err != nil {
+	if err := os.Truncate(filepath.Join(ts.store, f.Path), ends[keep]); err != nil {
 		t.Fatal(err)
 	}
 	return ts
@@ -416,9 +420,9 @@ func TestTamperCutTailAndDeviceFiles(t *testing.T) {
 		{"whole blocks, device keystream cut, state rewritten", tamperNR, 20, 8,
 			func(t *testing.T, ts *testStore) { cutDeviceKeys(t, ts, 2); setCount(8, 8)(t, ts) },
 			map[ProblemKind]int{ProblemKeystream: 1}, []string{"device keystream was cut"}},
-		{"in a block, state deleted", tamperNR, 20, 18, removeState,
+		{"in a block, state deleted", tamperNR, 19, 18, removeState,
 			map[ProblemKind]int{ProblemKeystream: 1}, []string{"ratchet state"}},
-		{"in a block, state rewritten", tamperNR, 20, 18, setCount(18, 18),
+		{"in a block, state rewritten", tamperNR, 19, 18, setCount(18, 18),
 			map[ProblemKind]int{ProblemKeystream: 1}, []string{"next key is not the key of entry 18"}},
 		{"in a block, nratchet 31, state deleted", 31, 10, 3, removeState,
 			map[ProblemKind]int{ProblemKeystream: 1}, []string{"ratchet state"}},
@@ -426,14 +430,14 @@ func TestTamperCutTailAndDeviceFiles(t *testing.T) {
 			map[ProblemKind]int{ProblemKeystream: 1}, []string{"next key is not the key of entry 3"}},
 		// At a block's start the state holds no key to check; the keys
 		// burnt for the block it no longer counts give it away.
-		{"in a block, count lowered to the block's start", tamperNR, 20, 18, setCount(16, 16),
+		{"in a block, count lowered to the block's start", tamperNR, 19, 18, setCount(16, 16),
 			map[ProblemKind]int{ProblemKeystream: 1}, []string{"stale or forged"}},
-		{"in a block, commit in flight", tamperNR, 20, 18, setCount(16, 18),
+		{"in a block, commit in flight", tamperNR, 19, 18, setCount(16, 18),
 			map[ProblemKind]int{ProblemKeystream: 1}, []string{"target key is not the key of entry 18"}},
-		{"in a block, state of another keystream", tamperNR, 20, 18,
+		{"in a block, state of another keystream", tamperNR, 19, 18,
 			func(t *testing.T, ts *testStore) { editState(t, ts, func(st *RatchetState) { st.KeyMagic++ }) },
 			map[ProblemKind]int{ProblemKeystream: 1}, []string{"belongs to keystream"}},
-		{"in a block, state garbled", tamperNR, 20, 18,
+		{"in a block, state garbled", tamperNR, 19, 18,
 			func(t *testing.T, ts *testStore) { writeAt(t, ts.dev+StateSuffix, []byte("garbage!"), 0) },
 			map[ProblemKind]int{ProblemKeystream: 1}, []string{"bad magic"}},
 	} {

@@ -191,10 +191,12 @@ type verifier struct {
 	paths map[string]uint64
 	want  uint64 // ID selected by File, 0 = all
 
-	rf       *os.File
-	rr       *RecordReader
-	pending  *Record   // next side record, not yet bound
-	lastTime time.Time // device clock of the latest time record
+	rf         *os.File
+	recSize    int64 // of rf
+	resyncFrom int64 // where recordAt may read next
+	rr         *RecordReader
+	pending    *Record   // next side record, not yet bound
+	lastTime   time.Time // device clock of the latest time record
 
 	// With sideBySide, entry MACs are queued (macs) and computed together
 	// on the 16-lane SHA-256 (flushMACs); what the verifier reports after
@@ -465,8 +467,8 @@ func (v *verifier) run() (*Summary, error) {
 					i, nEntries-1, rest, v.keys.slots)})
 			break
 		}
-		v.applyRecords(i, &key)
 		e, _ := ParseEntry(b[:])
+		v.applyRecords(i, &e, &key)
 		v.checkEntry(i, &e, &key)
 		if v.o.Progress != nil && i%8192 == 0 {
 			v.o.Progress(LogHeaderSize+i*EntrySize, lst.Size())
@@ -605,7 +607,10 @@ func (v *verifier) openRecords() {
 		return
 	}
 	v.rf = f
-	v.rr = NewRecordReader(f)
+	if st, err := f.Stat(); err == nil {
+		v.recSize = st.Size()
+	}
+	v.rr = NewRecordReader(io.NewSectionReader(f, 0, v.recSize))
 }
 
 // nextRecord loads the next side record into v.pending; a malformed
@@ -626,21 +631,21 @@ func (v *verifier) nextRecord() {
 	v.pending = &r
 }
 
-// applyRecords verifies the side records bound to entry i (records come in
-// entry order) and applies the map and time records among them.
-func (v *verifier) applyRecords(i int64, key *[KeySize]byte) {
+// applyRecords verifies the side records bound to entry e (index i) and
+// applies the map and time records among them. Records come in entry
+// order. An anchor entry claims the record at its offset: one that is not
+// there (deleted, cut, moved, or damaged) is reported, and the stream is
+// picked up again at the anchored offset, so one bad record does not hide
+// the ones after it. A version 1 record (stores written before anchors) is
+// bound to an append's entry and has no anchor to answer to.
+func (v *verifier) applyRecords(i int64, e *Entry, key *[KeySize]byte) {
 	if v.pending == nil {
 		v.nextRecord()
 	}
 	var rk [KeySize]byte
 	haveKey := false
-	for ; v.pending != nil && v.pending.Entry <= i; v.nextRecord() {
-		r := *v.pending
-		if r.Entry < i {
-			v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: r.Entry, Off: r.Off, Len: int64(len(r.Raw) + KeySize),
-				Msg: fmt.Sprintf("%v record out of order (bound to entry %d, found after entry %d)", r.Type, r.Entry, i)})
-			continue
-		}
+	// check verifies r's seal with entry i's key and applies it.
+	check := func(r *Record) {
 		if v.keys != nil {
 			if !haveKey {
 				rk, haveKey = v.m.recordKey(key), true
@@ -648,18 +653,93 @@ func (v *verifier) applyRecords(i int64, key *[KeySize]byte) {
 			v.m.reset(&rk)
 			v.m.Write(r.Raw)
 			if !macEqual(v.m.final()[:], r.MAC[:]) {
-				v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: i, Off: r.Off, Len: int64(len(r.Raw) + KeySize),
-					Msg: fmt.Sprintf("%v record does not match its seal (forged or altered)", r.Type)})
-				continue
+				v.reportRecord(r, i, fmt.Sprintf("%v record does not match its seal (forged or altered)", r.Type))
+				return
 			}
 		}
 		switch r.Type {
 		case RecordTime:
 			v.lastTime = r.Time
 		case RecordMap:
-			v.applyMap(i, &r)
+			v.applyMap(i, r)
 		}
 	}
+	anchor := e.IsAnchor() && e.checkAnchor() == ""
+	off, n := int64(e.Offset), int64(e.Count)
+	for ; v.pending != nil; v.nextRecord() {
+		r := v.pending
+		switch {
+		case r.Entry < i:
+			if r.Anchored() {
+				v.reportRecord(r, r.Entry, fmt.Sprintf("%v record bound to entry %d, which does not anchor it here (found after entry %d: moved or copied)", r.Type, r.Entry, i))
+			} else {
+				v.reportRecord(r, r.Entry, fmt.Sprintf("%v record out of order (bound to entry %d, found after entry %d)", r.Type, r.Entry, i))
+			}
+			continue
+		case anchor && r.Off < off:
+			v.reportRecord(r, r.Entry, fmt.Sprintf("%v record at %d, before the record entry %d anchors at %d: no entry anchors it (inserted or duplicated)", r.Type, r.Off, i, off))
+			continue
+		case r.Entry > i || anchor:
+			// Records of later entries, or the anchored offset: below.
+		case r.Anchored():
+			v.reportRecord(r, i, fmt.Sprintf("%v record bound to entry %d, which does not anchor it", r.Type, i))
+			continue
+		default:
+			check(r) // version 1, bound to this entry
+			continue
+		}
+		break
+	}
+	if !anchor {
+		return
+	}
+	r := v.pending
+	if r == nil || r.Off != off {
+		// Not where the stream stands: read the record at its anchored
+		// offset, and go on from there if it is there.
+		r = v.recordAt(off, n)
+	} else {
+		v.pending = nil
+	}
+	if r == nil || r.Entry != i || !r.Anchored() || int64(len(r.Raw)+KeySize) != n {
+		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: i, Off: off, Len: n,
+			Msg: fmt.Sprintf("entry %d anchors a side record at %d (%d bytes) that is not there (records deleted, cut, moved or altered)", i, off, n)})
+		return
+	}
+	check(r)
+}
+
+// recordAt reads and parses the record of n bytes at off in the records
+// file, and restarts the record stream after it when it parses; nil if it
+// does not. Each attempt is at or after the end of the previous one
+// (anchors of a sound store only move forward), so however many anchors a
+// hostile log holds, the attempts read the records file at most once.
+func (v *verifier) recordAt(off, n int64) *Record {
+	if v.rf == nil || off < v.resyncFrom || off+n > v.recSize {
+		return nil
+	}
+	v.resyncFrom = off + n
+	b := make([]byte, n)
+	if _, err := v.rf.ReadAt(b, off); err != nil {
+		return nil
+	}
+	r, k, err := ParseRecord(b, off)
+	if err != nil || int64(k) != n {
+		return nil
+	}
+	sr := io.NewSectionReader(v.rf, off+n, v.recSize-off-n)
+	if v.rr == nil {
+		v.rr = newRecordReaderAt(sr, off+n)
+	} else {
+		v.rr.restart(sr, off+n)
+	}
+	v.pending = nil
+	return &r
+}
+
+// reportRecord reports a problem with side record r, bound to entry i.
+func (v *verifier) reportRecord(r *Record, i int64, msg string) {
+	v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: i, Off: r.Off, Len: int64(len(r.Raw) + KeySize), Msg: msg})
 }
 
 func (v *verifier) applyMap(i int64, r *Record) {
@@ -752,9 +832,11 @@ func (v *verifier) checkEntry(i int64, e *Entry, key *[KeySize]byte) {
 		return
 	}
 	if e.Inode == FakeInode {
-		if e.Count != 0 {
-			fail(Problem{Kind: ProblemAltered, Msg: "filler entry claims data"})
-			return
+		if e.IsAnchor() {
+			if msg := e.checkAnchor(); msg != "" {
+				fail(Problem{Kind: ProblemAltered, Msg: msg})
+				return
+			}
 		}
 		if v.keys != nil {
 			if ok, _ := v.macEntry(e, key, ""); !ok {
@@ -864,15 +946,12 @@ func (v *verifier) scanUnknown() {
 		rel, _ := filepath.Rel(v.dir, p)
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
-			if rel == SealMetaDir {
-				return fs.SkipDir
-			}
 			return nil
 		}
-		if rel == LogName || strings.HasPrefix(rel, MetaDir+"/") {
-			if _, ok := v.paths[rel]; !ok {
-				return nil
-			}
+		// The store's own files; anything else, under .indelible/ too,
+		// is a real log a map record names or has no business here.
+		if rel == LogName || rel == RecordsName || rel == ParamsName {
+			return nil
 		}
 		if _, ok := v.paths[rel]; !ok {
 			v.report(Problem{Kind: ProblemUnknownFile, File: rel, Entry: -1, Msg: "file in the store that no sealed map record names (renamed or planted)"})

@@ -74,7 +74,7 @@ Examples:
 			fs.IntVar(&blockSize, "block-size", 4096, "filesystem block size: 1024 or 4096")
 			fs.Var(&logs, "log", "protected file path inside the filesystem (repeat for more)")
 			fs.StringVar(&auditorKey, "auditor-key", "", "where to write the auditor's keystream copy (required; keep it off the device)")
-			fs.StringVar(&keySize, "key-size", "", "keystream size (default: one 32-byte key per 31 entries, an entry per 4 KiB of image, at least 1 MiB; see `indelible help keys`)")
+			fs.StringVar(&keySize, "key-size", "", "keystream size (default: one 32-byte key per 31 entries, an entry per 4 KiB of image plus a year of the sealed clock's minute entries, at least 1 MiB; see `indelible help keys`)")
 			fs.StringVar(&onViolation, "on-violation", "readonly", "response to an attack: readonly, discard or honeypot")
 			fs.StringVar(&quiescence, "quiescence", "1s", "quiet time before sealing when there is no journal commit to wait for")
 			fs.StringVar(&lostAfter, "lost-after", "0", "seal a range the host never wrote (data lost in a host crash) as found after this long; 0: never, sealing stops there")
@@ -147,7 +147,12 @@ const bytesPerSealedEntry = 4096
 // a million entries, whatever the image size.
 const minKeyBytes = 1 << 20
 
-// defaultKeyBytes sizes the keystream from the image size.
+// clockEntriesPerYear is what the sealed clock costs: a time record, with
+// its anchor entry, in each minute the device appends anything.
+const clockEntriesPerYear = 365 * 24 * 60
+
+// defaultKeyBytes sizes the keystream from the image size, plus a year of
+// the sealed clock.
 func defaultKeyBytes(imageBytes int64) int64 {
-	return max(seal.KeyBytesFor(imageBytes/bytesPerSealedEntry, 0), minKeyBytes)
+	return max(seal.KeyBytesFor(imageBytes/bytesPerSealedEntry+clockEntriesPerYear, 0), minKeyBytes)
 }

@@ -32,6 +32,11 @@ Sizing: the keystream is finite and cannot grow. Each 32-byte key seals
 An append is one sealed write: about one log line, or one flush of a log file.
 For example 10 million lines a day for a year is 3.65 billion appends: 3.6G.
 1 TiB of logs written in 4 KiB appends is 268 million appends: 264M.
+Side records are sealed as entries too: one per real log, one per crash
+repair, and the sealed clock, one in each minute with appends (at most
+530 000 a year, about 0.5M of keys). A device that appends less often than
+once a minute spends about two entries per append: size it for twice its
+appends.
 The device warns from 80 % use and refuses appends (never writing them
 unsealed) when the keystream runs out; then create a new store.
 
@@ -77,7 +82,7 @@ func runKeys(env *Env, fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	keys := (size + seal.KeySize - 1) / seal.KeySize
-	fmt.Fprintf(env.Stdout, "created store %s\n  device keystream  %s\n  auditor keystream %s\n  %s of keys: %d keys × %d appends = %d appends\n",
+	fmt.Fprintf(env.Stdout, "created store %s\n  device keystream  %s\n  auditor keystream %s\n  %s of keys: %d keys × %d entries = %d entries (appends, and the side records' anchors)\n",
 		pos[0], dev, aud, formatSize(keys*seal.KeySize), keys, nr, keys*int64(nr))
 	fmt.Fprintf(env.Stdout, "move the auditor keystream off this machine before the device goes into service\n")
 	return nil

@@ -110,7 +110,9 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 			if !r.OK {
 				mark = "BAD"
 			}
-			if r.Entry.Inode == seal.FakeInode {
+			if r.Entry.IsAnchor() {
+				what = "(side record)" // offset+count locate it in the records file
+			} else if r.Entry.Inode == seal.FakeInode {
 				what = "(ratchet filler)"
 			} else if what == "" {
 				what = fmt.Sprintf("(file id %d)", r.Entry.Inode)
