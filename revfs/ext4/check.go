@@ -73,6 +73,9 @@ type result struct {
 	// their views cannot change (see unchanged), only their block's other
 	// records did.
 	same []*tracked
+	// journalMap is set when the change carries a block of the journal's
+	// map (journal.mapBlocks), whose new version applyChange holds.
+	journalMap bool
 }
 
 // process checks (apply=false) or records (apply=true) one host write.
@@ -251,6 +254,8 @@ func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
 				res.gdt[b] = bytes.Clone(nb)
 			case roleBitmap:
 				res.bitmaps[b] = bytes.Clone(nb)
+			case roleJournal:
+				res.journalMap = true
 			case roleInodeTable:
 				if e.unchanged(r.owner, nb) {
 					same = append(same, r.owner)
@@ -286,6 +291,10 @@ func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
 				vs = append(vs, e.checkEntry(f, t, res.views[t], chg)...)
 			}
 		}
+	}
+	if res.journalMap && e.jnl != nil {
+		// After the files' own violations, which name what they touch.
+		vs = append(vs, e.jnl.checkInode(chg)...)
 	}
 	return vs, res
 }
@@ -529,6 +538,16 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 	}
 	for b, d := range res.bitmaps {
 		e.applyBitmap(b, d)
+	}
+	if res.journalMap && e.jnl != nil {
+		// Held as the newest version of the block (a partial write is
+		// merged into it), as for the superblock; the journal's map
+		// stays the one Open found.
+		for _, b := range e.jnl.mapBlocks() {
+			if d, ok := chg.get(b); ok && !bytes.Equal(e.meta[b], d) {
+				e.meta[b] = bytes.Clone(d)
+			}
+		}
 	}
 	for _, t := range res.same {
 		// The view stays; the block's other records changed.

@@ -9,7 +9,11 @@
 // The engine holds the newest version of every watched metadata block: the
 // primary superblock, the group descriptor table, every block bitmap, the
 // inode-table blocks of the protected files and of their parent
-// directories, their extent tree blocks, and the parent directories' blocks.
+// directories, their extent tree blocks, the parent directories' blocks,
+// and the blocks that locate the journal (the journal inode's record and
+// extent tree: the engine follows the log where Open found it, so any
+// change to the journal's block map or size is a layout change,
+// journalmap.go).
 // A version becomes visible when the host writes the block home (no
 // journal, or a checkpoint) or when a jbd2 transaction carrying a copy of
 // it commits. A set of versions that becomes visible together (one host
@@ -125,6 +129,19 @@
 //     the descriptors a change rewrites.
 //   - ReadFile reads each run of contiguous blocks with one read, straight
 //     into the caller's buffer.
+//
+// # The journal's layout
+//
+// Each write of the journal superblock is checked: its geometry (block
+// size, first block, length, end of the circular log) must stay, its start
+// must not move back to transactions the engine has applied
+// (journal.startMovedBack), and its feature set (features, checksum type,
+// UUID), which says how the log reads, may change only when no transaction
+// the engine has applied and a replay from the new superblock would reach
+// reads differently under it (journal.rereads, which lists the changes the
+// kernel makes: at mount on an empty log, revoke at any time). The journal
+// inode's record and extent tree are watched like the superblock: any
+// change to the journal's block map or size is refused (journalmap.go).
 //
 // # Fast commits
 //

@@ -18,6 +18,7 @@ const (
 	roleInodeTable                     // inode-table block holding a tracked inode
 	roleTree                           // extent tree block of a tracked inode
 	roleDir                            // directory block of a watched parent directory
+	roleJournal                        // inode-table block of the journal inode, or a block of its extent tree
 )
 
 type role struct {
@@ -59,6 +60,8 @@ func (e *Engine) reindex() {
 		e.buildStaticSpans()
 	}
 	if (e.jnl != nil) != e.staticJnl {
+		// The journal's roles and spans are static too, once it is open.
+		e.buildStatic()
 		e.buildStaticSpans()
 	}
 	roles := e.roles
@@ -205,7 +208,10 @@ func sortDataSpans(data []dataSpan, runs []int, spare []dataSpan) ([]dataSpan, [
 }
 
 // buildStatic builds the roles that never change: the primary superblock,
-// the group descriptor table and the block bitmaps.
+// the group descriptor table, the block bitmaps, and the blocks that say
+// where the journal lies (the journal inode's record and extent tree: the
+// engine follows the log where Open found it, so any change to them is a
+// layout change, journal.checkInode).
 func (e *Engine) buildStatic() {
 	st := map[uint64][]role{}
 	add := func(b uint64, r role) { st[b] = append(st[b], r) }
@@ -215,6 +221,11 @@ func (e *Engine) buildStatic() {
 	}
 	for b := range e.bitmapG {
 		add(b, role{kind: roleBitmap})
+	}
+	if j := e.jnl; j != nil {
+		for _, b := range j.mapBlocks() {
+			add(b, role{kind: roleJournal})
+		}
 	}
 	e.staticRoles = st
 	e.roles = make(map[uint64][]role, len(st))

@@ -14,7 +14,11 @@ import (
 
 // journal follows the jbd2 log inside the journal inode.
 type journal struct {
-	e        *Engine
+	e *Engine
+	// ino is the journal inode as Open found it: its record and extent
+	// tree say where the log lies, which the engine never re-reads (a
+	// change to them is a layout change, checkInode).
+	ino      *tracked
 	maps     []layout.Mapping // journal block -> device block, by journal block
 	byPhys   []layout.Mapping // the same, by device block
 	sb       *jbd2.Superblock
@@ -115,7 +119,7 @@ func (e *Engine) openJournal(committed map[revfs.FileID]int64) error {
 	if len(jt.view.unknown) > 0 || len(jt.view.maps) == 0 {
 		return fmt.Errorf("ext4: journal inode %d has no readable block map", e.sb.JournalInum)
 	}
-	j := &journal{e: e, maps: jt.view.maps, copyOf: map[uint32]uint64{}}
+	j := &journal{e: e, ino: jt, maps: jt.view.maps, copyOf: map[uint32]uint64{}}
 	j.byPhys = append([]layout.Mapping(nil), j.maps...)
 	sort.Slice(j.byPhys, func(a, b int) bool { return j.byPhys[a].Physical < j.byPhys[b].Physical })
 	// Two journal blocks sharing a device block would let a small image
@@ -879,9 +883,14 @@ func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []r
 	if nsb.BlockSize() != j.sb.BlockSize() || nsb.First() != j.sb.First() || nsb.MaxLen() != j.sb.MaxLen() || nsb.LogEnd() != j.sb.LogEnd() {
 		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
 		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
-			Detail: fmt.Sprintf("journal geometry changed: first %d maxlen %d -> first %d maxlen %d", j.sb.First(), j.sb.MaxLen(), nsb.First(), nsb.MaxLen())}}
+			Detail: fmt.Sprintf("journal geometry changed: first %d maxlen %d log end %d -> first %d maxlen %d log end %d",
+				j.sb.First(), j.sb.MaxLen(), j.sb.LogEnd(), nsb.First(), nsb.MaxLen(), nsb.LogEnd())}}
 	}
 	if why := j.startMovedBack(nsb); why != "" {
+		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
+		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n, Detail: "journal superblock: " + why}}
+	}
+	if why := j.rereads(nsb, w); why != "" {
 		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
 		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n, Detail: "journal superblock: " + why}}
 	}
@@ -924,6 +933,118 @@ func (j *journal) startMovedBack(nsb *jbd2.Superblock) string {
 		return fmt.Sprintf("a clean log restarted at transaction %d, already applied (next is %d)", nsb.Sequence(), j.seq)
 	}
 	return ""
+}
+
+// A journal superblock's feature set says how the log reads: the version
+// (a v1 superblock has no features), s_feature_compat/incompat/ro_compat,
+// the checksum type and the UUID, which seeds the v2/v3 checksums. 64bit,
+// csum v2 and csum v3 set the size of a descriptor tag and the tail of
+// descriptor and revoke blocks; checksum v1 and v2/v3 decide which blocks
+// a replay accepts. Read with another feature set, a live transaction
+// replays other home blocks, or none. The kernel changes the set in these
+// ways only (fs/jbd2/journal.c, fs/ext4/super.c):
+//
+//   - At mount, once the recovery has emptied the log,
+//     ext4_load_and_init_journal sets, in memory, 64bit for a 64bit
+//     filesystem, the checksums of the mount (set_journal_csum_feature_set:
+//     csum v3 with metadata_csum, else checksum v1 with journal_checksum;
+//     async_commit with journal_async_commit; the others cleared) and
+//     fast_commit. They reach the disk with the next superblock write. On a
+//     clean log that is the first commit's (journal_reset defers it,
+//     JBD2_FLUSHED), which names the new transaction's start before any
+//     block of it is written: nothing is live. After a recovery
+//     journal_reset has already written the superblock with the old set,
+//     so the new one comes with the first log-tail update, when
+//     transactions the kernel wrote with it are live. The filesystem's
+//     own features (64bit, metadata_csum) reached the disk with the first
+//     mount's first commit, so only the mount options can differ there:
+//     checksum v1 and async_commit, which change neither the tags nor
+//     which of those transactions replay (their commit blocks carry a
+//     CRC, or none, which checksum v1 accepts).
+//   - jbd2_journal_revoke sets revoke at the first revoke record, whenever
+//     that is; it reaches the disk with the next write, live log and all.
+//     The recovery reads revoke blocks whether it is set or not.
+//   - jbd2_mark_journal_empty (unmount) writes a clean superblock without
+//     fast_commit; journal_reset clears it after a recovery.
+//
+// No remount changes the set (ext4 ignores a journal_checksum change on
+// remount). So the kernel never changes how a live transaction reads, and
+// that is the rule: a superblock that changes the set is refused only when
+// a transaction the engine has already applied is still in the log it
+// points a replay at, and a scan of that log reads it differently under
+// the new set than under the old (for fast_commit, which moves the log's
+// end, the geometry check above decides). Transactions not applied yet are
+// read, from then on, with the new set, as a replay would.
+
+// rereads reports why nsb, a journal superblock the host writes, would
+// make a replay read a transaction the engine has already applied
+// differently from how the engine read it, or "" when it would not.
+func (j *journal) rereads(nsb *jbd2.Superblock, w *hostWrite) string {
+	old := j.sb
+	if sameFeatureSet(old, nsb) {
+		return ""
+	}
+	// The transactions a replay from nsb would start with that the engine
+	// has applied: none once the log is clean, or when the engine has
+	// applied none since the log was last clean (expect is false), or
+	// when nsb starts at or after the next one (startMovedBack refuses
+	// starting before the log's start).
+	if nsb.Clean() || !j.expect || !tidBefore(nsb.Sequence(), j.seq) {
+		return ""
+	}
+	live := fmt.Sprintf("transactions %d to %d, which the engine has applied, are live in the log", nsb.Sequence(), j.seq-1)
+	if nsb.Sequence() == j.seq-1 {
+		live = fmt.Sprintf("transaction %d, which the engine has applied, is live in the log", nsb.Sequence())
+	}
+	change := fmt.Sprintf("features %s -> %s", featureSet(old), featureSet(nsb))
+	if old.Disk.FeatureROCompat != nsb.Disk.FeatureROCompat {
+		// jbd2 defines no ro_compat feature: with any set, the kernel
+		// refuses to load the journal, and the live transactions with it.
+		return fmt.Sprintf("%s while %s: the kernel would refuse to replay the log", change, live)
+	}
+	read := func(jb uint32) ([]byte, error) { return j.readJ(jb, w) }
+	before, _, _, _ := jbd2.Scan(old, nsb.Start(), nsb.Sequence(), read, int(old.MaxLen()))
+	after, _, _, _ := jbd2.Scan(nsb, nsb.Start(), nsb.Sequence(), read, int(nsb.MaxLen()))
+	if !slices.EqualFunc(appliedTxs(before, j.seq), appliedTxs(after, j.seq), sameReading) {
+		return fmt.Sprintf("%s while %s: a replay would read the log differently from the engine", change, live)
+	}
+	return ""
+}
+
+// sameFeatureSet reports whether two journal superblocks read the log
+// alike, by the fields that say how (see above).
+func sameFeatureSet(a, b *jbd2.Superblock) bool {
+	return a.Disk.Header.BlockType == b.Disk.Header.BlockType && a.Compat() == b.Compat() && a.Incompat() == b.Incompat() &&
+		a.Disk.FeatureROCompat == b.Disk.FeatureROCompat && a.Disk.ChecksumType == b.Disk.ChecksumType && a.Disk.UUID == b.Disk.UUID
+}
+
+// featureSet describes a journal superblock's feature set for a violation.
+func featureSet(sb *jbd2.Superblock) string {
+	s := fmt.Sprintf("[incompat %s compat %s", sb.Incompat(), sb.Compat())
+	if ro := sb.Disk.FeatureROCompat; ro != 0 {
+		s += fmt.Sprintf(" ro_compat %#x", ro)
+	}
+	if sb.HasCsumV2V3() {
+		s += fmt.Sprintf(" checksum type %d uuid %x", sb.Disk.ChecksumType, sb.Disk.UUID)
+	}
+	return s + "]"
+}
+
+// appliedTxs returns the leading transactions of txs before tid next.
+func appliedTxs(txs []jbd2.Transaction, next uint32) []jbd2.Transaction {
+	n := 0
+	for n < len(txs) && tidBefore(txs[n].Sequence, next) {
+		n++
+	}
+	return txs[:n]
+}
+
+// sameReading reports whether two scans read one transaction alike: the
+// same log blocks, the same copies of the same home blocks, the same
+// revoke records.
+func sameReading(a, b jbd2.Transaction) bool {
+	return a.Sequence == b.Sequence && a.Start == b.Start && a.End == b.End &&
+		slices.Equal(a.Blocks, b.Blocks) && slices.Equal(a.Revoked, b.Revoked) && slices.Equal(a.Skipped, b.Skipped)
 }
 
 // catchUp applies transactions whose commit block arrived before the rest
