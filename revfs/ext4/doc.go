@@ -147,7 +147,10 @@
 //
 // Fast commits (the fast_commit feature) are accepted but not parsed: the
 // fast-commit area is part of the watched journal, and jbd2.Scan ignores
-// it. Every fast commit is followed by a full jbd2 commit (within the
+// it. The kernel sets the journal's fast-commit feature at mount and clears
+// it at unmount, which moves the end of the circular log (the area takes
+// its last blocks); the engine accepts that move only while no transaction
+// it has applied is live (journal.logEndMayMove, TestKernelFastCommit). Every fast commit is followed by a full jbd2 commit (within the
 // commit interval) or a checkpoint carrying the same inode, which is where
 // the engine sees the new size. This delays the coherence of an fsync-ed
 // append by at most the commit interval; it never lets a change through

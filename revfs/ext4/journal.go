@@ -880,7 +880,7 @@ func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []r
 		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
 		return []revfs.Violation{{Kind: revfs.KindUnparseable, Off: off, Len: n, Detail: fmt.Sprintf("journal superblock: %v", err)}}
 	}
-	if nsb.BlockSize() != j.sb.BlockSize() || nsb.First() != j.sb.First() || nsb.MaxLen() != j.sb.MaxLen() || nsb.LogEnd() != j.sb.LogEnd() {
+	if nsb.BlockSize() != j.sb.BlockSize() || nsb.First() != j.sb.First() || nsb.MaxLen() != j.sb.MaxLen() || nsb.LogEnd() != j.sb.LogEnd() && !j.logEndMayMove(nsb) {
 		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
 		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
 			Detail: fmt.Sprintf("journal geometry changed: first %d maxlen %d log end %d -> first %d maxlen %d log end %d",
@@ -933,6 +933,16 @@ func (j *journal) startMovedBack(nsb *jbd2.Superblock) string {
 		return fmt.Sprintf("a clean log restarted at transaction %d, already applied (next is %d)", nsb.Sequence(), j.seq)
 	}
 	return ""
+}
+
+// logEndMayMove reports whether nsb, a journal superblock of the same
+// length, may move the end of the log: the fast-commit area takes the
+// journal's last blocks, and the kernel sets the feature at mount (on an
+// empty log) and clears it at unmount (in the clean superblock). With a
+// transaction the engine has applied still live, a new end would change
+// where a replay wraps round.
+func (j *journal) logEndMayMove(nsb *jbd2.Superblock) bool {
+	return nsb.Clean() || !j.expect || !tidBefore(nsb.Sequence(), j.seq)
 }
 
 // A journal superblock's feature set says how the log reads: the version

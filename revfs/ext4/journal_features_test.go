@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/indelible-worm/indelible/internal/testenv"
 	"github.com/indelible-worm/indelible/revfs"
 	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
 	"github.com/indelible-worm/indelible/revfs/ext4/layout"
@@ -83,6 +84,29 @@ func TestJournalFeatureFlipRefused(t *testing.T) {
 		off, sb = r.journalSuperblockWith(first, seq0, func(b []byte) { binary.BigEndian.PutUint32(b[jsbROCompatOff:], 1) })
 		if vs := r.e.CheckWrite(off, sb); !layoutChangedIn(vs) {
 			t.Fatalf("an ro_compat feature set while transaction %d is live: %v, want %v", seq0, vs, revfs.KindLayoutChanged)
+		}
+	})
+
+	// fast_commit moves the log's end, where a replay wraps round: set
+	// under a live transaction, it is refused (set at mount on the empty
+	// log, as the kernel does, it is not: TestKernelFastCommit).
+	t.Run("fast_commit set under a live transaction", func(t *testing.T) {
+		testenv.RequireCommand(t, "tune2fs")
+		img := loadImage(t, "b4k-journal.img")
+		runCmd(t, "tune2fs", "-O", "^has_journal", img)
+		runCmd(t, "tune2fs", "-J", "size=5", img) // room for jbd2's smallest log beside the area
+		r := openRig(t, img, map[string]int64{p: 5000}, p)
+		w := newTxWriter(r)
+		first, seq0 := w.pos, w.seq
+		if vs := r.write(r.journalSuperblockAt(first, seq0)); len(vs) != 0 {
+			t.Fatalf("superblock as at mount: %v", vs)
+		}
+		if vs, _ := w.commit(homesOf(r)); len(vs) != 0 {
+			t.Fatalf("growth: %v", vs)
+		}
+		off, sb := r.journalSuperblockWith(first, seq0, addIncompat(jbd2.FeatureIncompatFastCommit))
+		if vs := r.e.CheckWrite(off, sb); !layoutChangedIn(vs) {
+			t.Fatalf("fast_commit set while transaction %d is live: %v, want %v", seq0, vs, revfs.KindLayoutChanged)
 		}
 	})
 

@@ -613,3 +613,49 @@ func explainJournal(r *rig) string {
 	}
 	return b.String()
 }
+
+// An image with fast_commit: at mount the kernel sets the journal's
+// fast-commit feature, which moves the end of the log (the fast-commit area
+// takes the journal's last blocks), and clears it at unmount. Both happen
+// with no transaction of the engine's live, and are no layout change.
+func TestKernelFastCommit(t *testing.T) {
+	testenv.RequireRoot(t)
+	testenv.RequireCommand(t, "tune2fs")
+	img := loadImage(t, "b4k-journal.img")
+	// A journal large enough for a fast-commit area beside jbd2's
+	// minimum log (the image's own is that minimum: 1024 blocks, and
+	// the fast-commit area takes 256 more by default).
+	runCmd(t, "tune2fs", "-O", "^has_journal", img)
+	runCmd(t, "tune2fs", "-J", "size=5", img)
+	runCmd(t, "tune2fs", "-O", "fast_commit", img)
+	files := []string{"var/log/app.log"}
+	r := openRig(t, img, map[string]int64{"var/log/app.log": 5000}, files...)
+	k := &kernelRun{t: t, r: r, rng: rand.New(rand.NewPCG(3, 4)), files: files,
+		verified: map[string]int64{"var/log/app.log": 5000}, lastSize: map[string]int64{}}
+	k.m = newLoopMount(t, img, "")
+	for round := range 6 {
+		k.appendOnce("var/log/app.log", 200+round)
+		if round%2 == 0 {
+			// fsync: a fast commit, where the kernel can make one
+			f, err := os.OpenFile(filepath.Join(k.m.dir, "var/log/app.log"), os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Sync()
+			f.Close()
+		}
+		k.m.sync()
+		k.round()
+		if round == 2 {
+			k.m.unmount()
+			k.round()
+			k.m.mount()
+			k.round()
+		}
+	}
+	k.m.unmount()
+	k.round()
+	if st := r.state("var/log/app.log"); st.Coherent != st.Size {
+		t.Errorf("app.log: %+v", st)
+	}
+}
