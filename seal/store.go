@@ -1553,6 +1553,26 @@ func (s *Store) Watermark(id uint64) int64 {
 	return 0
 }
 
+// ReadSealed reads len(p) sealed bytes of file id at off: bytes below its
+// watermark, as the real log holds them (the device compares them with
+// what the image shows, at restart). It fails for bytes past the watermark.
+func (s *Store) ReadSealed(id uint64, p []byte, off int64) error {
+	s.mu.Lock()
+	rl := s.files[id]
+	var f *os.File
+	if rl != nil && off >= 0 && off <= rl.size-int64(len(p)) {
+		f = rl.f
+	}
+	s.mu.Unlock()
+	if f == nil {
+		return fmt.Errorf("seal: file %d: bytes [%d, +%d) are not sealed", id, off, len(p))
+	}
+	if _, err := f.ReadAt(p, off); err != nil {
+		return fmt.Errorf("seal: read real log %s: %w", rl.ref.Path, err)
+	}
+	return nil
+}
+
 // Files lists the real logs known to the store, by ID.
 func (s *Store) Files() []FileRef {
 	s.mu.Lock()

@@ -55,7 +55,10 @@ func (w *hostWrite) blame(b uint64, lo, hi int) (int64, int64) {
 // change is a set of new home-block versions that become visible together:
 // one host write, or the transactions completed by one commit block.
 type change struct {
-	get     func(b uint64) ([]byte, bool)
+	get func(b uint64) ([]byte, bool)
+	// peek is get without keeping the block (journal changes only): for
+	// reading many data copies once.
+	peek    func(b uint64) ([]byte, bool)
 	homes   []uint64
 	carries map[uint64]bool
 	blame   func(b uint64, lo, hi int) (int64, int64)

@@ -21,15 +21,21 @@ type Options struct {
 	Now    func() time.Time
 	// Committed holds the sealed watermark of each file at start (restart).
 	Committed map[revfs.FileID]int64
+	// Sealed reads len(p) bytes at off of a file's sealed content (the
+	// real log), below its watermark. With it, Open compares the bytes a
+	// journal recovery would show in a committed range with what was
+	// sealed (sealedcheck.go); nil skips that comparison.
+	Sealed func(id revfs.FileID, p []byte, off int64) error
 }
 
 // Engine implements revfs.Engine for one ext4 image.
 type Engine struct {
-	img     io.ReaderAt
-	size    int64
-	log     *slog.Logger
-	now     func() time.Time
-	written revfs.BlockSet
+	img        io.ReaderAt
+	readSealed func(id revfs.FileID, p []byte, off int64) error // Options.Sealed
+	size       int64
+	log        *slog.Logger
+	now        func() time.Time
+	written    revfs.BlockSet
 
 	sb       *layout.SuperBlock
 	rawSB    []byte
@@ -136,7 +142,7 @@ var maxTreeExtents = maxTreeBlocks * 340
 // persistent set of blocks the host has written since the image was made.
 func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revfs.BlockSet, opts Options) (*Engine, error) {
 	e := &Engine{
-		img: img, size: size, written: written, log: opts.Logger, now: opts.Now,
+		img: img, size: size, written: written, log: opts.Logger, now: opts.Now, readSealed: opts.Sealed,
 		byIno: map[uint64]*tracked{}, meta: map[uint64][]byte{}, bitmaps: map[uint64][]byte{},
 		bitmapG: map[uint64]uint64{}, overlay: map[uint64]journalCopy{}, lastWrite: map[uint64]writeMark{}, epoch: 1,
 		homeWrote: map[uint64]uint64{}, dirty: true,

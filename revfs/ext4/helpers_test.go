@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -93,6 +94,13 @@ type rig struct {
 // openRig opens an engine on the image file at path protecting paths.
 func openRig(t testing.TB, path string, committed map[string]int64, paths ...string) *rig {
 	t.Helper()
+	return openRigSealed(t, path, committed, nil, paths...)
+}
+
+// openRigSealed is openRig with the sealed content of files (by path) that
+// Open may compare a journal recovery with (Options.Sealed).
+func openRigSealed(t testing.TB, path string, committed map[string]int64, sealed map[string][]byte, paths ...string) *rig {
+	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +119,20 @@ func openRig(t testing.TB, path string, committed map[string]int64, paths ...str
 	opts := Options{Committed: map[revfs.FileID]int64{}, Logger: slog.New(r.log)}
 	for p, n := range committed {
 		opts.Committed[r.ids[p]] = n
+	}
+	if sealed != nil {
+		byID := map[revfs.FileID][]byte{}
+		for p, b := range sealed {
+			byID[r.ids[p]] = b
+		}
+		opts.Sealed = func(id revfs.FileID, p []byte, off int64) error {
+			b := byID[id]
+			if off < 0 || off+int64(len(p)) > int64(len(b)) {
+				return fmt.Errorf("file %d: [%d, +%d) not sealed", id, off, len(p))
+			}
+			copy(p, b[off:])
+			return nil
+		}
 	}
 	r.e, err = Open(r.img, int64(len(b)), files, r.written, opts)
 	if err != nil {
@@ -227,3 +249,19 @@ func (l *testLogger) Handle(_ context.Context, r slog.Record) error {
 }
 func (l *testLogger) WithAttrs([]slog.Attr) slog.Handler { return l }
 func (l *testLogger) WithGroup(string) slog.Handler      { return l }
+
+// fileBytes reads a protected file's bytes, up to its size, through the
+// engine's view of its block map (holes and unwritten extents read as zeroes).
+func (r *rig) fileBytes(p string) []byte {
+	f := r.e.byIno[uint64(r.ids[p])]
+	out := make([]byte, f.view.size)
+	for lb := int64(0); lb*r.bs < f.view.size; lb++ {
+		m, ok := f.view.lookup(uint64(lb))
+		if !ok || m.Unwritten {
+			continue
+		}
+		pb := int64(m.Physical + uint64(lb) - m.Logical)
+		copy(out[lb*r.bs:], r.img.b[pb*r.bs:(pb+1)*r.bs])
+	}
+	return out
+}

@@ -189,10 +189,13 @@ func (e *Engine) openJournal(committed map[revfs.FileID]int64) error {
 // any of them is applied: each protected file keeps, for the judgment, the
 // committed range its home blocks already show (min of the watermark and
 // its size before the replay), so that the replay may not shrink it below
-// the watermark nor remap that range. Data copies are not judged here: a
-// crash in the middle of a checkpoint legitimately leaves home data older
-// than the journal's. It returns the violations and the commit block of the
-// first transaction that raises one.
+// the watermark nor remap that range; and where the replay would show
+// other committed bytes than the home blocks do (a map only the journal
+// holds, a data=journal copy), those bytes must be the sealed ones
+// (sealedContent). Data copies are not judged as writes here: a crash in
+// the middle of a checkpoint legitimately leaves home data older than the
+// journal's. It returns the violations and the commit block of the first
+// transaction that raises one.
 func (j *journal) judgeRecovery(txs []jbd2.Transaction, read func(uint32) ([]byte, error), committed map[revfs.FileID]int64) ([]revfs.Violation, uint32) {
 	e := j.e
 	for _, f := range e.files {
@@ -206,8 +209,12 @@ func (j *journal) judgeRecovery(txs []jbd2.Transaction, read func(uint32) ([]byt
 			f.committed, f.sealed = 0, nil
 		}
 	}()
-	check := func(txs []jbd2.Transaction) []revfs.Violation {
-		vs, res := e.evalChange(j.change(txs, read, noBlame))
+	// check judges a recovery of txs; with content, it also compares the
+	// committed bytes it would show with the sealed ones (sealedContent),
+	// which reads them.
+	check := func(txs []jbd2.Transaction, content bool) []revfs.Violation {
+		chg := j.change(txs, read, noBlame)
+		vs, res := e.evalChange(chg)
 		for _, f := range e.files {
 			nv, c := res.views[f], committed[revfs.FileID(f.ino)]
 			if nv != nil && nv.inode != nil && nv.size < c && nv.size >= f.committed {
@@ -215,18 +222,31 @@ func (j *journal) judgeRecovery(txs []jbd2.Transaction, read func(uint32) ([]byt
 					Detail: fmt.Sprintf("journal recovery would leave size %d, below the %d bytes sealed", nv.size, c)})
 			}
 		}
+		if content && len(vs) == 0 {
+			vs = j.sealedContent(chg, res, committed)
+		}
 		return vs
 	}
-	vs := check(txs)
+	vs := check(txs, true)
 	if len(vs) == 0 {
 		return nil, 0
 	}
 	for i := range txs[:len(txs)-1] {
-		if len(check(txs[:i+1])) > 0 {
+		if len(check(txs[:i+1], false)) > 0 {
 			return vs, txs[i].End
 		}
 	}
-	return vs, txs[len(txs)-1].End
+	// Only the sealed bytes differ: the shortest prefix that shows them,
+	// by bisection, each step reading the bytes again.
+	lo, hi := 0, len(txs)-1
+	for lo < hi {
+		if mid := (lo + hi) / 2; len(check(txs[:mid+1], true)) > 0 {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return vs, txs[lo].End
 }
 
 // length is the number of journal blocks the inode maps.
@@ -665,7 +685,7 @@ func (j *journal) versions(txs []jbd2.Transaction, read func(uint32) ([]byte, er
 			chg.carries[h] = true
 		}
 	}
-	chg.get = func(b uint64) ([]byte, bool) {
+	chg.peek = func(b uint64) ([]byte, bool) {
 		lb, ok := latest[b]
 		if !ok {
 			return nil, false
@@ -681,8 +701,14 @@ func (j *journal) versions(txs []jbd2.Transaction, read func(uint32) ([]byte, er
 			d = bytes.Clone(d) // read's result may be shared
 			jbd2.Unescape(d)
 		}
-		cache[b] = d
 		return d, true
+	}
+	chg.get = func(b uint64) ([]byte, bool) {
+		d, ok := chg.peek(b)
+		if ok {
+			cache[b] = d
+		}
+		return d, ok
 	}
 	return chg
 }

@@ -128,3 +128,98 @@ func TestJournalForgeryRefusedAtTheWrite(t *testing.T) {
 		}
 	})
 }
+
+// setExtents rewrites an inode's extent tree, held in the inode, as the
+// given runs (logical block, length, physical block).
+func setExtents(size uint32, runs ...[3]uint32) func([]byte) {
+	return func(raw []byte) {
+		le := binary.LittleEndian
+		le.PutUint32(raw[4:], size)
+		ib := raw[0x28 : 0x28+60]
+		clear(ib)
+		le.PutUint16(ib[0:], 0xF30A)
+		le.PutUint16(ib[2:], uint16(len(runs)))
+		le.PutUint16(ib[4:], 4)
+		for i, r := range runs {
+			e := ib[12+12*i:]
+			le.PutUint32(e[0:], r[0])
+			le.PutUint16(e[4:], uint16(r[1]))
+			le.PutUint32(e[8:], r[2])
+		}
+	}
+}
+
+// The committed bytes a recovery would show where only the journal maps
+// them must be the sealed ones. The file grows into a new block through a
+// transaction the device applies and seals (the home inode still says 5000
+// bytes); the host then rewrites that transaction in place, mapping the new
+// block to another one holding other bytes, and the device restarts. The
+// home blocks cannot tell the forged map from the true one; the sealed
+// bytes can.
+func TestOpenComparesSealedBytes(t *testing.T) {
+	const p = "var/log/app.log"
+	const grown = 9000
+	for _, forge := range []bool{false, true} {
+		name := map[bool]string{false: "honest recovery", true: "transaction rewritten with another block"}[forge]
+		t.Run(name, func(t *testing.T) {
+			r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+			old := r.fileBytes(p)
+			m, _ := r.e.byIno[uint64(r.ids[p])].view.lookup(0)
+			first := uint32(m.Physical)             // (0-1): first, first+1
+			const newBlock, otherBlock = 1326, 1327 // free in the image
+			content := append(bytes.Clone(old), bytes.Repeat([]byte("appended line\n"), 1000)...)[:grown]
+			// The appended data, home first (data=ordered).
+			blk1 := bytes.Clone(r.img.b[int64(first+1)*r.bs : int64(first+2)*r.bs])
+			copy(blk1, content[r.bs:2*r.bs])
+			blk2 := make([]byte, r.bs)
+			copy(blk2, content[2*r.bs:])
+			for _, w := range []struct {
+				b    uint64
+				data []byte
+			}{{uint64(first + 1), blk1}, {newBlock, blk2}, {otherBlock, bytes.Repeat([]byte("forged!\n"), int(r.bs/8))}} {
+				if vs := r.write(int64(w.b)*r.bs, w.data); len(vs) != 0 {
+					t.Fatalf("data write to block %d: %v", w.b, vs)
+				}
+			}
+			w := newTxWriter(r)
+			pos, seq := w.pos, w.seq
+			if vs := r.write(r.journalSuperblockAt(pos, seq)); len(vs) != 0 {
+				t.Fatalf("superblock of a mounted log: %v", vs)
+			}
+			home, ino := r.inodeBlockWith(p, setExtents(grown, [3]uint32{0, 2, first}, [3]uint32{2, 1, newBlock}))
+			if vs, _ := w.commit([]uint64{home}, [][]byte{ino}); len(vs) != 0 {
+				t.Fatalf("growth: %v", vs)
+			}
+			r.e.Flushed()
+			if st := r.state(p); st.Size != grown {
+				t.Fatalf("after the growth: %+v", st)
+			}
+			if forge {
+				_, bad := r.inodeBlockWith(p, setExtents(grown, [3]uint32{0, 2, first}, [3]uint32{2, 1, otherBlock}))
+				(&txWriter{r: r, pos: pos, seq: seq}).commit([]uint64{home}, [][]byte{bad}) // an applied tid: not judged again
+			}
+
+			// The device restarts, having sealed all 9000 bytes.
+			path := filepath.Join(t.TempDir(), "img")
+			if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r2 := openRigSealed(t, path, map[string]int64{p: grown}, map[string][]byte{p: content}, p)
+			r2.e.Flushed()
+			vs := r2.e.FlushViolations()
+			got := r2.fileBytes(p)
+			if !forge {
+				if len(vs) != 0 || !bytes.Equal(got, content) {
+					t.Fatalf("honest recovery: %v, %d bytes (equal %v)", vs, len(got), bytes.Equal(got, content))
+				}
+				return
+			}
+			if !slices.ContainsFunc(vs, func(v revfs.Violation) bool { return v.Kind == revfs.KindDataChanged }) {
+				t.Fatalf("first flush after Open: %v, want %v", vs, revfs.KindDataChanged)
+			}
+			if bytes.Contains(got, []byte("forged!")) {
+				t.Fatal("the forged map was applied: the file shows the other block's bytes")
+			}
+		})
+	}
+}
