@@ -15,6 +15,8 @@ import (
 // journal follows the jbd2 log inside the journal inode.
 type journal struct {
 	e *Engine
+	// recoveryChecks counts judgeRecovery's evaluations (tests).
+	recoveryChecks int
 	// ino is the journal inode as Open found it: its record and extent
 	// tree say where the log lies, which the engine never re-reads (a
 	// change to them is a layout change, checkInode).
@@ -209,10 +211,11 @@ func (j *journal) judgeRecovery(txs []jbd2.Transaction, read func(uint32) ([]byt
 			f.committed, f.sealed = 0, nil
 		}
 	}()
-	// check judges a recovery of txs; with content, it also compares the
-	// committed bytes it would show with the sealed ones (sealedContent),
-	// which reads them.
-	check := func(txs []jbd2.Transaction, content bool) []revfs.Violation {
+	// check judges a recovery of txs; when its structure raises nothing,
+	// it also compares the committed bytes it would show with the sealed
+	// ones (sealedContent).
+	check := func(txs []jbd2.Transaction) []revfs.Violation {
+		j.recoveryChecks++
 		chg := j.change(txs, read, noBlame)
 		vs, res := e.evalChange(chg)
 		for _, f := range e.files {
@@ -222,25 +225,24 @@ func (j *journal) judgeRecovery(txs []jbd2.Transaction, read func(uint32) ([]byt
 					Detail: fmt.Sprintf("journal recovery would leave size %d, below the %d bytes sealed", nv.size, c)})
 			}
 		}
-		if content && len(vs) == 0 {
+		if len(vs) == 0 {
 			vs = j.sealedContent(chg, res, committed)
 		}
 		return vs
 	}
-	vs := check(txs, true)
+	vs := check(txs)
 	if len(vs) == 0 {
 		return nil, 0
 	}
-	for i := range txs[:len(txs)-1] {
-		if len(check(txs[:i+1], false)) > 0 {
-			return vs, txs[i].End
-		}
-	}
-	// Only the sealed bytes differ: the shortest prefix that shows them,
-	// by bisection, each step reading the bytes again.
-	lo, hi := 0, len(txs)-1
+	// The transaction to cut the log before: one whose prefix raises a
+	// violation while the prefix before it does not, found by bisection
+	// (the replay of no transaction raises none). A search from the
+	// start would judge prefix after prefix, each longer: a forged log of
+	// a million lone commit blocks before a harmful one would keep Open
+	// busy for days.
+	lo, hi := 0, len(txs)-1 // txs[:hi+1] raises one; txs[:lo] none
 	for lo < hi {
-		if mid := (lo + hi) / 2; len(check(txs[:mid+1], true)) > 0 {
+		if mid := (lo + hi) / 2; len(check(txs[:mid+1])) > 0 {
 			hi = mid
 		} else {
 			lo = mid + 1

@@ -223,3 +223,42 @@ func TestOpenComparesSealedBytes(t *testing.T) {
 		})
 	}
 }
+
+// Open finds where to cut a harmful recovery by bisection: a log of
+// hundreds of transactions before the harmful one costs a handful of
+// evaluations, not one per prefix (each as long as the prefix).
+func TestOpenFindsHarmfulTransactionQuickly(t *testing.T) {
+	const p = "var/log/app.log"
+	const honest = 300
+	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+	w := newTxWriter(r)
+	if vs := r.write(r.journalSuperblockAt(w.pos, w.seq)); len(vs) != 0 {
+		t.Fatalf("superblock of a mounted log: %v", vs)
+	}
+	setSize := func(n uint32) func([]byte) {
+		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
+	}
+	for i := range honest {
+		home, blk := r.inodeBlockWith(p, setSize(uint32(5001+i)))
+		if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
+			t.Fatalf("growth %d: %v", i, vs)
+		}
+	}
+	home, bad := r.inodeBlockWith(p, setSize(100))
+	harmful := w.pos + 2                    // descriptor, copy, commit
+	w.commit([]uint64{home}, [][]byte{bad}) // raised, and landed (honeypot)
+
+	path := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r2 := openRig(t, path, map[string]int64{p: 5000}, p)
+	checks := r2.e.jnl.recoveryChecks
+	if len(r2.e.flushUndo) != 1 || r2.e.flushUndo[0] != harmful {
+		t.Fatalf("cut before %v, want the harmful transaction's commit block %d", r2.e.flushUndo, harmful)
+	}
+	if checks > 12 {
+		t.Fatalf("%d evaluations for %d transactions", checks, honest+1)
+	}
+	t.Logf("%d evaluations for %d transactions", checks, honest+1)
+}
