@@ -287,3 +287,29 @@ func TestMapRecordDurableBeforeRealLog(t *testing.T) {
 		t.Fatalf("records synced before the real log was created: %v (real log existed then: %v)", synced, existed)
 	}
 }
+
+// A store written before anchors (version 1 records, testdata/v1store) goes
+// on: Open accepts it, new records are anchored, and the mix verifies.
+func TestVersion1StoreGoesOn(t *testing.T) {
+	d := t.TempDir()
+	if err := os.CopyFS(d, os.DirFS("testdata/v1store")); err != nil {
+		t.Fatal(err)
+	}
+	ts := &testStore{dir: d, store: filepath.Join(d, "store"), dev: filepath.Join(d, "device.key"), aud: filepath.Join(d, "auditor.key")}
+	if sum, ps := ts.verify(t, VerifyOptions{}); !sum.OK() {
+		t.Fatalf("the fixture does not verify: %v %v", sum, ps)
+	}
+	s := ts.open(t, Options{})
+	if s.Watermark(12) != 34 || s.Watermark(13) != 23 {
+		t.Fatalf("watermarks %d %d, want 34 23", s.Watermark(12), s.Watermark(13))
+	}
+	fill(t, s, []FileRef{{ID: 12, Path: "var/log/app.log"}, {ID: 14, Path: "new.log"}}, 3)
+	ts.closeVerified(t, s)
+	versions := map[uint8]int{}
+	for _, r := range readRecords(t, ts) {
+		versions[r.Version]++
+	}
+	if versions[1] != 4 || versions[2] < 2 { // two maps and a time record per session; a map and a time record at least
+		t.Fatalf("records by version: %v", versions)
+	}
+}
