@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/indelible-worm/indelible/revfs"
 	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
@@ -15,8 +16,10 @@ import (
 // journal follows the jbd2 log inside the journal inode.
 type journal struct {
 	e *Engine
-	// recoveryChecks counts judgeRecovery's evaluations (tests).
+	// recoveryChecks counts judgeRecovery's evaluations (tests), and
+	// sealedCompared the sealed bytes they compared (sealedContent).
 	recoveryChecks int
+	sealedCompared int64
 	// ino is the journal inode as Open found it: its record and extent
 	// tree say where the log lies, which the engine never re-reads (a
 	// change to them is a layout change, checkInode).
@@ -161,7 +164,13 @@ func (e *Engine) openJournal(committed map[revfs.FileID]int64) error {
 	}
 	if len(txs) > 0 {
 		read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
-		if vs, undo := j.judgeRecovery(txs, read, committed); len(vs) > 0 {
+		began := time.Now()
+		vs, undo := j.judgeRecovery(txs, read, committed)
+		if j.sealedCompared > 0 {
+			e.log.Info("ext4: journal recovery compared with the sealed bytes", "transactions", len(txs),
+				"bytes", j.sealedCompared, "took", time.Since(began).Round(time.Millisecond))
+		}
+		if len(vs) > 0 {
 			// Not the kernel's: a transaction the device let through
 			// never shrinks or remaps what it sealed. Rewritten in
 			// the log while the device ran (a commit block of an

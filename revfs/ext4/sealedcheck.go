@@ -98,6 +98,7 @@ func (e *Engine) compareSealed(f *tracked, nv *view, c int64, chg *change) (revf
 			if err := e.recoveredBlock(nv, lb, chg, got); err != nil {
 				return bad(fmt.Sprintf("from a block that cannot be read (%v)", err))
 			}
+			e.jnl.sealedCompared += n
 			if !bytes.Equal(got[:n], want[:n]) {
 				return bad("holding other bytes than were sealed")
 			}
