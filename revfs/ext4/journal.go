@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -37,6 +38,10 @@ type journal struct {
 	// clears its own; it grows to the highest block written (the journal's
 	// length, which open bounds).
 	wrote []writeMark
+	// applied holds, indexed by journal block, the tid of the applied
+	// transaction whose part the block last held (liveApplied); it grows
+	// as wrote does.
+	applied []appliedMark
 	// copyOf maps a journal block to the home block whose pending copy it
 	// holds (the reverse of Engine.overlay).
 	copyOf map[uint32]uint64
@@ -353,6 +358,15 @@ func (j *journal) setWrote(jb uint32, m writeMark) {
 	j.wrote[jb] = m
 }
 
+// setApplied records that log block jb holds part of applied transaction
+// tid (see liveApplied).
+func (j *journal) setApplied(jb uint32, tid uint32) {
+	if n := int64(jb) + 1; n > int64(len(j.applied)) {
+		j.applied = append(j.applied, make([]appliedMark, n-int64(len(j.applied)))...)
+	}
+	j.applied[jb] = appliedMark{tid: tid, set: true}
+}
+
 // clearWrote forgets jb's write: its log position was consumed.
 func (j *journal) clearWrote(jb uint32) {
 	if int64(jb) < int64(len(j.wrote)) {
@@ -432,6 +446,18 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 			vs = append(vs, j.superblock(nb, pb, w, apply)...)
 			continue
 		}
+		if !apply && j.liveApplied(jb) {
+			if old, err := j.readJ(jb, nil); err == nil && !bytes.Equal(old, nb) {
+				off, n := w.blame(pb, 0, int(e.bs))
+				v := revfs.Violation{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
+					Detail: fmt.Sprintf("journal block %d rewritten: it belongs to a transaction the engine applied, still live in the log (from block %d, transaction %d)", jb, j.sb.Start(), j.sb.Sequence())}
+				if k := len(vs); k > 0 && vs[k-1].Kind == v.Kind && vs[k-1].Off+vs[k-1].Len == v.Off && strings.HasPrefix(vs[k-1].Detail, "journal block") {
+					vs[k-1].Len += v.Len
+				} else {
+					vs = append(vs, v)
+				}
+			}
+		}
 		if h, ok := jbd2.ParseHeader(nb); ok && h.BlockType == jbd2.BlockTypeCommit {
 			commits = append(commits, commit{pb, jb, h.Sequence})
 		}
@@ -510,6 +536,28 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 		j.cacheReset()
 	}
 	return vs
+}
+
+// appliedMark is the applied transaction a log block was part of.
+type appliedMark struct {
+	tid uint32
+	set bool
+}
+
+// liveApplied reports whether journal block jb holds part of a transaction
+// the engine has applied that the log still holds live: one at or after
+// the transaction the journal superblock names as the log's start. jbd2
+// never writes such a block: it writes the log at its head, and reuses
+// space only after a superblock write (with FUA) has moved the start past
+// it. A host that writes there rewrites a transaction the engine has
+// judged and applied, which a recovery would replay as it then reads.
+func (j *journal) liveApplied(jb uint32) bool {
+	sb := j.sb
+	if !j.expect || sb.Clean() || int64(jb) >= int64(len(j.applied)) {
+		return false
+	}
+	a := j.applied[jb]
+	return a.set && !tidBefore(a.tid, sb.Sequence()) && tidBefore(a.tid, j.seq)
 }
 
 // commitEval is what a commit block completes and how that evaluates.
@@ -899,6 +947,7 @@ func (j *journal) consume(txs []jbd2.Transaction) {
 		p := tx.Start
 		for n := uint32(0); n <= j.sb.MaxLen(); n++ {
 			j.clearWrote(p)
+			j.setApplied(p, tx.Sequence)
 			if !j.needed(p) {
 				j.cacheDrop(p)
 			}

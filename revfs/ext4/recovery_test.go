@@ -99,11 +99,10 @@ func TestOpenAppliesHonestRecovery(t *testing.T) {
 	}
 }
 
-// While the device runs, pointing the journal superblock back at a
-// transaction already applied is refused at the write: the forgery above,
-// caught before any restart. (A transaction rewritten in place while the
-// superblock names it is not caught at the write: Open's judgment and the
-// judging of its home writes stop it.)
+// While the device runs, the forgery above is refused at the write,
+// before any restart: pointing the journal superblock back at a transaction
+// already applied, or rewriting a transaction the superblock names (the
+// live log is never rewritten by jbd2).
 func TestJournalForgeryRefusedAtTheWrite(t *testing.T) {
 	const p = "var/log/app.log"
 	setSize := func(n uint32) func([]byte) {
@@ -125,6 +124,41 @@ func TestJournalForgeryRefusedAtTheWrite(t *testing.T) {
 		(&txWriter{r: r, pos: first, seq: seq0}).commit([]uint64{home}, [][]byte{bad})
 		if vs := r.e.CheckWrite(r.journalSuperblockAt(first, seq0)); !layoutChanged(vs) {
 			t.Fatalf("superblock pointing at applied transaction %d: %v, want %v", seq0, vs, revfs.KindLayoutChanged)
+		}
+	})
+
+	t.Run("a live transaction rewritten in place", func(t *testing.T) {
+		r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+		w := newTxWriter(r)
+		first, seq0 := w.pos, w.seq
+		if vs := r.write(r.journalSuperblockAt(first, seq0)); len(vs) != 0 {
+			t.Fatalf("superblock as at mount: %v", vs)
+		}
+		home, blk := r.inodeBlockWith(p, setSize(6000))
+		if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
+			t.Fatalf("growth: %v", vs)
+		}
+		// The next transaction, at the head of the log, is no rewrite.
+		home2, blk2 := r.inodeBlockWith(p, setSize(6500))
+		if vs, _ := w.commit([]uint64{home2}, [][]byte{blk2}); len(vs) != 0 {
+			t.Fatalf("next transaction: %v", vs)
+		}
+		_, bad := r.inodeBlockWith(p, setSize(100))
+		pb, _ := r.e.jnl.physOf(first + 1) // the first transaction's copy
+		if vs := r.e.CheckWrite(int64(pb)*r.bs, bad); !layoutChanged(vs) {
+			t.Fatalf("copy of applied transaction %d rewritten: %v, want %v", seq0, vs, revfs.KindLayoutChanged)
+		}
+		// The same bytes again change nothing: not a rewrite.
+		if vs := r.e.CheckWrite(int64(pb)*r.bs, r.img.b[int64(pb)*r.bs:int64(pb+1)*r.bs]); len(vs) != 0 {
+			t.Fatalf("same bytes written again: %v", vs)
+		}
+		// Once the superblock moves the start past it (a checkpoint), the
+		// block is free for the log's next lap.
+		if vs := r.write(r.journalSuperblockAt(w.pos, w.seq)); len(vs) != 0 {
+			t.Fatalf("checkpoint: %v", vs)
+		}
+		if vs := r.e.CheckWrite(int64(pb)*r.bs, bad); len(vs) != 0 {
+			t.Fatalf("a block past the log's start written: %v", vs)
 		}
 	})
 }
@@ -195,8 +229,14 @@ func TestOpenComparesSealedBytes(t *testing.T) {
 				t.Fatalf("after the growth: %+v", st)
 			}
 			if forge {
+				// The transaction's copy of the inode block, rewritten in
+				// place: refused at the write, and landed here
+				// (honeypot), so that the restart meets it.
 				_, bad := r.inodeBlockWith(p, setExtents(grown, [3]uint32{0, 2, first}, [3]uint32{2, 1, otherBlock}))
-				(&txWriter{r: r, pos: pos, seq: seq}).commit([]uint64{home}, [][]byte{bad}) // an applied tid: not judged again
+				pb, _ := r.e.jnl.physOf(pos + 1)
+				if vs := r.write(int64(pb)*r.bs, bad); len(vs) != 1 || vs[0].Kind != revfs.KindLayoutChanged {
+					t.Fatalf("live transaction rewritten: %v, want %v", vs, revfs.KindLayoutChanged)
+				}
 			}
 
 			// The device restarts, having sealed all 9000 bytes.
