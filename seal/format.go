@@ -41,6 +41,7 @@ var (
 	ErrOffset         = errors.New("seal: append offset is not the file's sealed watermark")
 	ErrCorrupt        = errors.New("seal: store is damaged beyond crash repair")
 	ErrClosed         = errors.New("seal: store is closed")
+	ErrInUse          = errors.New("seal: store is open in another process (a running device?)")
 	ErrBadPath        = errors.New("seal: invalid real-log path")
 	ErrFileConflict   = errors.New("seal: file ID or path already bound differently")
 	ErrTooLarge       = errors.New("seal: record too large")

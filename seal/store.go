@@ -167,6 +167,9 @@ func (s *Store) open(devKeyPath string) error {
 	if s.lf, err = s.root.OpenFile(LogName, os.O_RDWR, 0); err != nil {
 		return fmt.Errorf("seal: open store: %w", err)
 	}
+	if err := lockStore(s.lf); err != nil {
+		return fmt.Errorf("seal: open store %s: %w", s.dir, err)
+	}
 	if s.kf, err = os.OpenFile(devKeyPath, os.O_RDWR, 0); err != nil {
 		return fmt.Errorf("seal: open device keystream: %w", err)
 	}

@@ -2,6 +2,8 @@ package seal
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -129,6 +131,13 @@ type Summary struct {
 	Bytes        int64 `json:"bytes"`      // real-log bytes verified intact
 	OpenBlock    bool  `json:"open_block"` // last ratchet block not closed (running or crashed device)
 	Files        int   `json:"files"`
+	// Live is set when the device sealed more while Verify ran (the log
+	// or the device keystream changed). What lay past what the device had
+	// acknowledged when Verify began (entries, their side records, the
+	// real-log bytes they would cover: being sealed) is then not judged,
+	// only counted in InFlight.
+	Live     bool  `json:"live"`
+	InFlight int64 `json:"in_flight"`
 }
 
 // Problems is the number of problems found.
@@ -191,12 +200,23 @@ type verifier struct {
 	paths map[string]uint64
 	want  uint64 // ID selected by File, 0 = all
 
-	rf         *os.File
-	recSize    int64 // of rf
-	resyncFrom int64 // where recordAt may read next
-	rr         *RecordReader
-	pending    *Record   // next side record, not yet bound
-	lastTime   time.Time // device clock of the latest time record
+	rf      *os.File
+	recSize int64      // of rf
+	dev0    deviceSnap // the device's files before the log was read
+	lf      *os.File   // .SEALFS.LOG
+	logSize int64      // its size when read
+	// acked is how many entries the device had acknowledged before the
+	// log was read (the ratchet state's count; -1 when unknown). What a
+	// problem finds past it waits in unacked: a running device may be
+	// sealing it (settleUnacked decides).
+	acked        int64
+	unacked      []Problem
+	unackedPaths map[string]bool // real logs that map records past acked name
+	reread       bool            // unackedPaths holds the records file's latest map records
+	resyncFrom   int64           // where recordAt may read next
+	rr           *RecordReader
+	pending      *Record   // next side record, not yet bound
+	lastTime     time.Time // device clock of the latest time record
 
 	// With sideBySide, entry MACs are queued (macs) and computed together
 	// on the 16-lane SHA-256 (flushMACs); what the verifier reports after
@@ -243,7 +263,7 @@ const maxLater = 4096
 // at the first one. The error is non-nil only when verification could not
 // run at all (no store, unreadable log header, key for another store).
 func Verify(storeDir string, o VerifyOptions) (*Summary, error) {
-	v := &verifier{dir: storeDir, o: o, m: newMAC(), files: map[uint64]*vfile{}, paths: map[string]uint64{}}
+	v := &verifier{dir: storeDir, o: o, m: newMAC(), files: map[uint64]*vfile{}, paths: map[string]uint64{}, unackedPaths: map[string]bool{}}
 	defer v.closeFiles()
 	return v.run()
 }
@@ -360,7 +380,7 @@ func (v *verifier) blame(res *EntryResult, p Problem) {
 	if res.Why == "" {
 		res.Why = p.Kind.String() + ": " + p.Msg
 	}
-	v.report(p)
+	v.reportUnacked(res.Index >= v.acked, p)
 }
 
 // macOutcome counts a data entry whose MAC matched (ok) or reports it.
@@ -405,10 +425,17 @@ func (v *verifier) run() (*Summary, error) {
 		return nil, fmt.Errorf("seal: %s is not a store: %w", v.dir, err)
 	}
 	defer lf.Close()
+	// The device's burnt offset and ratchet state before the log: a
+	// running device makes entries durable before it burns their keys or
+	// counts them, so whatever these say was acknowledged is in the log
+	// read after them (see checkDevice).
+	v.dev0 = v.snapDevice()
+	v.acked = v.dev0.ackedEntries()
 	lst, err := lf.Stat()
 	if err != nil {
 		return nil, err
 	}
+	v.lf, v.logSize = lf, lst.Size()
 	var lh [LogHeaderSize]byte
 	if _, err := io.ReadFull(lf, lh[:]); err != nil {
 		return nil, &FormatError{File: LogName, Struct: "log header", Msg: "missing: " + err.Error()}
@@ -478,8 +505,9 @@ func (v *verifier) run() (*Summary, error) {
 	if v.o.Progress != nil {
 		v.o.Progress(lst.Size(), lst.Size())
 	}
+	v.sum.Live = v.changed() || storeInUse(lf) // sealing meanwhile, or open in a running device
 	if tail := (lst.Size() - LogHeaderSize) % EntrySize; lst.Size() > LogHeaderSize && tail != 0 && v.o.File == "" {
-		v.report(Problem{Kind: ProblemTruncated, Entry: nEntries, Off: entryPos(nEntries), Len: tail,
+		v.reportUnacked(true, Problem{Kind: ProblemTruncated, Entry: nEntries, Off: entryPos(nEntries), Len: tail,
 			Msg: fmt.Sprintf("%s ends with a partial entry of %d bytes", LogName, tail)})
 	}
 	v.sum.OpenBlock = nEntries%int64(v.nr) != 0
@@ -489,8 +517,49 @@ func (v *verifier) run() (*Summary, error) {
 		v.scanUnknown()
 		v.checkDevice(magic, nEntries)
 	}
+	v.settleUnacked()
 	v.sum.Files = len(v.files)
 	return &v.sum, nil
+}
+
+// changed reports whether the device sealed since Verify began: the log
+// or the device's own files are not what they were.
+func (v *verifier) changed() bool {
+	if st, err := v.lf.Stat(); err == nil && st.Size() != v.logSize {
+		return true
+	}
+	return v.snapDevice() != v.dev0
+}
+
+// reportUnacked reports p, or, when past is true and the device's
+// acknowledged count is known, keeps it for settleUnacked: it concerns what
+// lay past what the device had acknowledged.
+func (v *verifier) reportUnacked(past bool, p Problem) {
+	if past && v.acked >= 0 {
+		v.unacked = append(v.unacked, p)
+		return
+	}
+	v.report(p)
+}
+
+// settleUnacked decides what the problems found past the acknowledged
+// entries are. A running device shows such things for as long as a commit
+// takes (data written before its entry, records before the log, entries
+// before their keys are burnt): when the device was seen sealing, or holds
+// the store open (its lock on .SEALFS.LOG), they are counted as in flight;
+// otherwise they are what a crash or someone else left, and are reported.
+func (v *verifier) settleUnacked() {
+	if len(v.unacked) == 0 {
+		return
+	}
+	if v.sum.Live {
+		v.sum.InFlight += int64(len(v.unacked))
+	} else {
+		for _, p := range v.unacked {
+			v.report(p)
+		}
+	}
+	v.unacked = nil
 }
 
 // detectNRatchet finds nratchet as SealFS's verify does: the value under
@@ -905,7 +974,10 @@ func (v *verifier) orphanRecords(n int64) {
 		if r.Entry < n {
 			msg = fmt.Sprintf("%v record bound to entry %d, which verification did not reach (not verified)", r.Type, r.Entry)
 		}
-		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: r.Entry, Off: r.Off, Len: int64(len(r.Raw) + KeySize), Msg: msg})
+		if r.Type == RecordMap && r.Entry >= v.acked && v.acked >= 0 {
+			v.unackedPaths[r.Path] = true // its real log is being created
+		}
+		v.reportUnacked(r.Entry >= v.acked, Problem{Kind: ProblemRecord, File: RecordsName, Entry: r.Entry, Off: r.Off, Len: int64(len(r.Raw) + KeySize), Msg: msg})
 	}
 }
 
@@ -931,10 +1003,37 @@ func (v *verifier) finishFiles() {
 			end = min(end, rg.Off+rg.Len)
 		}
 		if end > f.next && v.o.Range == nil {
-			v.report(Problem{Kind: ProblemUnsealed, File: f.path, ID: id, Entry: -1, Off: f.next, Len: end - f.next,
+			v.reportUnacked(true, Problem{Kind: ProblemUnsealed, File: f.path, ID: id, Entry: -1, Off: f.next, Len: end - f.next,
 				Msg: "bytes after the last entry are not sealed (appended behind the device's back, or an unacknowledged tail)"})
 		}
 	}
+}
+
+// createdPastAcked reports whether a map record bound to an entry past the
+// acknowledged ones names rel: a real log a running device is creating.
+// The records file is read again for it (once), since the device may have
+// written the record after the verifier read past its place.
+func (v *verifier) createdPastAcked(rel string) bool {
+	if v.acked < 0 {
+		return false
+	}
+	if !v.reread {
+		v.reread = true
+		if f, err := regfile.Open(filepath.Join(v.dir, RecordsName)); err == nil {
+			rr := NewRecordReader(f)
+			for {
+				r, err := rr.Next()
+				if err != nil {
+					break
+				}
+				if r.Type == RecordMap && r.Entry >= v.acked {
+					v.unackedPaths[r.Path] = true
+				}
+			}
+			f.Close()
+		}
+	}
+	return v.unackedPaths[rel]
 }
 
 // scanUnknown reports files in the store that no map record names.
@@ -954,7 +1053,7 @@ func (v *verifier) scanUnknown() {
 			return nil
 		}
 		if _, ok := v.paths[rel]; !ok {
-			v.report(Problem{Kind: ProblemUnknownFile, File: rel, Entry: -1, Msg: "file in the store that no sealed map record names (renamed or planted)"})
+			v.reportUnacked(v.createdPastAcked(rel), Problem{Kind: ProblemUnknownFile, File: rel, Entry: -1, Msg: "file in the store that no sealed map record names (renamed or planted)"})
 		}
 		return nil
 	})
@@ -992,7 +1091,12 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 		}
 		v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: msg})
 	}
-	burnt := int64(dk.hdr.Burnt)
+	// The burnt offset and state as they were before the log was read:
+	// all they count was in the log then, even while the device runs.
+	burnt := int64(v.dev0.burnt)
+	if v.dev0.err {
+		burnt = int64(dk.hdr.Burnt)
+	}
 	blocks := (burnt - KeyHeaderSize) / KeySize
 	minEntries := (blocks-1)*int64(v.nr) + 1
 	// The ratchet state names the exact count of acknowledged entries;
@@ -1007,9 +1111,9 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 		v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (minEntries - n) * EntrySize,
 			Msg: fmt.Sprintf("the device burnt %d keys, so the log must hold at least %d entries, but it holds %d (tail deleted)", blocks, minEntries, n)})
 	}
-	if n > blocks*int64(v.nr) {
-		v.report(Problem{Kind: ProblemKeystream, File: LogName, Entry: blocks * int64(v.nr), Msg: fmt.Sprintf(
-			"%d entries use keys the device has not burnt (unacknowledged tail of a crash, or forged)", n-blocks*int64(v.nr))})
+	if nowBlocks := (int64(dk.hdr.Burnt) - KeyHeaderSize) / KeySize; n > nowBlocks*int64(v.nr) {
+		v.reportUnacked(true, Problem{Kind: ProblemKeystream, File: LogName, Entry: blocks * int64(v.nr), Msg: fmt.Sprintf(
+			"%d entries use keys the device has not burnt (unacknowledged tail of a crash, or forged)", n-nowBlocks*int64(v.nr))})
 	}
 	// SealFS's checkKeyStreams: the last burnt key differs, the first unburnt one matches.
 	if v.keys != nil && blocks > 0 {
@@ -1017,10 +1121,75 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 		if v.keys.key(blocks-1, &a) && dk.key(blocks-1, &d) && a == d {
 			v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: "the device keystream still holds the last key it claims to have burnt"})
 		}
-		if v.keys.key(blocks, &a) && dk.key(blocks, &d) && a != d {
+		// The first key unburnt now: read, then the header again, so that
+		// a burn meanwhile (a running device) is not taken for a mismatch.
+		now := (int64(dk.hdr.Burnt) - KeyHeaderSize) / KeySize
+		if v.keys.key(now, &a) && dk.key(now, &d) && a != d && v.snapDevice().burnt == dk.hdr.Burnt {
 			v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: "the first unburnt keys differ: the keystreams are not a pair"})
 		}
 	}
+}
+
+// deviceSnap is what the device's own files say at one moment: the device
+// keystream's burnt offset and the ratchet state's bytes. Two snapshots
+// differ when the device sealed in between.
+type deviceSnap struct {
+	burnt    uint64
+	err      bool // the keystream header could not be read
+	state    [stateSize]byte
+	n        int    // state bytes read
+	stateErr string // why the state could not be read
+}
+
+func (v *verifier) snapDevice() deviceSnap {
+	var d deviceSnap
+	if v.o.DeviceKey == "" {
+		return d
+	}
+	if k, err := openKeyReader(v.o.DeviceKey); err != nil {
+		d.err = true
+	} else {
+		d.burnt = k.hdr.Burnt
+		k.f.Close()
+	}
+	// The header first: a running device writes the state before it burns,
+	// so a state read after the header counts at least what it burnt.
+	// The state is rewritten in place: read until two reads agree, so
+	// that a write caught half done is not taken for a forged state.
+	var b []byte
+	var err error
+	for range 5 {
+		prev := b
+		if b, err = regfile.ReadSmall(v.o.DeviceKey+StateSuffix, stateSize); err != nil || bytes.Equal(prev, b) {
+			break
+		}
+	}
+	if err != nil {
+		d.stateErr = err.Error()
+	}
+	d.n = copy(d.state[:], b)
+	return d
+}
+
+// ackedEntries is the count of entries the state says the device
+// acknowledged, or -1 when there is no state to go by.
+func (d *deviceSnap) ackedEntries() int64 {
+	b, err := d.stateBytes()
+	if err != nil {
+		return -1
+	}
+	st, err := ParseRatchetState(b)
+	if err != nil {
+		return -1
+	}
+	return st.Committed
+}
+
+func (d *deviceSnap) stateBytes() ([]byte, error) {
+	if d.stateErr != "" {
+		return nil, errors.New(d.stateErr)
+	}
+	return d.state[:d.n], nil
 }
 
 // checkState reads the ratchet state beside the device keystream (burnt is
@@ -1034,7 +1203,7 @@ func (v *verifier) checkState(magic uint64, burnt int64) (acked int64, ok bool) 
 		v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: fmt.Sprintf("ratchet state %s: %s", p, msg)})
 		return 0, false
 	}
-	b, err := regfile.ReadSmall(p, stateSize)
+	b, err := v.dev0.stateBytes()
 	if err != nil {
 		// A store SealFS made has no state, and the burnt keys bound its
 		// log to whole ratchet blocks. One indelible made always has:

@@ -146,7 +146,9 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 		}{sum, sum.String(), sum.OK()})
 	} else {
 		fmt.Fprintln(env.Stdout, sum.String())
-		if sum.OpenBlock {
+		if sum.Live {
+			fmt.Fprintf(env.Stdout, "note: the device is running: %d findings past what it had acknowledged when this began (appends it was sealing) are not judged; verify a stopped device, or a copy, for the complete picture\n", sum.InFlight)
+		} else if sum.OpenBlock {
 			fmt.Fprintln(env.Stdout, "note: the last ratchet block is open (the device is running, or crashed and was not reopened)")
 		}
 	}
