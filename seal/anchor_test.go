@@ -378,3 +378,105 @@ func TestStoreOpenOnce(t *testing.T) {
 	s = ts.open(t, Options{}) // free again once closed
 	s.Close()
 }
+
+// A deleted side record shifts every later one; each record proves itself
+// by its seal, not its place, so the later ones still apply: a file created
+// after the deleted record is still checked, and its altered bytes found.
+func TestDeletedRecordHidesNothingAfterIt(t *testing.T) {
+	ts := newTestStore(t, 4096, tamperNR)
+	now := time.Date(2026, 12, 1, 4, 0, 0, 0, time.UTC)
+	s := ts.open(t, Options{Now: func() time.Time { return now }})
+	a, b := FileRef{ID: 12, Path: "a.log"}, FileRef{ID: 13, Path: "b.log"}
+	if err := s.Append(a, 0, []byte("first line of a\n")); err != nil { // map a, time, data
+		t.Fatal(err)
+	}
+	if err := s.Append(b, 0, []byte("first line of b: transfer 100 EUR\n")); err != nil { // map b, data
+		t.Fatal(err)
+	}
+	ts.closeVerified(t, s)
+	recs := readRecords(t, ts)
+	if len(recs) != 3 || recs[1].Type != RecordTime || recs[2].Type != RecordMap {
+		t.Fatalf("records %+v", recs)
+	}
+	rewriteRecords(t, ts, func(bb []byte) []byte {
+		r := recs[1]
+		return append(append([]byte{}, bb[:r.Off]...), bb[recordEnd(r):]...)
+	})
+	p := filepath.Join(ts.store, "b.log")
+	bb, _ := os.ReadFile(p)
+	copy(bb[27:], "999")
+	if err := os.WriteFile(p, bb, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	_, ps := ts.verify(t, VerifyOptions{})
+	k := kinds(ps)
+	if k[ProblemAltered] != 1 || k[ProblemRecord] == 0 || k[ProblemUnknownFile] != 0 {
+		t.Fatalf("want the deleted record and b.log's altered entry, and no unknown file: %v", ps)
+	}
+}
+
+// A hostile log of anchors and records that do not match costs the verifier
+// a pass over each, not one over the records file per anchor: the problems
+// it reports grow with the records and entries, not their product.
+func TestVerifyHostileAnchorsLinear(t *testing.T) {
+	const m, entries = 2000, 4000
+	ts := newTestStore(t, 1<<20, 31)
+	var rec []byte
+	for range m {
+		body, _ := encodeRecord(&Record{Type: RecordTime, Entry: 0, Time: time.Unix(0, 0)})
+		rec = append(append(rec, body...), make([]byte, KeySize)...)
+	}
+	if err := os.WriteFile(filepath.Join(ts.store, RecordsName), rec, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	lb := make([]byte, LogHeaderSize)
+	old, _ := os.ReadFile(filepath.Join(ts.store, LogName))
+	copy(lb, old)
+	for i := range entries {
+		roff, koff := expectedPlace(int64(i), 31)
+		e := Entry{RatchetOffset: roff, KeyOffset: koff, Inode: 7}
+		if i%2 == 1 {
+			e = Entry{RatchetOffset: roff, KeyOffset: koff, Inode: FakeInode, Offset: uint64(minRecordSize * (i/2 + 1)), Count: minRecordSize}
+		}
+		lb = e.AppendBinary(lb)
+	}
+	if err := os.WriteFile(filepath.Join(ts.store, LogName), lb, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	probs := 0
+	if _, err := Verify(ts.store, VerifyOptions{AuditorKey: ts.aud, OnProblem: func(Problem) { probs++ }}); err != nil {
+		t.Fatal(err)
+	}
+	if probs > 3*(m+entries) {
+		t.Fatalf("%d problems for %d records and %d entries", probs, m, entries)
+	}
+	t.Logf("%d problems for %d records and %d entries", probs, m, entries)
+}
+
+// In a version 1 store a deleted record leaves no anchor behind, but one
+// replaced by a copy of a later record of the same size (keeping every
+// offset) shows as two records of a kind for one entry.
+func TestVersion1DuplicateRecord(t *testing.T) {
+	d := t.TempDir()
+	if err := os.CopyFS(d, os.DirFS("testdata/v1store")); err != nil {
+		t.Fatal(err)
+	}
+	ts := &testStore{dir: d, store: filepath.Join(d, "store"), dev: filepath.Join(d, "device.key"), aud: filepath.Join(d, "auditor.key")}
+	recs := readRecords(t, ts)
+	var times []Record
+	for _, r := range recs {
+		if r.Type == RecordTime {
+			times = append(times, r)
+		}
+	}
+	if len(times) != 2 || times[0].Entry == times[1].Entry {
+		t.Fatalf("fixture time records %+v", times)
+	}
+	rewriteRecords(t, ts, func(b []byte) []byte {
+		copy(b[times[0].Off:recordEnd(times[0])], b[times[1].Off:recordEnd(times[1])])
+		return b
+	})
+	if sum, ps := ts.verify(t, VerifyOptions{}); sum.OK() || kinds(ps)[ProblemRecord] == 0 {
+		t.Fatalf("a version 1 time record replaced by a copy of a later one: %v %v", sum, ps)
+	}
+}

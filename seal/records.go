@@ -276,13 +276,6 @@ func newRecordReaderAt(r io.Reader, off int64) *RecordReader {
 	return &RecordReader{r: bufio.NewReaderSize(r, 1<<16), off: off}
 }
 
-// restart makes the reader read on from r, which starts at offset off of
-// RecordsName, reusing its buffer.
-func (rr *RecordReader) restart(r io.Reader, off int64) {
-	rr.r.Reset(r)
-	rr.off, rr.err = off, nil
-}
-
 // Anchored reports whether the record has an anchor entry of its own
 // (version 2), which locates it in RecordsName.
 func (r *Record) Anchored() bool { return r.Version >= recordVersion }

@@ -213,7 +213,9 @@ type verifier struct {
 	unacked      []Problem
 	unackedPaths map[string]bool // real logs that map records past acked name
 	reread       bool            // unackedPaths holds the records file's latest map records
-	resyncFrom   int64           // where recordAt may read next
+	streamEnd    int64           // where the record stream stopped, once rr is nil
+	v1Entry      int64           // the entry of the last version 1 records applied
+	v1Types      uint8           // their types, a bit each
 	rr           *RecordReader
 	pending      *Record   // next side record, not yet bound
 	lastTime     time.Time // device clock of the latest time record
@@ -694,6 +696,7 @@ func (v *verifier) nextRecord() {
 		if err != io.EOF {
 			v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: -1, Off: v.rr.Offset(), Msg: err.Error()})
 		}
+		v.streamEnd = max(v.streamEnd, v.rr.Offset())
 		v.rr = nil
 		return
 	}
@@ -701,12 +704,16 @@ func (v *verifier) nextRecord() {
 }
 
 // applyRecords verifies the side records bound to entry e (index i) and
-// applies the map and time records among them. Records come in entry
-// order. An anchor entry claims the record at its offset: one that is not
-// there (deleted, cut, moved, or damaged) is reported, and the stream is
-// picked up again at the anchored offset, so one bad record does not hide
-// the ones after it. A version 1 record (stores written before anchors) is
-// bound to an append's entry and has no anchor to answer to.
+// applies the map and time records among them. Records come in entry order,
+// and each proves itself by its seal (the key of the entry it names), not by
+// where it lies: an anchor entry claims its record, which must be the next
+// one bound to it; a record found elsewhere than its anchor says (records
+// before it deleted, inserted or moved) is reported and still applied, and
+// a record missing is reported without disturbing the ones after it. When a
+// damaged record ends the stream, it is picked up again, forward only, at
+// the next anchored offset, so one damaged record hides nothing after it.
+// A version 1 record (stores written before anchors) is bound to an
+// append's entry and has no anchor to answer to.
 func (v *verifier) applyRecords(i int64, e *Entry, key *[KeySize]byte) {
 	if v.pending == nil {
 		v.nextRecord()
@@ -740,20 +747,26 @@ func (v *verifier) applyRecords(i int64, e *Entry, key *[KeySize]byte) {
 		switch {
 		case r.Entry < i:
 			if r.Anchored() {
-				v.reportRecord(r, r.Entry, fmt.Sprintf("%v record bound to entry %d, which does not anchor it here (found after entry %d: moved or copied)", r.Type, r.Entry, i))
+				v.reportRecord(r, r.Entry, fmt.Sprintf("%v record bound to entry %d, found after entry %d: its anchor did not claim it there (moved or copied)", r.Type, r.Entry, i))
 			} else {
 				v.reportRecord(r, r.Entry, fmt.Sprintf("%v record out of order (bound to entry %d, found after entry %d)", r.Type, r.Entry, i))
 			}
 			continue
-		case anchor && r.Off < off:
-			v.reportRecord(r, r.Entry, fmt.Sprintf("%v record at %d, before the record entry %d anchors at %d: no entry anchors it (inserted or duplicated)", r.Type, r.Off, i, off))
-			continue
 		case r.Entry > i || anchor:
-			// Records of later entries, or the anchored offset: below.
+			// A later entry's record, kept for it; or this anchor's: below.
 		case r.Anchored():
 			v.reportRecord(r, i, fmt.Sprintf("%v record bound to entry %d, which does not anchor it", r.Type, i))
 			continue
+		case v.v1Entry == i && v.v1Types&(1<<(r.Type&7)) != 0:
+			// Two of a kind for one entry: a copy put where a deleted
+			// version 1 record was (those have no anchor to miss them).
+			v.reportRecord(r, i, fmt.Sprintf("a second %v record bound to entry %d (duplicated)", r.Type, i))
+			continue
 		default:
+			if v.v1Entry != i {
+				v.v1Entry, v.v1Types = i, 0
+			}
+			v.v1Types |= 1 << (r.Type & 7)
 			check(r) // version 1, bound to this entry
 			continue
 		}
@@ -763,31 +776,37 @@ func (v *verifier) applyRecords(i int64, e *Entry, key *[KeySize]byte) {
 		return
 	}
 	r := v.pending
-	if r == nil || r.Off != off {
-		// Not where the stream stands: read the record at its anchored
-		// offset, and go on from there if it is there.
-		r = v.recordAt(off, n)
-	} else {
+	switch {
+	case r != nil && r.Entry == i:
 		v.pending = nil
-	}
-	if r == nil || r.Entry != i || !r.Anchored() || int64(len(r.Raw)+KeySize) != n {
-		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: i, Off: off, Len: n,
-			Msg: fmt.Sprintf("entry %d anchors a side record at %d (%d bytes) that is not there (records deleted, cut, moved or altered)", i, off, n)})
+		if !r.Anchored() || r.Off != off || int64(len(r.Raw)+KeySize) != n {
+			v.reportRecord(r, i, fmt.Sprintf("the side record of entry %d lies at %d (%d bytes), where its anchor says %d (%d bytes): records before it deleted, inserted or moved",
+				i, r.Off, len(r.Raw)+KeySize, off, n))
+		}
+		check(r) // its seal, not its place, proves it
 		return
+	case r == nil && v.rr == nil && off >= v.streamEnd:
+		// A damaged record ended the stream before this anchor: read the
+		// record at the anchored offset, and go on from there.
+		if r = v.recordAt(off, n); r != nil && r.Entry == i && r.Anchored() {
+			check(r)
+			return
+		}
 	}
-	check(r)
+	v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: i, Off: off, Len: n,
+		Msg: fmt.Sprintf("entry %d anchors a side record at %d (%d bytes) that is not there (deleted, cut or damaged)", i, off, n)})
 }
 
 // recordAt reads and parses the record of n bytes at off in the records
 // file, and restarts the record stream after it when it parses; nil if it
-// does not. Each attempt is at or after the end of the previous one
-// (anchors of a sound store only move forward), so however many anchors a
-// hostile log holds, the attempts read the records file at most once.
+// does not. It is called only at or past where the stream ended, and the
+// restarted stream ends further on, so however many anchors a hostile log
+// holds, the stream never reads a record twice.
 func (v *verifier) recordAt(off, n int64) *Record {
-	if v.rf == nil || off < v.resyncFrom || off+n > v.recSize {
+	if v.rf == nil || off+n > v.recSize {
 		return nil
 	}
-	v.resyncFrom = off + n
+	v.streamEnd = off + n // tried: never again before here
 	b := make([]byte, n)
 	if _, err := v.rf.ReadAt(b, off); err != nil {
 		return nil
@@ -796,12 +815,7 @@ func (v *verifier) recordAt(off, n int64) *Record {
 	if err != nil || int64(k) != n {
 		return nil
 	}
-	sr := io.NewSectionReader(v.rf, off+n, v.recSize-off-n)
-	if v.rr == nil {
-		v.rr = newRecordReaderAt(sr, off+n)
-	} else {
-		v.rr.restart(sr, off+n)
-	}
+	v.rr = newRecordReaderAt(io.NewSectionReader(v.rf, off+n, v.recSize-off-n), off+n)
 	v.pending = nil
 	return &r
 }
