@@ -34,13 +34,16 @@ type Env struct {
 	// in its place). Only in-process harnesses set it: bench/e2e/profserve
 	// records the host's requests with it for bench/replay.
 	WrapDevice func(blockdev.Device) (blockdev.Device, error)
+	// stopSignals gives SIGINT and SIGTERM back their default action (end
+	// the process): run calls it for a command that does not watch Context.
+	stopSignals func()
 }
 
 // StdEnv returns the process environment, with a context that is cancelled on
 // the first SIGINT or SIGTERM.
 func StdEnv() *Env {
-	ctx, _ := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Context: ctx}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Context: ctx, stopSignals: stop}
 }
 
 // Command is one subcommand.
@@ -56,6 +59,11 @@ type Command struct {
 	// Getopt lets single-letter boolean flags cluster, getopt style (-aq),
 	// as syslock's users expect.
 	Getopt bool
+	// WatchesContext says Run stops cleanly when Env.Context is cancelled
+	// (SIGINT, SIGTERM). For the other commands those signals keep their
+	// default action: caught and ignored, Ctrl-C would not stop a verify
+	// of a large store.
+	WatchesContext bool
 }
 
 var commands = map[string]*Command{}
@@ -151,6 +159,9 @@ func run(c *Command, name string, args []string, env *Env) int {
 		}
 		fmt.Fprintf(env.Stderr, "indelible: %v; run `%s --help`\n", err, name)
 		return 2
+	}
+	if !c.WatchesContext && env.stopSignals != nil {
+		env.stopSignals()
 	}
 	err = c.Run(env, fs, positional)
 	if err == nil {

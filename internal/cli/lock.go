@@ -13,14 +13,15 @@ import (
 
 func init() {
 	register(&Command{
-		Name:    "lock",
-		Args:    "[-a [-q] [-o]] [-f] [-s] [-w] [-v] [-d] [-c FILE] [-g GROUP[:FLAG],...]",
-		Short:   "make groups of host files immutable or append-only (syslock)",
-		Long:    lockHelp,
-		Flags:   func(fs *flag.FlagSet) { lockFlags(fs, hostflags.Lock) },
-		Run:     func(env *Env, fs *flag.FlagSet, args []string) error { return runLock(env, fs, args, hostflags.Lock) },
-		Aliases: []string{"syslock"},
-		Getopt:  true,
+		Name:           "lock",
+		WatchesContext: true,
+		Args:           "[-a [-q] [-o]] [-f] [-s] [-w] [-v] [-d] [-c FILE] [-g GROUP[:FLAG],...]",
+		Short:          "make groups of host files immutable or append-only (syslock)",
+		Long:           lockHelp,
+		Flags:          func(fs *flag.FlagSet) { lockFlags(fs, hostflags.Lock) },
+		Run:            func(env *Env, fs *flag.FlagSet, args []string) error { return runLock(env, fs, args, hostflags.Lock) },
+		Aliases:        []string{"syslock"},
+		Getopt:         true,
 	})
 	register(&Command{
 		Name:    "unlock",

@@ -27,9 +27,10 @@ const shutdownTimeout = 30 * time.Second
 
 func init() {
 	register(&Command{
-		Name:  "serve",
-		Args:  "[--listen unix:PATH|tcp:HOST:PORT] [--read-only] [--export NAME] [IMAGE]",
-		Short: "serve a disk image to NBD clients over TCP or a Unix socket",
+		Name:           "serve",
+		WatchesContext: true,
+		Args:           "[--listen unix:PATH|tcp:HOST:PORT] [--read-only] [--export NAME] [IMAGE]",
+		Short:          "serve a disk image to NBD clients over TCP or a Unix socket",
 		Long: `Serves IMAGE (a file or block device) with the NBD protocol. Any NBD client
 can attach it: the Linux kernel through nbd-client, nbdfuse, qemu, nbdinfo,
 nbdcopy. The client sees a plain disk it can format and mount.
