@@ -42,8 +42,17 @@ type Env struct {
 // StdEnv returns the process environment, with a context that is cancelled on
 // the first SIGINT or SIGTERM.
 func StdEnv() *Env {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Context: ctx, stopSignals: stop}
+	ctx, cancel := context.WithCancel(context.Background())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		cancel()
+	}()
+	// Stop gives the signals their default action back and leaves the
+	// context as it is (a command may still use it, for its deadlines).
+	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Context: ctx,
+		stopSignals: func() { signal.Stop(sig) }}
 }
 
 // Command is one subcommand.

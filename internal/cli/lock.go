@@ -24,14 +24,15 @@ func init() {
 		Getopt:         true,
 	})
 	register(&Command{
-		Name:    "unlock",
-		Args:    "[-a [-q] [-o]] [-s] [-v] [-d] [-c FILE] [-g GROUP[:FLAG],...]",
-		Short:   "remove the flags lock set (sysunlock)",
-		Long:    unlockHelp,
-		Flags:   func(fs *flag.FlagSet) { lockFlags(fs, hostflags.Unlock) },
-		Run:     func(env *Env, fs *flag.FlagSet, args []string) error { return runLock(env, fs, args, hostflags.Unlock) },
-		Aliases: []string{"sysunlock"},
-		Getopt:  true,
+		Name:           "unlock",
+		WatchesContext: true,
+		Args:           "[-a [-q] [-o]] [-s] [-v] [-d] [-c FILE] [-g GROUP[:FLAG],...]",
+		Short:          "remove the flags lock set (sysunlock)",
+		Long:           unlockHelp,
+		Flags:          func(fs *flag.FlagSet) { lockFlags(fs, hostflags.Unlock) },
+		Run:            func(env *Env, fs *flag.FlagSet, args []string) error { return runLock(env, fs, args, hostflags.Unlock) },
+		Aliases:        []string{"sysunlock"},
+		Getopt:         true,
 	})
 }
 
