@@ -176,9 +176,13 @@ func runTool(name string, args ...string) (string, error) {
 }
 
 // Features the ext4 engine fully understands; everything else it refuses.
-// lazy_itable_init=0 matters: otherwise the kernel's ext4lazyinit thread
-// zeroes inode tables after the first mount, which the device would have to
-// tell apart from an attack on the protected inodes.
+// The inode tables must be marked zeroed (ITABLE_ZEROED): otherwise the
+// kernel's ext4lazyinit thread zeroes them after the first mount, which the
+// device would have to tell apart from an attack on the protected inodes.
+// The image is a new sparse file, which reads as zeroes, so mke2fs is told
+// so (assume_storage_prezeroed, e2fsprogs 1.47) and writes neither the inode
+// tables nor the journal: a 1 TiB image takes 16 MiB of disk instead of
+// 18 GiB. An older mke2fs zeroes them itself (lazy_itable_init=0).
 func makeImage(img string, size int64, blockSize int, journal string) error {
 	f, err := os.OpenFile(img, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -198,9 +202,17 @@ func makeImage(img string, size int64, blockSize int, journal string) error {
 	} else {
 		features += ",has_journal"
 	}
-	if _, err := runTool("mkfs.ext4", "-q", "-F", "-b", strconv.Itoa(blockSize), "-O", features,
-		"-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard", "-L", "indelible", "-t", "ext4", img); err != nil {
-		return err
+	mkfs := func(ext string) (string, error) {
+		return runTool("mkfs.ext4", "-q", "-F", "-b", strconv.Itoa(blockSize), "-O", features,
+			"-E", ext, "-L", "indelible", "-t", "ext4", img)
+	}
+	if out, err := mkfs("assume_storage_prezeroed=1,nodiscard"); err != nil {
+		if !strings.Contains(out, "assume_storage_prezeroed") && !strings.Contains(err.Error(), "assume_storage_prezeroed") {
+			return err
+		}
+		if _, err := mkfs("lazy_itable_init=0,lazy_journal_init=0,nodiscard"); err != nil {
+			return err
+		}
 	}
 	// The chosen data= mode and errors=remount-ro become the image's default
 	// mount options, so a plain `mount` on the host does the right thing.
