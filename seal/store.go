@@ -284,7 +284,11 @@ func (s *Store) open(devKeyPath string) error {
 			s.dirty[rl] = true
 		}
 	}
+	removedBefore := len(rep.Files)
 	if err := s.removeUnacknowledged(cut, rep); err != nil {
+		return err
+	}
+	if err := s.cutRecordsAfterRemovals(len(rep.Files) > removedBefore); err != nil {
 		return err
 	}
 	if lst.Size() != entryPos(n) {
@@ -588,14 +592,37 @@ func (s *Store) loadRecords(n int64, an anchored) ([]Record, error) {
 	if anchoredSeen != an.count {
 		return nil, fmt.Errorf("%w: acknowledged entries anchor %d side records, %s holds %d before %d", ErrCorrupt, an.count, RecordsName, anchoredSeen, an.end)
 	}
-	if keep != fi.Size() {
-		if err := s.rf.Truncate(keep); err != nil {
-			return nil, err
-		}
-		s.metaDirt, s.recsDirty = true, true
-	}
+	// The records past keep are cut by open, after the real logs only
+	// they named are gone (cutRecordsAfterRemovals).
 	s.recSize = keep
 	return cut, nil
+}
+
+// cutRecordsAfterRemovals cuts the side-record file to what loadRecords
+// kept, once the real logs that only the cut map records named are removed
+// and their removal is durable: cut first, a crash in between would leave
+// such a real log with no map record, which no later Open could tell from a
+// file planted in the store.
+func (s *Store) cutRecordsAfterRemovals(removed bool) error {
+	fi, err := s.rf.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() == s.recSize {
+		return nil
+	}
+	if removed {
+		for d := range s.newDirs {
+			if err := syncDir(d); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.rf.Truncate(s.recSize); err != nil {
+		return err
+	}
+	s.metaDirt, s.recsDirty = true, true
+	return nil
 }
 
 // removeUnacknowledged deletes the real logs that only unacknowledged
