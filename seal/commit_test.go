@@ -512,16 +512,8 @@ func testAppendBatchWriteFails(t *testing.T) {
 	}
 	// The side records name each sealed real log once and date the last
 	// round: those of the undone appends never reached the file.
-	rb, err := os.ReadFile(filepath.Join(ts.store, RecordsName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, _, err := ParseRecords(rb)
-	if err != nil {
-		t.Fatal(err)
-	}
 	maps, lastTime := map[uint64]int{}, 0
-	for _, rec := range recs {
+	for _, rec := range readRecords(t, ts) {
 		switch {
 		case rec.Type == RecordMap:
 			maps[rec.ID]++
@@ -635,13 +627,5 @@ func TestCommitSyncsRecordsOnlyWhenChanged(t *testing.T) {
 // countRecords is the number of side records in ts's store.
 func countRecords(t *testing.T, ts *testStore) int64 {
 	t.Helper()
-	rb, err := os.ReadFile(filepath.Join(ts.store, RecordsName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, _, err := ParseRecords(rb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int64(len(recs))
+	return int64(len(readRecords(t, ts)))
 }
