@@ -63,6 +63,9 @@ type change struct {
 	carries map[uint64]bool
 	blame   func(b uint64, lo, hi int) (int64, int64)
 	journal bool
+	// tid returns the transaction whose copy of a carried block the
+	// change holds (journal changes only).
+	tid func(b uint64) uint32
 }
 
 // result is what evalChange computed, for applyChange.
@@ -107,6 +110,7 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 					delete(e.overlay, b)
 				}
 			}
+			e.checkpointed(w)
 		}
 		return nil
 	}
@@ -125,6 +129,7 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 		e.seq++
 		e.written.Add(w.first, w.last-w.first+1)
 		e.noteData(w, touched)
+		e.checkpointed(w)
 	} else {
 		vs = append(vs, e.checkData(w)...)
 	}
@@ -162,6 +167,30 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 		}
 	}
 	return vs
+}
+
+// checkpointed records that w wrote its blocks home: a journalled copy
+// they had is no longer the only newest version (journal.ckpt).
+func (e *Engine) checkpointed(w *hostWrite) {
+	if e.jnl == nil {
+		return
+	}
+	for _, m := range []map[uint64]pendingHome{e.jnl.ckpt, e.jnl.owed} {
+		if len(m) == 0 {
+			continue
+		}
+		if n := w.last - w.first + 1; n > uint64(len(m)) {
+			for b := range m {
+				if w.has(b) {
+					delete(m, b)
+				}
+			}
+			continue
+		}
+		for b := w.first; b <= w.last; b++ {
+			delete(m, b)
+		}
+	}
 }
 
 // checkData reports writes that change committed bytes of protected files.

@@ -373,16 +373,16 @@ func (e *Engine) modelBlock(b uint64) ([]byte, error) {
 }
 
 // replayCopies returns the copy of each home block a replay of txs writes
-// last, with the same rules as journal.change (a revoke drops earlier
-// copies).
+// last, with the same rules as journal.change (a revoke record cancels the
+// copies of its own transaction and earlier ones).
 func replayCopies(txs []jbd2.Transaction) map[uint64]loggedAt {
 	latest := map[uint64]loggedAt{}
+	rv := revokedThrough(txs)
 	for i, tx := range txs {
-		for _, r := range tx.Revoked {
-			delete(latest, r)
-		}
 		for _, lb := range tx.Blocks {
-			latest[lb.Home] = loggedAt{lb, i}
+			if !rv.cancels(lb.Home, i) {
+				latest[lb.Home] = loggedAt{lb, i}
+			}
 		}
 	}
 	return latest

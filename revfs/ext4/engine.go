@@ -242,6 +242,18 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 	if err := e.openJournal(opts.Committed); err != nil {
 		return nil, err
 	}
+	if len(e.flushVs) == 0 {
+		// Committed bytes the image shows as zeroes (holes, unwritten
+		// extents) must have been sealed as zeroes; a recovery compared
+		// them already (sealedContent), so this finds only what no
+		// recovery shows.
+		for _, f := range e.files {
+			if v, ok := e.sealedGaps(f, opts.Committed[revfs.FileID(f.ino)]); !ok {
+				e.log.Error("ext4: committed bytes of a protected file read as zeroes, unlike the sealed ones", "file", f.ino, "path", f.path, "violation", v.String())
+				e.flushVs = append(e.flushVs, v)
+			}
+		}
+	}
 	e.forgetFreeBlocks()
 	for _, f := range e.files {
 		if c := opts.Committed[revfs.FileID(f.ino)]; c > 0 {
@@ -433,6 +445,11 @@ type wroteReq struct {
 // complete and is applied; then coherence is refreshed.
 func (e *Engine) Flushed() {
 	e.mut++
+	if e.jnl != nil {
+		// Before the epoch moves: what a journal superblock of this
+		// epoch passed must have been written home by now.
+		e.flushVs = append(e.flushVs, e.jnl.owedAtFlush()...)
+	}
 	e.epoch++
 	if e.jnl != nil {
 		e.reindexIfDirty()

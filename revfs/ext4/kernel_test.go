@@ -216,6 +216,27 @@ func (k *kernelRun) round() {
 }
 
 // appendOnce appends n bytes to p with one of the ways programs append.
+// remount unmounts and mounts the image again, a round after each.
+func (k *kernelRun) remount() {
+	k.m.unmount()
+	k.round()
+	k.m.mount()
+	k.round()
+}
+
+// unmountCoherent unmounts (the kernel checkpoints and cleans the
+// journal), runs a last round, and checks every file became coherent.
+func (k *kernelRun) unmountCoherent() {
+	k.t.Helper()
+	k.m.unmount()
+	k.round()
+	for _, p := range k.files {
+		if st := k.r.state(p); st.Coherent != st.Size {
+			k.t.Errorf("%s: %+v", p, st)
+		}
+	}
+}
+
 func (k *kernelRun) appendOnce(p string, n int) {
 	k.t.Helper()
 	data := make([]byte, n)
@@ -501,19 +522,10 @@ func TestKernelNoFalsePositives(t *testing.T) {
 				k.m.sync()
 				k.round()
 				if round == 4 {
-					k.m.unmount()
-					k.round()
-					k.m.mount()
-					k.round()
+					k.remount()
 				}
 			}
-			k.m.unmount()
-			k.round()
-			for _, p := range files {
-				if st := r.state(p); st.Coherent != st.Size {
-					t.Errorf("%s: %+v", p, st)
-				}
-			}
+			k.unmountCoherent()
 		})
 	}
 }
@@ -669,15 +681,8 @@ func TestKernelFastCommit(t *testing.T) {
 		k.m.sync()
 		k.round()
 		if round == 2 {
-			k.m.unmount()
-			k.round()
-			k.m.mount()
-			k.round()
+			k.remount()
 		}
 	}
-	k.m.unmount()
-	k.round()
-	if st := r.state("var/log/app.log"); st.Coherent != st.Size {
-		t.Errorf("app.log: %+v", st)
-	}
+	k.unmountCoherent()
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
 // Sealed bytes under a journal recovery.
@@ -46,7 +47,7 @@ func (j *journal) sealedContent(chg *change, res *result, committed map[revfs.Fi
 		if c <= 0 || nv == nil || nv.inode == nil {
 			continue // a file the change leaves alone shows its home bytes
 		}
-		if v, ok := e.compareSealed(f, nv, c, chg); !ok {
+		if v, ok := e.compareSealed(f, nv, c, chg, "journal recovery would show"); !ok {
 			vs = append(vs, v)
 		}
 	}
@@ -54,13 +55,20 @@ func (j *journal) sealedContent(chg *change, res *result, committed map[revfs.Fi
 }
 
 // compareSealed compares file f's first c bytes as view nv shows them,
-// where nv or chg changes them from the home view, with the sealed bytes;
-// it returns the first difference as a violation.
-func (e *Engine) compareSealed(f *tracked, nv *view, c int64, chg *change) (revfs.Violation, bool) {
+// where nv or chg changes them from the home view or nv shows zeroes, with
+// the sealed bytes; it returns the first difference as a violation, whose
+// detail starts with what (what shows the bytes).
+func (e *Engine) compareSealed(f *tracked, nv *view, c int64, chg *change, what string) (revfs.Violation, bool) {
 	id := revfs.FileID(f.ino)
 	nb := uint64((c + e.bs - 1) / e.bs)
 	maps := normalise(nv.maps, nb)
 	todo := mapDiffs(normalise(f.view.maps, nb), maps, nb)
+	// Blocks the recovered map leaves as holes or unwritten extents read
+	// as zeroes, whatever the home map says: sealed bytes there must be
+	// zeroes too (a replay that leaves out the transaction converting an
+	// extent, or a home map that never got it, shows zeroes where the
+	// device sealed data). One run per gap, found from the map's extents.
+	todo = append(todo, gaps(maps, nb)...)
 	// Blocks the recovered map keeps but a replayed copy rewrites: for
 	// each run, the carried blocks inside it (a search in the sorted
 	// copies, not a walk of the file's blocks; runs may overlap in a
@@ -86,7 +94,7 @@ func (e *Engine) compareSealed(f *tracked, nv *view, c int64, chg *change) (revf
 			off := int64(lb) * e.bs
 			bad := func(why string) (revfs.Violation, bool) {
 				return revfs.Violation{Kind: revfs.KindDataChanged, File: id,
-					Detail: fmt.Sprintf("journal recovery would show committed bytes [%d, %d) %s", off, off+n, why)}, false
+					Detail: fmt.Sprintf("%s committed bytes [%d, %d) %s", what, off, off+n, why)}, false
 			}
 			if nv.unknownIn(lb, lb+1) {
 				return bad("through extent-tree nodes never written")
@@ -98,7 +106,9 @@ func (e *Engine) compareSealed(f *tracked, nv *view, c int64, chg *change) (revf
 			if err := e.recoveredBlock(nv, lb, chg, got); err != nil {
 				return bad(fmt.Sprintf("from a block that cannot be read (%v)", err))
 			}
-			e.jnl.sealedCompared += n
+			if e.jnl != nil {
+				e.jnl.sealedCompared += n
+			}
 			if !bytes.Equal(got[:n], want[:n]) {
 				return bad("holding other bytes than were sealed")
 			}
@@ -106,6 +116,47 @@ func (e *Engine) compareSealed(f *tracked, nv *view, c int64, chg *change) (revf
 		next = max(next, r.hi)
 	}
 	return revfs.Violation{}, true
+}
+
+// gaps returns the logical ranges of [0, n) that a normalised block map
+// leaves unmapped or maps unwritten.
+func gaps(maps []layout.Mapping, n uint64) []lrange {
+	var out []lrange
+	lb := uint64(0)
+	for _, m := range maps {
+		if m.Logical >= n {
+			break
+		}
+		if m.Logical > lb {
+			out = append(out, lrange{lb, m.Logical})
+		}
+		if m.Unwritten {
+			out = append(out, lrange{m.Logical, min(m.Logical+m.Len, n)})
+		}
+		lb = max(lb, m.Logical+m.Len)
+	}
+	if lb < n {
+		out = append(out, lrange{lb, n})
+	}
+	return out
+}
+
+// sealedGaps compares the committed bytes that file f's current view
+// shows as holes or unwritten extents (zeroes) with the sealed bytes, at
+// Open: a clean log, or one whose recovery was not applied, shows the home
+// map, and the sealed bytes there must be zeroes too. A host that moved
+// the log's start past an extent conversion before it was written home,
+// while the device did not watch, leaves such a gap.
+func (e *Engine) sealedGaps(f *tracked, c int64) (revfs.Violation, bool) {
+	if e.readSealed == nil || c <= 0 || f.view.inode == nil {
+		return revfs.Violation{}, true
+	}
+	nb := uint64((c + e.bs - 1) / e.bs)
+	if len(gaps(normalise(f.view.maps, nb), nb)) == 0 {
+		return revfs.Violation{}, true // the usual case
+	}
+	empty := &change{peek: func(uint64) ([]byte, bool) { return nil, false }}
+	return e.compareSealed(f, f.view, c, empty, "at open, the image shows")
 }
 
 // recoveredBlock reads into p logical block lb of a file as view nv maps it

@@ -223,8 +223,7 @@ func (s *scanner) transaction(seq uint32) (tx Transaction, ok bool, err error) {
 // revokes fills tx.Revoked, once tx (the scan's transaction after prev)
 // is complete, from the revoke blocks read for it. A revoke record cancels
 // the copies of its block in its own transaction and earlier ones (the
-// kernel's rule; journal.versions in the engine, applying in log order,
-// takes only the earlier ones). A record is kept, once per transaction,
+// kernel's rule, which journal.versions in the engine follows too). A record is kept, once per transaction,
 // when the scan logged its block in this transaction or in one at or after
 // the transaction of the block's last kept record; or, the scan having
 // neither logged nor revoked the block before, when the caller holds a
