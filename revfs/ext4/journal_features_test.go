@@ -65,16 +65,25 @@ func TestJournalFeatureFlipRefused(t *testing.T) {
 		return []uint64{home, gdt}, [][]byte{blk, r.img.b[int64(gdt)*r.bs : int64(gdt+1)*r.bs]}
 	}
 
-	t.Run("64bit set under a live transaction of 8-byte tags", func(t *testing.T) {
-		r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+	// liveGrowth opens img and commits a transaction growing the file (and
+	// carrying a second block) after a superblock as at mount: a live
+	// transaction the engine applied, from journal block first, tid seq0.
+	liveGrowth := func(t *testing.T, img string) (r *rig, first, seq0 uint32) {
+		t.Helper()
+		r = openRig(t, img, map[string]int64{p: 5000}, p)
 		w := newTxWriter(r)
-		first, seq0 := w.pos, w.seq
+		first, seq0 = w.pos, w.seq
 		if vs := r.write(r.journalSuperblockAt(first, seq0)); len(vs) != 0 {
 			t.Fatalf("superblock as at mount: %v", vs)
 		}
 		if vs, _ := w.commit(homesOf(r)); len(vs) != 0 {
 			t.Fatalf("growth: %v", vs)
 		}
+		return r, first, seq0
+	}
+
+	t.Run("64bit set under a live transaction of 8-byte tags", func(t *testing.T) {
+		r, first, seq0 := liveGrowth(t, loadImage(t, "b4k-journal.img"))
 		off, sb := r.journalSuperblockWith(first, seq0, addIncompat(jbd2.FeatureIncompat64Bit))
 		vs := r.e.CheckWrite(off, sb)
 		if !layoutChangedIn(vs) {
@@ -95,15 +104,7 @@ func TestJournalFeatureFlipRefused(t *testing.T) {
 		img := loadImage(t, "b4k-journal.img")
 		runCmd(t, "tune2fs", "-O", "^has_journal", img)
 		runCmd(t, "tune2fs", "-J", "size=5", img) // room for jbd2's smallest log beside the area
-		r := openRig(t, img, map[string]int64{p: 5000}, p)
-		w := newTxWriter(r)
-		first, seq0 := w.pos, w.seq
-		if vs := r.write(r.journalSuperblockAt(first, seq0)); len(vs) != 0 {
-			t.Fatalf("superblock as at mount: %v", vs)
-		}
-		if vs, _ := w.commit(homesOf(r)); len(vs) != 0 {
-			t.Fatalf("growth: %v", vs)
-		}
+		r, first, seq0 := liveGrowth(t, img)
 		off, sb := r.journalSuperblockWith(first, seq0, addIncompat(jbd2.FeatureIncompatFastCommit))
 		if vs := r.e.CheckWrite(off, sb); !layoutChangedIn(vs) {
 			t.Fatalf("fast_commit set while transaction %d is live: %v, want %v", seq0, vs, revfs.KindLayoutChanged)
