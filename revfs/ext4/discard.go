@@ -372,22 +372,6 @@ func (e *Engine) modelBlock(b uint64) ([]byte, error) {
 	return e.readNewest(b)
 }
 
-// replayCopies returns the copy of each home block a replay of txs writes
-// last, with the same rules as journal.change (a revoke record cancels the
-// copies of its own transaction and earlier ones).
-func replayCopies(txs []jbd2.Transaction) map[uint64]loggedAt {
-	latest := map[uint64]loggedAt{}
-	rv := revokedThrough(txs)
-	for i, tx := range txs {
-		for _, lb := range tx.Blocks {
-			if !rv.cancels(lb.Home, i) {
-				latest[lb.Home] = loggedAt{lb, i}
-			}
-		}
-	}
-	return latest
-}
-
 // tagSite locates the descriptor tag of one journalled copy.
 type tagSite struct {
 	desc uint32 // journal block of the descriptor
@@ -399,7 +383,7 @@ type tagSite struct {
 // checksum set, and every descriptor touched given a new tail checksum.
 func (j *journal) stage(txs []jbd2.Transaction, read func(uint32) ([]byte, error), fixed map[uint64][]byte, patches map[uint32][]byte) bool {
 	sb := j.sb
-	latest := replayCopies(txs)
+	latest, _ := replayCopies(txs)
 	staged := map[uint32][]byte{}
 	sites := map[int]map[uint32]tagSite{}
 	v3 := sb.Incompat()&jbd2.FeatureIncompatCsumV3 != 0

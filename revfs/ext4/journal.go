@@ -745,29 +745,7 @@ const maxVersionsHint = 1 << 14
 // versions is change; with replay, copies older than a home write are kept
 // too: a replay writes them regardless (see replayViolations).
 func (j *journal) versions(txs []jbd2.Transaction, read func(uint32) ([]byte, error), blame func(uint64, int, int) (int64, int64), replay bool) *change {
-	// Sized up front: a data=journal transaction logs hundreds of blocks,
-	// and growing these maps block by block was a tenth of a commit's
-	// evaluation (bench/e2e profiles). The hint is capped: a forged log may
-	// tag one home block millions of times.
-	n := 0
-	for _, tx := range txs {
-		n += len(tx.Blocks)
-	}
-	n = min(n, maxVersionsHint)
-	latest := make(map[uint64]loggedAt, n)
-	homes := make([]uint64, 0, n)
-	rv := revokedThrough(txs)
-	for i, tx := range txs {
-		for _, lb := range tx.Blocks {
-			if rv.cancels(lb.Home, i) {
-				continue // a replay skips it (jbd2_journal_test_revoke)
-			}
-			if _, ok := latest[lb.Home]; !ok {
-				homes = append(homes, lb.Home)
-			}
-			latest[lb.Home] = loggedAt{lb, i}
-		}
-	}
+	latest, homes := replayCopies(txs)
 	// A home write that landed after the copy was logged is newer than
 	// the copy: the copy does not count (the host reordered, or the
 	// kernel checkpointed a newer version).
@@ -812,6 +790,37 @@ func (j *journal) versions(txs []jbd2.Transaction, read func(uint32) ([]byte, er
 		return d, ok
 	}
 	return chg
+}
+
+// replayCopies returns the copy of each home block a replay of txs writes
+// last (a revoke record cancels the copies of its own transaction and
+// earlier ones: jbd2_journal_test_revoke), and the home blocks in the
+// order their first such copy appears.
+func replayCopies(txs []jbd2.Transaction) (map[uint64]loggedAt, []uint64) {
+	// Sized up front: a data=journal transaction logs hundreds of blocks,
+	// and growing these maps block by block was a tenth of a commit's
+	// evaluation (bench/e2e profiles). The hint is capped: a forged log may
+	// tag one home block millions of times.
+	n := 0
+	for _, tx := range txs {
+		n += len(tx.Blocks)
+	}
+	n = min(n, maxVersionsHint)
+	latest := make(map[uint64]loggedAt, n)
+	homes := make([]uint64, 0, n)
+	rv := revokedThrough(txs)
+	for i, tx := range txs {
+		for _, lb := range tx.Blocks {
+			if rv.cancels(lb.Home, i) {
+				continue // a replay skips it
+			}
+			if _, ok := latest[lb.Home]; !ok {
+				homes = append(homes, lb.Home)
+			}
+			latest[lb.Home] = loggedAt{lb, i}
+		}
+	}
+	return latest, homes
 }
 
 // revokeIndex holds, for each home block the revoke records of a run of
@@ -1706,7 +1715,7 @@ func (j *journal) span(txs []jbd2.Transaction, w *hostWrite) (lo, hi int64, ok b
 // bytes of the copy carrying it when w writes that copy, else on w's
 // blocks inside the transactions, [lo, hi).
 func (j *journal) pendingBlame(txs []jbd2.Transaction, w *hostWrite, lo, hi int64) func(uint64, int, int) (int64, int64) {
-	latest := replayCopies(txs)
+	latest, _ := replayCopies(txs)
 	return func(h uint64, a, b int) (int64, int64) {
 		if at, ok := latest[h]; ok {
 			if pb, ok := j.physOf(at.lb.JBlock); ok && w.has(pb) {
