@@ -42,7 +42,7 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 		return nil
 	}
 	size := v.size
-	nb := uint64((size + e.bs - 1) / e.bs)
+	nb := e.blocksFor(size)
 	stall := func(kind revfs.StallKind, lo, hi uint64, dev int64) revfs.Stall {
 		return revfs.Stall{Kind: kind, Off: int64(lo) * e.bs, Len: min(int64(hi)*e.bs, size) - int64(lo)*e.bs, Device: dev}
 	}

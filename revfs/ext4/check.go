@@ -406,7 +406,7 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 		vs = append(vs, viol(revfs.KindSizeDecreased, f.inoBlock, "size %d -> %d (committed %d)", old.size, nv.size, f.committed)...)
 	}
 	if f.committed > 0 {
-		n := uint64((f.committed + e.bs - 1) / e.bs)
+		n := e.blocksFor(f.committed)
 		// A subtree the host has not written yet cannot be judged; the
 		// check runs again when it arrives. Only the part under it waits:
 		// the rest of the committed range is judged now, or a host could
@@ -658,7 +658,7 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 	if t.isDir || slices.Equal(old.maps, nv.maps) {
 		return
 	}
-	from := uint64((t.committed + e.bs - 1) / e.bs)
+	from := e.blocksFor(t.committed)
 	// Walk each old mapping past the committed blocks in pieces that the
 	// new maps cover in one way (one new mapping, or none); both map
 	// linearly, so a piece keeps its physical blocks or loses all of them.

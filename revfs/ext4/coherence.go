@@ -10,7 +10,7 @@ import (
 // the committed range: from now on it may not change.
 func (e *Engine) setCommitted(f *tracked, n int64) {
 	f.committed = n
-	nb := uint64((n + e.bs - 1) / e.bs)
+	nb := e.blocksFor(n)
 	f.sealed = normalise(f.view.maps, nb)
 	f.forgetZeroes(uint64(n / e.bs))
 	// Sealed bytes were written by the host; after a restart the
@@ -121,7 +121,7 @@ func (e *Engine) coherentPrefix(f *tracked) int64 {
 			lb += z
 			continue
 		}
-		need := uint64((size - pos + e.bs - 1) / e.bs)
+		need := e.blocksFor(size - pos)
 		n := min(m.Logical+m.Len-lb, need)
 		phys := m.Physical + (lb - m.Logical)
 		k := e.writtenPrefix(phys, n)

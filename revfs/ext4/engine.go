@@ -346,6 +346,12 @@ func (e *Engine) lookupParent(im *layout.Image, f *tracked) (uint64, error) {
 	return im.Lookup(dir)
 }
 
+// blocksFor is the number of filesystem blocks the first n bytes of a
+// file take (a partial last block counts).
+func (e *Engine) blocksFor(n int64) uint64 {
+	return uint64((n + e.bs - 1) / e.bs)
+}
+
 // readImage reads filesystem block b as the image holds it now.
 func (e *Engine) readImage(b uint64) ([]byte, error) {
 	return e.readImageInto(make([]byte, e.bs), b)

@@ -284,7 +284,7 @@ func (e *Engine) sealedUncovered(t *tracked) []layout.Mapping {
 	if t.committed <= 0 || len(t.sealed) == 0 {
 		return nil
 	}
-	n := uint64((t.committed + e.bs - 1) / e.bs)
+	n := e.blocksFor(t.committed)
 	var out []layout.Mapping
 	for _, d := range mapDiffs(normalise(t.view.maps, n), t.sealed, n) {
 		for _, m := range t.sealed {

@@ -289,7 +289,7 @@ func (j *journal) judgeRecovery(txs []jbd2.Transaction, read func(uint32) ([]byt
 // writtenMapped returns how many of the first n bytes of view v its map
 // shows mapped and written, from the start without a gap.
 func (e *Engine) writtenMapped(v *view, n int64) int64 {
-	nb := uint64((n + e.bs - 1) / e.bs)
+	nb := e.blocksFor(n)
 	lb := uint64(0)
 	for _, m := range normalise(v.maps, nb) {
 		if m.Logical != lb || m.Unwritten || v.unknownIn(m.Logical, m.Logical+m.Len) {

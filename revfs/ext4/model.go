@@ -211,7 +211,7 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 	}
 	w := treeWalk{e: e, v: v, src: src, seen: map[uint64]bool{},
 		seed:   layout.InodeSeed(e.fsSeed, uint32(t.ino), in.Generation),
-		sealed: t.sealed, sealedN: uint64((t.committed + e.bs - 1) / e.bs)}
+		sealed: t.sealed, sealedN: e.blocksFor(t.committed)}
 	w.node(in.Block[:], -1, 0, 1<<32, t.inoBlock, true)
 	if v.err == nil {
 		slices.SortFunc(v.maps, func(a, b layout.Mapping) int { return cmp.Compare(a.Logical, b.Logical) })

@@ -60,7 +60,7 @@ func (j *journal) sealedContent(chg *change, res *result, committed map[revfs.Fi
 // detail starts with what (what shows the bytes).
 func (e *Engine) compareSealed(f *tracked, nv *view, c int64, chg *change, what string) (revfs.Violation, bool) {
 	id := revfs.FileID(f.ino)
-	nb := uint64((c + e.bs - 1) / e.bs)
+	nb := e.blocksFor(c)
 	maps := normalise(nv.maps, nb)
 	todo := mapDiffs(normalise(f.view.maps, nb), maps, nb)
 	// Blocks the recovered map leaves as holes or unwritten extents read
@@ -151,7 +151,7 @@ func (e *Engine) sealedGaps(f *tracked, c int64) (revfs.Violation, bool) {
 	if e.readSealed == nil || c <= 0 || f.view.inode == nil {
 		return revfs.Violation{}, true
 	}
-	nb := uint64((c + e.bs - 1) / e.bs)
+	nb := e.blocksFor(c)
 	if len(gaps(normalise(f.view.maps, nb), nb)) == 0 {
 		return revfs.Violation{}, true // the usual case
 	}
