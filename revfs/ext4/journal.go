@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -387,19 +386,24 @@ func (j *journal) wroteEpoch(jb uint32) uint64 {
 // setWrote records a write of jb (m.epoch is at least 1: Engine.epoch
 // starts there).
 func (j *journal) setWrote(jb uint32, m writeMark) {
-	if n := int64(jb) + 1; n > int64(len(j.wrote)) {
-		j.wrote = append(j.wrote, make([]writeMark, n-int64(len(j.wrote)))...)
-	}
+	j.wrote = growFor(j.wrote, jb)
 	j.wrote[jb] = m
 }
 
 // setApplied records that log block jb holds part of applied transaction
 // tid (see liveApplied).
 func (j *journal) setApplied(jb uint32, tid uint32) {
-	if n := int64(jb) + 1; n > int64(len(j.applied)) {
-		j.applied = append(j.applied, make([]appliedMark, n-int64(len(j.applied)))...)
-	}
+	j.applied = growFor(j.applied, jb)
 	j.applied[jb] = appliedMark{tid: tid, set: true}
+}
+
+// growFor returns s, grown with zero values to index jb if it is shorter:
+// the per-journal-block slices grow to the highest block used.
+func growFor[T any](s []T, jb uint32) []T {
+	if n := int64(jb) + 1; n > int64(len(s)) {
+		s = append(s, make([]T, n-int64(len(s)))...)
+	}
+	return s
 }
 
 // clearWrote forgets jb's write: its log position was consumed.
@@ -465,6 +469,7 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 		seq uint32
 	}
 	var commits []commit
+	rewrite := -1 // index in vs of the last rewrite of a live applied block
 	copies := groupCopier{w: w}
 	for pb := max(w.first, j.byPhys[i].Physical); pb <= w.last; pb++ {
 		jb, ok := j.jblockOf(pb)
@@ -486,9 +491,10 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 				off, n := w.blame(pb, 0, int(e.bs))
 				v := revfs.Violation{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
 					Detail: fmt.Sprintf("journal block %d rewritten: it belongs to a transaction the engine applied, still live in the log (from block %d, transaction %d)", jb, j.sb.Start(), j.sb.Sequence())}
-				if k := len(vs); k > 0 && vs[k-1].Kind == v.Kind && vs[k-1].Off+vs[k-1].Len == v.Off && strings.HasPrefix(vs[k-1].Detail, "journal block") {
-					vs[k-1].Len += v.Len
+				if k := len(vs) - 1; k >= 0 && k == rewrite && vs[k].Off+vs[k].Len == v.Off {
+					vs[k].Len += v.Len // one violation for a run of rewritten blocks
 				} else {
+					rewrite = len(vs)
 					vs = append(vs, v)
 				}
 			}
