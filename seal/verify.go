@@ -654,19 +654,27 @@ func (v *verifier) keysAhead(i int64) {
 // mapPaths pre-reads the map records (unverified) in a separate pass.
 func (v *verifier) mapPaths() map[uint64]string {
 	paths := map[uint64]string{}
-	f, err := regfile.Open(filepath.Join(v.dir, RecordsName))
+	v.eachMapRecord(func(r *Record) { paths[r.ID] = r.Path })
+	return paths
+}
+
+// eachMapRecord calls f with each map record of the records file as it is
+// now, read apart from the verification's own stream and unverified, up to
+// the first damaged record.
+func (v *verifier) eachMapRecord(f func(*Record)) {
+	rf, err := regfile.Open(filepath.Join(v.dir, RecordsName))
 	if err != nil {
-		return paths
+		return
 	}
-	defer f.Close()
-	rr := NewRecordReader(f)
+	defer rf.Close()
+	rr := NewRecordReader(rf)
 	for {
 		r, err := rr.Next()
 		if err != nil {
-			return paths
+			return
 		}
 		if r.Type == RecordMap {
-			paths[r.ID] = r.Path
+			f(&r)
 		}
 	}
 }
@@ -1033,19 +1041,11 @@ func (v *verifier) createdPastAcked(rel string) bool {
 	}
 	if !v.reread {
 		v.reread = true
-		if f, err := regfile.Open(filepath.Join(v.dir, RecordsName)); err == nil {
-			rr := NewRecordReader(f)
-			for {
-				r, err := rr.Next()
-				if err != nil {
-					break
-				}
-				if r.Type == RecordMap && r.Entry >= v.acked {
-					v.unackedPaths[r.Path] = true
-				}
+		v.eachMapRecord(func(r *Record) {
+			if r.Entry >= v.acked {
+				v.unackedPaths[r.Path] = true
 			}
-			f.Close()
-		}
+		})
 	}
 	return v.unackedPaths[rel]
 }
