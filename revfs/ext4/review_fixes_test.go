@@ -74,6 +74,23 @@ func (g *growthFixture) unwrittenAtHome(t *testing.T) (uint64, *txWriter) {
 	return home, w
 }
 
+// convertAndSeal commits, through w, the inode (home block home) with the
+// third block's extent written, flushes, and seals the grown file, as the
+// device does once it is coherent.
+func (g *growthFixture) convertAndSeal(t *testing.T, w *txWriter, home uint64) {
+	t.Helper()
+	r := g.r
+	_, ino := g.inode(false)
+	if vs, _ := w.commit([]uint64{home}, [][]byte{ino}); len(vs) != 0 {
+		t.Fatalf("conversion: %v", vs)
+	}
+	r.e.Flushed()
+	if st := r.state(fixPath); st.Coherent < fixGrown {
+		t.Fatalf("not coherent: %+v", st)
+	}
+	r.e.SetCommitted(r.ids[fixPath], fixGrown)
+}
+
 func (g *growthFixture) mount(w *txWriter) {
 	g.r.t.Helper()
 	if vs := g.r.write(g.r.journalSuperblockAt(w.pos, w.seq)); len(vs) != 0 {
@@ -171,19 +188,12 @@ func TestSuperblockPassingUncheckpointedCopyRefused(t *testing.T) {
 		g := newGrowthFixture(t, "b4k-journal.img")
 		r := g.r
 		home, w := g.unwrittenAtHome(t)
-		_, ino := g.inode(false)
-		if vs, _ := w.commit([]uint64{home}, [][]byte{ino}); len(vs) != 0 {
-			t.Fatalf("conversion: %v", vs)
-		}
-		r.e.Flushed()
-		if st := r.state(fixPath); st.Coherent < fixGrown {
-			t.Fatalf("not coherent: %+v", st)
-		}
-		r.e.SetCommitted(r.ids[fixPath], fixGrown)
+		g.convertAndSeal(t, w, home)
 		off, sb := r.journalSuperblockAt(w.pos, w.seq)
 		if vs := r.e.CheckWrite(off, sb); !layoutChangedIn(vs) {
 			t.Fatalf("superblock passing the uncheckpointed conversion: %v, want %v", vs, revfs.KindLayoutChanged)
 		}
+		_, ino := g.inode(false)
 		if vs := r.write(int64(home)*r.bs, ino); len(vs) != 0 {
 			t.Fatalf("inode checkpoint: %v", vs)
 		}
@@ -392,15 +402,7 @@ func TestHonestConversionRecovery(t *testing.T) {
 		t.Fatal(vs)
 	}
 	r.e.Flushed()
-	_, ino := g.inode(false)
-	if vs, _ := w.commit([]uint64{home}, [][]byte{ino}); len(vs) != 0 {
-		t.Fatalf("conversion: %v", vs)
-	}
-	r.e.Flushed()
-	if st := r.state(fixPath); st.Coherent < fixGrown {
-		t.Fatalf("not coherent: %+v", st)
-	}
-	r.e.SetCommitted(r.ids[fixPath], fixGrown)
+	g.convertAndSeal(t, w, home)
 	r2 := g.restart(t)
 	r2.e.Flushed()
 	if vs := r2.e.FlushViolations(); len(vs) != 0 {
