@@ -136,10 +136,13 @@
 // size, first block, length, end of the circular log) must stay, its start
 // must not move back to transactions the engine has applied
 // (journal.startMovedBack), and its feature set (features, checksum type,
-// UUID), which says how the log reads, may change only when no transaction
-// the engine has applied and a replay from the new superblock would reach
-// reads differently under it (journal.rereads, which lists the changes the
-// kernel makes: at mount on an empty log, revoke at any time). The journal
+// UUID), which says how the log reads, may change freely only when no
+// transaction the engine has applied is live in the log the new
+// superblock points a replay at; while one is, only as the kernel changes
+// it (journal.rereads: revoke set, checksum v1 or async_commit toggled),
+// without reading the log. Nor may the start pass a transaction whose
+// copies of blocks the protected files depend on were never written home
+// (journal.uncheckpointed). The journal
 // inode's record and extent tree are watched like the superblock: any
 // change to the journal's block map or size is refused (journalmap.go).
 //
