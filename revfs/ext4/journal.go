@@ -41,9 +41,13 @@ type journal struct {
 	// transaction whose part the block last held (liveApplied); it grows
 	// as wrote does.
 	applied []appliedMark
-	// copyOf maps a journal block to the home block whose pending copy it
-	// holds (the reverse of Engine.overlay).
-	copyOf map[uint32]uint64
+	// copyOf holds, indexed by journal block, the home block whose pending
+	// copy the block holds, plus one (0: none): the reverse of
+	// Engine.overlay. A slice for the reason wrote is one: in data=journal
+	// every journalled data block sets an entry and its reuse clears it,
+	// and a map churned that way cost about half a microsecond a lookup
+	// (bench/e2e/RESULTS.md); it grows as wrote does.
+	copyOf []uint64
 	// ckpt holds the metadata blocks the protected files depend on
 	// (Engine.dependsOn) whose newest version is a copy in an applied
 	// transaction, not written home since: the tid of that transaction.
@@ -143,7 +147,7 @@ func (e *Engine) openJournal(committed map[revfs.FileID]int64) error {
 	if len(jt.view.unknown) > 0 || len(jt.view.maps) == 0 {
 		return fmt.Errorf("ext4: journal inode %d has no readable block map", e.sb.JournalInum)
 	}
-	j := &journal{e: e, ino: jt, maps: jt.view.maps, copyOf: map[uint32]uint64{}}
+	j := &journal{e: e, ino: jt, maps: jt.view.maps}
 	j.byPhys = append([]layout.Mapping(nil), j.maps...)
 	sort.Slice(j.byPhys, func(a, b int) bool { return j.byPhys[a].Physical < j.byPhys[b].Physical })
 	// Two journal blocks sharing a device block would let a small image
@@ -397,6 +401,20 @@ func (j *journal) setApplied(jb uint32, tid uint32) {
 	j.applied[jb] = appliedMark{tid: tid, set: true}
 }
 
+// copyAt returns the home block whose pending copy jb holds, if any.
+func (j *journal) copyAt(jb uint32) (uint64, bool) {
+	if int64(jb) >= int64(len(j.copyOf)) || j.copyOf[jb] == 0 {
+		return 0, false
+	}
+	return j.copyOf[jb] - 1, true
+}
+
+// setCopy records that jb holds the pending copy of home.
+func (j *journal) setCopy(jb uint32, home uint64) {
+	j.copyOf = growFor(j.copyOf, jb)
+	j.copyOf[jb] = home + 1
+}
+
 // growFor returns s, grown with zero values to index jb if it is shorter:
 // the per-journal-block slices grow to the highest block used.
 func growFor[T any](s []T, jb uint32) []T {
@@ -421,7 +439,7 @@ func (j *journal) needed(jb uint32) bool {
 	if _, ok := j.wroteAt(jb); ok {
 		return true
 	}
-	home, ok := j.copyOf[jb]
+	home, ok := j.copyAt(jb)
 	if !ok {
 		return false
 	}
@@ -653,7 +671,7 @@ func (j *journal) memoable(w *hostWrite) bool {
 	if !ok || jb == 0 {
 		return false
 	}
-	if home, ok := j.copyOf[jb]; ok {
+	if home, ok := j.copyAt(jb); ok {
 		if c, live := e.overlay[home]; live && c.jblock == jb {
 			return false
 		}
@@ -949,11 +967,11 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 				continue
 			}
 			at, _ := j.wroteAt(lb.JBlock)
-			if w, ok := e.lastWrite[lb.Home]; ok && w.epoch >= at.epoch {
+			if w, ok := e.lastWrite.get(lb.Home); ok && w.epoch >= at.epoch {
 				continue // written home since this copy was logged: home is at least as new
 			}
 			e.overlay[lb.Home] = journalCopy{jblock: lb.JBlock, escaped: lb.Escaped, seq: tx.Sequence, epoch: e.epoch}
-			j.copyOf[lb.JBlock] = lb.Home
+			j.setCopy(lb.JBlock, lb.Home)
 			homes = append(homes, lb.Home)
 			for _, d := range ds {
 				d.file.dataJournalled = true
@@ -1030,11 +1048,11 @@ func addBlockRuns(set revfs.BlockSet, blocks []uint64) {
 func (j *journal) reused(jb uint32, touched map[*tracked]bool) {
 	// The block's content changes (a write caches it again) or is zeroed.
 	j.cacheDrop(jb)
-	home, ok := j.copyOf[jb]
+	home, ok := j.copyAt(jb)
 	if !ok {
 		return
 	}
-	delete(j.copyOf, jb)
+	j.copyOf[jb] = 0
 	if c, ok := j.e.overlay[home]; ok && c.jblock == jb {
 		delete(j.e.overlay, home)
 		j.e.written.Remove(home, 1)
