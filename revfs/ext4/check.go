@@ -245,7 +245,7 @@ func (e *Engine) noteData(w *hostWrite, touched map[*tracked]bool) {
 	for _, d := range e.dataAt(w.first, w.last) {
 		lo, hi, _ := d.overlap(w.first, w.last)
 		for pb := lo; pb < hi; pb++ {
-			e.lastWrite[pb] = writeMark{e.seq, e.epoch}
+			e.lastWrite.set(pb, writeMark{e.seq, e.epoch})
 			delete(e.overlay, pb)
 		}
 		d.file.lastTouch = now

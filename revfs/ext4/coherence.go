@@ -20,46 +20,29 @@ func (e *Engine) setCommitted(f *tracked, n int64) {
 			e.written.Add(m.Physical, m.Len)
 		}
 	}
-	if len(e.lastWrite) > minLastWritePrune && !e.tailsMap(uint64(len(e.lastWrite)/2)) {
+	if e.lastWrite.slots() > max(minLastWritePrune, e.lastWrite.pruneAt) {
 		e.pruneLastWrite()
 	}
 }
 
-// minLastWritePrune is the size of Engine.lastWrite up to which
-// setCommitted leaves it alone. Past it, setCommitted prunes the map
-// (pruneLastWrite) only when it holds more than twice as many marks as the
-// files' unsealed tails map blocks: the prune then drops at least half of
-// what it walks, so its cost is paid for by the marks it drops, each added
-// by a host write, and a host that keeps the map large with marks inside
-// the tails (a forged extent maps up to 2^15 blocks, a tree over a
-// million extents) cannot make every seal walk it. The price: a tail that
-// maps many blocks (a large preallocation) lets the map grow to twice
-// that many marks before a prune.
+// minLastWritePrune is the number of marks Engine.lastWrite has room for
+// (blockMarks.slots) up to which setCommitted leaves it alone. Past it, and
+// past twice the room the last prune left, setCommitted prunes the marks
+// (pruneLastWrite): a prune's cost is the room it walks, and before the
+// next one the host must have written blocks for at least half as much
+// more (each chunk is added by a host write), so a host that keeps many
+// marks inside the unsealed tails (a forged extent maps up to 2^15 blocks,
+// a tree over a million extents) cannot make every seal walk them. The
+// price: the marks may take twice the room of those a prune keeps, the
+// chunks holding a mark inside some tail.
 const minLastWritePrune = 1 << 16
-
-// tailsMap reports whether the unsealed tails of the files map at least n
-// blocks, counting a block mapped twice twice (and unwritten extents, as
-// pruneLastWrite does). Its cost is the number of tail extents it looks at
-// before the count reaches n.
-func (e *Engine) tailsMap(n uint64) bool {
-	var sum uint64
-	for _, f := range e.files {
-		from := uint64(f.committed / e.bs)
-		for _, m := range f.view.mapsFrom(from) {
-			if sum += m.Logical + m.Len - max(m.Logical, from); sum >= n {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 // pruneLastWrite forgets write sequences of blocks inside committed
 // ranges: only the unsealed tail of each file needs them. A mark is kept
 // when its block lies in some file's unsealed tail (unwritten extents
 // included). It looks each mark up in the merged physical ranges of the
-// tails, so its cost is the number of marks and tail extents, not of the
-// blocks the extents map.
+// tails, so its cost is the room the marks take (blockMarks.slots) and the
+// number of tail extents, not the number of blocks the extents map.
 func (e *Engine) pruneLastWrite() {
 	var tails []span
 	for _, f := range e.files {
@@ -78,14 +61,10 @@ func (e *Engine) pruneLastWrite() {
 		}
 		merged = append(merged, t)
 	}
-	keep := map[uint64]writeMark{}
-	for pb, w := range e.lastWrite {
+	e.lastWrite.keepOnly(func(pb uint64) bool {
 		i := sort.Search(len(merged), func(i int) bool { return merged[i].end > pb })
-		if i < len(merged) && merged[i].start <= pb {
-			keep[pb] = w
-		}
-	}
-	e.lastWrite = keep
+		return i < len(merged) && merged[i].start <= pb
+	})
 }
 
 // updateCoherent recomputes the coherent prefix of f: from the committed
@@ -170,7 +149,7 @@ func (e *Engine) proven(f *tracked, end int64) int64 {
 		return max(p, from)
 	}
 	phys := m.Physical + lb - m.Logical
-	if w, ok := e.lastWrite[phys]; ok && w.seq > f.grew {
+	if w, ok := e.lastWrite.get(phys); ok && w.seq > f.grew {
 		return end
 	}
 	blk, err := e.peekNewest(phys)

@@ -239,7 +239,7 @@ func TestPruneLastWriteKeepsTails(t *testing.T) {
 	for _, m := range f.view.maps {
 		for i := uint64(0); i < m.Len; i++ {
 			w := writeMark{seq: m.Physical + i, epoch: 1}
-			r.e.lastWrite[m.Physical+i] = w
+			r.e.lastWrite.set(m.Physical+i, w)
 			if m.Logical+i >= from {
 				want[m.Physical+i] = w
 				in++
@@ -248,17 +248,17 @@ func TestPruneLastWriteKeepsTails(t *testing.T) {
 			}
 		}
 	}
-	r.e.lastWrite[1<<40] = writeMark{seq: 1} // no file's block
+	r.e.lastWrite.set(1<<40, writeMark{seq: 1}) // no file's block
 	if in == 0 || out == 0 {
 		t.Fatalf("image gives %d tail and %d committed blocks; need both", in, out)
 	}
 	r.e.pruneLastWrite()
-	if len(r.e.lastWrite) != len(want) {
-		t.Fatalf("kept %d marks, want %d", len(r.e.lastWrite), len(want))
+	if r.e.lastWrite.len() != len(want) {
+		t.Fatalf("kept %d marks, want %d", r.e.lastWrite.len(), len(want))
 	}
 	for pb, w := range want {
-		if r.e.lastWrite[pb] != w {
-			t.Fatalf("block %d: mark %v, want %v", pb, r.e.lastWrite[pb], w)
+		if got, _ := r.e.lastWrite.get(pb); got != w {
+			t.Fatalf("block %d: mark %v, want %v", pb, got, w)
 		}
 	}
 }

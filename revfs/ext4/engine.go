@@ -85,9 +85,9 @@ type Engine struct {
 	// copy only beats a home write of the same block from an earlier epoch.
 	seq       uint64
 	epoch     uint64
-	lastWrite map[uint64]writeMark // protected data block -> its newest write
-	homeWrote map[uint64]uint64    // watched metadata block -> epoch of its newest home write
-	opening   bool                 // Open is reading the image as its baseline
+	lastWrite blockMarks        // protected data block -> its newest write
+	homeWrote map[uint64]uint64 // watched metadata block -> epoch of its newest home write
+	opening   bool              // Open is reading the image as its baseline
 
 	// FreeBlocks' running sum of the descriptors' free counts, per group
 	// and in all, valid while freeValid (space.go)
@@ -144,7 +144,7 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 	e := &Engine{
 		img: img, size: size, written: written, log: opts.Logger, now: opts.Now, readSealed: opts.Sealed,
 		byIno: map[uint64]*tracked{}, meta: map[uint64][]byte{}, bitmaps: map[uint64][]byte{},
-		bitmapG: map[uint64]uint64{}, overlay: map[uint64]journalCopy{}, lastWrite: map[uint64]writeMark{}, epoch: 1,
+		bitmapG: map[uint64]uint64{}, overlay: map[uint64]journalCopy{}, epoch: 1,
 		homeWrote: map[uint64]uint64{}, dirty: true,
 	}
 	if e.log == nil {

@@ -543,7 +543,8 @@ func explain(r *rig, p string) string {
 				missing = append(missing, m.Logical+i)
 			}
 		}
-		fmt.Fprintf(&b, "  %+v unwritten-by-host logical %v lastWrite(first)=%v\n", m, missing, r.e.lastWrite[m.Physical])
+		first, _ := r.e.lastWrite.get(m.Physical)
+		fmt.Fprintf(&b, "  %+v unwritten-by-host logical %v lastWrite(first)=%v\n", m, missing, first)
 	}
 	return b.String()
 }

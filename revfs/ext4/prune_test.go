@@ -37,7 +37,7 @@ func TestPruneForgedTailFast(t *testing.T) {
 	want := map[uint64]writeMark{}
 	mark := func(pb uint64, in bool) {
 		w := writeMark{seq: pb, epoch: 1}
-		r.e.lastWrite[pb] = w
+		r.e.lastWrite.set(pb, w)
 		if in {
 			want[pb] = w
 		}
@@ -57,7 +57,7 @@ func TestPruneForgedTailFast(t *testing.T) {
 	start := time.Now()
 	r.e.setCommitted(f, f.committed+1)
 	if d := time.Since(start); d > bound {
-		t.Fatalf("a seal with %d marks and 2^28 forged tail blocks took %v", len(r.e.lastWrite), d)
+		t.Fatalf("a seal with %d marks and 2^28 forged tail blocks took %v", r.e.lastWrite.len(), d)
 	}
 	start = time.Now()
 	r.e.pruneLastWrite()
@@ -66,20 +66,20 @@ func TestPruneForgedTailFast(t *testing.T) {
 	if d > bound {
 		t.Fatalf("pruning took %v", d)
 	}
-	if len(r.e.lastWrite) != len(want) {
-		t.Fatalf("kept %d marks, want %d", len(r.e.lastWrite), len(want))
+	if r.e.lastWrite.len() != len(want) {
+		t.Fatalf("kept %d marks, want %d", r.e.lastWrite.len(), len(want))
 	}
 	for pb, w := range want {
-		if r.e.lastWrite[pb] != w {
-			t.Fatalf("block %d: mark %v, want %v", pb, r.e.lastWrite[pb], w)
+		if got, _ := r.e.lastWrite.get(pb); got != w {
+			t.Fatalf("block %d: mark %v, want %v", pb, got, w)
 		}
 	}
 }
 
 // A host that keeps more than minLastWritePrune marks inside the unsealed
-// tails cannot make every seal walk (and copy) them all: a seal prunes
-// only once at least half the marks lie outside every tail, and then
-// drops them.
+// tails cannot make every seal walk (and copy) them all: after a prune,
+// the next waits until the marks take twice the room, and then drops
+// those outside every tail.
 func TestPruneNotEverySeal(t *testing.T) {
 	const p = "var/log/app.log"
 	r := openRig(t, loadImage(t, "b4k-nojournal.img"), map[string]int64{p: 4096}, p)
@@ -88,9 +88,9 @@ func TestPruneNotEverySeal(t *testing.T) {
 	forgeTail(f, 1<<20, 3, 32767, 1<<20, 32767)
 	f.view.maps[len(f.view.maps)-1].Len = inside - 2*32767
 	for b := uint64(0); b < inside; b++ {
-		r.e.lastWrite[1<<20+b] = writeMark{seq: b, epoch: 1}
+		r.e.lastWrite.set(1<<20+b, writeMark{seq: b, epoch: 1})
 	}
-	n := len(r.e.lastWrite)
+	n := r.e.lastWrite.len()
 	if n <= minLastWritePrune {
 		t.Fatalf("%d marks: not past the threshold", n)
 	}
@@ -101,17 +101,17 @@ func TestPruneNotEverySeal(t *testing.T) {
 		}
 	})
 	t.Logf("%d seals with %d marks, all inside the tails: %d bytes allocated", seals, n, got)
-	if got > seals*64<<10 || len(r.e.lastWrite) != n {
-		t.Fatalf("%d seals allocated %d bytes and left %d of %d marks: they walked the marks", seals, got, len(r.e.lastWrite), n)
+	if got > seals*64<<10 || r.e.lastWrite.len() != n {
+		t.Fatalf("%d seals allocated %d bytes and left %d of %d marks: they walked the marks", seals, got, r.e.lastWrite.len(), n)
 	}
 
 	// Marks outside every tail, more than the tails map blocks: the next
 	// seal drops them.
 	for b := uint64(0); b < 2*inside; b++ {
-		r.e.lastWrite[1<<30+b] = writeMark{seq: b, epoch: 1}
+		r.e.lastWrite.set(1<<30+b, writeMark{seq: b, epoch: 1})
 	}
 	r.e.setCommitted(f, f.committed+1)
-	if len(r.e.lastWrite) != n {
-		t.Fatalf("after the seal %d marks, want the %d inside the tails", len(r.e.lastWrite), n)
+	if r.e.lastWrite.len() != n {
+		t.Fatalf("after the seal %d marks, want the %d inside the tails", r.e.lastWrite.len(), n)
 	}
 }
