@@ -264,9 +264,6 @@ func (r *rig) auditSees(id revfs.FileID) []byte {
 
 func TestDiscardRepairsJournalledCopy(t *testing.T) {
 	const p = "var/log/app.log"
-	setSize := func(n uint32) func([]byte) {
-		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
-	}
 	v3 := jbd2.FeatureIncompatRevoke | jbd2.FeatureIncompat64Bit | jbd2.FeatureIncompatCsumV3
 	record := func(r *rig, b []byte) []byte {
 		f := r.e.byIno[uint64(r.ids[p])]
@@ -284,7 +281,7 @@ func TestDiscardRepairsJournalledCopy(t *testing.T) {
 		t.Run("raw write journalled again/"+tc.name, func(t *testing.T) {
 			r := openRig(t, mountedJournal(t, "b4k-journal.img", tc.incompat, 0), map[string]int64{p: 5000}, p)
 			want := seqContent(5000)
-			home, bad := r.inodeBlockWith(p, setSize(10))
+			home, bad := r.inodeBlockWith(p, setSizeTo(10))
 			orig := bytes.Clone(r.img.b[int64(home)*r.bs : int64(home+1)*r.bs])
 			// debugfs -w under the mount: the home write is discarded...
 			if vs := r.discardWrite(int64(home)*r.bs, bad); kinds(vs) != "size-decreased" {
@@ -320,7 +317,7 @@ func TestDiscardRepairsJournalledCopy(t *testing.T) {
 
 	t.Run("truncate in a transaction keeps the log going", func(t *testing.T) {
 		r := openRig(t, mountedJournal(t, "b4k-journal.img", v3, 0), map[string]int64{p: 5000}, p)
-		home, blk := r.inodeBlockWith(p, setSize(100))
+		home, blk := r.inodeBlockWith(p, setSizeTo(100))
 		w := newCsumTx(r)
 		vs, _ := w.commit(w.log([]uint64{home}, [][]byte{blk}))
 		if kinds(vs) != "size-decreased" {
@@ -328,7 +325,7 @@ func TestDiscardRepairsJournalledCopy(t *testing.T) {
 		}
 		// The next transaction, a legit growth, is followed and replayed
 		// after the repaired one: the log did not end at the attack.
-		_, grow := r.inodeBlockWith(p, setSize(6000))
+		_, grow := r.inodeBlockWith(p, setSizeTo(6000))
 		if vs, _ := w.commit(w.log([]uint64{home}, [][]byte{grow})); len(vs) != 0 {
 			t.Fatalf("growth after the repaired truncate: %v", vs)
 		}
@@ -387,7 +384,7 @@ func TestDiscardRepairsJournalledCopy(t *testing.T) {
 
 	t.Run("checksum v1 is left to the device", func(t *testing.T) {
 		r := openRig(t, mountedJournal(t, "b4k-journal.img", jbd2.FeatureIncompatRevoke, jbd2.FeatureCompatChecksum), map[string]int64{p: 5000}, p)
-		home, blk := r.inodeBlockWith(p, setSize(100))
+		home, blk := r.inodeBlockWith(p, setSizeTo(100))
 		w := newCsumTx(r)
 		cpos := w.log([]uint64{home}, [][]byte{blk})
 		off := w.blockAt(cpos)

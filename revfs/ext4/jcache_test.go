@@ -72,9 +72,6 @@ func TestJournalCacheSlots(t *testing.T) {
 func TestCommitMemo(t *testing.T) {
 	const p = "var/log/app.log"
 	path := loadImage(t, "b4k-journal.img")
-	setSize := func(n uint32) func([]byte) {
-		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
-	}
 	// A later lap of the log (blocks written before) and the first one.
 	open := func() *rig {
 		r := openRig(t, path, map[string]int64{p: 5000}, p)
@@ -88,7 +85,7 @@ func TestCommitMemo(t *testing.T) {
 		r, first, fresh := open(), openRig(t, path, map[string]int64{p: 5000}, p), open()
 		wr, w1, wf := newTxWriter(r), newTxWriter(first), newTxWriter(fresh)
 		for _, n := range []uint32{6000, 7000, 9000} {
-			home, blk := r.inodeBlockWith(p, setSize(n))
+			home, blk := r.inodeBlockWith(p, setSizeTo(n))
 			for _, x := range []struct {
 				r *rig
 				w *txWriter
@@ -127,7 +124,7 @@ func TestCommitMemo(t *testing.T) {
 
 	t.Run("other bytes written", func(t *testing.T) {
 		r := open()
-		home, blk := r.inodeBlockWith(p, setSize(6000))
+		home, blk := r.inodeBlockWith(p, setSizeTo(6000))
 		off, commit := newTxWriter(r).stage([]uint64{home}, [][]byte{blk})
 		if vs := r.e.CheckWrite(off, commit); len(vs) != 0 || r.e.memo == nil {
 			t.Fatalf("CheckWrite: %v, memo %v", vs, r.e.memo != nil)
@@ -143,7 +140,7 @@ func TestCommitMemo(t *testing.T) {
 
 	t.Run("model changed in between", func(t *testing.T) {
 		r := open()
-		home, blk := r.inodeBlockWith(p, setSize(6000))
+		home, blk := r.inodeBlockWith(p, setSizeTo(6000))
 		off, commit := newTxWriter(r).stage([]uint64{home}, [][]byte{blk})
 		r.e.CheckWrite(off, commit)
 		r.e.Flushed()
@@ -154,7 +151,7 @@ func TestCommitMemo(t *testing.T) {
 
 	t.Run("violation", func(t *testing.T) {
 		r := open()
-		home, blk := r.inodeBlockWith(p, setSize(100))
+		home, blk := r.inodeBlockWith(p, setSizeTo(100))
 		off, commit := newTxWriter(r).stage([]uint64{home}, [][]byte{blk})
 		vs := r.e.CheckWrite(off, commit)
 		if len(vs) != 1 || vs[0].Kind != revfs.KindSizeDecreased {
@@ -176,11 +173,8 @@ func TestUnchangedInodeKeepsView(t *testing.T) {
 	if fa.inoBlock != fb.inoBlock {
 		t.Skip("the two files' inodes are in different blocks")
 	}
-	setSize := func(n uint32) func([]byte) {
-		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
-	}
 	w := newTxWriter(r)
-	home, blk := r.inodeBlockWith(app, setSize(6000))
+	home, blk := r.inodeBlockWith(app, setSizeTo(6000))
 	before := fb.view
 	if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
 		t.Fatalf("growth of %s: %v", app, vs)
@@ -194,7 +188,7 @@ func TestUnchangedInodeKeepsView(t *testing.T) {
 	if !bytes.Equal(r.e.meta[home], blk) {
 		t.Fatal("the model does not hold the new inode-table block")
 	}
-	_, blk2 := r.inodeBlockWith(big, setSize(100))
+	_, blk2 := r.inodeBlockWith(big, setSizeTo(100))
 	copy(blk2[fa.inoOff:fa.inoOff+r.e.sb.InodeSizeBytes()], blk[fa.inoOff:]) // app keeps 6000
 	vs, _ := w.commit([]uint64{home}, [][]byte{blk2})
 	if len(vs) != 1 || vs[0].Kind != revfs.KindSizeDecreased || vs[0].File != r.ids[big] {

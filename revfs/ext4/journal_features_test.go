@@ -44,10 +44,6 @@ func addIncompat(f jbd2.FeatureIncompat) func([]byte) {
 	}
 }
 
-func growTo(n uint32) func([]byte) {
-	return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
-}
-
 func layoutChangedIn(vs []revfs.Violation) bool {
 	return len(vs) == 1 && vs[0].Kind == revfs.KindLayoutChanged
 }
@@ -60,7 +56,7 @@ func TestJournalFeatureFlipRefused(t *testing.T) {
 	// Two copies: with one, a tag read with another size can still name
 	// the same home block (the bytes a longer tag takes are the UUID's).
 	homesOf := func(r *rig) ([]uint64, [][]byte) {
-		home, blk := r.inodeBlockWith(p, growTo(6000))
+		home, blk := r.inodeBlockWith(p, setSizeTo(6000))
 		gdt := r.e.gdtFirst
 		return []uint64{home, gdt}, [][]byte{blk, r.img.b[int64(gdt)*r.bs : int64(gdt+1)*r.bs]}
 	}
@@ -152,7 +148,7 @@ func TestJournalFeatureChangesOfTheKernel(t *testing.T) {
 		}
 		// The log is read with the new features from then on.
 		w := newCsumTx(r)
-		home, blk := r.inodeBlockWith(p, growTo(6000))
+		home, blk := r.inodeBlockWith(p, setSizeTo(6000))
 		if vs, _ := w.commit(w.log([]uint64{home}, [][]byte{blk})); len(vs) != 0 {
 			t.Fatalf("growth: %v", vs)
 		}
@@ -164,14 +160,7 @@ func TestJournalFeatureChangesOfTheKernel(t *testing.T) {
 	t.Run("revoke, checksum v1 and async_commit while transactions are live", func(t *testing.T) {
 		r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
 		w := newTxWriter(r)
-		first, seq0 := w.pos, w.seq
-		if vs := r.write(r.journalSuperblockAt(first, seq0)); len(vs) != 0 {
-			t.Fatalf("superblock as at mount: %v", vs)
-		}
-		home, blk := r.inodeBlockWith(p, growTo(6000))
-		if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
-			t.Fatalf("growth: %v", vs)
-		}
+		first, seq0, _, _ := w.mountAndGrow(p)
 		if vs := r.write(r.journalSuperblockWith(first, seq0, addIncompat(jbd2.FeatureIncompatRevoke))); len(vs) != 0 {
 			t.Fatalf("revoke set while transaction %d is live: %v", seq0, vs)
 		}

@@ -21,6 +21,23 @@ func newTxWriter(r *rig) *txWriter {
 	return &txWriter{r: r, pos: j.sb.First(), seq: j.sb.Sequence()}
 }
 
+// mountAndGrow writes the journal superblock as the kernel does at mount,
+// its start at the writer's position, and commits a transaction growing p
+// to 6000 bytes, failing the test on any violation. It returns the start
+// and tid the superblock names and the inode block the transaction logged.
+func (w *txWriter) mountAndGrow(p string) (first, seq0 uint32, home uint64, blk []byte) {
+	r := w.r
+	first, seq0 = w.pos, w.seq
+	if vs := r.write(r.journalSuperblockAt(first, seq0)); len(vs) != 0 {
+		r.t.Fatalf("superblock as at mount: %v", vs)
+	}
+	home, blk = r.inodeBlockWith(p, setSizeTo(6000))
+	if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
+		r.t.Fatalf("growth: %v", vs)
+	}
+	return first, seq0, home, blk
+}
+
 func (w *txWriter) put(jb uint32, b []byte) []revfs.Violation {
 	pb, ok := w.r.e.jnl.physOf(jb)
 	if !ok {
@@ -84,13 +101,10 @@ func (r *rig) inodeBlockWith(p string, edit func(raw []byte)) (uint64, []byte) {
 func TestJournalTransactions(t *testing.T) {
 	const p = "var/log/app.log"
 	path := loadImage(t, "b4k-journal.img")
-	setSize := func(n uint32) func([]byte) {
-		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
-	}
 
 	t.Run("truncate in a transaction is blamed on the commit block", func(t *testing.T) {
 		r := openRig(t, path, map[string]int64{p: 5000}, p)
-		home, blk := r.inodeBlockWith(p, setSize(100))
+		home, blk := r.inodeBlockWith(p, setSizeTo(100))
 		vs, commitOff := newTxWriter(r).commit([]uint64{home}, [][]byte{blk})
 		if len(vs) != 1 || vs[0].Kind != revfs.KindSizeDecreased || vs[0].Off != commitOff || vs[0].Len != r.bs {
 			t.Fatalf("got %v, want size-decreased on the commit block [%d,+%d)", vs, commitOff, r.bs)
@@ -99,7 +113,7 @@ func TestJournalTransactions(t *testing.T) {
 
 	t.Run("growth through the journal is visible before any home write", func(t *testing.T) {
 		r := openRig(t, path, map[string]int64{p: 5000}, p)
-		home, blk := r.inodeBlockWith(p, setSize(6000))
+		home, blk := r.inodeBlockWith(p, setSizeTo(6000))
 		homeBefore := bytes.Clone(r.img.b[int64(home)*r.bs : int64(home+1)*r.bs])
 		vs, _ := newTxWriter(r).commit([]uint64{home}, [][]byte{blk})
 		if len(vs) != 0 {
@@ -117,7 +131,7 @@ func TestJournalTransactions(t *testing.T) {
 			t.Fatalf("checkpoint: %v", vs)
 		}
 		// A later home write that truncates is.
-		_, bad := r.inodeBlockWith(p, setSize(10))
+		_, bad := r.inodeBlockWith(p, setSizeTo(10))
 		if vs := r.write(int64(home)*r.bs, bad); len(vs) != 1 || vs[0].Kind != revfs.KindSizeDecreased {
 			t.Fatalf("home truncate after checkpoint: %v", vs)
 		}
@@ -137,7 +151,7 @@ func TestJournalTransactions(t *testing.T) {
 
 	t.Run("commit before its transaction waits for the flush", func(t *testing.T) {
 		r := openRig(t, path, map[string]int64{p: 5000}, p)
-		home, blk := r.inodeBlockWith(p, setSize(7000))
+		home, blk := r.inodeBlockWith(p, setSizeTo(7000))
 		w := newTxWriter(r)
 		// Commit block first (stale log blocks must not count)...
 		pb, _ := r.e.jnl.physOf(w.pos + 2)

@@ -14,9 +14,6 @@ import (
 // commit block alone proves nothing, and a flush cannot raise.
 func TestCommitBlockFirst(t *testing.T) {
 	const p = "var/log/app.log"
-	setSize := func(n uint32) func([]byte) {
-		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
-	}
 	journals := []struct {
 		name     string
 		incompat jbd2.FeatureIncompat
@@ -38,7 +35,7 @@ func TestCommitBlockFirst(t *testing.T) {
 	}
 	forge := func(t *testing.T, r *rig, size uint32) forged {
 		t.Helper()
-		home, blk := r.inodeBlockWith(p, setSize(size))
+		home, blk := r.inodeBlockWith(p, setSizeTo(size))
 		w := newCsumTx(r)
 		desc, stored := w.blocks([]uint64{home}, [][]byte{blk})
 		if vs := r.write(w.blockAt(w.pos+2), w.commitBlock()); len(vs) != 0 {
@@ -118,7 +115,7 @@ func TestCommitBlockFirst(t *testing.T) {
 	t.Run("copy first, then the commit block, then the descriptor", func(t *testing.T) {
 		v3 := journals[1]
 		r := openRig(t, mountedJournal(t, "b4k-journal.img", v3.incompat, v3.compat), map[string]int64{p: 5000}, p)
-		home, blk := r.inodeBlockWith(p, setSize(0))
+		home, blk := r.inodeBlockWith(p, setSizeTo(0))
 		orig := bytes.Clone(r.img.b[int64(home)*r.bs : int64(home+1)*r.bs])
 		w := newCsumTx(r)
 		desc, stored := w.blocks([]uint64{home}, [][]byte{blk})
@@ -202,8 +199,8 @@ func TestCommitBlockFirst(t *testing.T) {
 	t.Run("two commit blocks first: the harmless one applied, the other refused", func(t *testing.T) {
 		v3 := journals[1]
 		r := openRig(t, mountedJournal(t, "b4k-journal.img", v3.incompat, v3.compat), map[string]int64{p: 5000}, p)
-		home, grow := r.inodeBlockWith(p, setSize(6000))
-		_, cut := r.inodeBlockWith(p, setSize(100))
+		home, grow := r.inodeBlockWith(p, setSizeTo(6000))
+		_, cut := r.inodeBlockWith(p, setSizeTo(100))
 		w := newCsumTx(r)
 		desc1, c1 := w.blocks([]uint64{home}, [][]byte{grow})
 		at1, commit1 := w.pos, w.commitBlock()

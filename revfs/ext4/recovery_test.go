@@ -33,17 +33,14 @@ func (r *rig) journalSuperblockAt(start, seq uint32) (int64, []byte) {
 func TestOpenRefusesForgedRecovery(t *testing.T) {
 	const p = "var/log/app.log"
 	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
-	setSize := func(n uint32) func([]byte) {
-		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
-	}
 	w := newTxWriter(r)
 	first, seq0 := w.pos, w.seq
-	home, blk := r.inodeBlockWith(p, setSize(6000))
+	home, blk := r.inodeBlockWith(p, setSizeTo(6000))
 	if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
 		t.Fatalf("growth: %v", vs)
 	}
 	r.e.Flushed()
-	_, bad := r.inodeBlockWith(p, setSize(100))
+	_, bad := r.inodeBlockWith(p, setSizeTo(100))
 	forged := &txWriter{r: r, pos: first, seq: seq0}
 	forged.commit([]uint64{home}, [][]byte{bad}) // an applied tid: not judged again
 	r.write(r.journalSuperblockAt(first, seq0))  // refused at the write since b3b6b66; landed here (honeypot)
@@ -105,9 +102,6 @@ func TestOpenAppliesHonestRecovery(t *testing.T) {
 // live log is never rewritten by jbd2).
 func TestJournalForgeryRefusedAtTheWrite(t *testing.T) {
 	const p = "var/log/app.log"
-	setSize := func(n uint32) func([]byte) {
-		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
-	}
 	layoutChanged := func(vs []revfs.Violation) bool {
 		return slices.ContainsFunc(vs, func(v revfs.Violation) bool { return v.Kind == revfs.KindLayoutChanged })
 	}
@@ -116,11 +110,11 @@ func TestJournalForgeryRefusedAtTheWrite(t *testing.T) {
 		r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
 		w := newTxWriter(r)
 		first, seq0 := w.pos, w.seq
-		home, blk := r.inodeBlockWith(p, setSize(6000))
+		home, blk := r.inodeBlockWith(p, setSizeTo(6000))
 		if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
 			t.Fatalf("growth: %v", vs)
 		}
-		_, bad := r.inodeBlockWith(p, setSize(100))
+		_, bad := r.inodeBlockWith(p, setSizeTo(100))
 		(&txWriter{r: r, pos: first, seq: seq0}).commit([]uint64{home}, [][]byte{bad})
 		if vs := r.e.CheckWrite(r.journalSuperblockAt(first, seq0)); !layoutChanged(vs) {
 			t.Fatalf("superblock pointing at applied transaction %d: %v, want %v", seq0, vs, revfs.KindLayoutChanged)
@@ -130,20 +124,13 @@ func TestJournalForgeryRefusedAtTheWrite(t *testing.T) {
 	t.Run("a live transaction rewritten in place", func(t *testing.T) {
 		r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
 		w := newTxWriter(r)
-		first, seq0 := w.pos, w.seq
-		if vs := r.write(r.journalSuperblockAt(first, seq0)); len(vs) != 0 {
-			t.Fatalf("superblock as at mount: %v", vs)
-		}
-		home, blk := r.inodeBlockWith(p, setSize(6000))
-		if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
-			t.Fatalf("growth: %v", vs)
-		}
+		first, seq0, _, _ := w.mountAndGrow(p)
 		// The next transaction, at the head of the log, is no rewrite.
-		home2, blk2 := r.inodeBlockWith(p, setSize(6500))
+		home2, blk2 := r.inodeBlockWith(p, setSizeTo(6500))
 		if vs, _ := w.commit([]uint64{home2}, [][]byte{blk2}); len(vs) != 0 {
 			t.Fatalf("next transaction: %v", vs)
 		}
-		_, bad := r.inodeBlockWith(p, setSize(100))
+		_, bad := r.inodeBlockWith(p, setSizeTo(100))
 		pb, _ := r.e.jnl.physOf(first + 1) // the first transaction's copy
 		if vs := r.e.CheckWrite(int64(pb)*r.bs, bad); !layoutChanged(vs) {
 			t.Fatalf("copy of applied transaction %d rewritten: %v, want %v", seq0, vs, revfs.KindLayoutChanged)
@@ -275,16 +262,13 @@ func TestOpenFindsHarmfulTransactionQuickly(t *testing.T) {
 	if vs := r.write(r.journalSuperblockAt(w.pos, w.seq)); len(vs) != 0 {
 		t.Fatalf("superblock of a mounted log: %v", vs)
 	}
-	setSize := func(n uint32) func([]byte) {
-		return func(raw []byte) { binary.LittleEndian.PutUint32(raw[4:], n) }
-	}
 	for i := range honest {
-		home, blk := r.inodeBlockWith(p, setSize(uint32(5001+i)))
+		home, blk := r.inodeBlockWith(p, setSizeTo(uint32(5001+i)))
 		if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
 			t.Fatalf("growth %d: %v", i, vs)
 		}
 	}
-	home, bad := r.inodeBlockWith(p, setSize(100))
+	home, bad := r.inodeBlockWith(p, setSizeTo(100))
 	harmful := w.pos + 2                    // descriptor, copy, commit
 	w.commit([]uint64{home}, [][]byte{bad}) // raised, and landed (honeypot)
 

@@ -215,7 +215,7 @@ func TestSuperblockPassingCopyOfTheSameEpoch(t *testing.T) {
 			w := newTxWriter(r)
 			g.mount(w)
 			r.e.Flushed()
-			home, ino := r.inodeBlockWith(fixPath, growTo(6000))
+			home, ino := r.inodeBlockWith(fixPath, setSizeTo(6000))
 			if vs, _ := w.commit([]uint64{home}, [][]byte{ino}); len(vs) != 0 {
 				t.Fatalf("growth: %v", vs)
 			}
@@ -429,14 +429,7 @@ func TestHonestConversionRecovery(t *testing.T) {
 func TestSequenceWrapMovesStartBack(t *testing.T) {
 	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{fixPath: 5000}, fixPath)
 	w := newTxWriter(r)
-	first, seq0 := w.pos, w.seq
-	if vs := r.write(r.journalSuperblockAt(first, seq0)); len(vs) != 0 {
-		t.Fatalf("mount sb: %v", vs)
-	}
-	home, blk := r.inodeBlockWith(fixPath, growTo(6000))
-	if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
-		t.Fatalf("growth: %v", vs)
-	}
+	first, seq0, home, blk := w.mountAndGrow(fixPath)
 	if vs := r.write(int64(home)*r.bs, blk); len(vs) != 0 { // checkpointed
 		t.Fatalf("checkpoint: %v", vs)
 	}
@@ -444,7 +437,7 @@ func TestSequenceWrapMovesStartBack(t *testing.T) {
 	if vs := r.write(r.journalSuperblockAt(first, seq0+0x55555556)); len(vs) != 0 {
 		t.Fatalf("first jump (forward): %v", vs)
 	}
-	_, bad := r.inodeBlockWith(fixPath, growTo(100))
+	_, bad := r.inodeBlockWith(fixPath, setSizeTo(100))
 	pb, _ := r.e.jnl.physOf(first + 1)
 	r.write(int64(pb)*r.bs, bad) // the applied transaction's copy, no longer live, rewritten
 	for _, seq := range []uint32{seq0 + 0xAAAAAAAC, seq0} {
