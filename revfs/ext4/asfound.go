@@ -115,7 +115,7 @@ func (e *Engine) AcceptAsFound(id revfs.FileID, s revfs.Stall) bool {
 	if len(got) != 1 || got[0] != s {
 		return false
 	}
-	lo, hi := uint64(s.Off/e.bs), uint64((s.Off+s.Len+e.bs-1)/e.bs)
+	lo, hi := uint64(s.Off/e.bs), e.blocksFor(s.Off+s.Len)
 	if s.Kind == revfs.StallNotWritten {
 		e.written.Add(uint64(s.Device/e.bs), hi-lo)
 	} else {

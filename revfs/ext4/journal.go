@@ -1115,29 +1115,27 @@ func (j *journal) consume(txs []jbd2.Transaction) {
 
 // superblock checks and records a new version of the journal superblock.
 func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []revfs.Violation {
+	refuse := func(kind revfs.Kind, detail string) []revfs.Violation {
+		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
+		return []revfs.Violation{{Kind: kind, Off: off, Len: n, Detail: detail}}
+	}
 	nsb, err := jbd2.ParseSuperblock(nb)
 	if err != nil {
-		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
-		return []revfs.Violation{{Kind: revfs.KindUnparseable, Off: off, Len: n, Detail: fmt.Sprintf("journal superblock: %v", err)}}
+		return refuse(revfs.KindUnparseable, fmt.Sprintf("journal superblock: %v", err))
 	}
 	if nsb.BlockSize() != j.sb.BlockSize() || nsb.First() != j.sb.First() || nsb.MaxLen() != j.sb.MaxLen() || nsb.LogEnd() != j.sb.LogEnd() && !j.logEndMayMove(nsb) {
-		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
-		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
-			Detail: fmt.Sprintf("journal geometry changed: first %d maxlen %d log end %d -> first %d maxlen %d log end %d",
-				j.sb.First(), j.sb.MaxLen(), j.sb.LogEnd(), nsb.First(), nsb.MaxLen(), nsb.LogEnd())}}
+		return refuse(revfs.KindLayoutChanged, fmt.Sprintf("journal geometry changed: first %d maxlen %d log end %d -> first %d maxlen %d log end %d",
+			j.sb.First(), j.sb.MaxLen(), j.sb.LogEnd(), nsb.First(), nsb.MaxLen(), nsb.LogEnd()))
 	}
 	if why := j.startMovedBack(nsb); why != "" {
-		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
-		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n, Detail: "journal superblock: " + why}}
+		return refuse(revfs.KindLayoutChanged, "journal superblock: "+why)
 	}
 	if why := j.rereads(nsb); why != "" {
-		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
-		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n, Detail: "journal superblock: " + why}}
+		return refuse(revfs.KindLayoutChanged, "journal superblock: "+why)
 	}
 	why, later := j.uncheckpointed(nsb)
 	if why != "" {
-		off, n := w.blame(pb, 0, jbd2.SuperblockSize)
-		return []revfs.Violation{{Kind: revfs.KindLayoutChanged, Off: off, Len: n, Detail: "journal superblock: " + why}}
+		return refuse(revfs.KindLayoutChanged, "journal superblock: "+why)
 	}
 	if apply {
 		j.passed(nsb, later)
@@ -1370,7 +1368,16 @@ func (j *journal) startMovedBack(nsb *jbd2.Superblock) string {
 // transaction the engine has applied still live, a new end would change
 // where a replay wraps round.
 func (j *journal) logEndMayMove(nsb *jbd2.Superblock) bool {
-	return nsb.Clean() || !j.expect || !tidBefore(nsb.Sequence(), j.seq)
+	return !j.replaysApplied(nsb)
+}
+
+// replaysApplied reports whether a replay from nsb, a journal superblock,
+// would start with transactions the engine has applied: the log is not
+// clean, the engine has applied transactions since it was last clean
+// (expect), and nsb starts before the next one the engine expects
+// (startMovedBack refuses a start before the log's).
+func (j *journal) replaysApplied(nsb *jbd2.Superblock) bool {
+	return !nsb.Clean() && j.expect && tidBefore(nsb.Sequence(), j.seq)
 }
 
 // A journal superblock's feature set says how the log reads: the version
@@ -1428,12 +1435,7 @@ func (j *journal) rereads(nsb *jbd2.Superblock) string {
 	if sameFeatureSet(old, nsb) {
 		return ""
 	}
-	// The transactions a replay from nsb would start with that the engine
-	// has applied: none once the log is clean, or when the engine has
-	// applied none since the log was last clean (expect is false), or
-	// when nsb starts at or after the next one (startMovedBack refuses
-	// starting before the log's start).
-	if nsb.Clean() || !j.expect || !tidBefore(nsb.Sequence(), j.seq) {
+	if !j.replaysApplied(nsb) {
 		return ""
 	}
 	live := fmt.Sprintf("transactions %d to %d, which the engine has applied, are live in the log", nsb.Sequence(), j.seq-1)
