@@ -792,7 +792,7 @@ func (s *Store) sealOps(ops []AppendOp, batch bool) (int64, error) {
 	}
 	if jobs != nil {
 		for i := range jobs {
-			copy(s.pend[jobs[i].pos+EntrySize-KeySize:], jobs[i].mac[:])
+			s.placeMACLocked(&jobs[i])
 		}
 	}
 	return seq, failed
@@ -1152,8 +1152,18 @@ func (s *Store) loadKey() error {
 // writeEntryLocked seals entry s.next with s.key (already loaded) into
 // pend and advances the ratchet.
 func (s *Store) writeEntryLocked(id uint64, off int64, data []byte) {
-	j := s.reserveEntryLocked(id, off, data)
+	s.sealNowLocked(s.reserveEntryLocked(id, off, data))
+}
+
+// sealNowLocked computes the MAC of reserved entry j and writes it into
+// the entry's place in pend.
+func (s *Store) sealNowLocked(j sealJob) {
 	j.seal(s.m)
+	s.placeMACLocked(&j)
+}
+
+// placeMACLocked writes j's computed MAC into its entry in pend.
+func (s *Store) placeMACLocked(j *sealJob) {
 	copy(s.pend[j.pos+EntrySize-KeySize:], j.mac[:])
 }
 
@@ -1170,9 +1180,7 @@ func (s *Store) writeAnchoredLocked(r *Record) error {
 	if err := s.writeRecordLocked(r); err != nil {
 		return err
 	}
-	j := s.reserveLocked(FakeInode, off, uint64(s.recSize-off), nil)
-	j.seal(s.m)
-	copy(s.pend[j.pos+EntrySize-KeySize:], j.mac[:])
+	s.sealNowLocked(s.reserveLocked(FakeInode, off, uint64(s.recSize-off), nil))
 	return nil
 }
 

@@ -1125,7 +1125,9 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 		v.report(Problem{Kind: ProblemTruncated, File: LogName, Entry: n, Off: entryPos(n), Len: (minEntries - n) * EntrySize,
 			Msg: fmt.Sprintf("the device burnt %d keys, so the log must hold at least %d entries, but it holds %d (tail deleted)", blocks, minEntries, n)})
 	}
-	if nowBlocks := (int64(dk.hdr.Burnt) - KeyHeaderSize) / KeySize; n > nowBlocks*int64(v.nr) {
+	// The keys burnt now, the header as openKeyReader read it (after the log).
+	nowBlocks := (int64(dk.hdr.Burnt) - KeyHeaderSize) / KeySize
+	if n > nowBlocks*int64(v.nr) {
 		v.reportUnacked(true, Problem{Kind: ProblemKeystream, File: LogName, Entry: blocks * int64(v.nr), Msg: fmt.Sprintf(
 			"%d entries use keys the device has not burnt (unacknowledged tail of a crash, or forged)", n-nowBlocks*int64(v.nr))})
 	}
@@ -1137,8 +1139,7 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 		}
 		// The first key unburnt now: read, then the header again, so that
 		// a burn meanwhile (a running device) is not taken for a mismatch.
-		now := (int64(dk.hdr.Burnt) - KeyHeaderSize) / KeySize
-		if v.keys.key(now, &a) && dk.key(now, &d) && a != d && v.snapDevice().burnt == dk.hdr.Burnt {
+		if v.keys.key(nowBlocks, &a) && dk.key(nowBlocks, &d) && a != d && v.snapDevice().burnt == dk.hdr.Burnt {
 			v.report(Problem{Kind: ProblemKeystream, Entry: -1, Msg: "the first unburnt keys differ: the keystreams are not a pair"})
 		}
 	}
