@@ -1128,7 +1128,7 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 	// The keys burnt now, the header as openKeyReader read it (after the log).
 	nowBlocks := (int64(dk.hdr.Burnt) - KeyHeaderSize) / KeySize
 	if n > nowBlocks*int64(v.nr) {
-		v.reportUnacked(true, Problem{Kind: ProblemKeystream, File: LogName, Entry: blocks * int64(v.nr), Msg: fmt.Sprintf(
+		v.reportUnacked(true, Problem{Kind: ProblemKeystream, File: LogName, Entry: nowBlocks * int64(v.nr), Msg: fmt.Sprintf(
 			"%d entries use keys the device has not burnt (unacknowledged tail of a crash, or forged)", n-nowBlocks*int64(v.nr))})
 	}
 	// SealFS's checkKeyStreams: the last burnt key differs, the first unburnt one matches.
