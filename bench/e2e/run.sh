@@ -180,6 +180,15 @@ attach() {
 
 # proc_cpu PID: user + system CPU time of a process, in clock ticks.
 proc_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# proc_minflt PID: the process's minor page faults so far (pages it touched
+# for the first time, or again after giving them back).
+proc_minflt() { awk '{print $10}' "/proc/$1/stat"; }
+# reported_kib: how much free memory the guest has handed back to its
+# hypervisor so far (virtio-balloon free page reporting; empty when the
+# kernel does not report). A page handed back costs a fault on the host
+# when it is used again, so a run whose memory churns pays more on such a
+# VM than on hardware: srv_minflt and reported_mib show it.
+reported_kib() { cat /sys/module/page_reporting/parameters/reported_kib 2>/dev/null || true; }
 # proc_switches PID: the context switches of all of a process's threads so far,
 # voluntary and involuntary (a thread that exited is no longer counted; Go
 # and nbdkit keep theirs).
@@ -289,6 +298,9 @@ one_run() {
 	local dstat0=""
 	[[ -n $dstat ]] && dstat0=$(cat "$dstat")
 	cpu0=$(proc_cpu "$pid")
+	local flt0 rep0
+	flt0=$(proc_minflt "$pid")
+	rep0=$(reported_kib)
 	local sw0 sw1
 	sw0=($(proc_switches "$pid"))
 	local perf=()
@@ -301,6 +313,10 @@ one_run() {
 	line+=" srv_cpu_s=$(python3 -c "print('%.2f' % (($(proc_cpu "$pid") - $cpu0) / $(getconf CLK_TCK)))")"
 	sw1=($(proc_switches "$pid"))
 	line+=" srv_vcs=$((sw1[0] - sw0[0])) srv_ivcs=$((sw1[1] - sw0[1]))"
+	line+=" srv_minflt=$(($(proc_minflt "$pid") - flt0))"
+	local rep1
+	rep1=$(reported_kib)
+	[[ -n $rep0 && -n $rep1 ]] && line+=" reported_mib=$(((rep1 - rep0) / 1024))"
 	line+=" busy_cpu_s=$(python3 -c "print('%.2f' % (($(cpu_busy) - $busy0) / $(getconf CLK_TCK)))")"
 	[[ -n $dstat ]] && line+=" $(disk_delta "$dstat0" "$(cat "$dstat")")"
 	if [[ $server == indelible ]]; then
