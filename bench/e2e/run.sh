@@ -37,6 +37,12 @@
 #   PERF=0             1: every run's workload is recorded machine-wide by `perf record -a -g`
 #                      ($OUT/perf-SERVER-MODE-REP.data; `perf report -i FILE --sort comm`
 #                      shows where the whole machine's CPU went: server, host kernel, writeback)
+#   WARMUP=1           one indelible run per mode before the measured ones, not counted:
+#                      on a VM that hands free memory back to its host, the first run after
+#                      the machine idled touches memory the host must fault in again, and
+#                      the device, which touches more of it (real logs), paid up to twice
+#                      its usual CPU there (bench/e2e/RESULTS.md, 2026-12-01); every measured
+#                      run then follows another run. WARMUP=0 skips it
 #   SWITCHES=0         1: every run's workload also records each time the server's threads
 #                      leave a CPU, with kernel and user stacks (`perf record -e
 #                      sched:sched_switch -g -p PID`; $OUT/switches-SERVER-MODE-REP.data;
@@ -355,6 +361,10 @@ declare -A res
 for mode in $MODES; do
 	echo "# initialising a $IMAGE_SIZE data=$mode device" >&2
 	init_device "$work/tpl-$mode" "$mode" "$IMAGE_SIZE"
+	if [[ ${WARMUP:-1} == 1 ]]; then
+		one_run indelible "$mode" warmup
+		echo "  $mode warm-up run (not counted) indelible: $result" | tee -a "$OUT/summary.txt" >&2
+	fi
 	for ((r = 1; r <= REPEATS; r++)); do
 		order=(indelible nbdkit)
 		((r % 2 == 0)) && order=(nbdkit indelible)
