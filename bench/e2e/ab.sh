@@ -14,7 +14,8 @@
 # moves less than the ratio. Revisions are exported with `git archive`
 # into a temporary directory, removed on exit. Settings of run.sh pass
 # through the environment (default here: PER_WRITER=64M MODES="ordered
-# journal" BIG=0 PROFILE=0); OUT_BASE (default /var/tmp/e2e-ab) holds each
+# journal" BIG=0 PROFILE=0; run.sh's WARMUP=1 adds one uncounted device run
+# per mode and round); OUT_BASE (default /var/tmp/e2e-ab) holds each
 # run's output, removed after the run unless KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +26,7 @@ if [[ "${1:-}" == "-r" ]]; then
 	shift 2
 fi
 if (($# != 2)); then
-	sed -n '2,18p' "$0"
+	sed -n '2,19p' "$0"
 	exit 2
 fi
 
