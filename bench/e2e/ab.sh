@@ -48,13 +48,6 @@ done
 
 export PER_WRITER=${PER_WRITER:-64M} MODES=${MODES:-ordered journal} BIG=${BIG:-0} PROFILE=${PROFILE:-0} REPEATS=1
 out_base=${OUT_BASE:-/var/tmp/e2e-ab}
-# A VM that hands free memory back to its host is slow for the device in its
-# first minutes (bench/e2e/RESULTS.md, 2026-12-01): rounds then mix cold and
-# warm runs.
-up=$(awk '{print int($1 / 60)}' /proc/uptime)
-if ((up < 30)) && [[ -r /sys/module/page_reporting/parameters/reported_kib ]]; then
-	echo "ab: warning: this VM started $up min ago and hands free memory back to its host; the first rounds may understate the device" >&2
-fi
 results="$work/results"
 : >"$results"
 for r in $(seq 1 "$rounds"); do

@@ -344,12 +344,7 @@ one_run() {
 	echo "# $(date -u +%FT%TZ) indelible end-to-end benchmark"
 	echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r), $(go version | cut -d' ' -f3)"
 	echo "# load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-	up=$(awk '{print int($1 / 60)}' /proc/uptime)
-	echo "# up $up min"
-	if ((up < 30)) && [[ -n $(reported_kib) ]]; then
-		echo "# warning: this VM started $up min ago and hands free memory back to its host: in"
-		echo "# its first minutes the device ran at 0.55x nbdkit, later 0.70-0.79x (RESULTS.md, 2026-12-01)"
-	fi
+	echo "# up $(awk '{print int($1 / 60)}' /proc/uptime) min"
 	echo "# nbdkit $(nbdkit --version | cut -d' ' -f2), nbdfuse $(nbdfuse --version | head -1 | cut -d' ' -f2)"
 	echo "# workload: $WRITERS writers x $PER_WRITER, $APPEND B appends, fsync every $FSYNC_EVERY; image $IMAGE_SIZE; $REPEATS repeats, median shown"
 	if ((${#srvpin[@]})); then
