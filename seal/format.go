@@ -148,6 +148,13 @@ func (e *Entry) String() string {
 	return fmt.Sprintf("[roff %d inode %s offset %d count %d koffset %d]", e.RatchetOffset, ino, e.Offset, e.Count, e.KeyOffset)
 }
 
+// keyOff is the keystream offset of key slot i (slot 0 follows the header).
+func keyOff(i int64) int64 { return KeyHeaderSize + i*KeySize }
+
+// keySlot is the number of whole key slots before keystream offset off: the
+// slot that starts at off, or the slots in a keystream of off bytes.
+func keySlot(off int64) int64 { return (off - KeyHeaderSize) / KeySize }
+
 // entryPos is where entry number i lives in .SEALFS.LOG. SealFS writes each
 // entry at a position fixed by its key: header + (keyIndex*nratchet+roff)*72,
 // which is simply the entry's sequence number.
@@ -156,7 +163,7 @@ func entryPos(i int64) int64 { return LogHeaderSize + i*EntrySize }
 // expectedPlace is the (ratchet offset, key offset) entry i must carry.
 func expectedPlace(i int64, nratchet int) (roff, koff uint64) {
 	n := int64(nratchet)
-	return uint64(i % n), uint64(KeyHeaderSize + (i/n)*KeySize)
+	return uint64(i % n), uint64(keyOff(i / n))
 }
 
 // burntKeyLabel makes burnt keystream slots recognisable (docs/FORMAT.md

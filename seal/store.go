@@ -197,7 +197,7 @@ func (s *Store) open(devKeyPath string) error {
 		return fmt.Errorf("%w: log %#x, device keystream %#x; wrong key for this store?", ErrBadMagic, s.magic, hdr.Magic)
 	}
 	s.burnt = int64(hdr.Burnt)
-	s.keySlots = (kst.Size() - KeyHeaderSize) / KeySize
+	s.keySlots = keySlot(kst.Size())
 
 	lst, err := s.lf.Stat()
 	if err != nil {
@@ -338,7 +338,7 @@ func (s *Store) open(devKeyPath string) error {
 // keysFor is the keystream burnt offset that n sealed entries need: every
 // block holding one of them has had its key burnt.
 func (s *Store) keysFor(n int64) int64 {
-	return int64(KeyHeaderSize) + KeySize*((n+int64(s.nratchet)-1)/int64(s.nratchet))
+	return keyOff((n + int64(s.nratchet) - 1) / int64(s.nratchet))
 }
 
 // secondRoundStarted tells whether the commit in flight that st describes
@@ -352,7 +352,7 @@ func (s *Store) secondRoundStarted(st *RatchetState, entries int64) (bool, error
 	if s.burnt > lo {
 		return true, nil
 	}
-	hi := min(s.keysFor(min(st.Target, entries)), KeyHeaderSize+s.keySlots*KeySize)
+	hi := min(s.keysFor(min(st.Target, entries)), keyOff(s.keySlots))
 	found := false
 	err := s.scanKeys(lo, hi, func(slot int64, k []byte) bool {
 		found = [KeySize]byte(k) == burntKey(s.magic, slot)
@@ -372,7 +372,7 @@ func (s *Store) scanKeys(lo, hi int64, f func(slot int64, key []byte) bool) erro
 			return fmt.Errorf("seal: read keystream: %w", err)
 		}
 		for i := 0; i+KeySize <= len(b); i += KeySize {
-			if !f((off+int64(i)-KeyHeaderSize)/KeySize, b[i:i+KeySize]) {
+			if !f(keySlot(off+int64(i)), b[i:i+KeySize]) {
 				return nil
 			}
 		}
@@ -400,11 +400,11 @@ func (s *Store) finishBurn(from, want int64) (int64, error) {
 	}
 	n := (want - max(from, s.burnt)) / KeySize
 	for _, slot := range fix {
-		if KeyHeaderSize+slot*KeySize < s.burnt {
+		if keyOff(slot) < s.burnt {
 			n++
 		}
 		k := burntKey(s.magic, slot)
-		if _, err := s.kf.WriteAt(k[:], KeyHeaderSize+slot*KeySize); err != nil {
+		if _, err := s.kf.WriteAt(k[:], keyOff(slot)); err != nil {
 			return 0, fmt.Errorf("seal: burn keys: %w", err)
 		}
 	}
@@ -431,7 +431,7 @@ func (s *Store) readState(found int64) (RatchetState, error) {
 			nr = DefaultNRatchet
 		}
 		n := found
-		if n%int64(nr) != 0 || int64(KeyHeaderSize)+KeySize*(n/int64(nr)) != s.burnt {
+		if n%int64(nr) != 0 || keyOff(n/int64(nr)) != s.burnt {
 			return RatchetState{}, fmt.Errorf("%w: no ratchet state %s and the log does not end a ratchet block", ErrCorrupt, s.statePath)
 		}
 		if sf, err = os.OpenFile(s.statePath, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
@@ -1134,7 +1134,7 @@ func (s *Store) loadKey() error {
 	if slot >= s.keySlots {
 		return ErrKeysExhausted
 	}
-	if _, err := s.kf.ReadAt(s.key[:], KeyHeaderSize+slot*KeySize); err != nil {
+	if _, err := s.kf.ReadAt(s.key[:], keyOff(slot)); err != nil {
 		return fmt.Errorf("seal: read keystream: %w", err)
 	}
 	// Never seal with a burnt key: entries sealed with it could not verify.
@@ -1549,7 +1549,7 @@ func (s *Store) writeState(c int64, ck [KeySize]byte, t int64, tk [KeySize]byte)
 func (s *Store) writeBurn(want int64) error {
 	junk := make([]byte, 0, want-s.burnt)
 	for off := s.burnt; off < want; off += KeySize {
-		k := burntKey(s.magic, (off-KeyHeaderSize)/KeySize)
+		k := burntKey(s.magic, keySlot(off))
 		junk = append(junk, k[:]...)
 	}
 	if _, err := s.kf.WriteAt(junk, s.burnt); err != nil {

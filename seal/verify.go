@@ -1111,7 +1111,7 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 	if v.dev0.err {
 		burnt = int64(dk.hdr.Burnt)
 	}
-	blocks := (burnt - KeyHeaderSize) / KeySize
+	blocks := keySlot(burnt)
 	minEntries := (blocks-1)*int64(v.nr) + 1
 	// The ratchet state names the exact count of acknowledged entries;
 	// the burnt offset alone bounds it to within a ratchet block.
@@ -1126,7 +1126,7 @@ func (v *verifier) checkDevice(magic uint64, n int64) {
 			Msg: fmt.Sprintf("the device burnt %d keys, so the log must hold at least %d entries, but it holds %d (tail deleted)", blocks, minEntries, n)})
 	}
 	// The keys burnt now, the header as openKeyReader read it (after the log).
-	nowBlocks := (int64(dk.hdr.Burnt) - KeyHeaderSize) / KeySize
+	nowBlocks := keySlot(int64(dk.hdr.Burnt))
 	if n > nowBlocks*int64(v.nr) {
 		v.reportUnacked(true, Problem{Kind: ProblemKeystream, File: LogName, Entry: nowBlocks * int64(v.nr), Msg: fmt.Sprintf(
 			"%d entries use keys the device has not burnt (unacknowledged tail of a crash, or forged)", n-nowBlocks*int64(v.nr))})
@@ -1247,9 +1247,9 @@ func (v *verifier) checkState(magic uint64, burnt int64) (acked int64, ok bool) 
 	// count mean an older state put back, or one whose count was lowered to
 	// a ratchet block's start, where it carries no key to check.
 	nr := int64(v.nr)
-	if need := int64(KeyHeaderSize) + KeySize*((st.Target+nr-1)/nr); burnt > need {
+	if need := keyOff((st.Target + nr - 1) / nr); burnt > need {
 		return bad(fmt.Sprintf("counts %d entries, which need %d burnt keys, but the device burnt %d (stale or forged state)",
-			st.Target, (need-KeyHeaderSize)/KeySize, (burnt-KeyHeaderSize)/KeySize))
+			st.Target, keySlot(need), keySlot(burnt)))
 	}
 	// Inside a ratchet block the state holds the key of the entry it
 	// counts up to. An attacker who cuts the log inside the last block
@@ -1267,7 +1267,7 @@ func (v *verifier) checkState(magic uint64, burnt int64) (acked int64, ok bool) 
 	acked = st.Committed
 	// A commit in flight whose burn had begun was durable, and the
 	// device's next Open finishes it (Store.open): its entries count.
-	if st.Target > st.Committed && burnt > int64(KeyHeaderSize)+KeySize*((st.Committed+nr-1)/nr) {
+	if st.Target > st.Committed && burnt > keyOff((st.Committed+nr-1)/nr) {
 		acked = st.Target
 	}
 	return acked, true
@@ -1345,7 +1345,7 @@ func openKeyReader(p string) (*keyReader, error) {
 		f.Close()
 		return nil, err
 	}
-	return &keyReader{f: f, hdr: h, slots: (st.Size() - KeyHeaderSize) / KeySize, first: -1}, nil
+	return &keyReader{f: f, hdr: h, slots: keySlot(st.Size()), first: -1}, nil
 }
 
 func (k *keyReader) key(slot int64, out *[KeySize]byte) bool {
@@ -1360,7 +1360,7 @@ func (k *keyReader) key(slot int64, out *[KeySize]byte) bool {
 			k.buf = make([]byte, cnt*KeySize)
 		}
 		k.buf = k.buf[:cnt*KeySize]
-		if _, err := k.f.ReadAt(k.buf, KeyHeaderSize+slot*KeySize); err != nil {
+		if _, err := k.f.ReadAt(k.buf, keyOff(slot)); err != nil {
 			k.first = -1
 			return false
 		}
