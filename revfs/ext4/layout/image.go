@@ -24,9 +24,13 @@ const (
 	// 4 KiB leaf maps 340 extents of up to 32768 blocks, so 1<<16 tree
 	// blocks describe any file ext4 can hold many times over.
 	MaxExtentTreeBlocks = 1 << 16
-	// MaxDirBlocks caps the blocks read from one directory (64 Ki blocks
-	// is 256 MiB of directory at 4 KiB blocks).
-	MaxDirBlocks = 1 << 16
+	// MaxDirBytes caps the directory blocks read from one directory: 64 Ki
+	// blocks of 4 KiB. A hostile extent tree can map a few blocks over and
+	// over; the cap bounds the time such a directory costs, and Lookup,
+	// which reads a block at a time, keeps its memory to one block.
+	MaxDirBytes = 256 << 20
+	// MaxDirEntries caps the entries ReadDir returns (about 64 MiB of them).
+	MaxDirEntries = 1 << 20
 	// MaxPathDepth caps the components LookupPath follows.
 	MaxPathDepth = 256
 )
@@ -205,37 +209,61 @@ func (im *Image) FileMap(in *Inode) ([]Mapping, []uint64, error) {
 	return ExtentTree(in.Block[:], im.SB.BlocksCount(), im.ReadBlock)
 }
 
-// ReadDir returns the live entries of a directory inode, block by block.
+// ReadDir returns the live entries of a directory inode, block by block
+// (at most MaxDirEntries of them).
 func (im *Image) ReadDir(in *Inode) ([]DirEntry, error) {
-	if !in.IsDir() {
-		return nil, fmt.Errorf("%w: not a directory", ErrNotFound)
-	}
-	maps, _, err := im.FileMap(in)
+	var out []DirEntry
+	err := im.eachDirEntry(in, func(e DirEntry) bool {
+		out = append(out, e)
+		return len(out) <= MaxDirEntries
+	})
 	if err != nil {
 		return nil, err
 	}
-	var out []DirEntry
-	count := 0
+	if len(out) > MaxDirEntries {
+		return nil, fmt.Errorf("%w: directory of over %d entries", ErrCorrupt, MaxDirEntries)
+	}
+	return out, nil
+}
+
+// eachDirEntry calls fn with each live entry of directory in, reading one
+// block at a time, until fn returns false. Like the kernel it reads only the
+// blocks below i_size, and at most MaxDirBytes of them.
+func (im *Image) eachDirEntry(in *Inode, fn func(DirEntry) bool) error {
+	if !in.IsDir() {
+		return fmt.Errorf("%w: not a directory", ErrNotFound)
+	}
+	maps, _, err := im.FileMap(in)
+	if err != nil {
+		return err
+	}
+	bs := uint64(im.SB.BlockSize())
+	blocks := in.Size()/bs + min(in.Size()%bs, 1) // the kernel reads no block past i_size
+	var read uint64
 	for _, m := range maps {
 		if m.Unwritten {
 			continue
 		}
-		for i := uint64(0); i < m.Len; i++ {
-			if count++; count > MaxDirBlocks {
-				return nil, fmt.Errorf("%w: directory over %d blocks", ErrCorrupt, MaxDirBlocks)
+		for i := uint64(0); i < m.Len && m.Logical+i < blocks; i++ {
+			if read += bs; read > MaxDirBytes {
+				return fmt.Errorf("%w: directory over %d bytes", ErrCorrupt, MaxDirBytes)
 			}
 			b, err := im.ReadBlock(m.Physical + i)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			entries, err := ParseDirBlock(b)
 			if err != nil {
-				return nil, fmt.Errorf("directory block %d: %w", m.Physical+i, err)
+				return fmt.Errorf("directory block %d: %w", m.Physical+i, err)
 			}
-			out = append(out, LiveEntries(entries)...)
+			for _, e := range LiveEntries(entries) {
+				if !fn(e) {
+					return nil
+				}
+			}
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // LookupPath walks path (slash-separated, relative to the root; a leading
@@ -267,16 +295,15 @@ func (im *Image) Lookup(path string) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		entries, err := im.ReadDir(in)
-		if err != nil {
-			return 0, fmt.Errorf("looking up %q: %w", name, err)
-		}
 		found := false
-		for _, e := range entries {
+		err = im.eachDirEntry(in, func(e DirEntry) bool {
 			if e.Name == name {
 				ino, found = uint64(e.Inode), true
-				break
 			}
+			return !found
+		})
+		if err != nil {
+			return 0, fmt.Errorf("looking up %q: %w", name, err)
 		}
 		if !found {
 			return 0, fmt.Errorf("%w: %q in %q", ErrNotFound, name, path)

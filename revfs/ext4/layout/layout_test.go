@@ -659,3 +659,102 @@ func TestInodeTableAddressWraps(t *testing.T) {
 		t.Fatalf("inode 20 located at block %d (err %v)", b, err)
 	}
 }
+
+// countingReader counts the reads of one block of the image.
+type countingReader struct {
+	r     io.ReaderAt
+	block int64 // byte offset of the block counted
+	reads int
+}
+
+func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+	if off <= c.block && c.block < off+int64(len(p)) {
+		c.reads++
+	}
+	return c.r.ReadAt(p, off)
+}
+
+// A directory whose extent tree maps one block hundreds of times (a hostile
+// host can write one; the helper who found it made a root directory cost
+// 3.9 GB and minutes) is read a block at a time: Lookup stops at the entry
+// it looks for and reads no block past i_size. It used to collect every
+// entry of every mapped block first.
+func TestLookupReadsDirectoryLazily(t *testing.T) {
+	img := bytes.Clone(loadImage(t, "b4k-journal.img"))
+	im, err := OpenImage(bytes.NewReader(img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dino, err := im.Lookup("var/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	din, _, err := im.ReadInode(dino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps, _, err := im.FileMap(din)
+	if err != nil || len(maps) != 1 || maps[0].Len != 1 {
+		t.Fatalf("var/log maps %v, %v: the test needs one block", maps, err)
+	}
+	const bs = 4096
+	dirBlk := maps[0].Physical
+	leafBlk := im.SB.BlocksCount() - 1
+	leaf := img[leafBlk*bs : (leafBlk+1)*bs]
+	if !bytes.Equal(leaf, make([]byte, bs)) {
+		t.Fatalf("block %d is in use; the test needs a free one", leafBlk)
+	}
+	le := binary.LittleEndian
+	// A leaf of 340 one-block extents, logical blocks 0..339, all mapping
+	// the directory's one block.
+	const n = (bs - ExtentEntrySize) / ExtentEntrySize
+	le.PutUint16(leaf[0:], ExtentMagic)
+	le.PutUint16(leaf[2:], n)
+	le.PutUint16(leaf[4:], n)
+	for i := range n {
+		e := leaf[ExtentEntrySize*(1+i):]
+		le.PutUint32(e[0:], uint32(i))
+		le.PutUint16(e[4:], 1)
+		le.PutUint16(e[6:], uint16(dirBlk>>32))
+		le.PutUint32(e[8:], uint32(dirBlk))
+	}
+	iblk, ioff, err := im.InodeAddr(dino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := img[int(iblk)*bs+ioff:]
+	setSize := func(blocks uint64) {
+		le.PutUint32(rec[0x4:], uint32(blocks*bs))
+		le.PutUint32(rec[0x6C:], uint32(blocks*bs>>32))
+	}
+	root := rec[0x28 : 0x28+60]
+	clear(root)
+	le.PutUint16(root[0:], ExtentMagic)
+	le.PutUint16(root[2:], 1)
+	le.PutUint16(root[4:], 4)
+	le.PutUint16(root[6:], 1) // depth 1: one index entry to the leaf
+	le.PutUint32(root[16:], uint32(leafBlk))
+	le.PutUint16(root[20:], uint16(leafBlk>>32))
+
+	lookup := func(path string) (uint64, int, error) {
+		t.Helper()
+		cr := &countingReader{r: bytes.NewReader(img), block: int64(dirBlk) * bs}
+		im, err := OpenImage(cr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ino, err := im.Lookup(path)
+		return ino, cr.reads, err
+	}
+	setSize(n)
+	if ino, reads, err := lookup("var/log/app.log"); err != nil || ino == 0 || reads != 1 {
+		t.Errorf("app.log: inode %d, %v, after %d reads of the directory block; want 1", ino, err, reads)
+	}
+	if _, reads, err := lookup("var/log/none"); !errors.Is(err, ErrNotFound) || reads != n {
+		t.Errorf("a missing name: %v after %d reads; want ErrNotFound after %d", err, reads, n)
+	}
+	setSize(2)
+	if _, reads, err := lookup("var/log/none"); !errors.Is(err, ErrNotFound) || reads != 2 {
+		t.Errorf("i_size of 2 blocks: %v after %d reads; want ErrNotFound after 2", err, reads)
+	}
+}
