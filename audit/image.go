@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 
 	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
@@ -23,7 +24,7 @@ var (
 
 // maxJournalScan bounds the journal positions walked: jbd2.Scan is also
 // bounded by one lap of the log, so this only matters for absurd s_maxlen
-// values that passed the mapped-length check.
+// values.
 const maxJournalScan = 1 << 22
 
 // Image is an ext4 image as the kernel would see it once mounted: the home
@@ -67,7 +68,35 @@ func OpenImage(img io.ReaderAt, size int64) (*Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("after replaying the journal: %w", err)
 	}
+	if why := geometryChange(home.SB, im.fs.SB); why != "" {
+		// The kernel computed its geometry from the home superblock before
+		// the replay and keeps it; the journal of an honest host never
+		// changes these (online resizing changes the block count only).
+		return nil, fmt.Errorf("%w: the journal replays a superblock whose %s differs from the home superblock's", ErrCorrupt, why)
+	}
 	return im, nil
+}
+
+// geometryChange names the first field of the filesystem's geometry that
+// differs between superblocks a and b, or returns "".
+func geometryChange(a, b *layout.SuperBlock) string {
+	switch {
+	case a.BlockSize() != b.BlockSize():
+		return "block size"
+	case a.FirstDataBlock != b.FirstDataBlock:
+		return "first data block"
+	case a.BlocksPerGroup != b.BlocksPerGroup:
+		return "blocks per group"
+	case a.InodesPerGroup != b.InodesPerGroup:
+		return "inodes per group"
+	case a.InodeSizeBytes() != b.InodeSizeBytes():
+		return "inode size"
+	case a.DescSizeBytes() != b.DescSizeBytes():
+		return "group descriptor size"
+	case a.FeatureIncompat&layout.Incompat64Bit != b.FeatureIncompat&layout.Incompat64Bit:
+		return "64bit feature"
+	}
+	return ""
 }
 
 // openLayout opens the superblock and group descriptors of r after checking
@@ -128,6 +157,12 @@ func (im *Image) replayJournal(home *layout.Image) error {
 		return fmt.Errorf("journal block size %d, filesystem block size %d", jsb.BlockSize(), im.bs)
 	}
 	if jsb.Clean() {
+		return nil
+	}
+	if sb.FeatureIncompat&layout.IncompatRecover == 0 {
+		// ext4_load_journal wipes a journal that needs_recovery does not
+		// ask for (jbd2_journal_wipe): nothing of it reaches the files.
+		im.Notes = append(im.Notes, "the journal holds transactions but the superblock does not ask for recovery (needs_recovery is clear): the kernel discards them at mount, so the home blocks are shown")
 		return nil
 	}
 	txs, _, _, err := jbd2.Scan(jsb, jsb.Start(), jsb.Sequence(), im.journalBlock, int(min(uint64(jsb.MaxLen()), maxJournalScan)))
@@ -248,24 +283,25 @@ func (im *Image) OpenFile(ino uint64) (*File, error) {
 	}
 	sb := im.fs.SB
 	if sb.HasMetadataCsum() && ino <= 1<<32-1 && !layout.VerifyInodeChecksum(sb.ChecksumSeed(), uint32(ino), raw) {
-		im.Notes = append(im.Notes, fmt.Sprintf("inode %d: checksum does not match (the kernel would refuse to read it)", ino))
+		// ext4_iget fails with EFSBADCRC: the host cannot open the file.
+		return f, fmt.Errorf("%w: inode %d fails its checksum, so the kernel refuses to read it", ErrGone, ino)
 	}
-	size := in.Size()
-	if size > uint64(im.size) {
-		// The bytes past the image's end could only be holes; a size like
-		// this only makes a reader go on without end.
-		return f, fmt.Errorf("%w: inode %d claims %d bytes, more than the %d-byte image", ErrCorrupt, ino, size, im.size)
-	}
-	f.Size = int64(size)
+	// A size past the image's end is a sparse tail the kernel shows as
+	// zeros; readers go a chunk at a time, and ReadAll refuses it.
+	f.Size = int64(min(in.Size(), math.MaxInt64))
 	if f.maps, _, err = im.fs.FileMap(in); err != nil {
 		return f, fmt.Errorf("%w: inode %d: extent tree: %w", ErrCorrupt, ino, err)
 	}
 	return f, nil
 }
 
-// ReadAll reads the whole content: at most the image's size, which
-// OpenFile checked the file's size against.
+// ReadAll reads the whole content, which it refuses when the file claims
+// more bytes than the image holds (a forged size would decide the
+// allocation).
 func (f *File) ReadAll() ([]byte, error) {
+	if f.Size > f.im.size {
+		return nil, fmt.Errorf("%w: inode %d claims %d bytes, more than the %d-byte image", ErrCorrupt, f.Ino, f.Size, f.im.size)
+	}
 	b := make([]byte, f.Size)
 	if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
 		return nil, err

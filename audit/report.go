@@ -35,10 +35,15 @@ type FileReport struct {
 	Ranges []Divergence `json:"ranges"`
 }
 
-// Diverges reports whether the image and the real log disagree: any altered
-// or missing range, and with strict also bytes the image shows past the real
+// Diverges reports whether what the host sees disagrees with the real log:
+// the image no longer holds the file (Gone), its path no longer names it
+// (Entry: whoever opens the path gets another file or none), any altered or
+// missing range, and with strict also bytes the image shows past the real
 // log (appended but not sealed).
 func (r *FileReport) Diverges(strict bool) bool {
+	if r.Gone != "" || r.Entry != "" {
+		return true
+	}
 	for _, d := range r.Ranges {
 		if d.Kind != Unsealed || strict {
 			return true
@@ -60,8 +65,10 @@ func (r *FileReport) Bytes(k RangeKind) int64 {
 
 // DiffFile compares the protected file (path, inode ino) as the image im
 // shows it with its real log (realLen bytes of real). The image is read by
-// inode, so a rename or a removed directory entry hides nothing. Both sides
-// are read a chunk at a time; an error is a read that failed.
+// inode, so a rename or a removed directory entry hides no byte, and the
+// path is looked up too: a path that names another inode, or none, is
+// reported in Entry. Both sides are read a chunk at a time; an error is a
+// read that failed.
 func DiffFile(im *Image, path string, ino uint64, real io.ReaderAt, realLen int64) (*FileReport, error) {
 	rep := &FileReport{Path: path, Inode: ino, RealLen: realLen, Ranges: []Divergence{}}
 	var shown io.ReaderAt = bytes.NewReader(nil)
@@ -82,6 +89,14 @@ func DiffFile(im *Image, path string, ino uint64, real io.ReaderAt, realLen int6
 		rep.Entry = fmt.Sprintf("names inode %d instead", got)
 	}
 	ranges, err := CompareReaders(real, realLen, shown, rep.ImageLen)
+	if errors.Is(err, ErrCorrupt) && rep.Gone == "" {
+		// The image's blocks for the file cannot be read (the kernel would
+		// fail the read too): the file is as good as gone. A failing read
+		// of the real log stays an error.
+		rep.Gone = err.Error()
+		rep.ImageLen, shown = 0, bytes.NewReader(nil)
+		ranges, err = CompareReaders(real, realLen, shown, 0)
+	}
 	if err != nil {
 		return rep, err
 	}

@@ -46,6 +46,18 @@ func TestDiffFile(t *testing.T) {
 	if rep.Gone == "" || rep.Bytes(Missing) != int64(len(content)) {
 		t.Fatalf("bad inode: %+v", rep)
 	}
+	// Every byte in place but the path leads elsewhere: whoever opens it
+	// reads another file, which diverges.
+	rep = diffBytes(t, im, "var/log/other.log", ino, content)
+	if len(rep.Ranges) != 0 || rep.Entry == "" || !rep.Diverges(false) {
+		t.Fatalf("path naming another inode: %+v, diverges %v", rep, rep.Diverges(false))
+	}
+	// A file gone before anything was sealed: nothing is missing, but the
+	// host no longer has the file.
+	rep = diffBytes(t, im, "var/log/app.log", 1<<30, nil)
+	if len(rep.Ranges) != 0 || rep.Gone == "" || !rep.Diverges(false) {
+		t.Fatalf("gone with an empty real log: %+v, diverges %v", rep, rep.Diverges(false))
+	}
 }
 
 func diffBytes(t *testing.T, im *Image, path string, ino uint64, real []byte) *FileReport {

@@ -21,24 +21,29 @@ func init() {
 		Args:  "[--json] [--strict] DEVICE_DIR",
 		Short: "compare what the image shows with the sealed real logs",
 		Long: `diff reads every protected file out of the device's image, by the inode number
-recorded in device.toml (a rename or a removed directory entry hides nothing),
+recorded in device.toml (a rename or a removed directory entry hides no byte),
 exactly as the kernel would show it after mounting: committed transactions of a
-dirty journal are replayed over their home blocks. It compares that with the
-file's sealed real log and reports each divergent byte range:
+dirty journal are replayed over their home blocks (when the superblock asks for
+recovery, as the kernel does). It compares that with the file's sealed real log
+and reports each divergent byte range:
 
   missing   the real log holds bytes the image no longer shows (truncated,
-            deleted, hidden); when the inode was freed or reused, the whole
-            real log is missing and the reason is given
+            deleted, hidden); when the inode was freed, reused or fails its
+            checksum, the whole real log is missing and the reason is given
   altered   both hold bytes there and they differ
   unsealed  the image shows bytes past the real log: appended but not sealed
             (still pending, or refused after a honeypot trip)
+
+It also looks up the file's path: a path that names another inode or none
+(renamed, removed, or another file put in its place) diverges too, since
+whoever opens the path no longer reads the sealed file.
 
 Each range is shown with a sample of both sides. The image is parsed with
 indelible's own ext4 and jbd2 readers; nothing is mounted and nothing is
 written. Verify the real logs first ('indelible verify --key'): diff trusts them.
 
-Exit status: 0 the image shows exactly the real logs (pending appends are
-reported but do not count unless --strict), 1 divergence, 2 usage.
+Exit status: 0 the image shows exactly the real logs, each at its path (pending
+appends are reported but do not count unless --strict), 1 divergence, 2 usage.
 
 Examples:
   indelible diff /srv/worm
