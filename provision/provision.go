@@ -9,11 +9,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -45,8 +47,11 @@ type Result struct {
 // MinSize is the smallest image accepted: mkfs.ext4 needs room for a journal.
 const MinSize = 8 << 20
 
-// Create makes the device directory described by o.
-func Create(o Options) (*Result, error) {
+// Create makes the device directory described by o. It checks everything it
+// can before it writes anything; when a later step fails, it removes what it
+// made, and nothing else, so that the same command can simply be run again.
+// What it cannot remove, its error names.
+func Create(o Options) (_ *Result, err error) {
 	if o.BlockSize == 0 {
 		o.BlockSize = 4096
 	}
@@ -70,16 +75,46 @@ func Create(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Check the configuration as it will be saved. The inode numbers are
+	// known only once debugfs has made the files: stand-ins take their place.
+	cfg := o.Config
+	cfg.Journal = o.Journal
+	cfg.Protected = make([]worm.Protected, len(logs))
+	for i, l := range logs {
+		cfg.Protected[i] = worm.Protected{Path: l, Inode: uint64(i) + 1}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkNames(cfg); err != nil {
+		return nil, err
+	}
+	if o.CreateStore != nil {
+		if err := checkAuditorKey(o.AuditorKey, o.Dir, cfg); err != nil {
+			return nil, err
+		}
+	}
 	for _, tool := range []string{"mkfs.ext4", "debugfs", "tune2fs"} {
 		if _, err := lookTool(tool); err != nil {
 			return nil, fmt.Errorf("%s not found: install e2fsprogs (scripts/install-deps does)", tool)
 		}
 	}
-	if err := prepareDir(o.Dir); err != nil {
+	if err := checkDir(o.Dir); err != nil {
 		return nil, err
 	}
-	cfg := o.Config
-	cfg.Journal = o.Journal
+
+	// From here on, a failure takes back what was made.
+	var made undo
+	defer func() {
+		if err != nil {
+			err = made.run(err)
+		}
+	}()
+	made.dirs = missingDirs(o.Dir)
+	made.clear = o.Dir // empty before, or new: every entry is this call's
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
 	img := filepath.Join(o.Dir, cfg.Image)
 	if err := makeImage(img, o.Size, o.BlockSize, o.Journal); err != nil {
 		return nil, err
@@ -92,11 +127,20 @@ func Create(o Options) (*Result, error) {
 		}
 		cfg.Protected = append(cfg.Protected, worm.Protected{Path: l, Inode: ino})
 	}
-	if err := os.MkdirAll(filepath.Join(o.Dir, "state"), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(o.Dir, stateDir), 0o700); err != nil {
 		return nil, err
 	}
 	if o.CreateStore != nil {
-		if err := o.CreateStore(filepath.Join(o.Dir, cfg.Store), filepath.Join(o.Dir, cfg.DeviceKey), o.AuditorKey, o.KeyBytes); err != nil {
+		// The store makes the auditor key's missing directories, then the
+		// key itself with O_EXCL: checkAuditorKey saw no file there, so a
+		// key present after a failure is this call's, unless the store
+		// refused because someone else made one meanwhile.
+		made.dirs = append(made.dirs, missingDirs(filepath.Dir(o.AuditorKey))...)
+		err := o.CreateStore(filepath.Join(o.Dir, cfg.Store), filepath.Join(o.Dir, cfg.DeviceKey), o.AuditorKey, o.KeyBytes)
+		if !refusedExisting(err, o.AuditorKey) {
+			made.files = append(made.files, o.AuditorKey)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("creating the seal store: %w", err)
 		}
 	}
@@ -107,6 +151,138 @@ func Create(o Options) (*Result, error) {
 		return nil, err
 	}
 	return &Result{Config: cfg, ImagePath: img, MountOpts: mountOpts}, nil
+}
+
+// stateDir holds the device's runtime state (worm.Open's written-block set).
+const stateDir = "state"
+
+// checkNames refuses image, store and device key names that would land
+// outside the device directory (Create makes them inside it, and the device
+// would later look for them elsewhere) or on each other.
+func checkNames(cfg worm.Config) error {
+	names := map[string]string{stateDir: "state directory", worm.ConfigName: "configuration"}
+	for _, n := range []struct{ what, name string }{{"image", cfg.Image}, {"store", cfg.Store}, {"device key", cfg.DeviceKey}} {
+		if !filepath.IsLocal(n.name) {
+			return fmt.Errorf("%s %q: want a name inside the device directory", n.what, n.name)
+		}
+		c := filepath.Clean(n.name)
+		if other, ok := names[c]; ok {
+			return fmt.Errorf("%s %q is also the %s: give each its own name", n.what, n.name, other)
+		}
+		names[c] = n.what
+	}
+	return nil
+}
+
+// checkAuditorKey refuses an auditor key path where the seal store could not
+// write it: a file that exists (never overwritten), a path through a file,
+// or one of the device's own files.
+func checkAuditorKey(key, dir string, cfg worm.Config) error {
+	if key == "" {
+		return errors.New("no auditor key path: give --auditor-key OUT")
+	}
+	if _, err := os.Lstat(key); err == nil {
+		return fmt.Errorf("auditor key %s already exists; choose a new path (indelible never overwrites a key)", key)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("auditor key: %w", err)
+	}
+	a, err := filepath.Abs(key)
+	if err != nil {
+		return err
+	}
+	for _, n := range []struct{ what, name string }{
+		{"image", cfg.Image}, {"store", cfg.Store}, {"device key", cfg.DeviceKey},
+		{"state directory", stateDir}, {"configuration", worm.ConfigName},
+	} {
+		if p, err := filepath.Abs(filepath.Join(dir, n.name)); err == nil && p == a {
+			return fmt.Errorf("auditor key %s would be the device's %s; choose a path off the device", key, n.what)
+		}
+	}
+	return nil
+}
+
+// checkDir refuses a device directory that holds anything, or that cannot
+// be read to tell.
+func checkDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("device directory: %w; choose a new directory", err)
+	case len(ents) > 0:
+		return fmt.Errorf("%s exists and is not empty; choose a new directory (indelible never overwrites a device)", dir)
+	}
+	return nil
+}
+
+// missingDirs returns dir and those of its parents that do not exist,
+// outermost first: what os.MkdirAll(dir) would make.
+func missingDirs(dir string) []string {
+	var out []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		out = append(out, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// refusedExisting reports whether err is an O_EXCL refusal of path: the
+// file was there already, made by someone else.
+func refusedExisting(err error, path string) bool {
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || !errors.Is(err, fs.ErrExist) {
+		return false
+	}
+	a, aerr := filepath.Abs(pe.Path)
+	b, berr := filepath.Abs(path)
+	return aerr == nil && berr == nil && a == b
+}
+
+// undo is what a failed Create takes back.
+type undo struct {
+	files []string // files made outside clear, removed first
+	clear string   // a directory that was empty or new: all its entries are Create's
+	dirs  []string // directories made, in the order made
+}
+
+// run removes what was made and returns err, naming what could not be
+// removed and where.
+func (u *undo) run(err error) error {
+	var left []string
+	remove := func(p string, rm func(string) error) {
+		if rerr := rm(p); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			if a, aerr := filepath.Abs(p); aerr == nil {
+				p = a
+			}
+			left = append(left, fmt.Sprintf("%s (%v)", p, rerr))
+		}
+	}
+	for _, f := range u.files {
+		remove(f, os.Remove)
+	}
+	if u.clear != "" {
+		ents, rerr := os.ReadDir(u.clear)
+		if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			remove(u.clear, func(string) error { return rerr })
+		}
+		for _, e := range ents {
+			remove(filepath.Join(u.clear, e.Name()), os.RemoveAll)
+		}
+	}
+	for i := len(u.dirs) - 1; i >= 0; i-- {
+		remove(u.dirs[i], os.Remove)
+	}
+	if len(left) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w; cleaning up, left behind: %s; remove them before running init again", err, strings.Join(left, ", "))
 }
 
 // cleanLogPaths normalises protected paths to relative slash paths and
@@ -122,31 +298,47 @@ func cleanLogPaths(in []string) ([]string, error) {
 		if c == worm.EventLogPath || strings.HasPrefix(c, ".indelible/") || c == ".indelible" {
 			return nil, fmt.Errorf("protected path %q is reserved for the device's own sealed files", p)
 		}
+		if c == lostFound {
+			return nil, fmt.Errorf("protected path %q is the directory mkfs.ext4 makes for e2fsck", p)
+		}
+		for _, name := range strings.Split(c, "/") {
+			if len(name) > maxNameLen {
+				return nil, fmt.Errorf("protected path %q has a name of %d bytes: ext4 names hold at most %d bytes", p, len(name), maxNameLen)
+			}
+		}
 		if seen[c] {
 			return nil, fmt.Errorf("protected path %q given twice", p)
 		}
 		seen[c] = true
 		out = append(out, c)
 	}
+	// A protected file cannot also be the directory of another one.
+	for _, c := range out {
+		for d := path.Dir(c); d != "."; d = path.Dir(d) {
+			if seen[d] {
+				return nil, fmt.Errorf("protected path %q is inside protected file %q: a file cannot also be a directory", c, d)
+			}
+		}
+	}
 	return out, nil
 }
+
+// lostFound is the directory mkfs.ext4 makes in the root.
+const lostFound = "lost+found"
+
+// maxNameLen is EXT4_NAME_LEN (fs/ext4/ext4.h), the longest name a
+// directory entry holds.
+const maxNameLen = 255
 
 // mountOptions is what the host mounts with for a journal mode.
 func mountOptions(journal string) (string, error) {
 	switch journal {
-	case "none", "":
+	case "none":
 		return "errors=remount-ro", nil
 	case "ordered", "writeback", "journal":
 		return "data=" + journal + ",errors=remount-ro", nil
 	}
 	return "", fmt.Errorf("journal mode %q: want none, ordered, writeback or journal", journal)
-}
-
-func prepareDir(dir string) error {
-	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-		return fmt.Errorf("%s exists and is not empty; choose a new directory (indelible never overwrites a device)", dir)
-	}
-	return os.MkdirAll(dir, 0o700)
 }
 
 func lookTool(name string) (string, error) {
@@ -238,8 +430,10 @@ func addEmptyFile(img, p string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	empty.Close()
 	defer os.Remove(empty.Name())
+	if err := empty.Close(); err != nil {
+		return 0, err
+	}
 	if err := os.Chmod(empty.Name(), 0o644); err != nil {
 		return 0, err
 	}
@@ -256,8 +450,13 @@ func addEmptyFile(img, p string) (uint64, error) {
 		return 0, err
 	}
 	defer os.Remove(sf.Name())
-	sf.WriteString(script.String())
-	sf.Close()
+	_, err = sf.WriteString(script.String())
+	if cerr := sf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("writing the debugfs script: %w", err)
+	}
 	// mkdir of an existing directory fails harmlessly inside the script.
 	if _, err := runTool("debugfs", "-w", "-f", sf.Name(), img); err != nil {
 		return 0, err

@@ -33,6 +33,8 @@ DEVICE_DIR holding:
   device.toml  protected files (by path and inode), journal mode, commit windows, policy.
 The auditor's copy of the keystream goes to --auditor-key. It is the only key that can
 verify the logs: move it off the device (init warns if it lands inside DEVICE_DIR).
+init checks its arguments before it writes anything, and never overwrites a file; when it
+fails, it removes what it made (or says what it could not), so it can simply be run again.
 
 mkfs.ext4 runs with lazy_itable_init=0: every inode table is zeroed now, so the host's
 kernel never zeroes them later (which the device would have to tell from an attack).
@@ -101,6 +103,12 @@ Examples:
 				if keyBytes, err = parseSize(keySize); err != nil {
 					return usageErrorf("--key-size: %v", err)
 				}
+			}
+			// Checked here, before anything is written: the seal store,
+			// which enforces the range, is made last.
+			if keyBytes < seal.KeySize || keyBytes > seal.MaxKeyBytes {
+				return usageErrorf("--key-size %s: the keystream holds %s to %s", formatSize(keyBytes),
+					formatSize(seal.KeySize), formatSize(seal.MaxKeyBytes))
 			}
 			cfg := worm.DefaultConfig()
 			cfg.OnViolation = worm.Response(onViolation)
