@@ -475,7 +475,9 @@ func (e *Engine) checkEntry(f, d *tracked, nv *view, chg *change) []revfs.Violat
 
 // checkSuper compares a new primary superblock with the current one: any
 // change to what locates data (geometry, features that change layout, the
-// journal, the UUID) means a new mkfs or a resize.
+// journal, the UUID) means a new mkfs or a resize. needs_recovery may come
+// and go (every mount sets it), but not while the journal holds copies
+// the protected files depend on (wipedAtMount).
 func (e *Engine) checkSuper(raw []byte, chg *change, b uint64) []revfs.Violation {
 	off, n := chg.blame(b, e.sbOff, e.sbOff+layout.SuperBlockSize)
 	viol := func(format string, args ...any) []revfs.Violation {
@@ -487,6 +489,11 @@ func (e *Engine) checkSuper(raw []byte, chg *change, b uint64) []revfs.Violation
 	}
 	if d := layoutChange(e.sb, nsb); d != "" {
 		return viol("%s", d)
+	}
+	if e.jnl != nil && nsb.FeatureIncompat&layout.IncompatRecover == 0 {
+		if why := e.jnl.wipedAtMount(); why != "" {
+			return viol("%s", why)
+		}
 	}
 	return nil
 }

@@ -139,10 +139,7 @@ func TestOpenDirtyJournalNewestCopyWins(t *testing.T) {
 	sb := r.img.b[int64(jsb)*r.bs:]
 	binary.BigEndian.PutUint32(sb[24:], seq)
 	binary.BigEndian.PutUint32(sb[28:], first)
-	path := filepath.Join(t.TempDir(), "crashed.img")
-	if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := r.crashed()
 	r2 := openRig(t, path, map[string]int64{p: 5200}, p)
 	if st := r2.state(p); st.Size != 5300 || st.Coherent != 5300 {
 		t.Fatalf("after open: %+v", st)

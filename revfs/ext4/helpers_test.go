@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -182,6 +183,33 @@ func (r *rig) state(p string) revfs.FileState {
 	}
 	r.t.Fatalf("no state for %s", p)
 	return revfs.FileState{}
+}
+
+// crashed writes the rig's image to a new file as a host's crash leaves
+// it, and returns the file's path: the kernel sets needs_recovery in the
+// superblock at mount, and only an unmount or a freeze, after emptying the
+// log, clears it.
+func (r *rig) crashed() string {
+	r.t.Helper()
+	path := filepath.Join(r.t.TempDir(), "crashed.img")
+	if err := os.WriteFile(path, r.withNeedsRecovery(true), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+	return path
+}
+
+// withNeedsRecovery returns a copy of the rig's image whose superblock has
+// needs_recovery set or clear (its checksum recomputed).
+func (r *rig) withNeedsRecovery(set bool) []byte {
+	img := bytes.Clone(r.img.b)
+	sb := img[layout.SuperBlockOffset : layout.SuperBlockOffset+layout.SuperBlockSize]
+	f := binary.LittleEndian.Uint32(sb[0x60:]) &^ uint32(layout.IncompatRecover) // s_feature_incompat
+	if set {
+		f |= uint32(layout.IncompatRecover)
+	}
+	binary.LittleEndian.PutUint32(sb[0x60:], f)
+	binary.LittleEndian.PutUint32(sb[0x3FC:], layout.SuperBlockChecksum(sb)) // s_checksum
+	return img
 }
 
 // debugfs runs debugfs -w commands on a copy of the rig's image and

@@ -185,7 +185,18 @@ func (e *Engine) openJournal(committed map[revfs.FileID]int64) error {
 	if err != nil && len(txs) == 0 {
 		e.log.Warn("ext4: journal scan at open", "err", err)
 	}
-	if len(txs) > 0 {
+	if len(txs) > 0 && e.sb.FeatureIncompat&layout.IncompatRecover == 0 {
+		// The kernel recovers only a log the superblock says needs it
+		// (ext4_load_journal wipes any other), and the engine follows
+		// the kernel: the home blocks are what the host will read. A
+		// kernel clears needs_recovery only once the log is empty, so
+		// this is a host's doing (refused at the write since the
+		// device watches for it, see wipedAtMount); what the wipe loses
+		// of the sealed bytes, Open raises below as for any image
+		// changed while the device did not watch.
+		e.log.Error("ext4: the journal holds committed transactions but the superblock does not ask for recovery: the host's next mount discards them; not applied",
+			"first", txs[0].Sequence, "last", txs[len(txs)-1].Sequence)
+	} else if len(txs) > 0 {
 		read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
 		began := time.Now()
 		vs, undo := j.judgeRecovery(txs, read, committed)
@@ -1178,13 +1189,23 @@ func (j *journal) superblock(nb []byte, pb uint64, w *hostWrite, apply bool) []r
 // its home write may still arrive; such blocks are returned in later, for
 // passed to note as owed and Engine.Flushed to judge.
 func (j *journal) uncheckpointed(nsb *jbd2.Superblock) (why string, later map[uint64]pendingHome) {
-	e := j.e
-	if len(j.ckpt) == 0 && len(e.overlay) == 0 {
-		return "", nil
+	fb, ft, found, later := j.notHome(func(_ uint64, tid uint32) bool { return j.passes(nsb, tid) }, true)
+	if !found {
+		return "", later
 	}
-	found, fb, ft := false, uint64(0), uint32(0)
+	return fmt.Sprintf("%s while block %d's copy in transaction %d, which the protected files depend on, was never written home: the kernel would read the block's older home version",
+		movesStart(nsb), fb, ft), nil
+}
+
+// notHome finds, among the copies drop selects (by home block and
+// transaction), the lowest home block the protected files depend on (a
+// block of ckpt, or a data=journal copy inside a committed range) that the
+// image does not hold yet, with its transaction. With deferCurrent, copies applied in the
+// current flush epoch are returned in later instead (see uncheckpointed).
+func (j *journal) notHome(drop func(b uint64, tid uint32) bool, deferCurrent bool) (fb uint64, ft uint32, found bool, later map[uint64]pendingHome) {
+	e := j.e
 	note := func(b uint64, p pendingHome) {
-		if p.epoch >= e.epoch {
+		if deferCurrent && p.epoch >= e.epoch {
 			if later == nil {
 				later = map[uint64]pendingHome{}
 			}
@@ -1196,20 +1217,34 @@ func (j *journal) uncheckpointed(nsb *jbd2.Superblock) (why string, later map[ui
 		}
 	}
 	for b, p := range j.ckpt {
-		if j.passes(nsb, p.tid) && e.dependsOn(b) && !j.homeHolds(b) {
+		if drop(b, p.tid) && e.dependsOn(b) && !j.homeHolds(b) {
 			note(b, p)
 		}
 	}
 	for b, c := range e.overlay {
-		if j.passes(nsb, c.seq) && e.sealedData(b) && !j.homeHolds(b) {
+		if drop(b, c.seq) && e.sealedData(b) && !j.homeHolds(b) {
 			note(b, pendingHome{tid: c.seq, epoch: c.epoch})
 		}
 	}
+	return fb, ft, found, later
+}
+
+// wipedAtMount reports why a filesystem superblock without needs_recovery
+// would lose the protected files' state at the host's next mount, or ""
+// when it would not. ext4_load_journal wipes the log of a filesystem that
+// does not need recovery, so every transaction still in it is dropped: a
+// copy the protected files depend on that was never written home would
+// leave the kernel reading the block's older home version. The kernel
+// clears needs_recovery (unmount, freeze, remount read-only) only after
+// jbd2_journal_flush has written everything home and marked the log empty,
+// whose superblock the engine has then seen: copies it owes from that
+// epoch (owed, judged at the flush) are not counted again.
+func (j *journal) wipedAtMount() string {
+	fb, ft, found, _ := j.notHome(func(b uint64, _ uint32) bool { _, owed := j.owed[b]; return !owed }, false)
 	if !found {
-		return "", later
+		return ""
 	}
-	return fmt.Sprintf("%s while block %d's copy in transaction %d, which the protected files depend on, was never written home: the kernel would read the block's older home version",
-		movesStart(nsb), fb, ft), nil
+	return fmt.Sprintf("needs_recovery cleared while block %d's copy in transaction %d, which the protected files depend on, was never written home: the host's next mount discards the journal and reads the block's older home version", fb, ft)
 }
 
 // homeHolds reports whether the image already holds, at home block b, the

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -46,10 +47,7 @@ func TestOpenRefusesForgedRecovery(t *testing.T) {
 	r.write(r.journalSuperblockAt(first, seq0))  // refused at the write since b3b6b66; landed here (honeypot)
 
 	// The device restarts, having sealed 5000 bytes.
-	path := filepath.Join(t.TempDir(), "img")
-	if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := r.crashed()
 	r2 := openRig(t, path, map[string]int64{p: 5000}, p)
 	if st := r2.state(p); st.Size < 5000 {
 		t.Fatalf("after Open: size %d, below the 5000 bytes sealed (the forged transaction was applied)", st.Size)
@@ -79,10 +77,7 @@ func TestOpenAppliesHonestRecovery(t *testing.T) {
 	if vs, _ := w.commit([]uint64{home}, [][]byte{blk}); len(vs) != 0 {
 		t.Fatalf("growth: %v", vs)
 	}
-	path := filepath.Join(t.TempDir(), "img")
-	if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := r.crashed()
 	r2 := openRig(t, path, map[string]int64{p: 5000}, p)
 	if st := r2.state(p); st.Size != 6000 {
 		t.Fatalf("after Open: size %d, want 6000 (the committed growth replayed)", st.Size)
@@ -93,6 +88,73 @@ func TestOpenAppliesHonestRecovery(t *testing.T) {
 	}
 	if vs := r2.e.CheckWrite(int64(home)*r2.bs, blk); len(vs) != 0 {
 		t.Fatalf("replay of the grown inode: %v", vs)
+	}
+}
+
+// The kernel recovers a log only when the superblock has needs_recovery
+// (ext4_load_journal wipes it otherwise), and Open follows it: the same
+// crash image replays with the flag and not without it, where the sealed
+// growth the wipe loses is raised at the first flush.
+func TestOpenReplaysOnlyWhatTheKernelWould(t *testing.T) {
+	const p = "var/log/app.log"
+	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+	newTxWriter(r).mountAndGrow(p) // the growth to 6000 bytes committed, then sealed
+
+	r2 := openRig(t, r.crashed(), map[string]int64{p: 6000}, p)
+	if st := r2.state(p); st.Size != 6000 {
+		t.Fatalf("with needs_recovery: size %d, want 6000 (replayed)", st.Size)
+	}
+	r2.e.Flushed()
+	if vs := r2.e.FlushViolations(); len(vs) != 0 {
+		t.Fatalf("with needs_recovery: %v", vs)
+	}
+
+	path := filepath.Join(t.TempDir(), "wiped.img")
+	if err := os.WriteFile(path, r.withNeedsRecovery(false), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r3 := openRig(t, path, map[string]int64{p: 6000}, p)
+	if st := r3.state(p); st.Size != 5000 {
+		t.Fatalf("without needs_recovery: size %d, want the home inode's 5000 (the kernel discards the log)", st.Size)
+	}
+	r3.e.Flushed()
+	if vs := r3.e.FlushViolations(); !slices.ContainsFunc(vs, func(v revfs.Violation) bool { return v.Kind == revfs.KindSizeDecreased }) {
+		t.Fatalf("without needs_recovery: %v, want %v", vs, revfs.KindSizeDecreased)
+	}
+}
+
+// Clearing needs_recovery while the log holds a committed copy of a
+// protected inode that was never written home would make the host's next
+// mount discard it: refused. Once the copy is home, and after the log is
+// marked empty as at unmount, the same superblock passes.
+func TestNeedsRecoveryClearedOverLiveCopy(t *testing.T) {
+	const p = "var/log/app.log"
+	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+	bs := int(r.bs)
+	super := func(set bool) (int64, []byte) { return 0, r.withNeedsRecovery(set)[:bs] }
+	if vs := r.write(super(true)); len(vs) != 0 { // as at mount
+		t.Fatalf("needs_recovery set: %v", vs)
+	}
+	w := newTxWriter(r)
+	_, seq0, home, blk := w.mountAndGrow(p)
+	r.e.Flushed()
+	vs := r.e.CheckWrite(super(false))
+	if !layoutChangedIn(vs) || !strings.Contains(vs[0].Detail, "needs_recovery cleared") {
+		t.Fatalf("needs_recovery cleared over a live copy: %v, want %v", vs, revfs.KindLayoutChanged)
+	}
+	t.Log(vs[0])
+	if vs := r.write(int64(home)*r.bs, blk); len(vs) != 0 { // the checkpoint
+		t.Fatalf("checkpoint: %v", vs)
+	}
+	r.e.Flushed()
+	if vs := r.e.CheckWrite(super(false)); len(vs) != 0 {
+		t.Fatalf("needs_recovery cleared once the copy is home: %v", vs)
+	}
+	if vs := r.write(r.journalSuperblockAt(0, seq0+1)); len(vs) != 0 { // unmount: the log empty
+		t.Fatalf("log marked empty: %v", vs)
+	}
+	if vs := r.write(super(false)); len(vs) != 0 {
+		t.Fatalf("needs_recovery cleared at unmount: %v", vs)
 	}
 }
 
@@ -227,10 +289,7 @@ func TestOpenComparesSealedBytes(t *testing.T) {
 			}
 
 			// The device restarts, having sealed all 9000 bytes.
-			path := filepath.Join(t.TempDir(), "img")
-			if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			path := r.crashed()
 			r2 := openRigSealed(t, path, map[string]int64{p: grown}, map[string][]byte{p: content}, p)
 			r2.e.Flushed()
 			vs := r2.e.FlushViolations()
@@ -272,10 +331,7 @@ func TestOpenFindsHarmfulTransactionQuickly(t *testing.T) {
 	harmful := w.pos + 2                    // descriptor, copy, commit
 	w.commit([]uint64{home}, [][]byte{bad}) // raised, and landed (honeypot)
 
-	path := filepath.Join(t.TempDir(), "img")
-	if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := r.crashed()
 	r2 := openRig(t, path, map[string]int64{p: 5000}, p)
 	checks := r2.e.jnl.recoveryChecks
 	if len(r2.e.flushUndo) != 1 || r2.e.flushUndo[0] != harmful {

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -101,10 +99,7 @@ func (g *growthFixture) mount(w *txWriter) {
 // restart writes the image out and opens a new engine on it with the
 // grown file sealed.
 func (g *growthFixture) restart(t *testing.T) *rig {
-	path := filepath.Join(t.TempDir(), "img")
-	if err := os.WriteFile(path, g.r.img.b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := g.r.crashed()
 	return openRigSealed(t, path, map[string]int64{fixPath: fixGrown}, map[string][]byte{fixPath: g.content}, fixPath)
 }
 
@@ -287,10 +282,7 @@ func TestOpenComparesSealedGaps(t *testing.T) {
 	}
 	t.Log(vs[0])
 	// Sealed as zeroes, it is what was sealed.
-	path := filepath.Join(t.TempDir(), "img")
-	if err := os.WriteFile(path, r.img.b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := r.crashed()
 	zeroed := bytes.Clone(g.content)
 	clear(zeroed[8192:])
 	r3 := openRigSealed(t, path, map[string]int64{fixPath: fixGrown}, map[string][]byte{fixPath: zeroed}, fixPath)
