@@ -56,7 +56,11 @@ func OpenImage(img io.ReaderAt, size int64) (*Image, error) {
 		return nil, err
 	}
 	im := &Image{raw: raw, size: size, bs: int64(home.BlockSize()), fs: home}
-	if err := im.replayJournal(home); err != nil {
+	if err := im.replayJournal(home); errors.Is(err, ErrCorrupt) {
+		// A journal the kernel refuses to load or to recover: the
+		// filesystem does not mount, so the host sees none of it.
+		return nil, err
+	} else if err != nil {
 		im.Notes = append(im.Notes, fmt.Sprintf("journal not replayed, home blocks shown as they are: %v", err))
 		im.copies = nil
 		return im, nil
@@ -156,6 +160,18 @@ func (im *Image) replayJournal(home *layout.Image) error {
 	if int64(jsb.BlockSize()) != im.bs {
 		return fmt.Errorf("journal block size %d, filesystem block size %d", jsb.BlockSize(), im.bs)
 	}
+	// The kernel sizes an inode journal by the inode's i_size
+	// (jbd2_journal_init_inode: i_size >> blocksize bits, passed as an int
+	// and kept as an unsigned int, hence the 32-bit truncation) and,
+	// loading its superblock (journal_get_superblock, or
+	// journal_check_superblock in later kernels, fs/jbd2/journal.c),
+	// refuses an s_maxlen larger than that: "JBD2: journal file too
+	// short". It loads the superblock at every mount, clean journal or
+	// not (jbd2_journal_wipe and jbd2_journal_load both go through
+	// load_superblock), and ext4_load_journal then fails the mount.
+	if jlen := uint32(in.Size() / uint64(im.bs)); jsb.MaxLen() > jlen {
+		return fmt.Errorf("%w: the journal superblock says the journal holds %d blocks (s_maxlen), but journal inode %d is only %d blocks long (i_size %d): the kernel refuses such a journal (\"JBD2: journal file too short\") and the filesystem does not mount", ErrCorrupt, jsb.MaxLen(), sb.JournalInum, jlen, in.Size())
+	}
 	if jsb.Clean() {
 		return nil
 	}
@@ -165,20 +181,15 @@ func (im *Image) replayJournal(home *layout.Image) error {
 		im.Notes = append(im.Notes, "the journal holds transactions but the superblock does not ask for recovery (needs_recovery is clear): the kernel discards them at mount, so the home blocks are shown")
 		return nil
 	}
-	txs, _, _, err := jbd2.Scan(jsb, jsb.Start(), jsb.Sequence(), im.journalBlock, int(min(uint64(jsb.MaxLen()), maxJournalScan)))
+	txs, err := im.scanJournal(jsb)
 	if err != nil {
-		// The transactions complete before the error still replay, as in
-		// the kernel, which stops at the first block it cannot use.
-		im.Notes = append(im.Notes, fmt.Sprintf("journal scan stopped early: %v", err))
+		return err
 	}
 	plan := jbd2.ReplayPlan(txs)
 	im.copies = map[uint64]jbd2.LoggedBlock{}
 	for home, lb := range plan {
 		if home >= sb.BlocksCount() {
 			im.Notes = append(im.Notes, fmt.Sprintf("journal copy for block %d outside the filesystem ignored", home))
-			continue
-		}
-		if _, ok := im.jphys(lb.JBlock); !ok {
 			continue
 		}
 		im.copies[home] = lb
@@ -188,6 +199,84 @@ func (im *Image) replayJournal(home *layout.Image) error {
 		im.Notes = append(im.Notes, fmt.Sprintf("dirty journal: %d committed transactions replayed over %d blocks", len(txs), im.Replayed))
 	}
 	return nil
+}
+
+// scanJournal finds the committed transactions of a dirty journal as the
+// kernel's recovery (fs/jbd2/recovery.c, do_one_pass) would, and refuses
+// (ErrCorrupt) a journal whose inode leaves unmapped a block recovery
+// reads. Kernels disagree on such a block, and none drops it as this
+// reader used to: jread maps each block through jbd2_journal_bmap; before
+// ext4_journal_bmap (fs/ext4/super.c, 2023) a hole made it fail ("JBD2: bad
+// block at offset"), which fails the recovery (jbd2_journal_load: "JBD2:
+// recovery failed") and the mount (ext4_load_journal: "error loading
+// journal"); since, ext4_journal_bmap logs "journal bmap failed: block N
+// ret 0" and returns success with the block number unchanged, so the
+// kernel reads filesystem block N in its place, bytes the host chooses.
+// (On this project's 6.18 test kernel a hole at a committed copy failed the
+// mount through the copy's checksum; a hole at the commit block mounted
+// with nothing replayed.)
+//
+// Recovery reads such a block
+//   - in PASS_SCAN: each descriptor, revoke and commit block and the block
+//     after the last transaction;
+//   - in PASS_REPLAY: the copy of every tag of every committed transaction,
+//     replayed or not (revoked, superseded or failing its checksum: jread
+//     comes first);
+//   - with checksum v1, in PASS_SCAN too: the copies (calc_chksums), where
+//     a failed read ends the log without error (and a read of filesystem
+//     block N sums the wrong bytes).
+//
+// jbd2.Scan reads the copies too when a checksum covers them, so it is
+// given an unmapped block as zeros (a copy then fails its checksum and the
+// walk goes on, as the kernel's PASS_SCAN, which skips copies, does); a
+// zero block where a descriptor or commit is expected ends the walk, so
+// such a block can only be the last one read.
+func (im *Image) scanJournal(jsb *jbd2.Superblock) ([]jbd2.Transaction, error) {
+	var (
+		reads        int    // blocks read so far
+		last         uint32 // the last block read
+		firstUnmap   = -1   // which read (1-based) first met an unmapped block
+		firstUnmapJB uint32 // and its journal block
+	)
+	read := func(jb uint32) ([]byte, error) {
+		reads++
+		last = jb
+		if _, ok := im.jphys(jb); !ok {
+			if firstUnmap < 0 {
+				firstUnmap, firstUnmapJB = reads, jb
+			}
+			return make([]byte, im.bs), nil
+		}
+		return im.journalBlock(jb)
+	}
+	txs, _, _, err := jbd2.Scan(jsb, jsb.Start(), jsb.Sequence(), read, int(min(uint64(jsb.MaxLen()), maxJournalScan)))
+	if err != nil {
+		// The transactions complete before the error still replay.
+		im.Notes = append(im.Notes, fmt.Sprintf("journal scan stopped early: %v", err))
+	}
+	for _, tx := range txs {
+		for _, set := range [][]jbd2.LoggedBlock{tx.Blocks, tx.Skipped} {
+			for _, lb := range set {
+				if _, ok := im.jphys(lb.JBlock); !ok {
+					return nil, fmt.Errorf("%w: journal block %d, the copy of block %d in committed transaction %d, is not mapped by the journal inode: the kernel's recovery either fails there, and the filesystem does not mount, or reads filesystem block %d in its place (ext4_journal_bmap)", ErrCorrupt, lb.JBlock, lb.Home, tx.Sequence, lb.JBlock)
+				}
+			}
+		}
+	}
+	if err != nil || firstUnmap < 0 {
+		return txs, nil
+	}
+	if jsb.HasChecksumV1() && firstUnmap < reads {
+		// A copy of the transaction after the last one, which PASS_SCAN
+		// reads for its checksum v1 (calc_chksums): a kernel that fails to
+		// map it ends the log there, one that reads filesystem block N in
+		// its place sums that, and may find the transaction complete.
+		return nil, fmt.Errorf("%w: journal block %d, a copy the kernel's recovery reads for its checksum v1, is not mapped by the journal inode: the kernel's recovery either ends the log there or reads filesystem block %d in its place (ext4_journal_bmap)", ErrCorrupt, firstUnmapJB, firstUnmapJB)
+	}
+	if _, ok := im.jphys(last); !ok {
+		return nil, fmt.Errorf("%w: journal block %d, where the kernel's recovery reads the next descriptor or commit block, is not mapped by the journal inode: the kernel's recovery either fails there, and the filesystem does not mount, or reads filesystem block %d in its place (ext4_journal_bmap)", ErrCorrupt, last, last)
+	}
+	return txs, nil
 }
 
 // jphys maps a journal-relative block to its device block.

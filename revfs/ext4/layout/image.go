@@ -144,15 +144,33 @@ type Mapping struct {
 // reading interior and leaf nodes through read, and returns the flattened
 // map in logical order and the tree blocks it visited. It refuses trees
 // deeper than the root says, children outside [1, blocksCount), cycles
-// and runs past the physical end of the filesystem.
+// and runs past the physical end of the filesystem, and checks each node
+// against the index entry that leads to it as the kernel does
+// (fs/ext4/extents.c, __ext4_ext_check and ext4_valid_extent_entries):
+// an index node has entries, and the first entry of a node below the root
+// starts at its index entry's ei_block.
+//
+// It also refuses a node holding an entry at or past the next index
+// entry's ei_block (or past the range its own parent gives it). The
+// kernel does not refuse that tree when it reads it, but what it shows of
+// those blocks is not well defined: a lookup goes down the index
+// (ext4_ext_binsearch_idx picks the last entry whose ei_block is at most
+// the block), so through the index they are a hole or another leaf's
+// data, while every leaf it reads has all its extents cached in the
+// extent status tree (ext4_cache_extents, from __read_extent_tree_block),
+// which later lookups consult first. A reader that flattened every leaf
+// would show data the kernel may never show.
 func ExtentTree(root []byte, blocksCount uint64, read func(uint64) ([]byte, error)) ([]Mapping, []uint64, error) {
 	var (
-		maps  []Mapping
-		tree  []uint64
-		seen  = map[uint64]bool{}
-		visit func(b []byte, depth int, at uint64) error
+		maps []Mapping
+		tree []uint64
+		seen = map[uint64]bool{}
 	)
-	visit = func(b []byte, depth int, at uint64) error {
+	// visit decodes the node b, held in block at (0 for the root), which
+	// may map logical blocks [lo, hi) only; below the root its first
+	// entry must start at lo.
+	var visit func(b []byte, depth int, at, lo, hi uint64) error
+	visit = func(b []byte, depth int, at, lo, hi uint64) error {
 		n, err := ParseExtentNode(b)
 		if err != nil {
 			return fmt.Errorf("extent node at block %d: %w", at, err)
@@ -160,7 +178,24 @@ func ExtentTree(root []byte, blocksCount uint64, read func(uint64) ([]byte, erro
 		if depth >= 0 && int(n.Header.Depth) != depth {
 			return fmt.Errorf("%w: extent node at block %d has depth %d, parent expects %d", ErrCorrupt, at, n.Header.Depth, depth)
 		}
+		if n.Header.Depth > 0 && n.Header.Entries == 0 {
+			return fmt.Errorf("%w: extent index node at block %d has no entries (depth %d)", ErrCorrupt, at, n.Header.Depth)
+		}
+		if depth >= 0 && n.Header.Entries > 0 {
+			var first uint64
+			if len(n.Index) > 0 {
+				first = uint64(n.Index[0].Block)
+			} else {
+				first = uint64(n.Extents[0].Block)
+			}
+			if first != lo {
+				return fmt.Errorf("%w: extent node at block %d starts at logical block %d, its parent's index entry at %d", ErrCorrupt, at, first, lo)
+			}
+		}
 		for _, x := range n.Extents {
+			if end := uint64(x.Block) + uint64(x.Length()); uint64(x.Block) < lo || end > hi {
+				return fmt.Errorf("%w: extent at logical %d (+%d) in node at block %d lies outside the logical range [%d,%d) its parent's index gives the node", ErrCorrupt, x.Block, x.Length(), at, lo, hi)
+			}
 			if x.Start() == 0 || x.Start()+uint64(x.Length()) > blocksCount {
 				return fmt.Errorf("%w: extent at logical %d maps blocks [%d,+%d) outside the filesystem", ErrCorrupt, x.Block, x.Start(), x.Length())
 			}
@@ -169,7 +204,14 @@ func ExtentTree(root []byte, blocksCount uint64, read func(uint64) ([]byte, erro
 			}
 			maps = append(maps, Mapping{uint64(x.Block), x.Start(), uint64(x.Length()), x.Unwritten()})
 		}
-		for _, x := range n.Index {
+		for i, x := range n.Index {
+			clo, chi := uint64(x.Block), hi
+			if i+1 < len(n.Index) {
+				chi = uint64(n.Index[i+1].Block)
+			}
+			if (depth >= 0 && clo < lo) || clo >= hi {
+				return fmt.Errorf("%w: extent index to logical %d in node at block %d lies outside the logical range [%d,%d) its parent's index gives the node", ErrCorrupt, x.Block, at, lo, hi)
+			}
 			c := x.Leaf()
 			if c == 0 || c >= blocksCount || seen[c] || len(tree) >= MaxExtentTreeBlocks {
 				return fmt.Errorf("%w: extent index to block %d (outside, repeated or too many nodes)", ErrCorrupt, c)
@@ -180,13 +222,13 @@ func ExtentTree(root []byte, blocksCount uint64, read func(uint64) ([]byte, erro
 			if err != nil {
 				return err
 			}
-			if err := visit(cb, int(n.Header.Depth)-1, c); err != nil {
+			if err := visit(cb, int(n.Header.Depth)-1, c, clo, chi); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	if err := visit(root, -1, 0); err != nil {
+	if err := visit(root, -1, 0, 0, 1<<32); err != nil {
 		return nil, nil, err
 	}
 	for i := 1; i < len(maps); i++ {

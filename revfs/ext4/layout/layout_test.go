@@ -758,3 +758,110 @@ func TestLookupReadsDirectoryLazily(t *testing.T) {
 		t.Errorf("i_size of 2 blocks: %v after %d reads; want ErrNotFound after 2", err, reads)
 	}
 }
+
+// extentNode builds an extent tree node of size bytes: depth, then for an
+// index node (ei_block, child) pairs, for a leaf (ee_block, len, start)
+// triples.
+func extentNode(size int, depth uint16, entries ...[3]uint32) []byte {
+	b := make([]byte, size)
+	le := binary.LittleEndian
+	le.PutUint16(b[0:], ExtentMagic)
+	le.PutUint16(b[2:], uint16(len(entries)))
+	le.PutUint16(b[4:], uint16((size-ExtentEntrySize)/ExtentEntrySize))
+	le.PutUint16(b[6:], depth)
+	for i, e := range entries {
+		x := b[ExtentEntrySize*(1+i):]
+		le.PutUint32(x[0:], e[0])
+		if depth > 0 {
+			le.PutUint32(x[4:], e[1])
+			continue
+		}
+		le.PutUint16(x[4:], uint16(e[1]))
+		le.PutUint32(x[8:], e[2])
+	}
+	return b
+}
+
+// A node below the root must map only the logical range its parent's index
+// entry gives it, as the kernel finds blocks through the index: its first
+// entry starts at the index entry's ei_block (ext4_valid_extent_entries),
+// an index node has entries (__ext4_ext_check), and nothing reaches the
+// next index entry's ei_block. A reader that flattened every leaf showed
+// extents the kernel's lookup never reaches.
+func TestExtentTreeChildInsideIndexRange(t *testing.T) {
+	type tree struct {
+		root   []byte
+		blocks map[uint64][]byte
+	}
+	walk := func(tr tree) ([]Mapping, error) {
+		maps, _, err := ExtentTree(tr.root, 1000, func(b uint64) ([]byte, error) {
+			if blk, ok := tr.blocks[b]; ok {
+				return blk, nil
+			}
+			return nil, fmt.Errorf("block %d not in the test tree", b)
+		})
+		return maps, err
+	}
+	// Root: logical [0,10) in leaf 50, [10,...) in leaf 51.
+	good := func() tree {
+		return tree{
+			root: extentNode(60, 1, [3]uint32{0, 50}, [3]uint32{10, 51}),
+			blocks: map[uint64][]byte{
+				50: extentNode(1024, 0, [3]uint32{0, 4, 100}, [3]uint32{6, 4, 110}),
+				51: extentNode(1024, 0, [3]uint32{10, 5, 200}),
+			},
+		}
+	}
+	maps, err := walk(good())
+	if err != nil || len(maps) != 3 {
+		t.Fatalf("a well-formed tree: %v, %v", maps, err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		edit       func(tr *tree)
+	}{
+		{"extent past the next index entry", "outside the logical range [0,10)", func(tr *tree) {
+			tr.blocks[50] = extentNode(1024, 0, [3]uint32{0, 4, 100}, [3]uint32{12, 2, 110})
+		}},
+		{"extent past the next index entry, whose leaf is empty", "outside the logical range [0,10)", func(tr *tree) {
+			// The kernel's lookup of block 12 goes to leaf 51: a hole.
+			tr.blocks[50] = extentNode(1024, 0, [3]uint32{0, 4, 100}, [3]uint32{12, 2, 110})
+			tr.blocks[51] = extentNode(1024, 0)
+		}},
+		{"extent running into the next index entry's range", "outside the logical range [0,10)", func(tr *tree) {
+			tr.blocks[50] = extentNode(1024, 0, [3]uint32{0, 4, 100}, [3]uint32{6, 8, 110})
+		}},
+		{"first extent after the index entry's ei_block", "starts at logical block 11, its parent's index entry at 10", func(tr *tree) {
+			tr.blocks[51] = extentNode(1024, 0, [3]uint32{11, 5, 200})
+		}},
+		{"first extent before the index entry's ei_block", "starts at logical block 8, its parent's index entry at 10", func(tr *tree) {
+			tr.blocks[51] = extentNode(1024, 0, [3]uint32{8, 5, 200})
+		}},
+		{"index node without entries", "has no entries", func(tr *tree) {
+			tr.root = extentNode(60, 2, [3]uint32{0, 52})
+			tr.blocks[52] = extentNode(1024, 1)
+		}},
+		{"root index node without entries", "has no entries", func(tr *tree) {
+			tr.root = extentNode(60, 1)
+		}},
+		{"grandchild index past its parent's range", "outside the logical range [0,10)", func(tr *tree) {
+			tr.root = extentNode(60, 2, [3]uint32{0, 52}, [3]uint32{10, 53})
+			tr.blocks[52] = extentNode(1024, 1, [3]uint32{0, 50}, [3]uint32{10, 51})
+			tr.blocks[53] = extentNode(1024, 1, [3]uint32{10, 54})
+			tr.blocks[54] = extentNode(1024, 0, [3]uint32{10, 1, 300})
+		}},
+	} {
+		tr := good()
+		tc.edit(&tr)
+		maps, err := walk(tr)
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, %v; want ErrCorrupt saying %q", tc.name, maps, err, tc.want)
+		}
+	}
+	// An empty leaf below the root maps nothing; the kernel accepts it.
+	tr := good()
+	tr.blocks[51] = extentNode(1024, 0)
+	if maps, err := walk(tr); err != nil || len(maps) != 2 {
+		t.Errorf("an empty leaf: %v, %v", maps, err)
+	}
+}
