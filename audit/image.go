@@ -344,12 +344,13 @@ func (o *overlay) ReadAt(p []byte, off int64) (int, error) {
 // content through ReadAt, read from the image when asked, so that a file of
 // any size costs memory for its extents only.
 type File struct {
-	Ino   uint64
-	Size  int64 // i_size
-	Links int
-	Flags layout.InodeFlags
-	im    *Image
-	maps  []layout.Mapping // ascending, not overlapping (FileMap)
+	Ino        uint64
+	Generation uint32 // i_generation
+	Size       int64  // i_size
+	Links      int
+	Flags      layout.InodeFlags
+	im         *Image
+	maps       []layout.Mapping // ascending, not overlapping (FileMap)
 }
 
 // OpenFile finds inode ino's content. When the inode no longer holds a
@@ -359,7 +360,7 @@ func (im *Image) OpenFile(ino uint64) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: inode %d: %w", ErrCorrupt, ino, err)
 	}
-	f := &File{Ino: ino, Links: int(in.LinksCount), Flags: in.Flags, im: im}
+	f := &File{Ino: ino, Generation: in.Generation, Links: int(in.LinksCount), Flags: in.Flags, im: im}
 	switch {
 	case in.Mode == 0:
 		return f, fmt.Errorf("%w: inode %d is free (mode 0)", ErrGone, ino)

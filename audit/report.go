@@ -63,19 +63,34 @@ func (r *FileReport) Bytes(k RangeKind) int64 {
 	return n
 }
 
-// DiffFile compares the protected file (path, inode ino) as the image im
-// shows it with its real log (realLen bytes of real). The image is read by
-// inode, so a rename or a removed directory entry hides no byte, and the
-// path is looked up too: a path that names another inode, or none, is
-// reported in Entry. Both sides are read a chunk at a time; an error is a
-// read that failed.
-func DiffFile(im *Image, path string, ino uint64, real io.ReaderAt, realLen int64) (*FileReport, error) {
+// Protected names a protected file as device.toml records it.
+type Protected struct {
+	Path  string
+	Inode uint64
+	// Generation is the inode's i_generation at init, nil where it was
+	// not recorded: another one means the file was deleted and its inode
+	// number given to a new file.
+	Generation *uint32
+}
+
+// DiffFile compares the protected file p as the image im shows it with its
+// real log (realLen bytes of real). The image is read by inode, so a
+// rename or a removed directory entry hides no byte, and the path is
+// looked up too: a path that names another inode, or none, is reported in
+// Entry. An inode that now holds another file (its generation changed) is
+// Gone. Both sides are read a chunk at a time; an error is a read that
+// failed.
+func DiffFile(im *Image, p Protected, real io.ReaderAt, realLen int64) (*FileReport, error) {
+	path, ino := p.Path, p.Inode
 	rep := &FileReport{Path: path, Inode: ino, RealLen: realLen, Ranges: []Divergence{}}
 	var shown io.ReaderAt = bytes.NewReader(nil)
 	f, err := im.OpenFile(ino)
 	switch {
 	case err != nil:
 		rep.Gone = err.Error()
+	case p.Generation != nil && f.Generation != *p.Generation:
+		rep.Gone = fmt.Sprintf("inode %d holds another file: generation %d, %d at init (the protected file was deleted and a new one given its inode)",
+			ino, f.Generation, *p.Generation)
 	default:
 		shown = f
 		rep.ImageLen = f.Size

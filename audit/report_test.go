@@ -52,6 +52,21 @@ func TestDiffFile(t *testing.T) {
 	if len(rep.Ranges) != 0 || rep.Entry == "" || !rep.Diverges(false) {
 		t.Fatalf("path naming another inode: %+v, diverges %v", rep, rep.Diverges(false))
 	}
+	// The inode's generation as recorded at init: the same file. Another
+	// one: the inode holds a new file (deleted and made again), gone.
+	f, err := im.OpenFile(ino)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same, other := f.Generation, f.Generation+1
+	rep = diffGen(t, im, Protected{Path: "var/log/app.log", Inode: ino, Generation: &same}, content)
+	if rep.Diverges(true) || rep.Gone != "" {
+		t.Fatalf("same generation: %+v", rep)
+	}
+	rep = diffGen(t, im, Protected{Path: "var/log/app.log", Inode: ino, Generation: &other}, content)
+	if !rep.Diverges(false) || !strings.Contains(rep.Gone, "holds another file") || rep.Bytes(Missing) != int64(len(content)) {
+		t.Fatalf("other generation: %+v", rep)
+	}
 	// A file gone before anything was sealed: nothing is missing, but the
 	// host no longer has the file.
 	rep = diffBytes(t, im, "var/log/app.log", 1<<30, nil)
@@ -62,7 +77,12 @@ func TestDiffFile(t *testing.T) {
 
 func diffBytes(t *testing.T, im *Image, path string, ino uint64, real []byte) *FileReport {
 	t.Helper()
-	rep, err := DiffFile(im, path, ino, bytes.NewReader(real), int64(len(real)))
+	return diffGen(t, im, Protected{Path: path, Inode: ino}, real)
+}
+
+func diffGen(t *testing.T, im *Image, p Protected, real []byte) *FileReport {
+	t.Helper()
+	rep, err := DiffFile(im, p, bytes.NewReader(real), int64(len(real)))
 	if err != nil {
 		t.Fatal(err)
 	}

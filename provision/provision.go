@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 	"github.com/indelible-worm/indelible/worm"
 )
 
@@ -127,6 +128,9 @@ func Create(o Options) (_ *Result, err error) {
 		}
 		cfg.Protected = append(cfg.Protected, worm.Protected{Path: l, Inode: ino})
 	}
+	if err := recordGenerations(img, cfg.Protected); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(o.Dir, stateDir), 0o700); err != nil {
 		return nil, err
 	}
@@ -151,6 +155,29 @@ func Create(o Options) (_ *Result, err error) {
 		return nil, err
 	}
 	return &Result{Config: cfg, ImagePath: img, MountOpts: mountOpts}, nil
+}
+
+// recordGenerations reads each protected inode's i_generation from the
+// image (debugfs gives new inodes generation 0; the kernel a random one).
+func recordGenerations(img string, ps []worm.Protected) error {
+	f, err := os.Open(img)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	im, err := layout.OpenImage(f)
+	if err != nil {
+		return fmt.Errorf("reading back the new image: %w", err)
+	}
+	for i := range ps {
+		in, _, err := im.ReadInode(ps[i].Inode)
+		if err != nil {
+			return fmt.Errorf("reading back protected file %s: %w", ps[i].Path, err)
+		}
+		g := in.Generation
+		ps[i].Generation = &g
+	}
+	return nil
 }
 
 // stateDir holds the device's runtime state (worm.Open's written-block set).

@@ -38,6 +38,9 @@ func TestCreateMakesCheckedImage(t *testing.T) {
 				if p.Inode < 11 || inodes[p.Inode] {
 					t.Fatalf("bad inode for %s: %d", p.Path, p.Inode)
 				}
+				if p.Generation == nil {
+					t.Fatalf("no generation recorded for %s", p.Path)
+				}
 				inodes[p.Inode] = true
 			}
 			if out, err := exec.Command(e2fsck, "-fn", res.ImagePath).CombinedOutput(); err != nil {
@@ -58,7 +61,7 @@ func TestCreateMakesCheckedImage(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.Journal != mode || cfg.Protected[1].Path != "var/log/audit/audit.log" {
+			if cfg.Journal != mode || cfg.Protected[1].Path != "var/log/audit/audit.log" || cfg.Protected[1].Generation == nil {
 				t.Errorf("config round trip: %+v", cfg)
 			}
 		})

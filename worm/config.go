@@ -54,6 +54,12 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 type Protected struct {
 	Path  string `toml:"path"`  // inside the filesystem, relative
 	Inode uint64 `toml:"inode"` // its inode number, fixed at init
+	// Generation is the inode's i_generation at init, absent from a
+	// device.toml written before it was recorded. The kernel gives every
+	// inode it allocates a random one, so a protected file deleted and
+	// made again, which usually gets the freed inode number back, shows
+	// another generation (indelible diff says it was replaced).
+	Generation *uint32 `toml:"generation,omitempty"`
 }
 
 // Config is device.toml.

@@ -28,8 +28,10 @@ recovery, as the kernel does). It compares that with the file's sealed real log
 and reports each divergent byte range:
 
   missing   the real log holds bytes the image no longer shows (truncated,
-            deleted, hidden); when the inode was freed, reused or fails its
-            checksum, the whole real log is missing and the reason is given
+            deleted, hidden); when the inode was freed, reused, fails its
+            checksum, or holds a new file (its generation is not the one
+            device.toml recorded at init: the file was deleted and made
+            again), the whole real log is missing and the reason is given
   altered   both hold bytes there and they differ
   unsealed  the image shows bytes past the real log: appended but not sealed
             (still pending, or refused after a honeypot trip)
@@ -80,7 +82,7 @@ func runDiff(env *Env, fs *flag.FlagSet, args []string) error {
 	im, imErr := audit.OpenImage(f, st.Size())
 	var reports []*audit.FileReport
 	for _, p := range cfg.Protected {
-		rep, err := diffOne(im, imErr, p.Path, p.Inode, filepath.Join(inDir(dir, cfg.Store), filepath.FromSlash(p.Path)))
+		rep, err := diffOne(im, imErr, audit.Protected{Path: p.Path, Inode: p.Inode, Generation: p.Generation}, filepath.Join(inDir(dir, cfg.Store), filepath.FromSlash(p.Path)))
 		if err != nil {
 			return err
 		}
@@ -171,7 +173,8 @@ func inDir(dir, p string) string {
 
 // diffOne compares one protected file with its real log at realPath (a
 // missing real log holds nothing), reading both a chunk at a time.
-func diffOne(im *audit.Image, imErr error, path string, ino uint64, realPath string) (*audit.FileReport, error) {
+func diffOne(im *audit.Image, imErr error, p audit.Protected, realPath string) (*audit.FileReport, error) {
+	path, ino := p.Path, p.Inode
 	var real io.ReaderAt = strings.NewReader("")
 	var realLen int64
 	rf, err := regfile.Open(realPath)
@@ -195,7 +198,7 @@ func diffOne(im *audit.Image, imErr error, path string, ino uint64, realPath str
 		}
 		return rep, nil
 	}
-	rep, err := audit.DiffFile(im, path, ino, real, realLen)
+	rep, err := audit.DiffFile(im, p, real, realLen)
 	if err != nil {
 		return nil, fmt.Errorf("indelible: comparing %s: %w", path, err)
 	}

@@ -30,7 +30,7 @@ DEVICE_DIR holding:
                the image's default mount options;
   store/       the empty sealed-log store;
   device.key   the device's keystream, burnt as it is used;
-  device.toml  protected files (by path and inode), journal mode, commit windows, policy.
+  device.toml  protected files (by path, inode and its generation), journal mode, commit windows, policy.
 The auditor's copy of the keystream goes to --auditor-key. It is the only key that can
 verify the logs: move it off the device (init warns if it lands inside DEVICE_DIR).
 init checks its arguments before it writes anything, and never overwrites a file; when it
