@@ -96,6 +96,10 @@ type Options struct {
 	// Tick is how often the commit scheduler re-examines pending appends when
 	// nothing wakes it (default 20 ms).
 	Tick time.Duration
+	// Resume clears, at OpenDir, the read-only trip and the honeypot
+	// freezes the sealed event log holds (see Restore); the resume itself
+	// is sealed in the event log.
+	Resume bool
 }
 
 // New builds a Device over an opened image, engine and store and starts its

@@ -67,6 +67,11 @@ func OpenDir(dir string, opts Options) (*Opened, error) {
 		return nil, fmt.Errorf("worm: %s: %w", cfg.Image, err)
 	}
 	o.Device = New(img, eng, storeSealer{o.store}, o.written, *cfg, opts)
+	readEvents := func(p []byte, off int64) error { return o.store.ReadSealed(EventLogID, p, off) }
+	if err := o.Device.Restore(readEvents, o.store.Watermark(EventLogID), opts.Resume); err != nil {
+		o.Device.Close()
+		return nil, err
+	}
 	ok = true
 	return o, nil
 }
