@@ -185,6 +185,9 @@ func (im *Image) replayJournal(home *layout.Image) error {
 	if err != nil {
 		return err
 	}
+	if err := failingCopy(txs); err != nil {
+		return err
+	}
 	plan := jbd2.ReplayPlan(txs)
 	im.copies = map[uint64]jbd2.LoggedBlock{}
 	for home, lb := range plan {
@@ -197,6 +200,31 @@ func (im *Image) replayJournal(home *layout.Image) error {
 	im.Replayed = len(im.copies)
 	if len(txs) > 0 {
 		im.Notes = append(im.Notes, fmt.Sprintf("dirty journal: %d committed transactions replayed over %d blocks", len(txs), im.Replayed))
+	}
+	return nil
+}
+
+// failingCopy refuses (ErrCorrupt) a log in which a committed
+// transaction's copy fails its checksum and no revoke record cancels it.
+// The kernel's PASS_REPLAY tests the revoke table first, then the copy's
+// checksum; a failing one is skipped, the other copies are replayed, and
+// the recovery then fails with -EFSBADCRC ("JBD2: Invalid checksum
+// recovering data block", fs/jbd2/recovery.c), so ext4_load_journal fails
+// the mount: the host sees no file at all.
+func failingCopy(txs []jbd2.Transaction) error {
+	lastRevoke := map[uint64]int{}
+	for i, tx := range txs {
+		for _, r := range tx.Revoked {
+			lastRevoke[r] = i
+		}
+	}
+	for i, tx := range txs {
+		for _, lb := range tx.Skipped {
+			if r, ok := lastRevoke[lb.Home]; ok && r >= i {
+				continue
+			}
+			return fmt.Errorf("%w: journal block %d, the copy of block %d in committed transaction %d, fails its checksum: the kernel's recovery fails (\"JBD2: Invalid checksum recovering data block\") and the filesystem does not mount", ErrCorrupt, lb.JBlock, lb.Home, tx.Sequence)
+		}
 	}
 	return nil
 }

@@ -213,3 +213,32 @@ func TestJournalBlockUnmapped(t *testing.T) {
 		})
 	}
 }
+
+// TestJournalCopyFailsChecksum: a committed copy that fails its checksum,
+// not revoked, makes the kernel's recovery fail after it replays the others
+// ("JBD2: Invalid checksum recovering data block"), and the mount with it:
+// the image is refused, naming the copy. It used to be left out of the
+// replay, the rest shown as if the filesystem mounted.
+func TestJournalCopyFailsChecksum(t *testing.T) {
+	for _, name := range []string{"ordered-dirty", "journal-dirty"} {
+		t.Run(name, func(t *testing.T) {
+			img := loadImage(t, name)
+			jsb, txs := fixtureJournal(t, img)
+			lb := txs[0].Blocks[0]
+			im, err := OpenImage(bytes.NewReader(img), int64(len(img)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pb, ok := im.jphys(lb.JBlock)
+			if !ok {
+				t.Fatalf("journal block %d not mapped", lb.JBlock)
+			}
+			img[int64(pb)*int64(jsb.BlockSize())+100] ^= 1
+			im, err = OpenImage(bytes.NewReader(img), int64(len(img)))
+			want := fmt.Sprintf("journal block %d, the copy of block %d in committed transaction %d, fails its checksum", lb.JBlock, lb.Home, txs[0].Sequence)
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("a failing copy: %v (notes %q); want ErrCorrupt saying %q", err, notesOf(im), want)
+			}
+		})
+	}
+}

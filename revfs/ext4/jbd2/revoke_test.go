@@ -3,6 +3,7 @@ package jbd2
 import (
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/indelible-worm/indelible/internal/testenv"
@@ -229,5 +230,30 @@ func TestScanRevokeKeepsMeaning(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A revoke record of a block whose only copy failed its checksum is kept:
+// whether it cancels that copy decides whether the kernel's recovery fails
+// (a failing copy not revoked fails it, -EFSBADCRC).
+func TestRevokeOfSkippedCopyKept(t *testing.T) {
+	j := newJournal(t, journalOpts{incompat: FeatureIncompatCsumV3})
+	s1 := j.tx(10, 100, 101)
+	first, _, _, err := Scan(j.sb, s1, 10, j.read, 100)
+	if err != nil || len(first) != 1 || len(first[0].Blocks) != 2 {
+		t.Fatalf("plain scan: %+v %v", first, err)
+	}
+	j.blocks[first[0].Blocks[1].JBlock][100] ^= 1 // the copy of 101 no longer matches its tag
+	j.revoke(11, []uint64{101})
+	j.commit(11)
+	txs, _, _, err := Scan(j.sb, s1, 10, j.read, 100)
+	if err != nil || len(txs) != 2 {
+		t.Fatalf("scan: %+v %v", txs, err)
+	}
+	if len(txs[0].Skipped) != 1 || txs[0].Skipped[0].Home != 101 {
+		t.Fatalf("tx 10 skipped %+v, want the copy of 101", txs[0].Skipped)
+	}
+	if !slices.Contains(txs[1].Revoked, 101) {
+		t.Fatalf("tx 11 revoked %v, want 101 (it cancels the failing copy)", txs[1].Revoked)
 	}
 }

@@ -28,8 +28,11 @@ type Transaction struct {
 	Commit  Commit
 
 	// Skipped holds copies whose csum v2/v3 tag checksum does not match
-	// their contents. The kernel's recovery does not replay them (it
-	// reports -EFSBADCRC and goes on), so they are not in Blocks.
+	// their contents, so they are not in Blocks. The kernel's recovery
+	// does not replay such a copy; unless a revoke record (kept in Revoked
+	// as for any copy) cancels it, it replays the others, then fails with
+	// -EFSBADCRC and the filesystem does not mount (fs/jbd2/recovery.c,
+	// do_one_pass).
 	Skipped []LoggedBlock
 }
 
@@ -223,8 +226,10 @@ func (s *scanner) transaction(seq uint32) (tx Transaction, ok bool, err error) {
 // revokes fills tx.Revoked, once tx (the scan's transaction after prev)
 // is complete, from the revoke blocks read for it. A revoke record cancels
 // the copies of its block in its own transaction and earlier ones (the
-// kernel's rule, which journal.versions in the engine follows too). A record is kept, once per transaction,
-// when the scan logged its block in this transaction or in one at or after
+// kernel's rule, which journal.versions in the engine follows too). A
+// record is kept, once per transaction, when the scan logged its block
+// (a copy in Blocks or in Skipped, whose revocation decides whether the
+// kernel's recovery fails) in this transaction or in one at or after
 // the transaction of the block's last kept record; or, the scan having
 // neither logged nor revoked the block before, when the caller holds a
 // copy of it (held). A record left out can only cancel copies from
@@ -245,10 +250,12 @@ func (s *scanner) revokes(tx *Transaction, prev []Transaction) error {
 		s.rev = map[uint64]revokeState{}
 		for i := range prev {
 			s.logged(prev[i].Blocks, uint32(i)+1)
+			s.logged(prev[i].Skipped, uint32(i)+1)
 		}
 	}
 	n := uint32(len(prev)) + 1
 	s.logged(tx.Blocks, n)
+	s.logged(tx.Skipped, n)
 	if len(s.rev) == 0 && s.held == nil {
 		return nil // nothing logged nor held: no record can matter
 	}
