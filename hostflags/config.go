@@ -28,9 +28,11 @@ const (
 	maxErrors = 20
 	// maxConflictWarnings bounds the ancestor-conflict report.
 	maxConflictWarnings = 100
-	// maxConflictWork bounds the comparisons CheckConflicts makes: a few
-	// hundred milliseconds at most. Real configurations need a few thousand; a
-	// file of 30000 globs and 30000 paths in one directory would need
+	// maxConflictWork bounds the steps CheckConflicts takes beyond reading
+	// each entry once (every comparison, every ancestor looked up, every
+	// state of a glob-against-glob check): a few hundred milliseconds at
+	// most. Real configurations need a few thousand; a file of 30000 globs
+	// and 30000 paths in one directory with different flags would need
 	// 10^9 without it.
 	maxConflictWork = 1 << 20
 )
@@ -75,9 +77,6 @@ type Entry struct {
 	Prefix Prefix
 	Groups []string // names from the governing group: line, flag tags removed
 	Flag   Flag     // the flag this path is managed with
-	// Explicit is true when the group line named Flag, false when it came
-	// from immutable-flag: or the platform default.
-	Explicit bool
 }
 
 // InGroup reports whether e belongs to the named group.
@@ -165,7 +164,7 @@ func Parse(r io.Reader, file string, opts ParseOptions) (*Config, error) {
 		}
 	}
 	if lr.N <= 0 {
-		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrConfigTooLarge, file, MaxConfigSize)
+		return nil, fmt.Errorf("%w: %s is over %d bytes (1 MiB; syslock's own samples are under 7 KiB); check that it is a syslock configuration, or split it and lock each part with -c", ErrConfigTooLarge, file, MaxConfigSize)
 	}
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
@@ -228,16 +227,16 @@ func (p *parser) immutableFlag(n int, v string) {
 	f := ParseFlag(v)
 	switch {
 	case v == "":
-		p.errorf(n, "immutable-flag: needs a value (%s)", p.immutableChoices())
+		p.errorf(n, "immutable-flag: needs a value (%s)", flagChoices(p.opts.Platform, p.opts.NonRoot, true))
 		return
 	case f == 0:
-		p.errorf(n, "unknown immutable-flag %q (want %s)", truncate(v, 20), p.immutableChoices())
+		p.errorf(n, "unknown immutable-flag %q (want %s)", truncate(v, 20), flagChoices(p.opts.Platform, p.opts.NonRoot, true))
 		return
 	case f.IsAppend():
 		p.errorf(n, "%s may not be the immutable-flag; use it as a tag on a group: line", f)
 		return
 	case f.Platform() != p.opts.Platform:
-		p.errorf(n, "immutable-flag %s is a %s flag, but this is a %s system; use %s", f, f.Platform(), p.opts.Platform, f.hint())
+		p.errorf(n, "immutable-flag %s", platformMismatch(f, p.opts.Platform))
 		return
 	case f.IsSystem() && p.opts.NonRoot:
 		p.errorf(n, "immutable-flag %s needs root; non-root users may only use uchg", f)
@@ -248,16 +247,6 @@ func (p *parser) immutableFlag(n int, v string) {
 	}
 	p.cfg.ImmutableFlag = f
 	p.flagLine = n
-}
-
-func (p *parser) immutableChoices() string {
-	if p.opts.Platform == Linux {
-		return "+i"
-	}
-	if p.opts.NonRoot {
-		return "uchg"
-	}
-	return "schg or uchg"
 }
 
 func (p *parser) groupLine(n int, names []string) {
@@ -284,7 +273,7 @@ func (p *parser) groupLine(n int, names []string) {
 		}
 		switch {
 		case f.Platform() != p.opts.Platform:
-			p.errorf(n, "flag tag %s is a %s flag, but this is a %s system; use %s", f, f.Platform(), p.opts.Platform, f.hint())
+			p.errorf(n, "flag tag %s", platformMismatch(f, p.opts.Platform))
 			return
 		case f.IsSystem() && p.opts.NonRoot:
 			p.errorf(n, "flag tag %s needs root; non-root users may only use uchg and uappnd", f)
@@ -351,7 +340,7 @@ prefixes:
 		}
 	}
 	clean := path.Clean(raw)
-	e := Entry{Line: n, Path: clean, Prefix: prefix, Groups: p.groups, Flag: p.tag, Explicit: p.tag != 0}
+	e := Entry{Line: n, Path: clean, Prefix: prefix, Groups: p.groups, Flag: p.tag}
 	dir, base := path.Split(clean)
 	if strings.ContainsAny(dir, "*?[") {
 		p.errorf(n, "glob characters are allowed only in the last element of %q", truncate(raw, 60))
@@ -377,25 +366,48 @@ prefixes:
 
 // CheckConflicts adds a warning for every path that two entries manage with
 // different flags: the same path listed twice, a path below a directory
-// entry that reaches it, or a path matched by a glob. Whichever is processed
-// last wins, which is rarely what was meant. isDir tells whether a path is a
-// directory (a "=" entry skips subdirectories); nil treats every path as a
-// file, which can only add warnings.
+// entry that reaches it, a path matched by a glob, or two globs in one
+// directory that can match the same name (names are not known before Run,
+// so two globs conflict when some name matches both: "*.log" and "a*" do,
+// "*.log" and "*.gz" do not). Whichever is processed last wins, which is
+// rarely what was meant. isDir tells whether a path is a directory (a "="
+// entry skips subdirectories); nil treats every path as a file, which can
+// only add warnings.
+//
+// The work is bounded by maxConflictWork steps, every loop iteration
+// counted; past it, one warning says the check stopped.
 func (c *Config) CheckConflicts(isDir func(string) bool) {
+	c.checkConflicts(isDir)
+}
+
+// checkConflicts is CheckConflicts; it returns the steps it took.
+func (c *Config) checkConflicts(isDir func(string) bool) (work int) {
 	if isDir == nil {
 		isDir = func(string) bool { return false }
 	}
+	// Entries indexed by path, and globs by directory and then by flag, so
+	// that a path is compared only with the globs that would give it
+	// another flag. maxLitDepth is the depth of the deepest literal entry:
+	// no deeper ancestor can be an entry, so the ancestor walk starts there.
 	literal := map[string][]int{}
-	globs := map[string][]int{}
+	globs := map[string]*[maxFlag + 1][]int{}
+	maxLitDepth := 0
 	for i := range c.Entries {
 		e := &c.Entries[i]
 		if e.Glob {
-			globs[path.Dir(e.Path)] = append(globs[path.Dir(e.Path)], i)
+			d := path.Dir(e.Path)
+			g := globs[d]
+			if g == nil {
+				g = new([maxFlag + 1][]int)
+				globs[d] = g
+			}
+			g[e.Flag] = append(g[e.Flag], i)
 		} else {
 			literal[e.Path] = append(literal[e.Path], i)
+			maxLitDepth = max(maxLitDepth, pathDepth(e.Path))
 		}
 	}
-	n, work := 0, 0
+	n := 0
 	warn := func(e, other *Entry, how string) bool {
 		if n >= maxConflictWarnings {
 			return false
@@ -406,54 +418,81 @@ func (c *Config) CheckConflicts(isDir func(string) bool) {
 			e.Path, e.Flag, other.Path, other.Line, how, other.Flag)})
 		return true
 	}
-	// compare counts one comparison and reports whether the budget allows it.
-	compare := func(e *Entry) bool {
-		if work++; work <= maxConflictWork {
+	// step counts cost steps and reports whether the budget allows them.
+	step := func(e *Entry, cost int) bool {
+		if work += cost; work <= maxConflictWork {
 			return true
 		}
 		c.Warnings = append(c.Warnings, &ConfigError{File: c.File, Line: e.Line, Msg: fmt.Sprintf(
-			"too many overlapping entries; stopped checking for conflicting flags after %d comparisons", maxConflictWork)})
+			"too many overlapping or deep entries; stopped checking for conflicting flags after %d steps", maxConflictWork)})
 		return false
 	}
 	for i := range c.Entries {
 		e := &c.Entries[i]
+		if !step(e, 1) {
+			return work
+		}
+		g := globs[path.Dir(e.Path)]
 		if !e.Glob {
 			for _, j := range literal[e.Path] {
 				if j >= i {
 					break
 				}
-				if !compare(e) {
-					return
+				if !step(e, 1) {
+					return work
 				}
 				if c.Entries[j].Flag != e.Flag && !warn(e, &c.Entries[j], "lists it too") {
-					return
-				}
-			}
-			for _, j := range globs[path.Dir(e.Path)] {
-				g := &c.Entries[j]
-				if g.Flag == e.Flag {
-					continue
-				}
-				if !compare(e) {
-					return
-				}
-				if ok, _ := path.Match(path.Base(g.Path), path.Base(e.Path)); ok && !warn(e, g, "matches it") {
-					return
+					return work
 				}
 			}
 		}
-		// Walk up the ancestors; depth 1 is the parent.
-		for a, depth := path.Dir(e.Path), 1; e.Path != "/"; a, depth = path.Dir(a), depth+1 {
+		for f := Flag(1); g != nil && f <= maxFlag; f++ {
+			if f == e.Flag {
+				continue
+			}
+			for _, j := range g[f] {
+				o := &c.Entries[j]
+				if e.Glob {
+					// Each pair once, reported on the later line.
+					if j > i {
+						break
+					}
+					cost := globOverlapCost(path.Base(e.Path), path.Base(o.Path))
+					if !step(e, cost) {
+						return work
+					}
+					if _, ok := globOverlap(path.Base(e.Path), path.Base(o.Path)); ok && !warn(e, o, "can match the same names") {
+						return work
+					}
+					continue
+				}
+				if !step(e, 1) {
+					return work
+				}
+				if globMatch(path.Base(o.Path), path.Base(e.Path)) && !warn(e, o, "matches it") {
+					return work
+				}
+			}
+		}
+		// Walk up the ancestors that can be entries; depth 1 is the parent.
+		a, depth := path.Dir(e.Path), 1
+		if d := pathDepth(e.Path); d-1 > maxLitDepth {
+			a, depth = pathPrefix(e.Path, maxLitDepth), d-maxLitDepth
+		}
+		for ; e.Path != "/"; a, depth = path.Dir(a), depth+1 {
+			if !step(e, 1) {
+				return work
+			}
 			for _, j := range literal[a] {
-				if !compare(e) {
-					return
+				if !step(e, 1) {
+					return work
 				}
 				anc := &c.Entries[j]
 				if anc.Flag == e.Flag || !reaches(anc.Prefix, depth, e.Glob || !isDir(e.Path)) {
 					continue
 				}
 				if !warn(e, anc, "reaches it") {
-					return
+					return work
 				}
 			}
 			if a == "/" {
@@ -461,6 +500,30 @@ func (c *Config) CheckConflicts(isDir func(string) bool) {
 			}
 		}
 	}
+	return work
+}
+
+// pathPrefix is the ancestor of the clean absolute path p with n elements.
+func pathPrefix(p string, n int) string {
+	if n <= 0 {
+		return "/"
+	}
+	for i := 1; i < len(p); i++ {
+		if p[i] == '/' {
+			if n--; n == 0 {
+				return p[:i]
+			}
+		}
+	}
+	return p
+}
+
+// pathDepth is the number of elements of a clean absolute path ("/" has 0).
+func pathDepth(p string) int {
+	if p == "/" {
+		return 0
+	}
+	return strings.Count(p, "/")
 }
 
 // reaches reports whether a directory entry with prefix p processes a path

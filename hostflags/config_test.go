@@ -43,7 +43,7 @@ group: logs rotated
 		{Line: 9, Path: "/boot/grub", Prefix: FilesOnly, Groups: []string{"etc", "configs"}, Flag: Immutable},
 		{Line: 10, Path: "/usr/lib", Prefix: KARL, Groups: []string{"etc", "configs"}, Flag: Immutable},
 		{Line: 11, Path: "/usr/share/relink", Prefix: KARL | ContentsOnly, Groups: []string{"etc", "configs"}, Flag: Immutable},
-		{Line: 13, Path: "/var/log/syslog", Groups: []string{"logs", "live"}, Flag: Append, Explicit: true},
+		{Line: 13, Path: "/var/log/syslog", Groups: []string{"logs", "live"}, Flag: Append},
 		{Line: 15, Path: "/var/log/syslog.[0-9]*", Glob: true, Groups: []string{"logs", "rotated"}, Flag: Immutable},
 	}
 	if !reflect.DeepEqual(c.Entries, want) {
@@ -271,28 +271,34 @@ group: logs
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		sel  string
-		want []int
-		err  string
+		sel   string
+		want  []int
+		err   string
+		empty string // the selectors that pick nothing, when others do
 	}{
-		{"etc", []int{0}, ""},
-		{"logs", []int{1, 2}, ""},
-		{"logs:+a", []int{1}, ""},
-		{"logs:+i", []int{2}, ""},
-		{"+a", []int{1}, ""},
-		{"etc, live", []int{0, 1}, ""},
-		{"nope", nil, `group "nope" does not exist`},
-		{"etc:+a", nil, "has no entries managed with +a"},
-		{"etc:uchg", nil, "is a bsd flag"},
-		{"etc:zz", nil, "unknown flag"},
-		{"etc,,logs", nil, "empty group name"},
-		{"+a:logs", nil, "unknown flag"},
-		{"a;b", nil, "group names use"},
+		{sel: "etc", want: []int{0}},
+		{sel: "logs", want: []int{1, 2}},
+		{sel: "logs:+a", want: []int{1}},
+		{sel: "logs:+i", want: []int{2}},
+		{sel: "+a", want: []int{1}},
+		{sel: "etc, live", want: []int{0, 1}},
+		{sel: "nope", err: `group "nope" does not exist in test.conf (its groups: etc, configs, logs, live)`},
+		{sel: "etc:+a", err: "has no entries managed with +a"},
+		{sel: "etc:+a,configs:+a", err: `selection is empty: group "etc" has no entries managed with +a; group "configs" has no entries managed with +a`},
+		// One empty selector does not hide the others.
+		{sel: "etc:+a,logs", want: []int{1, 2}, empty: `group "etc" has no entries managed with +a`},
+		{sel: "live,configs:+a", want: []int{1}, empty: `group "configs" has no entries managed with +a`},
+		{sel: "etc:uchg", err: "is a bsd flag"},
+		{sel: "etc:zz", err: "unknown flag"},
+		{sel: "etc,,logs", err: "empty group name"},
+		{sel: "+a:logs", err: "unknown flag"},
+		{sel: "a;b", err: "group names use"},
 	} {
 		sels, err := ParseSelectors(tc.sel, Linux)
 		var idx []int
+		var empty []string
 		if err == nil {
-			idx, err = c.Select(sels)
+			idx, empty, err = c.Select(sels)
 		}
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
@@ -300,13 +306,17 @@ group: logs
 			}
 			continue
 		}
-		if err != nil || !reflect.DeepEqual(idx, tc.want) {
-			t.Errorf("-g %s = %v, %v; want %v", tc.sel, idx, err, tc.want)
+		if err != nil || !reflect.DeepEqual(idx, tc.want) || strings.Join(empty, "; ") != tc.empty {
+			t.Errorf("-g %s = %v, %q, %v; want %v, %q", tc.sel, idx, empty, err, tc.want, tc.empty)
 		}
 	}
 	sels, _ := ParseSelectors("etc:+a", Linux)
-	if _, err := c.Select(sels); !errors.Is(err, ErrEmptySelection) {
+	if _, _, err := c.Select(sels); !errors.Is(err, ErrEmptySelection) {
 		t.Errorf("empty intersection: %v, want ErrEmptySelection", err)
+	}
+	c.Groups = nil
+	if _, _, err := c.Select(sels); err == nil || !strings.Contains(err.Error(), "it defines no groups") {
+		t.Errorf("no groups: %v", err)
 	}
 }
 
@@ -335,5 +345,146 @@ func TestExampleConfigs(t *testing.T) {
 		if len(c.Entries) < 5 || len(c.Warnings) != 0 {
 			t.Errorf("%s: %d entries, warnings %v", f, len(c.Entries), c.Warnings)
 		}
+	}
+}
+
+// TestGlobOverlap checks the glob-against-glob test on hand-picked pairs,
+// then against path.Match on every short name over a small alphabet.
+func TestGlobOverlap(t *testing.T) {
+	for _, tc := range []struct {
+		p, q string
+		want bool
+	}{
+		{"*.log", "a*", true},
+		{"*.log", "*.gz", false},
+		{"syslog.[0-9]*", "syslog.*", true},
+		{"syslog.[0-9]*", "syslog.[a-z]*", false},
+		{"syslog.[^0-9]", "syslog.[0-4]", false},
+		{"syslog.[^0-9]", "syslog.?", true},
+		{".*", "*", false}, // * leaves hidden names alone
+		{".*", ".x*", true},
+		{"*", "?", true},
+		{"a\\*", "a[*]", true},
+		{"a\\*", "ab", false},
+		{"[\\]]x", "?x", true},
+		{"[é-ê]", "ê", true},
+		{"[\U0010ffff]", "[^a]", true},
+		{"a/", "a?", false}, // no name holds "/"
+		{"[", "*", false},   // malformed: path.Match refuses it too
+	} {
+		name, got := globOverlap(tc.p, tc.q)
+		if got != tc.want {
+			t.Errorf("globOverlap(%q, %q) = %q, %v; want %v", tc.p, tc.q, name, got, tc.want)
+		}
+		if got && (!globMatch(tc.p, name) || !globMatch(tc.q, name)) {
+			t.Errorf("globOverlap(%q, %q): witness %q does not match both", tc.p, tc.q, name)
+		}
+	}
+
+	// Exhaustive: every pair of patterns from pieces, against every name
+	// of up to four runes over the alphabet the pieces use.
+	pieces := []string{"a", "b", ".", "*", "?", "[ab]", "[^a]", "[.-b]"}
+	var pats []string
+	for _, x := range pieces {
+		for _, y := range pieces {
+			pats = append(pats, x+y)
+			for _, z := range []string{"a", "*", "[^b]"} {
+				pats = append(pats, x+y+z)
+			}
+		}
+	}
+	alphabet := []string{"a", "b", "c", "."}
+	names := []string{""}
+	for l, prev := 0, []string{""}; l < 4; l++ {
+		var next []string
+		for _, n := range prev {
+			for _, c := range alphabet {
+				next = append(next, n+c)
+			}
+		}
+		names, prev = append(names, next...), next
+	}
+	names = names[1:]
+	for _, p := range pats {
+		for _, q := range pats {
+			witness, got := globOverlap(p, q)
+			want := false
+			for _, n := range names {
+				if globMatch(p, n) && globMatch(q, n) {
+					want = true
+					break
+				}
+			}
+			// A witness may need five or more runes (or one outside the
+			// alphabet); then it must still match both.
+			if got && (!globMatch(p, witness) || !globMatch(q, witness)) {
+				t.Fatalf("globOverlap(%q, %q): witness %q does not match both", p, q, witness)
+			}
+			if want && !got {
+				t.Fatalf("globOverlap(%q, %q) = false, but a name matches both", p, q)
+			}
+		}
+	}
+}
+
+// TestCheckConflictsGlobs: two globs in one directory with different flags
+// conflict when a name can match both, as the documentation says.
+func TestCheckConflictsGlobs(t *testing.T) {
+	c, err := parseString(t, `group: +a live
+/var/log/*.log
+group: rotated
+/var/log/*.gz
+/var/log/a*
+/var/log/.a*
+/other/a*
+`, Linux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CheckConflicts(nil)
+	if len(c.Warnings) != 1 || c.Warnings[0].Error() != "test.conf:5: conflicting flags: /var/log/a* is managed with +i here, but /var/log/*.log on line 2 can match the same names with +a; the entry processed last wins" {
+		t.Errorf("warnings: %v", c.Warnings)
+	}
+}
+
+// TestCheckConflictsWorkCounted: every ancestor looked up counts towards
+// the bound (the configuration's size limit keeps that walk under about
+// half a million steps, but the bound is documented as covering it).
+func TestCheckConflictsWorkCounted(t *testing.T) {
+	var b strings.Builder
+	deep := strings.Repeat("/d", 2000)
+	for i := 0; i < 50; i++ {
+		fmt.Fprintf(&b, "%s/f%d\n", deep, i)
+	}
+	c, err := parseString(t, b.String(), Linux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if work := c.checkConflicts(nil); work < 50*2000 || len(c.Warnings) != 0 {
+		t.Errorf("%d steps, warnings %v", work, c.Warnings)
+	}
+}
+
+// TestCheckConflictsSmallWork: globs and paths with the same flag are not
+// compared at all (before, each path looked at every glob of its directory
+// without counting it), so the largest configuration of that kind, 32768
+// globs and 32768 paths in one directory (2.2 s before), takes a few steps
+// per entry and raises no warning.
+func TestCheckConflictsSmallWork(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("group: +a x\n")
+	for i := 0; i < MaxEntries/2; i++ {
+		fmt.Fprintf(&b, "/l/x%d*\n", i)
+	}
+	for i := 0; i < MaxEntries/2; i++ {
+		fmt.Fprintf(&b, "/l/g%d\n", i)
+	}
+	c, err := parseString(t, b.String(), Linux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := c.checkConflicts(nil)
+	if len(c.Warnings) != 0 || work > 10*len(c.Entries) || work > maxConflictWork {
+		t.Errorf("%d steps for %d entries, warnings %v", work, len(c.Entries), c.Warnings)
 	}
 }

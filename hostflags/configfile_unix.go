@@ -29,7 +29,7 @@ func ReadConfigFile(name string, opts ParseOptions) (c *Config, warnings []strin
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		euid := os.Geteuid()
 		if st.Uid != 0 && int(st.Uid) != euid {
-			return nil, nil, fmt.Errorf("%s must be owned by root or by uid %d, not uid %d", name, euid, st.Uid)
+			return nil, nil, fmt.Errorf("%s must be owned by root or by uid %d, not uid %d; chown root %s (and keep it mode 600)", name, euid, st.Uid, name)
 		}
 	}
 	perm := fi.Mode().Perm()

@@ -17,6 +17,18 @@
 //     locking flags (other flags such as noatime are preserved); after an
 //     unlock it carries none. The audit checks exactly these two states, so a
 //     lock or unlock followed by an audit of the same selection is consistent.
+//     A configured path that does not exist fails a lock audit (what should
+//     be locked is not there) and is trivially unlocked for an unlock audit;
+//     a glob that matches nothing is not an error (rotated logs may not
+//     exist yet).
+//
+// A glob matches names in one directory with path.Match, except that, as in
+// the shell, names starting with "." are matched only by a pattern starting
+// with "."; symbolic links in the glob's directory path are followed, as
+// they are in any configured path above its last element.
+//
+// On a filesystem without flags, a lock fails for each path while an unlock
+// (or its audit) warns and counts the path as unlocked.
 //
 // On the BSDs, system flags (schg, sappnd) cannot be removed while
 // kern.securelevel is above 0; Run skips them then, as syslock does, unless

@@ -1,6 +1,10 @@
 package hostflags
 
-import "runtime"
+import (
+	"fmt"
+	"runtime"
+	"strings"
+)
 
 // Platform is a family of operating systems sharing one set of locking flags
 // and therefore one configuration vocabulary.
@@ -73,6 +77,8 @@ const (
 	SysAppend
 	// UserAppend is BSD "uappnd" (UF_APPEND).
 	UserAppend
+
+	maxFlag = UserAppend
 )
 
 // flagNames are the spellings used in configurations, -g selectors and
@@ -160,4 +166,29 @@ func (f Flag) hint() string {
 		return "+a"
 	}
 	return ""
+}
+
+// flagChoices lists the flags a configuration for p may use, for error
+// messages: only the immutable ones when immutableOnly (the immutable-flag:
+// line), only the user flags when nonRoot (BSD users other than root).
+func flagChoices(p Platform, nonRoot, immutableOnly bool) string {
+	var names []string
+	for f := Flag(1); int(f) < len(flagNames); f++ {
+		if f.Platform() != p || (immutableOnly && f.IsAppend()) || (nonRoot && f.IsSystem()) {
+			continue
+		}
+		names = append(names, f.String())
+	}
+	switch len(names) {
+	case 0:
+		return "no flag"
+	case 1:
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+// platformMismatch is the message for a flag of the other platform.
+func platformMismatch(f Flag, p Platform) string {
+	return fmt.Sprintf("%s is a %s flag, but this is a %s system; use %s", f, f.Platform(), p, f.hint())
 }

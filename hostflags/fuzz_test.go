@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzParse feeds arbitrary configurations to Parse, seeded with the sample
@@ -67,7 +68,7 @@ func FuzzParse(f *testing.F) {
 			if err != nil {
 				t.Fatalf("group %q from the config is not a valid selector: %v", g, err)
 			}
-			if _, err := c.Select(sels); err != nil {
+			if _, _, err := c.Select(sels); err != nil {
 				t.Fatalf("selecting group %q: %v", g, err)
 			}
 		}
@@ -101,6 +102,37 @@ func FuzzParseSelectors(f *testing.F) {
 			if sels[i] != again[i] {
 				t.Fatalf("%q: %v != %v", s, sels[i], again[i])
 			}
+		}
+	})
+}
+
+// FuzzGlobOverlap checks the glob-against-glob conflict test against
+// path.Match: a name both patterns match means they overlap, and the
+// witness of an overlap matches both.
+func FuzzGlobOverlap(f *testing.F) {
+	for _, s := range [][3]string{
+		{"*.log", "a*", "a.log"}, {"syslog.[0-9]*", "syslog.[^0-9]", "syslog.1"},
+		{".*", "*", ".x"}, {"a\\*", "[\\]]x", "]x"}, {"[é-ê]*", "?", "é"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, p, q, name string) {
+		if len(p) > 64 || len(q) > 64 {
+			return
+		}
+		if _, err := path.Match(p, ""); err != nil {
+			return
+		}
+		if _, err := path.Match(q, ""); err != nil {
+			return
+		}
+		witness, ok := globOverlap(p, q)
+		if ok && (!globMatch(p, witness) || !globMatch(q, witness)) {
+			t.Fatalf("globOverlap(%q, %q): witness %q does not match both", p, q, witness)
+		}
+		valid := name != "" && utf8.ValidString(name) && utf8.ValidString(p) && utf8.ValidString(q) && !strings.ContainsAny(name, "/\x00")
+		if valid && !ok && globMatch(p, name) && globMatch(q, name) {
+			t.Fatalf("globOverlap(%q, %q) = false, but %q matches both", p, q, name)
 		}
 	})
 }

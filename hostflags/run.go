@@ -47,11 +47,16 @@ func Run(ctx context.Context, c *Config, opts Options) (*Result, error) {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	idx, err := c.Select(opts.Select)
+	idx, empty, err := c.Select(opts.Select)
 	if err != nil {
 		return nil, err
 	}
 	r := &runner{ctx: ctx, opts: opts, res: &Result{}}
+	for _, msg := range empty {
+		// The other selectors still run (and an audit of them still
+		// decides the exit status); this one is probably a typo.
+		r.warnf("-g selects nothing: %s", msg)
+	}
 	if opts.Securelevel != nil {
 		r.res.Securelevel, r.res.HaveSecurelevel = *opts.Securelevel, true
 	} else if c.Platform == BSD {
@@ -66,6 +71,9 @@ func Run(ctx context.Context, c *Config, opts Options) (*Result, error) {
 		return nil, err
 	}
 	for _, i := range idx {
+		if err := ctx.Err(); err != nil {
+			return r.res, err
+		}
 		e := &c.Entries[i]
 		if opts.KARLOnly && e.Prefix&KARL == 0 {
 			continue
@@ -85,8 +93,6 @@ type runner struct {
 	ctx  context.Context
 	opts Options
 	res  *Result
-	// skipSystem drops entries managed with BSD system flags.
-	skipSystem bool
 	// child is set while apply handles a direct entry of a directory, so
 	// an audit mismatch prints under the directory's header.
 	child *childCtx
@@ -130,7 +136,6 @@ func (r *runner) applySecurelevel(c *Config, idx []int) ([]int, error) {
 	case named:
 		return nil, fmt.Errorf("system securelevel is %d; %s of schg/sappnd requires %s", lvl, op, need)
 	}
-	r.skipSystem = true
 	var kept []int
 	for _, i := range idx {
 		if c.Entries[i].Flag.IsSystem() {
@@ -184,8 +189,7 @@ func (r *runner) entry(e *Entry) error {
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(e.Path, &st); err != nil {
-		r.missingOrError(e.Path, err, true)
-		return nil
+		return r.missingOrError(e.Path, e.Flag, err, true)
 	}
 	switch fileType(&st) {
 	case unix.S_IFLNK:
@@ -197,16 +201,9 @@ func (r *runner) entry(e *Entry) error {
 			r.warnf("prefix %q has no effect on %s, which is not a directory (line %d)", (e.Prefix &^ KARL).String(), quote(e.Path), e.Line)
 		}
 		if r.opts.Verbose {
-			fmt.Fprintf(r.opts.Out, "%s %s\n", r.verb(), e.Path)
+			fmt.Fprintf(r.opts.Out, "%s %s\n", r.verb(), quote(e.Path))
 		}
-		fd, err := openAt(unix.AT_FDCWD, e.Path, &st, false)
-		if err != nil {
-			r.missingOrError(e.Path, err, true)
-			return nil
-		}
-		defer unix.Close(fd)
-		_, err = r.apply(fd, e.Path, e.Flag, 0)
-		return err
+		return r.openApply(unix.AT_FDCWD, e.Path, e.Path, &st, e.Flag, 0, true)
 	default:
 		r.warnf("%s is not a regular file or directory; skipped (line %d)", quote(e.Path), e.Line)
 		return nil
@@ -217,16 +214,29 @@ func (r *runner) entry(e *Entry) error {
 	}
 	fd, err := openAt(unix.AT_FDCWD, e.Path, &st, true)
 	if err != nil {
-		r.missingOrError(e.Path, err, true)
-		return nil
+		return r.missingOrError(e.Path, e.Flag, err, true)
 	}
 	defer unix.Close(fd)
 	return r.dir(fd, e.Path, e.Flag, w, 0)
 }
 
+// openApply opens name (relative to dirfd, which st describes) without
+// following a symbolic link, applies the operation to it as p, and closes
+// it. configured tells whether p is a configured path (or a child found by
+// a walk or a glob), for the message when it does not exist.
+func (r *runner) openApply(dirfd int, name, p string, st *unix.Stat_t, f Flag, depth int, configured bool) error {
+	fd, err := openAt(dirfd, name, st, fileType(st) == unix.S_IFDIR)
+	if err != nil {
+		return r.missingOrError(p, f, err, configured)
+	}
+	defer unix.Close(fd)
+	_, err = r.apply(fd, p, f, depth)
+	return err
+}
+
 // describe words a directory entry the way syslock -v does.
 func (r *runner) describe(p string, prefix Prefix) string {
-	v := r.verb()
+	v, p := r.verb(), quote(p)
 	switch {
 	case prefix&FilesOnly != 0:
 		return fmt.Sprintf("%s %s (files only)", v, p)
@@ -241,40 +251,55 @@ func (r *runner) describe(p string, prefix Prefix) string {
 func (r *runner) glob(e *Entry) error {
 	dir, pattern := path.Split(e.Path)
 	dir = path.Clean(dir)
+	// The directory is resolved as a literal entry's path is: symbolic
+	// links in it are followed, since they lie above the names the
+	// configuration manages. Appending "/." makes the last element ".",
+	// so a link named by dir itself is followed too, and openAt still
+	// checks that it opens the directory Lstat saw.
+	dot := dir + "/."
+	if dir == "/" {
+		dot = "/."
+	}
 	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		r.missingOrError(dir, err, true)
+	if err := unix.Lstat(dot, &st); err != nil {
+		// Not an error: the files a glob names (rotated logs) may not
+		// exist yet, and neither may their directory.
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			r.warnf("glob %s matches no files: %s does not exist (line %d)", quote(e.Path), quote(dir), e.Line)
+			return nil
+		case errors.Is(err, unix.ENOTDIR):
+			r.warnf("glob %s matches no files: %s is not a directory (line %d)", quote(e.Path), quote(dir), e.Line)
+			return nil
+		}
+		r.errorf("%s: %v", quote(dir), err)
 		return nil
 	}
-	switch fileType(&st) {
-	case unix.S_IFDIR:
-	case unix.S_IFLNK:
-		r.warnf("%s in glob %s is a symbolic link; not followed (line %d)", quote(dir), quote(e.Path), e.Line)
-		return nil
-	default:
-		r.warnf("%s in glob %s is not a directory; skipped (line %d)", quote(dir), quote(e.Path), e.Line)
-		return nil
-	}
-	dfd, err := openAt(unix.AT_FDCWD, dir, &st, true)
+	dfd, err := openAt(unix.AT_FDCWD, dot, &st, true)
 	if err != nil {
-		r.missingOrError(dir, err, true)
-		return nil
+		return r.missingOrError(dir, e.Flag, err, true)
 	}
 	defer unix.Close(dfd)
-	names, err := readNames(dfd, dir)
+	names, err := readNames(dfd)
 	if err != nil {
 		r.errorf("%s: %v", quote(dir), err)
 		return nil
 	}
 	matched := 0
 	for _, name := range names {
-		if ok, _ := path.Match(pattern, name); !ok {
+		if err := r.ctx.Err(); err != nil {
+			return err
+		}
+		// As in the shell, *.log leaves .x.log alone.
+		if !globMatch(pattern, name) {
 			continue
 		}
 		p := path.Join(dir, name)
 		var cst unix.Stat_t
 		if err := unix.Fstatat(dfd, name, &cst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			r.missingOrError(p, err, false)
+			if err := r.missingOrError(p, e.Flag, err, false); err != nil {
+				return err
+			}
 			continue
 		}
 		switch fileType(&cst) {
@@ -290,16 +315,9 @@ func (r *runner) glob(e *Entry) error {
 		}
 		matched++
 		if r.opts.Verbose {
-			fmt.Fprintf(r.opts.Out, "%s %s\n", r.verb(), p)
+			fmt.Fprintf(r.opts.Out, "%s %s\n", r.verb(), quote(p))
 		}
-		fd, err := openAt(dfd, name, &cst, false)
-		if err != nil {
-			r.missingOrError(p, err, false)
-			continue
-		}
-		_, err = r.apply(fd, p, e.Flag, 0)
-		unix.Close(fd)
-		if err != nil {
+		if err := r.openApply(dfd, name, p, &cst, e.Flag, 0, false); err != nil {
 			return err
 		}
 	}
@@ -332,7 +350,7 @@ func (r *runner) dir(dfd int, p string, f Flag, w walk, depth int) error {
 		r.errorf("%s: more than %d directory levels; not descending", quote(p), maxDepth)
 		return nil
 	}
-	names, err := readNames(dfd, p)
+	names, err := readNames(dfd)
 	if err != nil {
 		r.errorf("%s: %v", quote(p), err)
 		return nil
@@ -344,36 +362,36 @@ func (r *runner) dir(dfd int, p string, f Flag, w walk, depth int) error {
 		}
 		cp := path.Join(p, name)
 		var st unix.Stat_t
+		child := &childCtx{dir: p, name: name, depth: depth, header: &header}
 		if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			r.missingOrError(cp, err, false)
+			if err := r.asChild(child, func() error { return r.missingOrError(cp, f, err, false) }); err != nil {
+				return err
+			}
 			continue
 		}
 		switch fileType(&st) {
 		case unix.S_IFREG:
-			fd, err := openAt(dfd, name, &st, false)
-			if err != nil {
-				r.missingOrError(cp, err, false)
-				continue
-			}
-			err = r.applyChild(fd, cp, p, name, f, depth, &header)
-			unix.Close(fd)
-			if err != nil {
+			if err := r.asChild(child, func() error { return r.openApply(dfd, name, cp, &st, f, depth, false) }); err != nil {
 				return err
 			}
 		case unix.S_IFDIR:
 			if w.subdirs == subdirsSkip {
 				continue
 			}
-			fd, err := openAt(dfd, name, &st, true)
-			if err != nil {
-				r.missingOrError(cp, err, false)
+			if w.subdirs == subdirsSelf {
+				if err := r.asChild(child, func() error { return r.openApply(dfd, name, cp, &st, f, depth, false) }); err != nil {
+					return err
+				}
 				continue
 			}
-			if w.subdirs == subdirsSelf {
-				err = r.applyChild(fd, cp, p, name, f, depth, &header)
-			} else {
-				err = r.dir(fd, cp, f, walk{self: true, subdirs: subdirsRecurse}, depth+1)
+			fd, err := openAt(dfd, name, &st, true)
+			if err != nil {
+				if err := r.asChild(child, func() error { return r.missingOrError(cp, f, err, false) }); err != nil {
+					return err
+				}
+				continue
 			}
+			err = r.dir(fd, cp, f, walk{self: true, subdirs: subdirsRecurse}, depth+1)
 			unix.Close(fd)
 			if err != nil {
 				return err
@@ -386,13 +404,12 @@ func (r *runner) dir(dfd int, p string, f Flag, w walk, depth int) error {
 	return nil
 }
 
-// applyChild audits or changes a direct entry of directory dir. Audit
-// mismatches are printed under an "In dir/:" header, as syslock does.
-func (r *runner) applyChild(fd int, p, dir, name string, f Flag, depth int, header *bool) error {
-	r.child = &childCtx{dir: dir, name: name, depth: depth, header: header}
+// asChild runs fn for a direct entry of a directory being walked, so that
+// audit mismatches print under an "In dir/:" header, as syslock does.
+func (r *runner) asChild(c *childCtx, fn func() error) error {
+	r.child = c
 	defer func() { r.child = nil }()
-	_, err := r.apply(fd, p, f, depth)
-	return err
+	return fn()
 }
 
 // apply reads the flags of the file open as fd and, unless auditing, sets
@@ -466,9 +483,13 @@ func (r *runner) printMismatch(p string, depth int, what string) {
 	fmt.Fprintf(r.opts.Out, "%s%s %s\n", pad(depth), quote(p), what)
 }
 
+// unsupported reports a file on a filesystem without flags. It cannot be
+// locked, which is an error; it is as unlocked as it gets, so an unlock (or
+// its audit) warns and counts it as already in the wanted state: logrotate's
+// "unlock -g rotate" must not fail on a flagless filesystem.
 func (r *runner) unsupported(p string, err error) {
-	if r.opts.Audit && r.opts.Op == Unlock {
-		// A file that cannot carry flags is as unlocked as it gets.
+	if r.opts.Op == Unlock {
+		r.res.Unchanged++
 		r.warnf("%s: %v; counted as unlocked", quote(p), err)
 		return
 	}
@@ -489,23 +510,40 @@ func (r *runner) errorf(format string, a ...any) {
 	}
 }
 
-// missingOrError reports a path that does not exist (or vanished while the
-// run was walking) and counts it; any other error is a per-path error.
-func (r *runner) missingOrError(p string, err error, configured bool) {
+// missingOrError reports a path that does not exist (configured, or one
+// that vanished while the run was walking); any other error is a per-path
+// error. In a lock audit a missing path is a mismatch: what should be
+// locked is not there (a quiet audit stops there). In an unlock audit it is
+// trivially unlocked. The error is errStop or nil.
+func (r *runner) missingOrError(p string, f Flag, err error, configured bool) error {
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-		r.res.Missing++
+		how := "vanished while being walked"
 		if configured {
-			r.warnf("%s does not exist; skipped", quote(p))
-		} else {
-			r.warnf("%s vanished while being walked; skipped", quote(p))
+			how = "does not exist"
 		}
-		return
+		switch {
+		case r.opts.Audit && r.opts.Op == Lock:
+			r.res.Missing++
+			r.res.Mismatched++
+			if r.opts.Quiet {
+				return errStop
+			}
+			r.printMismatch(p, 0, fmt.Sprintf("(should be %s, missing)", f.lockedState()))
+		case r.opts.Audit:
+			r.res.Unchanged++
+			r.warnf("%s %s; nothing to unlock", quote(p), how)
+		default:
+			r.res.Missing++
+			r.warnf("%s %s; skipped", quote(p), how)
+		}
+		return nil
 	}
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, errChanged) {
 		r.warnf("%s changed type while being walked; not followed", quote(p))
-		return
+		return nil
 	}
 	r.errorf("%s: %v", quote(p), err)
+	return nil
 }
 
 var errChanged = errors.New("changed while being walked")
@@ -537,13 +575,13 @@ func openAt(dirfd int, name string, st *unix.Stat_t, dir bool) (int, error) {
 func fileType(st *unix.Stat_t) uint32 { return uint32(st.Mode) & unix.S_IFMT }
 
 // readNames returns the sorted names in the directory open as dfd, without
-// closing dfd.
-func readNames(dfd int, p string) ([]string, error) {
+// closing dfd. Its errors name no path (the caller quotes it).
+func readNames(dfd int) ([]string, error) {
 	dup, err := unix.Dup(dfd)
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(dup), p)
+	f := os.NewFile(uintptr(dup), "")
 	defer f.Close()
 	if _, err := unix.Seek(dup, 0, io.SeekStart); err != nil {
 		return nil, err
@@ -559,6 +597,10 @@ func readNames(dfd int, p string) ([]string, error) {
 			break
 		}
 		if err != nil {
+			var pe *os.PathError
+			if errors.As(err, &pe) {
+				err = fmt.Errorf("%s: %w", pe.Op, pe.Err)
+			}
 			return nil, err
 		}
 	}

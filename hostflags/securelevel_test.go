@@ -22,11 +22,17 @@ group: uappnd logs
 /var/log/messages
 group: sappnd logs
 /var/log/authlog
+group: sys
+/sbin/init
 `), "bsd.conf", ParseOptions{Platform: BSD})
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := []int{0, 1, 2, 3}
+	all := []int{0, 1, 2, 3, 4}
+	const (
+		lockNotice   = "System securelevel is 1; syslock of schg/sappnd files requires -f or securelevel < 1.\n"
+		unlockNotice = "System securelevel is 1; sysunlock of schg/sappnd files requires securelevel < 1.\n"
+	)
 	for _, tc := range []struct {
 		name  string
 		level int
@@ -34,7 +40,7 @@ group: sappnd logs
 		sel   string
 		want  []int
 		err   string
-		out   string
+		out   string // the whole output
 	}{
 		{name: "securelevel 0 touches everything", level: 0, opts: Options{Op: Unlock}, want: all},
 		{name: "lock skips system flags", level: 1, opts: Options{Op: Lock}, want: []int{1, 2}},
@@ -42,10 +48,18 @@ group: sappnd logs
 		{name: "unlock skips them", level: 1, opts: Options{Op: Unlock, Force: true}, want: []int{1, 2}},
 		{name: "naming schg is an error", level: 1, opts: Options{Op: Lock}, sel: "etc:schg", err: "syslock of schg/sappnd requires -f or securelevel < 1"},
 		{name: "naming sappnd for unlock is an error", level: 1, opts: Options{Op: Unlock}, sel: "sappnd", err: "sysunlock of schg/sappnd requires securelevel < 1"},
-		{name: "nothing left is an error", level: 1, opts: Options{Op: Unlock}, sel: "etc:schg,logs:sappnd", err: "requires securelevel < 1"},
-		{name: "audit checks everything", level: 1, opts: Options{Op: Lock, Audit: true}, want: all, out: "System securelevel is 1; syslock of schg/sappnd files requires -f or securelevel < 1.\n"},
-		{name: "audit -o checks what can change", level: 1, opts: Options{Op: Unlock, Audit: true, Operational: true}, want: []int{1, 2}},
-		{name: "audit -o with schg named", level: 1, opts: Options{Op: Lock, Audit: true, Operational: true}, sel: "schg", want: all, out: "Overriding -o"},
+		{name: "naming both system flags is an error", level: 1, opts: Options{Op: Unlock}, sel: "etc:schg,logs:sappnd", err: "sysunlock of schg/sappnd requires securelevel < 1"},
+		// A group holding only system entries, not named by flag: they
+		// are skipped, and then nothing is left to do.
+		{name: "nothing left is an error", level: 1, opts: Options{Op: Unlock}, sel: "sys", err: "requires securelevel < 1, and nothing else is selected"},
+		{name: "nothing left to lock is an error", level: 1, opts: Options{Op: Lock}, sel: "sys", err: "syslock of schg/sappnd requires -f or securelevel < 1, and nothing else is selected"},
+		{name: "verbose says what is skipped", level: 1, opts: Options{Op: Lock, Verbose: true}, sel: "etc", want: []int{1},
+			out: "System securelevel is 1; skipping 1 schg/sappnd entries (syslock requires -f or securelevel < 1).\n"},
+		{name: "audit checks everything", level: 1, opts: Options{Op: Lock, Audit: true}, want: all, out: lockNotice},
+		{name: "audit of a system-only group", level: 1, opts: Options{Op: Unlock, Audit: true, Operational: true}, sel: "sys", want: nil, out: unlockNotice},
+		{name: "audit -o checks what can change", level: 1, opts: Options{Op: Unlock, Audit: true, Operational: true}, want: []int{1, 2}, out: unlockNotice},
+		{name: "audit -o with schg named", level: 1, opts: Options{Op: Lock, Audit: true, Operational: true}, sel: "schg", want: all,
+			out: lockNotice + "Overriding -o to audit schg/sappnd files as explicitly requested.\n"},
 		{name: "quiet audit prints nothing", level: 1, opts: Options{Op: Lock, Audit: true, Quiet: true}, want: all},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,7 +70,7 @@ group: sappnd logs
 					t.Fatal(err)
 				}
 			}
-			idx, err := c.Select(tc.opts.Select)
+			idx, _, err := c.Select(tc.opts.Select)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,7 +97,7 @@ group: sappnd logs
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("entries = %v, want %v", got, want)
 			}
-			if !strings.Contains(out.String(), tc.out) || (tc.opts.Quiet && out.Len() > 0) {
+			if out.String() != tc.out {
 				t.Errorf("output %q, want %q", out.String(), tc.out)
 			}
 		})

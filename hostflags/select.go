@@ -27,9 +27,11 @@ func (s Selector) String() string {
 	return s.Group + ":" + s.Flag.String()
 }
 
-// ErrEmptySelection is returned (wrapped) by Select when a "group:flag"
-// selector names an existing group that has no entries with that flag.
-// syslock's audit in quiet mode treats that as consistent (nothing to check).
+// ErrEmptySelection is returned (wrapped) by Select when every selector
+// picks nothing: each is a "group:flag" naming a group that has no entries
+// with that flag, or a flag no entry has. syslock's audit in quiet mode
+// treats that as consistent (nothing to check). When only some selectors
+// pick nothing, Select reports them and keeps the others.
 var ErrEmptySelection = errors.New("hostflags: selection is empty")
 
 // ErrNoSuchGroup is returned (wrapped) by Select for a group the
@@ -53,7 +55,7 @@ func ParseSelectors(s string, p Platform) ([]Selector, error) {
 		if hasFlag {
 			sel.Group = name
 			if sel.Flag = ParseFlag(flagName); sel.Flag == 0 {
-				return nil, fmt.Errorf("unknown flag %q in -g %s (want %s)", truncate(flagName, 20), truncate(part, 60), flagChoices(p))
+				return nil, fmt.Errorf("unknown flag %q in -g %s (want %s)", truncate(flagName, 20), truncate(part, 60), flagChoices(p, false, false))
 			}
 		} else if f := ParseFlag(part); f != 0 {
 			sel.Flag = f
@@ -69,32 +71,27 @@ func ParseSelectors(s string, p Platform) ([]Selector, error) {
 			}
 		}
 		if sel.Flag != 0 && sel.Flag.Platform() != p {
-			return nil, fmt.Errorf("-g %s: %s is a %s flag, but this is a %s system; use %s", part, sel.Flag, sel.Flag.Platform(), p, sel.Flag.hint())
+			return nil, fmt.Errorf("-g %s: %s", part, platformMismatch(sel.Flag, p))
 		}
 		sels = append(sels, sel)
 	}
 	return sels, nil
 }
 
-func flagChoices(p Platform) string {
-	if p == Linux {
-		return "+i or +a"
-	}
-	return "schg, uchg, sappnd or uappnd"
-}
-
 // Select returns the indexes of the entries that any selector picks, in
 // configuration order; with no selectors, all of them. A selector naming a
-// group the configuration does not have is an error, and so is a selector
-// with a flag that picks nothing (wrapping ErrEmptySelection).
-func (c *Config) Select(sels []Selector) ([]int, error) {
+// group the configuration does not have is an error. A selector with a flag
+// that picks nothing is returned in empty, with the reason, and the others
+// still apply; when every selector picks nothing the error wraps
+// ErrEmptySelection.
+func (c *Config) Select(sels []Selector) (idx []int, empty []string, err error) {
 	groups := map[string]bool{}
 	for _, g := range c.Groups {
 		groups[g] = true
 	}
 	for _, s := range sels {
 		if s.Group != "" && !groups[s.Group] {
-			return nil, fmt.Errorf("%w: group %q does not exist in %s", ErrNoSuchGroup, s.Group, c.File)
+			return nil, nil, fmt.Errorf("%w: group %q does not exist in %s (%s)", ErrNoSuchGroup, s.Group, c.File, c.groupList())
 		}
 		// A group with no paths is legal (syslock accepts it); a flag
 		// that picks nothing is a mistake worth reporting.
@@ -105,14 +102,18 @@ func (c *Config) Select(sels []Selector) ([]int, error) {
 				break
 			}
 		}
-		if !found {
-			if s.Group == "" {
-				return nil, fmt.Errorf("%w: no entry of %s is managed with %s", ErrEmptySelection, c.File, s.Flag)
-			}
-			return nil, fmt.Errorf("%w: group %q has no entries managed with %s", ErrEmptySelection, s.Group, s.Flag)
+		if found {
+			continue
+		}
+		if s.Group == "" {
+			empty = append(empty, fmt.Sprintf("no entry of %s is managed with %s", c.File, s.Flag))
+		} else {
+			empty = append(empty, fmt.Sprintf("group %q has no entries managed with %s", s.Group, s.Flag))
 		}
 	}
-	var idx []int
+	if len(sels) > 0 && len(empty) == len(sels) {
+		return nil, nil, fmt.Errorf("%w: %s", ErrEmptySelection, strings.Join(empty, "; "))
+	}
 	for i := range c.Entries {
 		if len(sels) == 0 {
 			idx = append(idx, i)
@@ -125,7 +126,21 @@ func (c *Config) Select(sels []Selector) ([]int, error) {
 			}
 		}
 	}
-	return idx, nil
+	return idx, empty, nil
+}
+
+// maxListedGroups bounds the group names an ErrNoSuchGroup message lists.
+const maxListedGroups = 20
+
+// groupList names the configuration's groups for an error message.
+func (c *Config) groupList() string {
+	switch n := len(c.Groups); {
+	case n == 0:
+		return "it defines no groups"
+	case n > maxListedGroups:
+		return fmt.Sprintf("its groups: %s and %d more", strings.Join(c.Groups[:maxListedGroups], ", "), n-maxListedGroups)
+	}
+	return "its groups: " + strings.Join(c.Groups, ", ")
 }
 
 func (s Selector) matches(e *Entry) bool {

@@ -52,26 +52,42 @@ by no one else. Lines:
   =/dir                     the directory and the files directly in it
   !/path                    also handled by -s (may combine: !-/dir)
   /var/log/syslog.[0-9]*    a glob, in the last element only; matches files
+                            (names starting with "." only if the pattern
+                            does, as in the shell)
 
 Overlapping groups let you unlock the smallest set a task needs. Symbolic
 links are never followed below a configured path (a configured path that is
-a link is skipped), devices and FIFOs are never opened, and paths that do
-not exist or vanish are reported and skipped. Two entries giving one path
-different flags get a warning with their line numbers.
+a link is skipped; links above it, and in a glob's directory, are followed),
+devices and FIFOs are never opened, and paths that do not exist or vanish
+are reported and skipped. A glob that matches nothing (rotated logs that do
+not exist yet) is reported and is not an error. Two entries giving one path
+different flags get a warning with their line numbers, and so do two globs
+in one directory with different flags that can match the same name.
 
 Lock leaves each path with exactly its configured flag among the locking
 flags (others, such as noatime, are kept); unlock removes them all; the
 audit (-a) checks those two states and prints each path that differs as
 "PATH (should be locked, flags=ie)", exiting 0 when everything is as it
-should be and 1 when not. Exit status 2 means a bad command line or
+should be and 1 when not. In a lock audit a configured path that does not
+exist differs too ("PATH (should be locked, missing)"); in an unlock audit
+it is trivially unlocked. Exit status 2 means a bad command line or
 configuration.
+
+On a filesystem without flags (FAT, exFAT, ramfs, ...) lock fails, naming
+the filesystem; unlock and its audit warn and count the files as unlocked,
+so "unlock -g rotate" before log rotation does not fail there.
 
 What the options do:
   -g GROUP[:FLAG],...  only these groups; GROUP:FLAG picks the group's
                        entries with that flag (logs:+a), FLAG alone every
-                       entry with it (+a, uchg)
+                       entry with it (+a, uchg). A GROUP:FLAG or FLAG that
+                       picks nothing gets a warning and the others still
+                       run; when every one picks nothing, that is an error
+                       (exit 2), except for a quiet audit (exit 0, as with
+                       syslock: nothing selected cannot be inconsistent)
   -a                   audit only: change nothing, report what differs
-  -q                   with -a: print nothing, stop at the first difference
+  -q                   with -a: print nothing (no warnings either), stop at
+                       the first difference; the exit status says it all
   -o                   with -a: audit only what could be changed now; on
                        the BSDs, schg/sappnd entries are left out while
                        kern.securelevel > 0 unless named in -g. Linux has no
@@ -83,7 +99,7 @@ What the options do:
   -v                   say what is being done, and a summary
   -d                   debug: report each change that would be made and
                        make none (syslock -d echoes its chflags/chattr
-                       commands instead of running them)
+                       commands instead of running them); not with -a
   -V                   print the version
 
 On Linux the flags are set with FS_IOC_SETFLAGS, which needs root (the
@@ -134,7 +150,7 @@ func lockFlags(fs *flag.FlagSet, op hostflags.Op) {
 	fs.Bool("s", false, `only the entries marked "!" (OpenBSD KARL files)`)
 	fs.String("c", "", "configuration `file` (default /etc/syslock.conf, or ~/.syslock.conf when not root)")
 	fs.Bool("v", false, "verbose")
-	fs.Bool("d", false, "debug: report the changes, make none")
+	fs.Bool("d", false, "debug: report the changes, make none (not with -a)")
 	fs.Bool("V", false, "print the version")
 	if op == hostflags.Lock {
 		fs.Bool("f", false, "set schg/sappnd even at securelevel > 0 (BSD)")
@@ -187,6 +203,8 @@ func runLock(env *Env, fs *flag.FlagSet, args []string, op hostflags.Op) error {
 		return usageErrorf("-a (audit) cannot be combined with -w (wait)")
 	case opts.Audit && opts.Verbose:
 		return usageErrorf("-a (audit) cannot be combined with -v (verbose)")
+	case opts.Audit && opts.DryRun:
+		return usageErrorf("-a (audit) cannot be combined with -d (debug); -a already changes nothing")
 	case opts.Quiet && !opts.Audit:
 		return usageErrorf("-q (quiet) needs -a (audit)")
 	case opts.Operational && !opts.Audit:
@@ -255,13 +273,17 @@ func runLock(env *Env, fs *flag.FlagSet, args []string, op hostflags.Op) error {
 	res, err := hostflags.Run(env.Context, cfg, opts)
 	if err != nil {
 		if errors.Is(err, hostflags.ErrEmptySelection) && opts.Audit && opts.Quiet {
-			return nil // syslock: a group with no such files cannot be inconsistent
+			// syslock: a group with no such files cannot be inconsistent.
+			// Run returns this only when every selector is empty; one
+			// empty selector among others is a warning, and the others
+			// are audited.
+			return nil
 		}
 		code := 1
 		if errors.Is(err, hostflags.ErrNoSuchGroup) || errors.Is(err, hostflags.ErrEmptySelection) {
 			code = 2
 		}
-		return &ExitError{Code: code, Err: fmt.Errorf("indelible: %v", err)}
+		return &ExitError{Code: code, Err: fmt.Errorf("indelible: %s", hostflagsMsg(err))}
 	}
 	return lockSummary(env, opts, res)
 }
@@ -281,7 +303,11 @@ func lockSummary(env *Env, opts hostflags.Options, res *hostflags.Result) error 
 			return nil
 		}
 		if !opts.Quiet {
-			fmt.Fprintf(env.Stdout, "Audit complete: %d not in the expected state, %d errors, %d as expected.\n", res.Mismatched, res.Errors, res.Unchanged)
+			missing := ""
+			if res.Missing > 0 {
+				missing = fmt.Sprintf(" (%d missing)", res.Missing)
+			}
+			fmt.Fprintf(env.Stdout, "Audit complete: %d not in the expected state%s, %d errors, %d as expected.\n", res.Mismatched, missing, res.Errors, res.Unchanged)
 		}
 		return &ExitError{Code: 1}
 	}
@@ -328,8 +354,14 @@ func configError(env *Env, file string, err error) error {
 		fmt.Fprintf(env.Stderr, "indelible: %s does not exist; give another with -c FILE (examples/syslock has samples)\n", file)
 		return &ExitError{Code: 2}
 	}
-	fmt.Fprintf(env.Stderr, "indelible: %v\n", err)
+	fmt.Fprintf(env.Stderr, "indelible: %s\n", hostflagsMsg(err))
 	return &ExitError{Code: 2}
+}
+
+// hostflagsMsg is err's message without the package prefix of hostflags'
+// errors, which would read "indelible: hostflags: ..." after ours.
+func hostflagsMsg(err error) string {
+	return strings.TrimPrefix(err.Error(), "hostflags: ")
 }
 
 // splitGetopt rewrites syslock's getopt-style option clusters ("-swf",
