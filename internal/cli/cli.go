@@ -40,19 +40,29 @@ type Env struct {
 }
 
 // StdEnv returns the process environment, with a context that is cancelled on
-// the first SIGINT or SIGTERM.
+// the first SIGINT or SIGTERM; a second one ends the process (watchSignals).
 func StdEnv() *Env {
 	ctx, cancel := context.WithCancel(context.Background())
-	sig := make(chan os.Signal, 1)
+	sig := make(chan os.Signal, 2)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sig
-		cancel()
-	}()
+	go watchSignals(sig, cancel, os.Stderr, os.Exit)
 	// Stop gives the signals their default action back and leaves the
 	// context as it is (a command may still use it, for its deadlines).
 	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, Context: ctx,
 		stopSignals: func() { signal.Stop(sig) }}
+}
+
+// watchSignals cancels the command's context on the first signal. A second
+// one, while the command is still shutting down (a server waiting for
+// requests in flight, or for a flush), exits at once with status 1: the user
+// asked twice. That is safe for a WORM device (invariant I6): the next start
+// resumes from the store's watermarks, losing at most the unsealed tail.
+func watchSignals(sig <-chan os.Signal, cancel func(), stderr io.Writer, exit func(int)) {
+	<-sig
+	cancel()
+	s := <-sig
+	fmt.Fprintf(stderr, "indelible: signalled again (%v): exiting now without finishing the shutdown (a WORM device resumes from its sealed watermarks when served again)\n", s)
+	exit(1)
 }
 
 // Command is one subcommand.

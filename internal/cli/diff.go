@@ -45,7 +45,8 @@ indelible's own ext4 and jbd2 readers; nothing is mounted and nothing is
 written. Verify the real logs first ('indelible verify --key'): diff trusts them.
 
 Exit status: 0 the image shows exactly the real logs, each at its path (pending
-appends are reported but do not count unless --strict), 1 divergence, 2 usage.
+appends are reported but do not count unless --strict), 1 divergence (or
+DEVICE_DIR is not a device directory, or its image cannot be read), 2 usage.
 
 Examples:
   indelible diff /srv/worm
@@ -65,11 +66,17 @@ func runDiff(env *Env, fs *flag.FlagSet, args []string) error {
 	asJSON := fs.Lookup("json").Value.String() == "true"
 	strict := fs.Lookup("strict").Value.String() == "true"
 	dir := args[0]
-	cfg, err := worm.LoadConfig(dir)
+	cfg, err := worm.LoadConfig(dir) // not a device directory: exit 1, as status and events
 	if err != nil {
-		return &ExitError{Code: 2, Err: fmt.Errorf("indelible: %w", err)}
+		return err
 	}
-	imgPath := inDir(dir, cfg.Image)
+	// Without its store every real log would read as empty: refuse, rather
+	// than report the image's bytes as merely unsealed.
+	store, err := deviceStore(dir, cfg)
+	if err != nil {
+		return err
+	}
+	imgPath := devicePath(dir, cfg.Image)
 	f, err := os.Open(imgPath)
 	if err != nil {
 		return &ExitError{Code: 1, Err: fmt.Errorf("indelible: image: %w", err)}
@@ -82,7 +89,7 @@ func runDiff(env *Env, fs *flag.FlagSet, args []string) error {
 	im, imErr := audit.OpenImage(f, st.Size())
 	var reports []*audit.FileReport
 	for _, p := range cfg.Protected {
-		rep, err := diffOne(im, imErr, audit.Protected{Path: p.Path, Inode: p.Inode, Generation: p.Generation}, filepath.Join(inDir(dir, cfg.Store), filepath.FromSlash(p.Path)))
+		rep, err := diffOne(im, imErr, audit.Protected{Path: p.Path, Inode: p.Inode, Generation: p.Generation}, filepath.Join(store, filepath.FromSlash(p.Path)))
 		if err != nil {
 			return err
 		}
@@ -161,14 +168,6 @@ func printFileReport(env *Env, r *audit.FileReport, strict bool) {
 			fmt.Fprintf(env.Stdout, "      image: %s\n", d.Image)
 		}
 	}
-}
-
-// inDir resolves a device.toml path relative to the device directory.
-func inDir(dir, p string) string {
-	if filepath.IsAbs(p) {
-		return p
-	}
-	return filepath.Join(dir, p)
 }
 
 // diffOne compares one protected file with its real log at realPath (a

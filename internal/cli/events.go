@@ -33,6 +33,11 @@ It also prints the lost-write notices: a range of a protected file below its siz
 that the host never wrote (data it lost in a crash) and that the device sealed as
 found after commit.lost_after (response=sealed-as-found, file bytes in the detail).
 
+Exit status: 0 when the event log was read (also when the device recorded no
+event: "no events recorded"), 1 when it cannot be read, or when the store
+device.toml names (or its .SEALFS.LOG) is missing: then the real logs are
+gone too, which is never "no events".
+
 Examples:
   indelible events /srv/worm
   indelible events --json /srv/worm | jq 'select(.kind=="data-changed")'`,
@@ -47,14 +52,18 @@ Examples:
 			if err != nil {
 				return err
 			}
-			path := filepath.Join(args[0], cfg.Store, filepath.FromSlash(worm.EventLogPath))
+			store, err := deviceStore(args[0], cfg)
+			if err != nil {
+				return err
+			}
+			path := filepath.Join(store, filepath.FromSlash(worm.EventLogPath))
 			f, err := os.Open(path)
 			if errors.Is(err, os.ErrNotExist) {
 				fmt.Fprintln(env.Stdout, "no events recorded")
 				return nil
 			}
 			if err != nil {
-				return err
+				return fmt.Errorf("indelible: the event log: %w", err)
 			}
 			defer f.Close()
 			sc := bufio.NewScanner(f)
@@ -77,8 +86,11 @@ Examples:
 			if err := sc.Err(); err != nil {
 				return fmt.Errorf("reading %s: %w", path, err)
 			}
-			if !asJSON {
-				fmt.Fprintf(env.Stdout, "%d events\n", n)
+			switch {
+			case n == 0 && !asJSON:
+				fmt.Fprintln(env.Stdout, "no events recorded")
+			case !asJSON:
+				fmt.Fprintf(env.Stdout, "%d event%s\n", n, plural(n))
 			}
 			return nil
 		},

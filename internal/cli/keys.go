@@ -29,12 +29,13 @@ Sizing: the keystream is finite and cannot grow. Each 32-byte key seals
 
   SIZE ≈ expected appends ÷ 31 × 32 bytes ≈ expected appends in bytes
 
-An append is one sealed write: about one log line, or one flush of a log file.
-For example 10 million lines a day for a year is 3.65 billion appends: 3.6G.
-1 TiB of logs written in 4 KiB appends is 268 million appends: 264M.
+plus 1 % for ratchet fillers. An append is one sealed write: about one log
+line, or one flush of a log file. For example 10 million lines a day for a
+year is 3.65 billion appends: --size 3630M (3.5 GiB). 1 TiB of logs
+written in 4 KiB appends is 268 million appends: --size 267M.
 Side records are sealed as entries too: one per real log, one per crash
 repair, and the sealed clock, one in each minute with appends (at most
-530 000 a year, about 0.5M of keys). A device that appends less often than
+530 000 a year, about 535K of keys). A device that appends less often than
 once a minute spends about two entries per append: size it for twice its
 appends.
 The device warns from 80 % use and refuses appends (never writing them

@@ -16,6 +16,7 @@ import (
 
 	"github.com/indelible-worm/indelible/blockdev"
 	"github.com/indelible-worm/indelible/nbd"
+	"github.com/indelible-worm/indelible/worm"
 )
 
 // defaultListen is the IANA NBD port on loopback only: reachable by clients on
@@ -40,7 +41,13 @@ first use in $INDELIBLE_HOME/default (default $XDG_DATA_HOME/indelible, or
 ~/.local/share/indelible). Creating it needs mkfs.ext4 (e2fsprogs).
 
 SIGINT or SIGTERM stops the server gracefully: requests in flight finish,
-new ones are refused with ESHUTDOWN, and the image is flushed to disk.
+new ones are refused with ESHUTDOWN, and the image is flushed to disk. A
+second SIGINT or SIGTERM during that shutdown exits at once (status 1)
+without waiting: a WORM device loses at most its unsealed tail, and the next
+serve resumes from the store's watermarks.
+
+The default device keeps its auditor key beside it (DIR/auditor.key), which
+is for demonstrations only: serve warns on every start while it is there.
 
 Security: NBD has no authentication and no encryption. Whoever can connect
 can read and overwrite the whole disk. The default listens on loopback only.
@@ -81,7 +88,9 @@ func runServe(env *Env, fs *flag.FlagSet, args []string) error {
 	} else if target, err = ensureDefaultTarget(env); err != nil {
 		return err
 	}
-	dev, what, err := openServeTarget(env, target, readOnly)
+	// One logger for the server and the device it serves.
+	logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	dev, what, err := openServeTarget(target, readOnly, logger)
 	if err != nil {
 		return err
 	}
@@ -95,7 +104,6 @@ func runServe(env *Env, fs *flag.FlagSet, args []string) error {
 	}
 	defer dev.Close()
 
-	logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv, err := nbd.NewServer(nbd.Config{
 		Exports: []nbd.Export{{Name: exportName, Description: what, Device: dev, ReadOnly: readOnly}},
 		Logger:  logger,
@@ -110,7 +118,7 @@ func runServe(env *Env, fs *flag.FlagSet, args []string) error {
 	if network == "unix" {
 		defer os.Remove(addr)
 	}
-	printConnectHelp(env, ln, exportName, what, readOnly)
+	printConnectHelp(env, ln, exportName, what)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -167,12 +175,9 @@ func listenOn(network, addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// printConnectHelp tells the user how clients reach the export.
-func printConnectHelp(env *Env, ln net.Listener, name, what string, readOnly bool) {
-	mode := "read-write"
-	if readOnly {
-		mode = "read-only"
-	}
+// printConnectHelp tells the user how clients reach the export; what says
+// what is served, and how (see openServeTarget).
+func printConnectHelp(env *Env, ln net.Listener, name, what string) {
 	var uri, nbdClient string
 	switch a := ln.Addr().(type) {
 	case *net.UnixAddr:
@@ -186,23 +191,32 @@ func printConnectHelp(env *Env, ln net.Listener, name, what string, readOnly boo
 		}
 		nbdClient = fmt.Sprintf("nbd-client -N '%s' %s %s /dev/nbd0", name, host, port)
 	}
-	fmt.Fprintf(env.Stdout, `indelible: serving %s (%s) as export %q at %s
+	export := "the default export (\"\")"
+	if name != "" {
+		export = fmt.Sprintf("export %q", name)
+	}
+	fmt.Fprintf(env.Stdout, `indelible: serving %s as %s at %s
 connect with:
   nbdinfo '%s'
   nbdfuse DIR '%s'            (then: losetup --find --show DIR/nbd; mount /dev/loopN MOUNTPOINT)
   %s     (kernel NBD client, as root)
-stop with Ctrl-C (SIGINT) or SIGTERM
-`, what, mode, name, uri, uri, uri, nbdClient)
+stop with Ctrl-C (SIGINT) or SIGTERM; a second one exits at once
+`, what, export, uri, uri, uri, nbdClient)
 }
 
-// openServeTarget opens what `indelible serve` exports: here a plain image
-// file or block device.
-func openServeTarget(env *Env, arg string, readOnly bool) (dev blockdev.Device, what string, err error) {
+// openServeTarget opens what `indelible serve` exports: a WORM device
+// directory, or a plain image file or block device. what describes it for
+// the banner and the NBD export description: "WORM device DIR (ext4, ...)"
+// or "disk.img (8 MiB, read-write)".
+func openServeTarget(arg string, readOnly bool, logger *slog.Logger) (dev blockdev.Device, what string, err error) {
 	if isDeviceDir(arg) {
 		if readOnly {
 			return nil, "", usageErrorf("--read-only is for plain images; a WORM device directory is already append-only for its protected files")
 		}
-		return openDeviceDir(env, arg)
+		return openDeviceDir(arg, logger)
+	}
+	if fi, err := os.Stat(arg); err == nil && fi.IsDir() {
+		return nil, "", fmt.Errorf("indelible: %s is not a device directory (no %s); create one with `indelible init`, or serve an image file", arg, worm.ConfigName)
 	}
 	f, err := blockdev.OpenFile(arg, readOnly)
 	if err != nil {
@@ -219,7 +233,11 @@ func openServeTarget(env *Env, arg string, readOnly bool) (dev blockdev.Device, 
 		f.Close()
 		return nil, "", fmt.Errorf("indelible: %s is %d bytes, not a multiple of %d; resize it (truncate -s 64M %s)", arg, f.Size(), nbd.DefaultMinBlock, arg)
 	}
-	return f, fmt.Sprintf("%s, %s", arg, formatSize(f.Size())), nil
+	mode := "read-write"
+	if readOnly {
+		mode = "read-only"
+	}
+	return f, fmt.Sprintf("%s (%s, %s)", arg, formatSize(f.Size()), mode), nil
 }
 
 // ensureDefaultTarget returns the default device's image, creating it (a

@@ -30,8 +30,7 @@ type servedDevice struct {
 }
 
 // openDeviceDir opens a device directory for serving.
-func openDeviceDir(env *Env, dir string) (*servedDevice, string, error) {
-	logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+func openDeviceDir(dir string, logger *slog.Logger) (*servedDevice, string, error) {
 	dev, err := worm.OpenDir(dir, worm.Options{Logger: logger})
 	if err != nil {
 		return nil, "", fmt.Errorf("indelible: cannot open device %s: %w", dir, err)
@@ -42,8 +41,8 @@ func openDeviceDir(env *Env, dir string) (*servedDevice, string, error) {
 		dev.PublishStatus(dir, time.Second, s.stop)
 	}()
 	n := len(dev.Config.Protected)
-	what := fmt.Sprintf("WORM device %s (ext4, journal %s, %d protected file%s, on_violation %s)",
-		dir, dev.Config.Journal, n, plural(n), dev.Config.OnViolation)
+	what := fmt.Sprintf("WORM device %s (%s, journal %s, %d protected file%s, on_violation %s)",
+		dir, dev.Config.FS, dev.Config.Journal, n, plural(n), dev.Config.OnViolation)
 	return s, what, nil
 }
 
@@ -81,7 +80,12 @@ const (
 // store, and the auditor key beside it (with a loud warning: on a real device
 // that key must leave the machine).
 func ensureDefaultDevice(env *Env, dir string) (string, error) {
+	key := filepath.Join(dir, defaultKeyName)
 	if isDeviceDir(dir) {
+		// Again on every serve, as long as the key is there.
+		if _, err := os.Stat(key); err == nil {
+			warnAuditorKey(env, key, "is still at")
+		}
 		return dir, nil
 	}
 	if _, err := os.Stat(dir); err == nil {
@@ -96,7 +100,6 @@ func ensureDefaultDevice(env *Env, dir string) (string, error) {
 	// never leaves a half-made device that later runs would serve.
 	tmp := dir + ".creating"
 	os.RemoveAll(tmp)
-	key := filepath.Join(dir, defaultKeyName)
 	_, err := provision.Create(provision.Options{
 		Dir: tmp, Size: defaultImageSize, Journal: "ordered", Logs: []string{defaultLogPath},
 		AuditorKey: filepath.Join(tmp, defaultKeyName), KeyBytes: defaultKeyBytes(defaultImageSize),
@@ -114,8 +117,24 @@ func ensureDefaultDevice(env *Env, dir string) (string, error) {
 		return "", fmt.Errorf("indelible: %w", err)
 	}
 	fmt.Fprintf(env.Stderr, "indelible: created the default device %s (64 MiB ext4, data=ordered, protected file /%s)\n", dir, defaultLogPath)
-	fmt.Fprintf(env.Stderr, "indelible: WARNING: the auditor key was written to %s, on this machine.\n"+
-		"  This is a demo default. On a real device, move that key to the auditor now and delete it here:\n"+
-		"  whoever holds it can forge the sealed logs. Create real devices with `indelible init`.\n", key)
+	warnAuditorKey(env, key, "was written to")
 	return dir, nil
+}
+
+// warnAuditorKey warns that the default device's auditor key lies beside
+// it; verb says whether it was just written or is still there.
+func warnAuditorKey(env *Env, key, verb string) {
+	fmt.Fprintf(env.Stderr, "indelible: WARNING: the auditor key %s %s, on this machine.\n"+
+		"  This is a demo default. On a real device, move that key to the auditor now and delete it here:\n"+
+		"  whoever holds it can forge the sealed logs. Create real devices with `indelible init`.\n", verb, key)
+}
+
+// auditorKeyOnDevice returns DEVICE_DIR/auditor.key when it exists (the
+// default device keeps its auditor key there), else "".
+func auditorKeyOnDevice(dir string) string {
+	key := filepath.Join(dir, defaultKeyName)
+	if fi, err := os.Stat(key); err == nil && fi.Mode().IsRegular() {
+		return key
+	}
+	return ""
 }

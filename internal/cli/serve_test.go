@@ -152,9 +152,20 @@ func TestEnsureDefaultTargetPlaces(t *testing.T) {
 		if !regexp.MustCompile(`WARNING: the auditor key`).MatchString(stderr.String()) {
 			t.Fatalf("no warning about the auditor key: %q", stderr.String())
 		}
+		// Reused, not recreated; the warning comes again while the key is
+		// there, and not once it is gone.
+		stderr.Reset()
+		if again, err := ensureDefaultTarget(env); err != nil || again != got ||
+			regexp.MustCompile(`created`).MatchString(stderr.String()) ||
+			!regexp.MustCompile(`WARNING: the auditor key is still at `).MatchString(stderr.String()) {
+			t.Fatalf("second call: %q, %v, %q", again, err, stderr.String())
+		}
+		if err := os.Remove(filepath.Join(got, defaultKeyName)); err != nil {
+			t.Fatal(err)
+		}
 		stderr.Reset()
 		if again, err := ensureDefaultTarget(env); err != nil || again != got || stderr.Len() != 0 {
-			t.Fatalf("second call: %q, %v, %q", again, err, stderr.String())
+			t.Fatalf("call without the key: %q, %v, %q", again, err, stderr.String())
 		}
 	}
 	env := &Env{Stderr: new(bytes.Buffer), Getenv: func(string) string { return "" }}

@@ -31,9 +31,19 @@ keystream use. A range of a file that the host has not written although the file
 size covers it (data it most likely lost in a crash) holds the file's sealing back: once
 it has waited 10 s it is listed with how long, and when commit.lost_after in device.toml
 is set the device seals it as found once that long has passed. When the device is not
-being served it says so and shows the last published status.
+being served it says so and shows the last published status. It also warns
+while an auditor key lies in DEVICE_DIR (auditor.key, as the default device
+of 'indelible serve' leaves it).
 
-Exit status: 0 when the device is serving, 3 when it is not (the last status is shown).
+--json prints one JSON object: the published status (the fields of
+state/status.json) and "live" (true only while the device is serving),
+"age_ms" (how old the published status is), "never_served" (true when the
+device has not been served yet: no status fields then) and
+"auditor_key_on_device" (the path, when there is one).
+
+Exit status: 0 when the device is serving, 3 when it is not (never served,
+stopped, or its server was killed: the last status is shown), with or
+without --json; 1 when DEVICE_DIR is not a device directory.
 
 Examples:
   indelible status /srv/worm
@@ -50,25 +60,40 @@ Examples:
 			if err != nil {
 				return err
 			}
+			audKey := auditorKeyOnDevice(dir)
 			st, age, err := worm.ReadStatusFile(dir, time.Now())
-			if errors.Is(err, fs.ErrNotExist) {
-				fmt.Fprintf(env.Stdout, "%s: never served (journal %s, %d protected files, on_violation %s)\n",
-					dir, cfg.Journal, len(cfg.Protected), cfg.OnViolation)
+			never := errors.Is(err, fs.ErrNotExist)
+			if err != nil && !never {
+				return fmt.Errorf("reading the published status: %w", err)
+			}
+			live := !never && st.Serving && age <= statusFresh
+			notServing := &ExitError{Code: 3}
+			if asJSON {
+				out := statusJSON{Status: st, Live: live, NeverServed: never, AuditorKeyOnDevice: audKey}
+				if !never {
+					ms := age.Milliseconds()
+					out.AgeMS = &ms
+				}
+				b, _ := json.MarshalIndent(out, "", "  ")
+				fmt.Fprintln(env.Stdout, string(b))
+				if !live {
+					return notServing
+				}
+				return nil
+			}
+			if audKey != "" {
+				fmt.Fprintf(env.Stdout, "WARNING: the auditor key is on this device (%s): whoever holds it can forge the sealed logs; move it to the auditor and delete it here\n", audKey)
+			}
+			if never {
+				n := len(cfg.Protected)
+				fmt.Fprintf(env.Stdout, "%s: never served (journal %s, %d protected file%s, on_violation %s)\n",
+					dir, cfg.Journal, n, plural(n), cfg.OnViolation)
 				for _, p := range cfg.Protected {
 					fmt.Fprintf(env.Stdout, "  /%s (inode %d)\n", p.Path, p.Inode)
 				}
 				fmt.Fprintf(env.Stdout, "start it with: indelible serve %s\n", dir)
-				return nil
+				return notServing
 			}
-			if err != nil {
-				return fmt.Errorf("reading the published status: %w", err)
-			}
-			if asJSON {
-				b, _ := json.MarshalIndent(st, "", "  ")
-				fmt.Fprintln(env.Stdout, string(b))
-				return nil
-			}
-			live := st.Serving && age <= statusFresh
 			if live {
 				fmt.Fprintf(env.Stdout, "%s: serving (status %s old)\n", dir, age.Round(time.Millisecond))
 			} else {
@@ -83,11 +108,11 @@ Examples:
 			tw := tabwriter.NewWriter(env.Stdout, 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "FILE\tINODE\tSIZE\tCOMMITTED\tPENDING\tIDLE\t")
 			for _, f := range st.Files {
-				flag := ""
+				mark := ""
 				if f.Frozen {
-					flag = " (frozen: honeypot)"
+					mark = " (frozen: honeypot)"
 				}
-				fmt.Fprintf(tw, "/%s%s\t%d\t%d\t%d\t%d\t%s\t\n", f.Path, flag, f.Inode, f.Size, f.Committed, f.Pending,
+				fmt.Fprintf(tw, "/%s%s\t%d\t%d\t%d\t%d\t%s\t\n", f.Path, mark, f.Inode, f.Size, f.Committed, f.Pending,
 					(time.Duration(f.IdleMillis) * time.Millisecond).Round(time.Millisecond))
 			}
 			tw.Flush()
@@ -119,11 +144,21 @@ Examples:
 				fmt.Fprintf(env.Stdout, "SEALING FAILS: %s\n", st.SealError)
 			}
 			if !live {
-				return &ExitError{Code: 3}
+				return notServing
 			}
 			return nil
 		},
 	})
+}
+
+// statusJSON is what status --json prints: the published status (absent
+// for a device never served) and what status concludes from it.
+type statusJSON struct {
+	*worm.Status
+	Live               bool   `json:"live"`
+	AgeMS              *int64 `json:"age_ms,omitempty"`
+	NeverServed        bool   `json:"never_served,omitempty"`
+	AuditorKeyOnDevice string `json:"auditor_key_on_device,omitempty"`
 }
 
 // printStall prints one stalled range of a file under the status table.

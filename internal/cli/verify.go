@@ -36,15 +36,28 @@ verification goes on:
   truncated        entries beyond the real log's end, or the log's tail cut
                    (found from the device's burnt keys: give --device-key,
                    or verify a device directory, whose device.toml names it)
+  keystream        the keystreams disagree with the log, or the device
+                   keystream device.toml names is missing, so a cut tail
+                   could not be checked
   unsealed         real-log bytes after the last entry
   unknown-file     files, or entries, that no sealed map record names
   missing-file     a sealed real log that was renamed or deleted
   bad-record       a forged, altered or orphaned side record
 Then a summary line ("3 entries altered, 1 truncation, 10412 intact").
 
+Without a device keystream (a bare store and no --device-key) a cut tail
+cannot be detected: verify says so in a note ("cut tail not checked").
+
+--key takes the auditor's copy. The device's own keystream (the file
+device.toml names, or any keystream with burnt keys) is refused: its burnt
+keys would make every entry look altered.
+
 Without --key only the structure is checked; that proves nothing and never
 counts as success. Exit status: 0 all verified, 1 problems (or no key),
-2 usage.
+2 usage (also: --key names the device's keystream).
+
+With --json, every problem, every entry (with --entries) and the summary
+(with "ok", "problems" and "notes") are JSON lines on stdout.
 
 Examples:
   indelible verify --key /media/usb/auditor.key /srv/worm
@@ -85,13 +98,19 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 	if o.File != "" {
 		o.File = filepath.ToSlash(filepath.Clean(o.File))
 	}
-	store, devKey, err := resolveStore(pos[0])
+	t, err := resolveStore(pos[0])
 	if err != nil {
 		return err
 	}
-	o.DeviceKey = devKey
+	store := t.store
+	o.DeviceKey = t.devKey
 	if k := get("device-key"); k != "" {
-		o.DeviceKey = k
+		o.DeviceKey, t.devKeyMissing = k, nil
+	}
+	if o.AuditorKey != "" {
+		if err := refuseDeviceKey(o.AuditorKey, o.DeviceKey, t.devKey); err != nil {
+			return err
+		}
 	}
 	jsonOut, entries := on("json"), on("entries")
 	enc := json.NewEncoder(env.Stdout)
@@ -102,20 +121,31 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 			}{p})
 			return
 		}
-		fmt.Fprintf(env.Stderr, "indelible: %s\n", p)
+		fmt.Fprintf(env.Stderr, "indelible: %s\n", problemLine(p))
 	}
-	if entries && !jsonOut {
+	if entries {
 		o.OnEntry = func(r seal.EntryResult) {
-			mark, what := "OK ", r.Path
-			if !r.OK {
-				mark = "BAD"
-			}
+			kind, what := "append", r.Path
 			if r.Entry.IsAnchor() {
-				what = "(side record)" // offset+count locate it in the records file
+				kind, what = "side-record", "(side record)" // offset+count locate it in the records file
 			} else if r.Entry.Inode == seal.FakeInode {
-				what = "(ratchet filler)"
+				kind, what = "filler", "(ratchet filler)"
 			} else if what == "" {
 				what = fmt.Sprintf("(file id %d)", r.Entry.Inode)
+			}
+			if jsonOut {
+				e := entryJSON{Index: r.Index, Kind: kind, Path: r.Path, Offset: r.Entry.Offset, Count: r.Entry.Count, OK: r.OK, Why: r.Why, Time: r.Time.UTC()}
+				if kind == "append" {
+					e.FileID = r.Entry.Inode
+				}
+				enc.Encode(struct {
+					Entry entryJSON `json:"entry"`
+				}{e})
+				return
+			}
+			mark := "OK "
+			if !r.OK {
+				mark = "BAD"
 			}
 			line := fmt.Sprintf("%s %8d %s %d+%d", mark, r.Index, what, r.Entry.Offset, r.Entry.Count)
 			if !r.Time.IsZero() {
@@ -126,6 +156,19 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 			}
 			fmt.Fprintln(env.Stdout, line)
 		}
+	}
+	// The cut-tail check needs the device keystream: when device.toml names
+	// one that is gone, that is a problem (a rolled-back store with its
+	// keystream removed must not pass); for a bare store, a note.
+	var extra int64
+	var notes []string
+	switch {
+	case t.devKeyMissing != nil:
+		extra++
+		o.OnProblem(seal.Problem{Kind: seal.ProblemKeystream, Entry: -1, Msg: "cut tail not checked: " + t.devKeyMissing.Error() +
+			"; a store rolled back to an older copy passes every other check (give --device-key PATH if the keystream was moved)"})
+	case o.DeviceKey == "":
+		notes = append(notes, "cut tail not checked: no device keystream (give --device-key, or verify the device directory)")
 	}
 	if p := newProgress(env.Stderr, on("progress")); p != nil {
 		o.Progress = p.update
@@ -138,12 +181,15 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
+	problems := sum.Problems() + extra
 	if jsonOut {
 		enc.Encode(struct {
-			Summary *seal.Summary `json:"summary"`
-			Text    string        `json:"text"`
-			OK      bool          `json:"ok"`
-		}{sum, sum.String(), sum.OK()})
+			Summary  *seal.Summary `json:"summary"`
+			Text     string        `json:"text"`
+			OK       bool          `json:"ok"`
+			Problems int64         `json:"problems"`
+			Notes    []string      `json:"notes,omitempty"`
+		}{sum, sum.String(), sum.OK() && extra == 0, problems, notes})
 	} else {
 		fmt.Fprintln(env.Stdout, sum.String())
 		if sum.Live {
@@ -151,48 +197,121 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 		} else if sum.OpenBlock {
 			fmt.Fprintln(env.Stdout, "note: the last ratchet block is open (the device is running, or crashed and was not reopened)")
 		}
+		for _, n := range notes {
+			fmt.Fprintf(env.Stdout, "note: %s\n", n)
+		}
 	}
 	switch {
-	case sum.Problems() > 0:
-		return &ExitError{Code: 1, Err: fmt.Errorf("indelible: verification FAILED: %d problems in %s", sum.Problems(), store)}
+	case problems > 0:
+		return &ExitError{Code: 1, Err: fmt.Errorf("indelible: verification FAILED: %d problem%s in %s", problems, plural(int(problems)), store)}
 	case !sum.Keyed:
 		return &ExitError{Code: 1, Err: errors.New("indelible: not verified: structure only; pass the auditor keystream with --key")}
 	}
 	return nil
 }
 
+// verifyTarget is what verify found at its argument.
+type verifyTarget struct {
+	store string
+	// devKey is the device keystream found for the cut-tail check, "" when
+	// none: device.toml's device_key, or device.key beside store/.
+	devKey string
+	// devKeyMissing is set for a device directory whose device.toml names
+	// a keystream that cannot be found: a reported problem, never a silent
+	// skip (a store rolled back to an old copy, with the keystream that
+	// would expose it removed, must not pass).
+	devKeyMissing error
+}
+
 // resolveStore accepts a store (holding .SEALFS.LOG) or a device directory
-// (holding store/); for the latter it also finds the device keystream.
-func resolveStore(dir string) (store, devKey string, err error) {
+// (holding device.toml, or store/); for the latter it also finds the device
+// keystream.
+func resolveStore(dir string) (verifyTarget, error) {
 	if _, err := os.Stat(filepath.Join(dir, seal.LogName)); err == nil {
-		return dir, "", nil
+		return verifyTarget{store: dir}, nil
 	}
 	// A device directory names its store and keystream in device.toml.
 	if _, err := os.Stat(filepath.Join(dir, worm.ConfigName)); err == nil {
 		cfg, err := worm.LoadConfig(dir)
 		if err != nil {
-			return "", "", err
+			return verifyTarget{}, err
 		}
-		in := func(p string) string {
-			if filepath.IsAbs(p) {
-				return p
-			}
-			return filepath.Join(dir, p)
+		t := verifyTarget{store: devicePath(dir, cfg.Store), devKey: devicePath(dir, cfg.DeviceKey)}
+		if _, err := os.Stat(t.devKey); err != nil {
+			t.devKey, t.devKeyMissing = "", fmt.Errorf("device.toml names the device keystream %s, which cannot be read: %w", t.devKey, err)
 		}
-		store, devKey = in(cfg.Store), in(cfg.DeviceKey)
-		if _, err := os.Stat(devKey); err != nil {
-			devKey = "" // keystream kept elsewhere: no tail check from burnt keys
-		}
-		return store, devKey, nil
+		return t, nil
 	}
 	s := filepath.Join(dir, "store")
 	if _, err := os.Stat(filepath.Join(s, seal.LogName)); err == nil {
+		t := verifyTarget{store: s}
 		if _, err := os.Stat(filepath.Join(dir, deviceKeyName)); err == nil {
-			devKey = filepath.Join(dir, deviceKeyName)
+			t.devKey = filepath.Join(dir, deviceKeyName)
 		}
-		return s, devKey, nil
+		return t, nil
 	}
-	return "", "", &ExitError{Code: 2, Err: fmt.Errorf("indelible: %s is neither a store (no %s) nor a device directory (no store/); give the directory `indelible keys` or `indelible init` created", dir, seal.LogName)}
+	return verifyTarget{}, &ExitError{Code: 2, Err: fmt.Errorf("indelible: %s is neither a store (no %s) nor a device directory (no store/); give the directory `indelible keys` or `indelible init` created", dir, seal.LogName)}
+}
+
+// refuseDeviceKey refuses the device's own keystream given as --key: its
+// burnt keys would report nearly every entry altered, with nothing saying
+// why. It is recognised as the same file as the device keystream verify
+// found (or --device-key names), or by its header: keys burnt, which the
+// auditor's copy never has.
+func refuseDeviceKey(key string, devKeys ...string) error {
+	kfi, err := os.Stat(key)
+	if err != nil {
+		return nil // seal.Verify reports the unreadable key
+	}
+	why := ""
+	for _, d := range devKeys {
+		if d == "" {
+			continue
+		}
+		if dfi, err := os.Stat(d); err == nil && os.SameFile(kfi, dfi) {
+			why = "it is the device keystream " + d
+			break
+		}
+	}
+	if why == "" {
+		if f, err := os.Open(key); err == nil {
+			var b [seal.KeyHeaderSize]byte
+			_, rerr := io.ReadFull(f, b[:])
+			f.Close()
+			if rerr == nil {
+				if h, err := seal.ParseKeyHeader(b[:], kfi.Size()); err == nil && h.Burnt > seal.KeyHeaderSize {
+					why = fmt.Sprintf("%d of its keys are burnt; the auditor's copy is never burnt", (h.Burnt-seal.KeyHeaderSize)/seal.KeySize)
+				}
+			}
+		}
+	}
+	if why == "" {
+		return nil
+	}
+	return &ExitError{Code: 2, Err: fmt.Errorf("indelible: --key %s: this is the device's keystream (%s); pass the auditor's copy (--auditor-key at init)", key, why)}
+}
+
+// problemLine prints a problem for people: seal.Problem.String gives
+// "keystream:: msg" to a problem with no place in a file.
+func problemLine(p seal.Problem) string {
+	s, k := p.String(), p.Kind.String()
+	if rest, ok := strings.CutPrefix(s, k+":: "); ok {
+		s = k + ": " + rest
+	}
+	return s
+}
+
+// entryJSON is one examined entry in --entries --json output.
+type entryJSON struct {
+	Index  int64     `json:"index"`
+	Kind   string    `json:"kind"` // "append", "side-record" or "filler"
+	Path   string    `json:"path,omitempty"`
+	FileID uint64    `json:"file_id,omitempty"`
+	Offset uint64    `json:"offset"`
+	Count  uint64    `json:"count"`
+	OK     bool      `json:"ok"`
+	Why    string    `json:"why,omitempty"`
+	Time   time.Time `json:"time,omitzero"` // device clock of the latest time record before it
 }
 
 func parseRange(s string) (seal.Range, error) {
