@@ -30,7 +30,7 @@ func init() {
 	register(&Command{
 		Name:           "serve",
 		WatchesContext: true,
-		Args:           "[--listen unix:PATH|tcp:HOST:PORT] [--read-only] [--export NAME] [IMAGE]",
+		Args:           "[--listen unix:PATH|tcp:HOST:PORT] [--read-only] [--resume] [--export NAME] [IMAGE|DEVICE_DIR]",
 		Short:          "serve a disk image to NBD clients over TCP or a Unix socket",
 		Long: `Serves IMAGE (a file or block device) with the NBD protocol. Any NBD client
 can attach it: the Linux kernel through nbd-client, nbdfuse, qemu, nbdinfo,
@@ -46,6 +46,14 @@ second SIGINT or SIGTERM during that shutdown exits at once (status 1)
 without waiting: a WORM device loses at most its unsealed tail, and the next
 serve resumes from the store's watermarks.
 
+A WORM device directory (made by indelible init) is served with its protected
+files watched and sealed. Its response to an indicator of compromise
+(on_violation in device.toml) outlives a restart: a device that went
+read-only stays read-only, and honeypot files stay frozen, because serve
+replays the sealed event log at start. After investigating (indelible events,
+indelible diff), an operator starts it again with --resume, which clears
+both and seals the resume in the event log.
+
 The default device keeps its auditor key beside it (DIR/auditor.key), which
 is for demonstrations only: serve warns on every start while it is there.
 
@@ -59,11 +67,13 @@ socket is protected by its file permissions.
 Examples:
   indelible serve
   indelible serve --listen unix:/run/indelible.sock disk.img
+  indelible serve --resume /srv/worm      (after a read-only trip, investigated)
   nbdinfo nbd://127.0.0.1:10809
   nbd-client -N '' 127.0.0.1 10809 /dev/nbd0`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.String("listen", defaultListen, "where to listen: `unix:PATH or tcp:HOST:PORT`")
 			fs.Bool("read-only", false, "refuse writes (clients see a read-only disk)")
+			fs.Bool("resume", false, "device directory: clear a read-only trip and honeypot freezes recorded in the sealed event log (the resume is sealed too)")
 			fs.String("export", "", "export `NAME` clients ask for (\"\" is the default export)")
 		},
 		Run: runServe,
@@ -76,6 +86,7 @@ func runServe(env *Env, fs *flag.FlagSet, args []string) error {
 	}
 	listen := fs.Lookup("listen").Value.String()
 	readOnly := fs.Lookup("read-only").Value.(flag.Getter).Get().(bool)
+	resume := fs.Lookup("resume").Value.(flag.Getter).Get().(bool)
 	exportName := fs.Lookup("export").Value.String()
 	network, addr, err := parseListen(listen)
 	if err != nil {
@@ -90,7 +101,7 @@ func runServe(env *Env, fs *flag.FlagSet, args []string) error {
 	}
 	// One logger for the server and the device it serves.
 	logger := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	dev, what, err := openServeTarget(target, readOnly, logger)
+	dev, what, err := openServeTarget(target, readOnly, resume, logger)
 	if err != nil {
 		return err
 	}
@@ -208,12 +219,15 @@ stop with Ctrl-C (SIGINT) or SIGTERM; a second one exits at once
 // directory, or a plain image file or block device. what describes it for
 // the banner and the NBD export description: "WORM device DIR (ext4, ...)"
 // or "disk.img (8 MiB, read-write)".
-func openServeTarget(arg string, readOnly bool, logger *slog.Logger) (dev blockdev.Device, what string, err error) {
+func openServeTarget(arg string, readOnly, resume bool, logger *slog.Logger) (dev blockdev.Device, what string, err error) {
 	if isDeviceDir(arg) {
 		if readOnly {
 			return nil, "", usageErrorf("--read-only is for plain images; a WORM device directory is already append-only for its protected files")
 		}
-		return openDeviceDir(arg, logger)
+		return openDeviceDir(arg, resume, logger)
+	}
+	if resume {
+		return nil, "", usageErrorf("--resume is for WORM device directories: a plain image has no responses to clear")
 	}
 	if fi, err := os.Stat(arg); err == nil && fi.IsDir() {
 		return nil, "", fmt.Errorf("indelible: %s is not a device directory (no %s); create one with `indelible init`, or serve an image file", arg, worm.ConfigName)

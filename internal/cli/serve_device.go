@@ -29,9 +29,10 @@ type servedDevice struct {
 	closeErr  error
 }
 
-// openDeviceDir opens a device directory for serving.
-func openDeviceDir(dir string, logger *slog.Logger) (*servedDevice, string, error) {
-	dev, err := worm.OpenDir(dir, worm.Options{Logger: logger})
+// openDeviceDir opens a device directory for serving; resume clears the
+// responses its sealed event log holds (worm.Device.Restore).
+func openDeviceDir(dir string, resume bool, logger *slog.Logger) (*servedDevice, string, error) {
+	dev, err := worm.OpenDir(dir, worm.Options{Logger: logger, Resume: resume})
 	if err != nil {
 		return nil, "", fmt.Errorf("indelible: cannot open device %s: %w", dir, err)
 	}

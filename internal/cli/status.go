@@ -103,7 +103,7 @@ Examples:
 				}
 			}
 			if st.ReadOnly {
-				fmt.Fprintln(env.Stdout, "READ-ONLY: an indicator of compromise tripped the readonly response; see `indelible events`")
+				fmt.Fprintln(env.Stdout, "READ-ONLY: an indicator of compromise tripped the readonly response; see `indelible events` and `indelible diff`, then restart with `indelible serve --resume`")
 			}
 			tw := tabwriter.NewWriter(env.Stdout, 2, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "FILE\tINODE\tSIZE\tCOMMITTED\tPENDING\tIDLE\t")
