@@ -31,17 +31,22 @@ type FileReport struct {
 	Gone string `json:"gone,omitempty"`
 	// Entry is what the file's path names in the image now: "" when it
 	// still names the protected inode, else what it names instead.
-	Entry  string       `json:"entry,omitempty"`
-	Ranges []Divergence `json:"ranges"`
+	Entry string `json:"entry,omitempty"`
+	// Replaced says that the inode holds another file than at init (its
+	// generation changed: the protected file was deleted and a new one
+	// given its number); the new file's bytes are still compared.
+	Replaced string       `json:"replaced,omitempty"`
+	Ranges   []Divergence `json:"ranges"`
 }
 
 // Diverges reports whether what the host sees disagrees with the real log:
 // the image no longer holds the file (Gone), its path no longer names it
-// (Entry: whoever opens the path gets another file or none), any altered or
-// missing range, and with strict also bytes the image shows past the real
-// log (appended but not sealed).
+// (Entry: whoever opens the path gets another file or none), its inode
+// holds a new file (Replaced), any altered or missing range, and with
+// strict also bytes the image shows past the real log (appended but not
+// sealed).
 func (r *FileReport) Diverges(strict bool) bool {
-	if r.Gone != "" || r.Entry != "" {
+	if r.Gone != "" || r.Entry != "" || r.Replaced != "" {
 		return true
 	}
 	for _, d := range r.Ranges {
@@ -78,8 +83,8 @@ type Protected struct {
 // rename or a removed directory entry hides no byte, and the path is
 // looked up too: a path that names another inode, or none, is reported in
 // Entry. An inode that now holds another file (its generation changed) is
-// Gone. Both sides are read a chunk at a time; an error is a read that
-// failed.
+// reported in Replaced, and its bytes compared all the same. Both sides
+// are read a chunk at a time; an error is a read that failed.
 func DiffFile(im *Image, p Protected, real io.ReaderAt, realLen int64) (*FileReport, error) {
 	path, ino := p.Path, p.Inode
 	rep := &FileReport{Path: path, Inode: ino, RealLen: realLen, Ranges: []Divergence{}}
@@ -88,10 +93,11 @@ func DiffFile(im *Image, p Protected, real io.ReaderAt, realLen int64) (*FileRep
 	switch {
 	case err != nil:
 		rep.Gone = err.Error()
-	case p.Generation != nil && f.Generation != *p.Generation:
-		rep.Gone = fmt.Sprintf("inode %d holds another file: generation %d, %d at init (the protected file was deleted and a new one given its inode)",
-			ino, f.Generation, *p.Generation)
 	default:
+		if p.Generation != nil && f.Generation != *p.Generation {
+			rep.Replaced = fmt.Sprintf("inode %d holds another file: generation %d, %d at init (the protected file was deleted and a new one given its inode)",
+				ino, f.Generation, *p.Generation)
+		}
 		shown = f
 		rep.ImageLen = f.Size
 	}

@@ -71,6 +71,12 @@ type Device struct {
 	// since when each has been seen unchanged (stalls.go).
 	stalls map[revfs.FileID]*stallWatch
 
+	// pointPath is the event log's restore point (restore.go), pointAt
+	// the log offset of the last one written. Set by Restore; pointAt is
+	// then the scheduler's.
+	pointPath string
+	pointAt   int64
+
 	// laterBuf holds the bytes of a write being recorded after it was
 	// answered (recordLater); reused, as one such write at a time holds mu.
 	laterBuf []byte
@@ -349,6 +355,11 @@ func (d *Device) respond(vs []revfs.Violation, p []byte, off int64, op string) (
 	default:
 		d.tripped = true
 		d.log.Error("indelible: write refused, device now read-only", "violations", len(vs), "first", vs[0].String())
+		// The trip is sealed before the refusal is answered: a device
+		// killed right after it must come back read-only (Restore).
+		if err := d.events.flush(); err != nil {
+			d.log.Error("indelible: sealing the event log failed", "err", err)
+		}
 		return nil, blockdev.ErrRefused
 	}
 }
@@ -533,6 +544,7 @@ func (d *Device) Close() error {
 		close(d.stop)
 	}
 	<-d.done
+	d.saveRestorePoint(0)
 	return d.flushImageThenMap()
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -23,6 +24,12 @@ type Event struct {
 	Detail   string    `json:"detail,omitempty"`   //
 	SHA256   string    `json:"sha256,omitempty"`   // digest of the rejected bytes
 	Dropped  int       `json:"dropped,omitempty"`  // for "suppressed": events not recorded one by one
+	// Inodes, for "suppressed", are the protected files the events not
+	// recorded one by one concerned (0: the whole device), and Response
+	// their response: what Restore needs of them (a honeypot freeze, a
+	// read-only trip), which a host must not be able to hide by making
+	// its indicators fast enough to be counted only.
+	Inodes []uint64 `json:"inodes,omitempty"`
 }
 
 // maxPendingEvents bounds memory under an attack that raises indicators in a
@@ -45,16 +52,25 @@ type eventLog struct {
 	sealer Sealer
 	log    *slog.Logger
 
+	// flushMu serialises flush: the scheduler's, and the one a read-only
+	// trip makes before its refusal is answered.
+	flushMu sync.Mutex
+
 	mu       sync.Mutex
 	pending  []Event
 	dropped  int
-	total    int   // indicators
-	notices  int   // lost-write notices
-	off      int64 // bytes of the sealed event log already handed to the sealer
+	dropResp string          // the response of the dropped events
+	dropIno  map[uint64]bool // the files they concerned (see Event.Inodes)
+	total    int             // indicators
+	notices  int             // lost-write notices
+	off      int64           // bytes of the sealed event log already handed to the sealer
 	init     bool
 	logRate  perSecond // device log lines (logBurst a second)
 	sealRate perSecond // events recorded one by one (maxEventsPerSecond)
 	recent   []Event   // the last few events, for status
+	// sealed is what the sealed log holds up to off (a restore point's
+	// state, restore.go): the counts above include events still pending.
+	sealed tally
 }
 
 const logBurst = 20
@@ -84,7 +100,7 @@ func (l *eventLog) record(e Event) {
 	defer l.mu.Unlock()
 	l.total++
 	if len(l.pending) >= maxPendingEvents || !l.sealRate.allow(e.Time, maxEventsPerSecond) {
-		l.dropped++
+		l.drop(e, 1)
 	} else {
 		l.pending = append(l.pending, e)
 	}
@@ -103,32 +119,74 @@ func (l *eventLog) remember(e Event) {
 	}
 }
 
+// drop counts n indicators like e that are not recorded one by one. Called
+// with mu held.
+func (l *eventLog) drop(e Event, n int) {
+	l.dropped += n
+	if e.Response != "" {
+		l.dropResp = e.Response
+	}
+	if l.dropIno == nil {
+		l.dropIno = map[uint64]bool{}
+	}
+	inos := e.Inodes
+	if e.Kind != "suppressed" {
+		inos = []uint64{e.Inode}
+	}
+	for _, ino := range inos {
+		if len(l.dropIno) < maxDroppedInodes {
+			l.dropIno[ino] = true
+		} else {
+			l.dropIno[0] = true // too many to name: the whole device
+		}
+	}
+}
+
+// maxDroppedInodes bounds the files one "suppressed" line names; the engine
+// raises indicators for protected files only, so it is rarely reached.
+const maxDroppedInodes = 1024
+
 // notice queues a notice: an event that is not an indicator of compromise
 // (a stalled range sealed as found) but that the auditor must be able to
 // see, sealed in the same log.
 func (l *eventLog) notice(e Event) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.notices++
-	l.pending = append(l.pending, e)
-	l.remember(e)
+	l.queue(e)
 	l.log.Warn("indelible: sealing data the host never wrote, as found", "file", e.File, "file_off", e.FileOff,
 		"file_len", e.FileLen, "detail", e.Detail)
 }
 
-// flush seals the queued events. It is called by the scheduler only.
+// queue queues an event that is not an indicator (a notice, an operator's
+// resume), counted as its kind says (tally).
+func (l *eventLog) queue(e Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, n := tallyOf(e)
+	l.notices += n
+	l.pending = append(l.pending, e)
+	l.remember(e)
+}
+
+// flush seals the queued events: the scheduler's, and a read-only trip's
+// (Device.respond), one at a time.
 func (l *eventLog) flush() error {
+	l.flushMu.Lock()
+	defer l.flushMu.Unlock()
 	l.mu.Lock()
 	evs := l.pending
-	dropped := l.dropped
-	l.pending, l.dropped = nil, 0
+	dropped, resp, inos := l.dropped, l.dropResp, l.dropIno
+	l.pending, l.dropped, l.dropResp, l.dropIno = nil, 0, "", nil
 	if !l.init {
 		l.off = l.sealer.Watermark(EventLogID)
 		l.init = true
 	}
 	l.mu.Unlock()
 	if dropped > 0 {
-		evs = append(evs, Event{Time: time.Now().UTC(), Kind: "suppressed", Op: "-", Dropped: dropped,
+		var list []uint64
+		for ino := range inos {
+			list = append(list, ino)
+		}
+		slices.Sort(list)
+		evs = append(evs, Event{Time: time.Now().UTC(), Kind: "suppressed", Op: "-", Dropped: dropped, Response: resp, Inodes: list,
 			Detail: fmt.Sprintf("%d indicators not recorded one by one (more than %d a second, or %d pending)", dropped, maxEventsPerSecond, maxPendingEvents)})
 	}
 	if len(evs) == 0 {
@@ -149,7 +207,7 @@ func (l *eventLog) flush() error {
 		all := append(evs, l.pending...)
 		if len(all) > maxPendingEvents {
 			for _, e := range all[maxPendingEvents:] {
-				l.dropped += max(e.Dropped, 1)
+				l.drop(e, max(e.Dropped, 1))
 			}
 			all = all[:maxPendingEvents]
 		}
@@ -157,7 +215,12 @@ func (l *eventLog) flush() error {
 		l.mu.Unlock()
 		return err
 	}
+	l.mu.Lock()
 	l.off += int64(len(buf))
+	for _, e := range evs {
+		l.sealed.add(e)
+	}
+	l.mu.Unlock()
 	return nil
 }
 

@@ -305,8 +305,13 @@ func runFuzzOps(t testing.TB, dir string, in []byte) {
 		t.Logf("close: %v", err)
 	}
 	// A restart over whatever the host left in the image: recovery must not
-	// panic, and may refuse an image it cannot follow.
+	// panic, and may refuse an image it cannot follow. The restored
+	// responses (a read-only trip, honeypot freezes) then meet a write and
+	// a flush.
 	if again, err := worm.OpenDir(dir, worm.Options{}); err == nil {
+		again.WriteAt(buf[:min(int64(len(buf)), base.size)], 0)
+		again.Flush()
+		again.Status()
 		again.Close()
 	}
 }

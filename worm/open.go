@@ -68,7 +68,7 @@ func OpenDir(dir string, opts Options) (*Opened, error) {
 	}
 	o.Device = New(img, eng, storeSealer{o.store}, o.written, *cfg, opts)
 	readEvents := func(p []byte, off int64) error { return o.store.ReadSealed(EventLogID, p, off) }
-	if err := o.Device.Restore(readEvents, o.store.Watermark(EventLogID), opts.Resume); err != nil {
+	if err := o.Device.Restore(readEvents, o.store.Watermark(EventLogID), opts.Resume, filepath.Join(dir, "state", restorePointName)); err != nil {
 		o.Device.Close()
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/indelible-worm/indelible/blockdev"
 	"github.com/indelible-worm/indelible/worm"
@@ -141,5 +142,66 @@ func TestHoneypotFreezeSurvivesRestart(t *testing.T) {
 	defer closeDev(t, dev)
 	if frozen(dev) {
 		t.Fatal("still frozen once resumed")
+	}
+}
+
+// The trip is in the sealed event log when the refusal is answered, so a
+// device killed right after it comes back read-only: the scheduler used to
+// seal it at its next pass (here, an hour away).
+func TestTripSealedBeforeTheRefusal(t *testing.T) {
+	dir, _ := restoreFixture(t, worm.ResponseReadOnly)
+	dev, err := worm.OpenDir(dir, worm.Options{Tick: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeDev(t, dev)
+	if _, err := dev.WriteAt(make([]byte, 1024), 1024); !errors.Is(err, blockdev.ErrRefused) {
+		t.Fatalf("zeroes over the superblock: %v, want refused", err)
+	}
+	events, err := os.ReadFile(filepath.Join(dir, "store", worm.EventLogPath))
+	if err != nil || !bytes.Contains(events, []byte(`"response":"readonly"`)) {
+		t.Fatalf("the event log when the refusal is answered: %q, %v; want the trip", events, err)
+	}
+}
+
+// A restart reads the event log from the restore point Close left: lines
+// before it are not read again (here one is garbled after the point was
+// written, and the state it carried survives). Without the point, the
+// whole log is replayed.
+func TestRestoreStartsFromItsPoint(t *testing.T) {
+	dir, _ := restoreFixture(t, worm.ResponseReadOnly)
+	dev := openDev(t, dir, false)
+	if _, err := dev.WriteAt(make([]byte, 1024), 1024); !errors.Is(err, blockdev.ErrRefused) {
+		t.Fatalf("zeroes over the superblock: %v, want refused", err)
+	}
+	closeDev(t, dev)
+	point := filepath.Join(dir, "state", "events.restore")
+	if _, err := os.Stat(point); err != nil {
+		t.Fatalf("no restore point after Close: %v", err)
+	}
+	logPath := filepath.Join(dir, "store", worm.EventLogPath)
+	events, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbled := bytes.Clone(events)
+	for i := 0; i < len(garbled) && garbled[i] != '\n'; i++ {
+		garbled[i] = 'x'
+	}
+	if err := os.WriteFile(logPath, garbled, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dev = openDev(t, dir, false)
+	if st := dev.Status(); !st.ReadOnly || st.Indicators != 1 {
+		t.Fatalf("from the point: read-only %v, %d indicators; want true, 1", st.ReadOnly, st.Indicators)
+	}
+	closeDev(t, dev)
+	if err := os.Remove(point); err != nil {
+		t.Fatal(err)
+	}
+	dev = openDev(t, dir, false)
+	defer closeDev(t, dev)
+	if st := dev.Status(); st.ReadOnly || st.Indicators != 0 {
+		t.Fatalf("the whole log replayed (its one line garbled): read-only %v, %d indicators; want false, 0", st.ReadOnly, st.Indicators)
 	}
 }

@@ -123,6 +123,7 @@ func (d *Device) scheduler(tick time.Duration) {
 		if err := d.events.flush(); err != nil {
 			d.log.Error("indelible: sealing the event log failed", "err", err)
 		}
+		d.saveRestorePoint(restorePointEvery)
 		if !d.nextDue.IsZero() {
 			due.Reset(max(d.nextDue.Sub(d.now()), 0))
 		}

@@ -17,7 +17,12 @@ func WriteStatusFile(dir string, st Status) error {
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(dir, StatusFile)
+	return writeAtomic(filepath.Join(dir, StatusFile), b)
+}
+
+// writeAtomic replaces the file at p with b, so that a reader sees the old
+// file or the new one, never part of either.
+func writeAtomic(p string, b []byte) error {
 	tmp := p + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err

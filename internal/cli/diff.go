@@ -28,17 +28,18 @@ recovery, as the kernel does). It compares that with the file's sealed real log
 and reports each divergent byte range:
 
   missing   the real log holds bytes the image no longer shows (truncated,
-            deleted, hidden); when the inode was freed, reused, fails its
-            checksum, or holds a new file (its generation is not the one
-            device.toml recorded at init: the file was deleted and made
-            again), the whole real log is missing and the reason is given
+            deleted, hidden); when the inode was freed, reused or fails its
+            checksum, the whole real log is missing and the reason is given
   altered   both hold bytes there and they differ
   unsealed  the image shows bytes past the real log: appended but not sealed
             (still pending, or refused after a honeypot trip)
 
 It also looks up the file's path: a path that names another inode or none
 (renamed, removed, or another file put in its place) diverges too, since
-whoever opens the path no longer reads the sealed file.
+whoever opens the path no longer reads the sealed file; so does an inode
+that holds a new file ("replaced": its generation is not the one device.toml
+recorded at init, as when the file was deleted and made again, which usually
+gives it the same inode number), whatever bytes it shows.
 
 Each range is shown with a sample of both sides. The image is parsed with
 indelible's own ext4 and jbd2 readers; nothing is mounted and nothing is
@@ -153,6 +154,9 @@ func printFileReport(env *Env, r *audit.FileReport, strict bool) {
 	}
 	if r.Entry != "" {
 		fmt.Fprintf(env.Stdout, "  path: %s\n", r.Entry)
+	}
+	if r.Replaced != "" {
+		fmt.Fprintf(env.Stdout, "  replaced: %s\n", r.Replaced)
 	}
 	for _, d := range r.Ranges {
 		what := map[audit.RangeKind]string{

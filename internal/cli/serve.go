@@ -50,9 +50,11 @@ A WORM device directory (made by indelible init) is served with its protected
 files watched and sealed. Its response to an indicator of compromise
 (on_violation in device.toml) outlives a restart: a device that went
 read-only stays read-only, and honeypot files stay frozen, because serve
-replays the sealed event log at start. After investigating (indelible events,
-indelible diff), an operator starts it again with --resume, which clears
-both and seals the resume in the event log.
+replays the sealed event log at start, whatever on_violation says now. While
+it is read-only the host cannot even mount it read-only if its journal needs
+recovery (mount -o ro,noload shows the home blocks). After investigating
+(indelible events, indelible diff), an operator starts it again with --resume,
+which clears both and seals the resume in the event log.
 
 The default device keeps its auditor key beside it (DIR/auditor.key), which
 is for demonstrations only: serve warns on every start while it is there.

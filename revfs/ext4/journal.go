@@ -188,13 +188,16 @@ func (e *Engine) openJournal(committed map[revfs.FileID]int64) error {
 	if len(txs) > 0 && e.sb.FeatureIncompat&layout.IncompatRecover == 0 {
 		// The kernel recovers only a log the superblock says needs it
 		// (ext4_load_journal wipes any other), and the engine follows
-		// the kernel: the home blocks are what the host will read. A
-		// kernel clears needs_recovery only once the log is empty, so
-		// this is a host's doing (refused at the write since the
-		// device watches for it, see wipedAtMount); what the wipe loses
-		// of the sealed bytes, Open raises below as for any image
-		// changed while the device did not watch.
-		e.log.Error("ext4: the journal holds committed transactions but the superblock does not ask for recovery: the host's next mount discards them; not applied",
+		// the kernel: the home blocks are what the host will read. The
+		// kernel clears needs_recovery only once the log is empty;
+		// e2fsck and tune2fs, which recover through the page cache, may
+		// write the superblock before the journal's, both after the
+		// replayed blocks, so a device stopped between the two sees
+		// this with nothing lost. A host that clears it over copies
+		// never written home is refused at the write (wipedAtMount);
+		// what a wipe loses of the sealed bytes, Open raises below as
+		// for any image changed while the device did not watch.
+		e.log.Warn("ext4: the journal holds committed transactions but the superblock does not ask for recovery: the host's next mount discards them; not applied",
 			"first", txs[0].Sequence, "last", txs[len(txs)-1].Sequence)
 	} else if len(txs) > 0 {
 		read := func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }
