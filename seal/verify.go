@@ -66,6 +66,7 @@ func (p Problem) String() string {
 	var b strings.Builder
 	b.WriteString(p.Kind.String())
 	b.WriteString(":")
+	placed := b.Len()
 	if p.File != "" {
 		fmt.Fprintf(&b, " %s", p.File)
 	} else if p.ID != 0 {
@@ -77,7 +78,10 @@ func (p Problem) String() string {
 	if p.Entry >= 0 {
 		fmt.Fprintf(&b, " (entry %d)", p.Entry)
 	}
-	fmt.Fprintf(&b, ": %s", p.Msg)
+	if b.Len() > placed {
+		b.WriteString(":") // "kind: place: msg", or "kind: msg" with no place
+	}
+	fmt.Fprintf(&b, " %s", p.Msg)
 	return b.String()
 }
 

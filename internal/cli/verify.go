@@ -121,7 +121,7 @@ func runVerify(env *Env, fs *flag.FlagSet, args []string) error {
 			}{p})
 			return
 		}
-		fmt.Fprintf(env.Stderr, "indelible: %s\n", problemLine(p))
+		fmt.Fprintf(env.Stderr, "indelible: %s\n", p.String())
 	}
 	if entries {
 		o.OnEntry = func(r seal.EntryResult) {
@@ -289,16 +289,6 @@ func refuseDeviceKey(key string, devKeys ...string) error {
 		return nil
 	}
 	return &ExitError{Code: 2, Err: fmt.Errorf("indelible: --key %s: this is the device's keystream (%s); pass the auditor's copy (--auditor-key at init)", key, why)}
-}
-
-// problemLine prints a problem for people: seal.Problem.String gives
-// "keystream:: msg" to a problem with no place in a file.
-func problemLine(p seal.Problem) string {
-	s, k := p.String(), p.Kind.String()
-	if rest, ok := strings.CutPrefix(s, k+":: "); ok {
-		s = k + ": " + rest
-	}
-	return s
 }
 
 // entryJSON is one examined entry in --entries --json output.
