@@ -157,6 +157,11 @@ const (
 	// Reported so that status can say why the prefix stops there, never
 	// taken as found: nothing the host appended follows it.
 	StallTail
+	// StallPartial is a block written while the file ended inside it,
+	// whose later bytes the host has not written since although the file
+	// grew past them (a block completed in the page cache only, while a
+	// later range was made durable; after a crash, data the host lost).
+	StallPartial
 )
 
 var stallNames = map[StallKind]string{
@@ -164,6 +169,7 @@ var stallNames = map[StallKind]string{
 	StallUnwritten:  "unwritten-extent",
 	StallHole:       "hole",
 	StallTail:       "tail",
+	StallPartial:    "partial-block",
 }
 
 func (k StallKind) String() string {
@@ -190,6 +196,8 @@ func (k StallKind) Describe() string {
 		return "a hole (reads as zeroes) with file data after it"
 	case StallTail:
 		return "the end of the file reads as zeroes (holes or unwritten extents up to its size): not written by the host yet, or data it lost in a crash"
+	case StallPartial:
+		return "a block written while the file ended inside it, whose later bytes the host has not written since"
 	}
 	return k.String()
 }

@@ -47,6 +47,7 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 		return revfs.Stall{Kind: kind, Off: int64(lo) * e.bs, Len: min(int64(hi)*e.bs, size) - int64(lo)*e.bs, Device: dev}
 	}
 	var out, zeros []revfs.Stall
+	var sm []int64 // f.suffixMins(), once needed
 	for lb < nb && len(out) < most {
 		if v.unknownIn(lb, lb+1) {
 			break
@@ -81,6 +82,15 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 		end := min(m.Logical+m.Len, nb)
 		phys := m.Physical + lb - m.Logical
 		k := e.writtenPrefix(phys, end-lb)
+		// Written blocks that prove fewer bytes than the file has there.
+		for i := uint64(0); i < k && len(out) < most; i++ {
+			if sm == nil {
+				sm = f.suffixMins()
+			}
+			if p := int64(lb+i) * e.bs; e.blockProves(f, lb+i, phys+i, size, sm) < min(p+e.bs, size) {
+				out = append(out, stall(revfs.StallPartial, lb+i, lb+i+1, int64(phys+i)*e.bs))
+			}
+		}
 		lb, phys = lb+k, phys+k
 		if lb >= end {
 			continue
@@ -116,9 +126,14 @@ func (e *Engine) AcceptAsFound(id revfs.FileID, s revfs.Stall) bool {
 		return false
 	}
 	lo, hi := uint64(s.Off/e.bs), e.blocksFor(s.Off+s.Len)
-	if s.Kind == revfs.StallNotWritten {
+	switch s.Kind {
+	case revfs.StallNotWritten:
 		e.written.Add(uint64(s.Device/e.bs), hi-lo)
-	} else {
+	case revfs.StallPartial:
+		for pb := uint64(s.Device / e.bs); pb < uint64(s.Device/e.bs)+hi-lo; pb++ {
+			e.lastWrite.set(pb, foundMark)
+		}
+	default:
 		f.asZero = append(f.asZero, lrange{lo, hi})
 	}
 	e.mut++

@@ -178,14 +178,22 @@ func TestStallTrailingHoleIsATail(t *testing.T) {
 	r := openRig(t, loadImage(t, "b4k-nojournal.img"), map[string]int64{p: 5000}, p)
 	id := r.ids[p]
 	r.writeSize(p, 5000+3*4096)
+	// The second block ends in zeroes where the file ended: a partial
+	// block (the size went past it, its bytes from 5000 on were never
+	// written), which may be taken as found; then the tail, which may not.
 	tail := revfs.Stall{Kind: revfs.StallTail, Off: 2 * 4096, Len: 5000 + 3*4096 - 2*4096, Device: -1}
-	if s := r.e.Stalls(id, 16); len(s) != 1 || s[0] != tail {
-		t.Fatalf("stalls %v, want only the tail %v", s, tail)
+	s := r.e.Stalls(id, 16)
+	if len(s) != 2 || s[0].Kind != revfs.StallPartial || s[0].Off != 4096 || s[0].Len != 4096 || s[1] != tail {
+		t.Fatalf("stalls %v, want the partial second block, then the tail %v", s, tail)
 	}
 	if r.e.AcceptAsFound(id, tail) {
 		t.Fatal("a tail taken as found")
 	}
 	r.wantCoherent(p, 5000, "a tail refused")
+	if !r.e.AcceptAsFound(id, s[0]) {
+		t.Fatal("the partial block not taken as found")
+	}
+	r.wantCoherent(p, 8192, "the partial block taken as found")
 	if s := r.e.Stalls(id, 0); s != nil {
 		t.Fatalf("Stalls with max 0 returned %v", s)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 
@@ -318,11 +319,14 @@ func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
 			vs = append(vs, e.checkFile(t, res.views[t], chg)...)
 			continue
 		}
+		parent := false
 		for _, f := range e.files {
 			if f.parent == t {
+				parent = true
 				vs = append(vs, e.checkEntry(f, t, res.views[t], chg)...)
 			}
 		}
+		vs = append(vs, e.checkNames(t, res.views[t], chg, !parent)...)
 	}
 	if res.journalMap && e.jnl != nil {
 		// After the files' own violations, which name what they touch.
@@ -398,6 +402,12 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 		return viol(revfs.KindTypeChanged, f.inoBlock, "inode %d is no longer a regular file (mode %#o)", f.ino, in.Mode)
 	case in.Flags&layout.InodeFlagExtents == 0 || in.Flags&layout.InodeFlagInlineData != 0:
 		return viol(revfs.KindTypeChanged, f.inoBlock, "inode %d no longer maps its data with extents (flags %s)", f.ino, in.Flags)
+	case old.inode != nil && foreignFlags(old.inode.Flags, in.Flags) != 0:
+		return viol(revfs.KindTypeChanged, f.inoBlock, "inode %d flags %s -> %s: %s changed, which no host tool changes on a regular file and which changes how the kernel reads it",
+			f.ino, old.inode.Flags, in.Flags, foreignFlags(old.inode.Flags, in.Flags))
+	case (old.inode == nil || in.FileACL() != old.inode.FileACL()) && e.badXattrBlock(in.FileACL()) != "":
+		return viol(revfs.KindUnparseable, f.inoBlock, "inode %d: extended attribute block %d %s: the kernel refuses the inode",
+			f.ino, in.FileACL(), e.badXattrBlock(in.FileACL()))
 	case nv.err != nil:
 		return viol(revfs.KindUnparseable, nv.errAt, "inode %d: %v", f.ino, nv.err)
 	}
@@ -436,6 +446,64 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 }
 
 // checkEntry reports a protected file whose entry left its directory.
+// checkNames judges the names a protected path takes in directory d (see
+// Engine.watchPath) in its new view nv: each must still name the inode it
+// named, or whoever opens the path gets another file (a rename of the file
+// or of a directory above it, another file put at the name, an exchange).
+// A name that names nothing is judged only with a journal: without one,
+// the blocks of one directory change arrive one by one in any order (see
+// checkEntry), and the file's own entry has checkEntry's rules. For a
+// directory above the files' parents (ancestor), a removed or unreadable
+// directory is judged here too; checkEntry does it for a parent.
+func (e *Engine) checkNames(d *tracked, nv *view, chg *change, ancestor bool) []revfs.Violation {
+	if len(d.names) == 0 {
+		return nil
+	}
+	blame := func() (int64, int64) {
+		for _, b := range nv.dirBlocks {
+			if chg.carries[b] {
+				return chg.blame(b, 0, int(e.bs))
+			}
+		}
+		return e.blameInode(d, nv, chg)
+	}
+	viol := func(k revfs.Kind, b binding, format string, args ...any) revfs.Violation {
+		off, n := blame()
+		return revfs.Violation{Kind: k, File: revfs.FileID(b.file.ino), Off: off, Len: n, Detail: fmt.Sprintf(format, args...)}
+	}
+	names := slices.Sorted(maps.Keys(d.names))
+	first := d.names[names[0]]
+	switch {
+	case nv.inode == nil || nv.err != nil:
+		if ancestor {
+			return []revfs.Violation{viol(revfs.KindUnparseable, first, "directory %d on the path %s: %v", d.ino, first.file.path, nv.err)}
+		}
+		return nil
+	case nv.freed() || !nv.inode.IsDir():
+		if ancestor {
+			return []revfs.Violation{viol(revfs.KindDirEntry, first, "directory %d on the path %s was removed (mode %#o, links %d)", d.ino, first.file.path, nv.inode.Mode, nv.inode.LinksCount)}
+		}
+		return nil
+	case nv.dirUnknown || len(nv.unknown) > 0:
+		return nil // a directory block the host has not written yet
+	}
+	var vs []revfs.Violation
+	for _, name := range names {
+		b := d.names[name]
+		got, ok := nv.named[name]
+		switch {
+		case ok && got == namedTwice:
+			vs = append(vs, viol(revfs.KindDirEntry, b, "directory %d holds two entries %q for different inodes: the path %s may lead to another file than inode %d", d.ino, name, b.file.path, b.child))
+		case ok && uint64(got) != b.child:
+			vs = append(vs, viol(revfs.KindDirEntry, b, "entry %q of directory %d names inode %d, not %d: the path %s leads to another file", name, d.ino, got, b.child, b.file.path))
+		case !ok && e.jnl != nil && !(b.child == b.file.ino && nv.entries[uint32(b.child)] == 0):
+			// (A file's last entry gone is checkEntry's.)
+			vs = append(vs, viol(revfs.KindDirEntry, b, "entry %q of directory %d, naming inode %d, is gone: the path %s leads nowhere", name, d.ino, b.child, b.file.path))
+		}
+	}
+	return vs
+}
+
 func (e *Engine) checkEntry(f, d *tracked, nv *view, chg *change) []revfs.Violation {
 	id := revfs.FileID(f.ino)
 	blameAt := func(b uint64) (int64, int64) {
@@ -629,7 +697,9 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 			}
 			if nv.inode != nil && (old.inode == nil || nv.size > old.size) {
 				t.grew = e.seq
+				t.noteSize(e.seq, nv.size)
 			}
+			e.markMapped(t, old, nv)
 			if nv.inode != nil && nv.inode.Flags&layout.InodeFlagJournalData != 0 {
 				t.dataJournalled = true
 			}

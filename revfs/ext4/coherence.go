@@ -2,6 +2,7 @@ package ext4
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"sort"
 )
@@ -114,8 +115,8 @@ func (e *Engine) coherentPrefix(f *tracked) int64 {
 	return e.proven(f, end)
 }
 
-// proven clips a candidate coherent prefix [0, end) to the bytes the last
-// block is known to hold.
+// proven clips a candidate coherent prefix [0, end) to the bytes its
+// blocks are known to hold.
 //
 // The size of a file can be ahead of its data in every journal mode:
 // appending inside a block that is already allocated, ext4 raises
@@ -129,39 +130,130 @@ func (e *Engine) coherentPrefix(f *tracked) int64 {
 // on. The last block therefore proves the bytes up to just past its last
 // non-zero byte below end, or all of them once it has been written after
 // the newest size increase (the in-memory size was at least the announced
-// one then). Blocks before the last one were written whole, while the
-// file already went past them (delalloc maps and writes a block with the
-// size it submits), so "written since allocated" is enough for them. The
-// device core's quiescence window covers a write reordered within one
-// flush epoch.
+// one then).
+//
+// A block before the last one is usually written whole, while the file
+// already goes past it (delalloc maps and writes a block with the size it
+// submits). But one written while it was the partial last block may stay
+// so on disk, completed in the page cache only, while an O_DSYNC write or
+// sync_file_range of a later range makes that range durable and commits a
+// size past it. Its write history shows it: a size increase the engine saw
+// at or after the block's newest write ended inside or before the block
+// (suspect). Such a block proves its bytes as the last block does; any
+// other block all of its bytes. A block with no recorded write was written
+// before Open, and the size found then counts as such an increase.
 func (e *Engine) proven(f *tracked, end int64) int64 {
 	from := max(f.committed, min(f.coherent, end))
 	if end <= from {
 		return end
 	}
-	p := ((end - 1) / e.bs) * e.bs
-	lb := uint64(p / e.bs)
-	m, ok := f.view.lookup(lb)
-	if !ok || m.Unwritten {
-		if f.zeroRun(f.view, lb) > 0 {
-			return end // zeroes taken as found, with file data after them
+	sm := f.suffixMins()
+	for lb := uint64(from / e.bs); int64(lb)*e.bs < end; lb++ {
+		p := int64(lb) * e.bs
+		m, ok := f.view.lookup(lb)
+		if !ok || m.Unwritten {
+			if z := f.zeroRun(f.view, lb); z > 0 {
+				lb += z - 1 // zeroes taken as found
+				continue
+			}
+			return max(p, from)
 		}
-		return max(p, from)
+		if got := e.blockProves(f, lb, m.Physical+lb-m.Logical, end, sm); got < min(p+e.bs, end) {
+			return max(got, from)
+		}
 	}
-	phys := m.Physical + lb - m.Logical
-	if w, ok := e.lastWrite.get(phys); ok && w.seq > f.grew {
-		return end
+	return end
+}
+
+// suffixMins returns, for each i, the smallest size f grew to from
+// f.sizes[i] on (no bound past the last).
+func (f *tracked) suffixMins() []int64 {
+	sm := make([]int64, len(f.sizes)+1)
+	sm[len(f.sizes)] = math.MaxInt64
+	for i := len(f.sizes) - 1; i >= 0; i-- {
+		sm[i] = min(f.sizes[i].size, sm[i+1])
+	}
+	return sm
+}
+
+// blockProves returns the file offset up to which f's initialised block lb
+// (at phys) is proven to hold the file's bytes below end (see proven): the
+// whole block, or up to just past its last non-zero byte for a suspect
+// block and for the last block unless written after the newest size
+// increase. sm is f.suffixMins().
+func (e *Engine) blockProves(f *tracked, lb, phys uint64, end int64, sm []int64) int64 {
+	p := int64(lb) * e.bs
+	blockEnd := min(p+e.bs, end)
+	var seq uint64
+	if w, ok := e.lastWrite.get(phys); ok {
+		seq = w.seq
+	}
+	if p+e.bs < end {
+		// Not the last block: suspect only if the file ended inside or
+		// before it at some size increase since its newest write.
+		i := sort.Search(len(f.sizes), func(i int) bool { return f.sizes[i].seq >= seq })
+		if sm[i] >= p+e.bs {
+			return blockEnd
+		}
+	} else if seq > f.grew {
+		return blockEnd // the last block, written after the newest increase
 	}
 	blk, err := e.peekNewest(phys)
 	if err != nil {
-		return max(p, from)
+		return p
 	}
-	k := end - p
+	k := blockEnd - p
 	for k > 0 && blk[k-1] == 0 {
 		k--
 	}
-	return max(p+k, from)
+	return p + k
 }
+
+// foundMark is the write mark AcceptAsFound gives a partial block taken as
+// found: later than every size increase, so that the block proves all of
+// its bytes; epoch 0, so that it never counts as a home write newer than a
+// journalled copy (apply).
+var foundMark = writeMark{seq: math.MaxUint64}
+
+// markMapped gives the blocks of f's unsealed tail that nv, its new view,
+// maps (or initialises) anew, which the host wrote before and which have
+// no write mark, the mark of this change (event sequence e.seq): delalloc
+// writes a block before the transaction that maps it commits, when the
+// block is not yet f's and its write leaves no mark (noteData). Their
+// write went with a size no larger than the one this change sets
+// (proven). Blocks past the size count too: without a journal the extent
+// leaf that maps a block may arrive before the inode that raises the size.
+// At most maxMarkMapped blocks are looked at; past them (only a forged map
+// reaches that far) blocks prove their bytes by their content.
+func (e *Engine) markMapped(f *tracked, old, nv *view) {
+	if nv.inode == nil || slices.Equal(old.maps, nv.maps) {
+		return
+	}
+	from := uint64(f.committed / e.bs)
+	budget := maxMarkMapped
+	for _, m := range nv.mapsFrom(from) {
+		if budget <= 0 {
+			return
+		}
+		if om, ok := old.lookup(m.Logical); m.Unwritten || ok && om == m {
+			continue
+		}
+		for lb := max(m.Logical, from); lb < m.Logical+m.Len && budget > 0; lb++ {
+			budget--
+			pb := m.Physical + lb - m.Logical
+			if om, ok := old.lookup(lb); ok && !om.Unwritten && om.Physical+lb-om.Logical == pb {
+				continue // mapped so before
+			}
+			if _, marked := e.lastWrite.get(pb); !marked && e.written.Contains(pb, 1) {
+				e.lastWrite.set(pb, writeMark{e.seq, e.epoch})
+			}
+		}
+	}
+}
+
+// maxMarkMapped bounds the blocks one change makes markMapped look at: 1
+// GiB of 4 KiB blocks, more than a commit of honest appends maps.
+const maxMarkMapped = 1 << 18
 
 // writtenPrefix returns how many of the n blocks from phys the host has
 // written since they were allocated.

@@ -161,9 +161,14 @@
 //
 // # Known limits
 //
-//   - A protected file moved to another directory is reported as
-//     KindDirEntry: the engine watches only the parent directory it knew
-//     at Open (a rename inside that directory is fine).
+//   - The path is watched from the root (Engine.watchPath, checkNames):
+//     every directory on it, and the name the path takes in each, must
+//     keep naming the inode it named at Open. A rename of the file (log
+//     rotation by rename included) or of a directory above it, another
+//     file put at a name, or two names exchanged is KindDirEntry. Without
+//     a journal a name that merely disappears is not raised (the blocks of
+//     one directory change arrive one by one, in any order), only one that
+//     names another inode; the file's own entry keeps checkEntry's rules.
 //   - Without a journal, a directory block without a protected file's
 //     entry is not reported by itself (the blocks of one directory change,
 //     a rename into another block or an htree split, arrive one by one in
@@ -178,6 +183,12 @@
 //     the host writes it is trusted if it parses (there is no checksum to
 //     tell a stale block from a fresh one); with metadata_csum it must
 //     carry this inode's checksum.
+//   - With metadata_csum, a new version of a protected file's inode record,
+//     extent block or directory (inode or leaf block) whose checksum fails
+//     is KindUnparseable only with a journal (inodecheck.go): without one,
+//     ext4 may write a block while it changes it, and the torn checksum is
+//     repaired by the next write. Htree index blocks (dx_tail) are not
+//     checked.
 //   - A block map change of the committed range made under an extent
 //     subtree the host has not written yet is judged when that subtree
 //     arrives, and blamed on it.

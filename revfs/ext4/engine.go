@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -209,6 +210,7 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 			return nil, fmt.Errorf("ext4: protected file %d (%s): %w", pf.ID, pf.Path, err)
 		}
 		t.path = pf.Path
+		t.noteSize(0, t.view.size) // what the blocks written before Open go with
 		if !t.view.inode.IsRegular() {
 			return nil, fmt.Errorf("ext4: protected file %d (%s) is not a regular file (mode %#o)", pf.ID, pf.Path, t.view.inode.Mode)
 		}
@@ -218,25 +220,30 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 		e.files = append(e.files, t)
 		e.byIno[t.ino] = t
 	}
-	// Parent directories: found by path, checked against the ID.
+	// The directories on each protected path, from the root: found by
+	// path, checked against the ID, and watched with the names the path
+	// goes through (checkNames).
 	for _, f := range e.files {
-		dino, err := e.lookupParent(im, f)
-		if err != nil {
-			e.log.Warn("ext4: parent directory not watched", "file", f.ino, "path", f.path, "err", err)
+		if err := e.watchPath(im, f); err != nil {
+			e.log.Warn("ext4: the directories on a protected path are not watched", "file", f.ino, "path", f.path, "err", err)
 			continue
 		}
-		d := e.byIno[dino]
-		if d == nil {
-			if d, err = e.newTracked(dino, true); err != nil {
-				e.log.Warn("ext4: parent directory not watched", "file", f.ino, "dir", dino, "err", err)
-				continue
-			}
-			e.dirs = append(e.dirs, d)
-			e.byIno[dino] = d
-		}
-		f.parent = d
-		if d.view.entries[uint32(f.ino)] == 0 {
+		if f.parent.view.entries[uint32(f.ino)] == 0 {
 			return nil, fmt.Errorf("ext4: protected file %d (%s) has no entry in its directory", f.ino, f.path)
+		}
+	}
+	for _, d := range e.dirs {
+		// Their views were decoded before their names were known.
+		if d.view = e.computeView(d, e.source(nil)); d.view.err != nil {
+			return nil, fmt.Errorf("ext4: directory %d on a protected path: %w", d.ino, d.view.err)
+		}
+		for b, blk := range d.view.used {
+			e.meta[b] = blk
+		}
+		for name, want := range d.names {
+			if got := d.view.named[name]; uint64(got) != want.child {
+				return nil, fmt.Errorf("ext4: entry %q of directory %d names inode %d, not %d (path %s)", name, d.ino, got, want.child, want.file.path)
+			}
 		}
 	}
 	if err := e.openJournal(opts.Committed); err != nil {
@@ -323,27 +330,55 @@ func (e *Engine) forgetFreeBlocks() {
 	}
 }
 
-// lookupParent finds the directory holding f by its path and checks that
-// the path still names f.
-func (e *Engine) lookupParent(im *layout.Image, f *tracked) (uint64, error) {
-	if f.path == "" {
-		return 0, errors.New("no path given")
+// watchPath tracks every directory on f's path, from the root, with the
+// entry name the path takes in it and the inode that entry names (checked
+// against f's ID): a rename of the file or of a directory above it, or
+// another file put at a name, changes what the path leads to. f.parent is
+// the last directory.
+func (e *Engine) watchPath(im *layout.Image, f *tracked) error {
+	comps := strings.Split(strings.Trim(f.path, "/"), "/")
+	if f.path == "" || slices.Contains(comps, "") || slices.Contains(comps, ".") || slices.Contains(comps, "..") {
+		return fmt.Errorf("path %q is not a clean relative path", f.path)
 	}
-	dir := "/"
-	for i := len(f.path) - 1; i >= 0; i-- {
-		if f.path[i] == '/' {
-			dir = f.path[:i]
-			break
+	if ino, err := im.Lookup(f.path); err != nil {
+		return err
+	} else if ino != f.ino {
+		return fmt.Errorf("path names inode %d, not %d", ino, f.ino)
+	}
+	dir := uint64(layout.RootIno)
+	var last *tracked
+	for i, name := range comps {
+		child := f.ino
+		if i < len(comps)-1 {
+			var err error
+			if child, err = im.Lookup(strings.Join(comps[:i+1], "/")); err != nil {
+				return err
+			}
 		}
+		d := e.byIno[dir]
+		if d == nil {
+			var err error
+			if d, err = e.newTracked(dir, true); err != nil {
+				return fmt.Errorf("directory %d: %w", dir, err)
+			}
+			e.dirs = append(e.dirs, d)
+			e.byIno[dir] = d
+		} else if !d.isDir {
+			return fmt.Errorf("inode %d is both a protected file and a directory on the path", dir)
+		}
+		if d.names == nil {
+			d.names = map[string]binding{}
+		}
+		last = d
+		if b, ok := d.names[name]; ok && b.child != child {
+			return fmt.Errorf("entry %q of directory %d names inode %d for one path and %d for another", name, dir, b.child, child)
+		} else if !ok {
+			d.names[name] = binding{child: child, file: f}
+		}
+		dir = child
 	}
-	ino, err := im.Lookup(f.path)
-	if err != nil {
-		return 0, err
-	}
-	if ino != f.ino {
-		return 0, fmt.Errorf("path names inode %d, not %d", ino, f.ino)
-	}
-	return im.Lookup(dir)
+	f.parent = last
+	return nil
 }
 
 // blocksFor is the number of filesystem blocks the first n bytes of a

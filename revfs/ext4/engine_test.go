@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -240,6 +241,19 @@ func TestAttacks(t *testing.T) {
 					t.Fatalf("mkfs: no layout-changed on the superblock: %v", vs)
 				}
 			})
+			// Rotation by rename inside the directory, a new file put at
+			// the name: the path leads to another file. (The rename alone
+			// is raised too with a journal: see TestRenameWatched.)
+			t.Run("rename and replace", func(t *testing.T) {
+				r := open()
+				next := r.debugfs("ln "+p+" var/log/app.log.1", "unlink "+p, "write /etc/hostname "+p)
+				vs := r.feed(next, changedBlocks(r.img.b, next, r.bs))
+				if !slices.ContainsFunc(vs, func(v revfs.Violation) bool {
+					return v.Kind == revfs.KindDirEntry && strings.Contains(v.Detail, "leads to another file")
+				}) {
+					t.Fatalf("got %v, want %v: the path leads to another file", vs, revfs.KindDirEntry)
+				}
+			})
 			// Legitimate changes: none may raise anything.
 			for _, tc := range []struct {
 				name string
@@ -249,7 +263,6 @@ func TestAttacks(t *testing.T) {
 				{"times", []string{"set_inode_field " + p + " mtime 20250101000000", "set_inode_field " + p + " atime 20250101000000", "set_inode_field " + p + " ctime 20250101000000"}},
 				{"i_blocks", []string{"set_inode_field " + p + " blocks 800"}},
 				{"grow", []string{"set_inode_field " + p + " size 4500"}},
-				{"rename in place", []string{"ln " + p + " var/log/app.log.1", "unlink " + p}},
 				{"other files", []string{"rm var/log/big.log", "write /etc/hostname var/log/new.log", "mkdir var/log/sub"}},
 			} {
 				t.Run("ok "+tc.name, func(t *testing.T) {
@@ -280,6 +293,7 @@ func TestAttackExtentLeaf(t *testing.T) {
 			// First leaf entry at byte 12: ee_start_lo at 12+8.
 			start := binary.LittleEndian.Uint32(blk[20:])
 			binary.LittleEndian.PutUint32(blk[20:], start+100)
+			r.sealExtentBlock(f, blk)
 			vs := r.e.CheckWrite(int64(leaf)*r.bs, blk)
 			if len(vs) != 1 || vs[0].Kind != revfs.KindMappingChanged || vs[0].Off != int64(leaf)*r.bs || vs[0].Len != r.bs {
 				t.Fatalf("got %v, want mapping-changed on the leaf block %d", vs, leaf)
@@ -297,6 +311,7 @@ func TestAttackExtentLeaf(t *testing.T) {
 				binary.LittleEndian.PutUint16(blk[e+4:], 1)
 				binary.LittleEndian.PutUint32(blk[e+8:], uint32(r.e.blocks-2))
 				binary.LittleEndian.PutUint16(blk[2:], n.Header.Entries+1)
+				r.sealExtentBlock(f, blk)
 				if vs := r.write(int64(leaf)*r.bs, blk); len(vs) != 0 {
 					t.Fatalf("new extent past the committed range: %v", vs)
 				}

@@ -981,8 +981,14 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 				continue
 			}
 			at, _ := j.wroteAt(lb.JBlock)
-			if w, ok := e.lastWrite.get(lb.Home); ok && w.epoch >= at.epoch {
-				continue // written home since this copy was logged: home is at least as new
+			if w, ok := e.lastWrite.get(lb.Home); ok && w.epoch > at.epoch {
+				// Written home in a later flush epoch than this copy was
+				// logged in: home is at least as new. A home write in the
+				// same epoch is older: jbd2 writes a block home only to
+				// checkpoint it, and this transaction's checkpoint comes
+				// after its commit block, which a FLUSH separates from
+				// its copies; so it checkpoints an earlier version.
+				continue
 			}
 			e.overlay[lb.Home] = journalCopy{jblock: lb.JBlock, escaped: lb.Escaped, seq: tx.Sequence, epoch: e.epoch}
 			j.setCopy(lb.JBlock, lb.Home)
@@ -992,6 +998,12 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 				touched[d.file] = true
 			}
 		}
+	}
+	// The copies are the blocks' newest versions, as of these
+	// transactions, whose sizes they go with (proven). Marked after the
+	// loop: a mark is a home write for the test above.
+	for _, h := range homes {
+		e.lastWrite.set(h, writeMark{e.seq, e.epoch})
 	}
 	addBlockRuns(e.written, homes)
 	j.noteCheckpoints(chg)

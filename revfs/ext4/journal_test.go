@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
 // txWriter appends hand-built jbd2 transactions to a rig's clean journal
@@ -95,7 +96,22 @@ func (r *rig) inodeBlockWith(p string, edit func(raw []byte)) (uint64, []byte) {
 	f := r.e.byIno[uint64(r.ids[p])]
 	b := bytes.Clone(r.img.b[int64(f.inoBlock)*r.bs : int64(f.inoBlock+1)*r.bs])
 	edit(b[f.inoOff : f.inoOff+r.e.sb.InodeSizeBytes()])
+	r.sealInode(f.ino, b[f.inoOff:f.inoOff+r.e.sb.InodeSizeBytes()])
 	return f.inoBlock, b
+}
+
+// sealInode sets the checksum of inode ino's raw record, as the kernel
+// does whenever it writes one (ext4_inode_csum_set), when the filesystem
+// has metadata_csum.
+func (r *rig) sealInode(ino uint64, raw []byte) {
+	if !r.e.sb.HasMetadataCsum() {
+		return
+	}
+	c := layout.InodeChecksum(r.e.fsSeed, uint32(ino), raw)
+	binary.LittleEndian.PutUint16(raw[0x7C:], uint16(c)) // l_i_checksum_lo
+	if len(raw) >= 0x84 && binary.LittleEndian.Uint16(raw[0x80:]) >= 4 {
+		binary.LittleEndian.PutUint16(raw[0x82:], uint16(c>>16)) // i_checksum_hi
+	}
 }
 
 func TestJournalTransactions(t *testing.T) {

@@ -22,12 +22,18 @@ type tracked struct {
 	inoOff   int    // record offset in that block
 	view     *view
 	parent   *tracked // files: the directory holding the entry
+	// names are, for a directory on a protected file's path, the entries
+	// the path goes through and the inode each must name (checkNames).
+	names map[string]binding
 
 	// files only
-	committed      int64            // sealed bytes
-	sealed         []layout.Mapping // block map of the committed range, normalised
-	coherent       int64
-	grew           uint64 // event sequence of the newest size increase
+	committed int64            // sealed bytes
+	sealed    []layout.Mapping // block map of the committed range, normalised
+	coherent  int64
+	grew      uint64 // event sequence of the newest size increase
+	// sizes are the sizes the file grew to, with the event sequence of
+	// each (oldest first; see trustedEnd).
+	sizes          []sizeMark
 	journalled     bool
 	dataJournalled bool
 	lastTouch      time.Time
@@ -40,6 +46,32 @@ type tracked struct {
 
 // lrange is a logical block range [lo, hi).
 type lrange struct{ lo, hi uint64 }
+
+// sizeMark is a size a file grew to, at event sequence seq.
+type sizeMark struct {
+	seq  uint64
+	size int64
+}
+
+// maxSizeMarks bounds tracked.sizes; past it the two oldest are merged,
+// keeping the later sequence and the smaller size (trustedEnd then trusts
+// less, never more).
+const maxSizeMarks = 256
+
+// noteSize records that f grew to size at event sequence seq.
+func (f *tracked) noteSize(seq uint64, size int64) {
+	f.sizes = append(f.sizes, sizeMark{seq, size})
+	if len(f.sizes) > maxSizeMarks {
+		f.sizes[1].size = min(f.sizes[0].size, f.sizes[1].size)
+		f.sizes = slices.Delete(f.sizes, 0, 1)
+	}
+}
+
+// binding is one step of a protected path: the entry must name child.
+type binding struct {
+	child uint64
+	file  *tracked // a protected file whose path takes this step
+}
 
 // view is what a set of block versions says about one inode.
 type view struct {
@@ -57,7 +89,16 @@ type view struct {
 	entries    map[uint32]int    // inode -> number of entries naming it
 	entryBlock map[uint32]uint64 // inode -> a block holding an entry for it
 	dirUnknown bool              // a directory block is not readable yet
+	// named is, for each watched name (tracked.names), the inode its live
+	// entry names (namedTwice when two entries name different inodes);
+	// a name without a live entry is absent.
+	named map[string]uint32
 }
+
+// namedTwice marks a watched name two live entries give to different
+// inodes: which one the kernel finds depends on its search, and an honest
+// kernel never makes a second entry of a name.
+const namedTwice = ^uint32(0)
 
 // source returns the newest version of a block and whether it is trusted:
 // true for versions the host wrote or committed (or the engine already
@@ -190,6 +231,10 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 		return v
 	}
 	v.inode = in
+	if err := e.inodeCsumError(t, raw); err != nil {
+		v.err, v.errAt = err, t.inoBlock
+		return v
+	}
 	// The kernel refuses an inode whose i_size is negative as a signed
 	// 64-bit number, and never writes one larger than extents can map
 	// (2^32 blocks): either is forged metadata, and left unchecked it
@@ -211,7 +256,7 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 	}
 	w := treeWalk{e: e, v: v, src: src, seen: map[uint64]bool{},
 		seed:   layout.InodeSeed(e.fsSeed, uint32(t.ino), in.Generation),
-		sealed: t.sealed, sealedN: e.blocksFor(t.committed)}
+		sealed: t.sealed, sealedN: e.blocksFor(t.committed), checks: e.checksNew(t)}
 	w.node(in.Block[:], -1, 0, 1<<32, t.inoBlock, true)
 	if v.err == nil {
 		slices.SortFunc(v.maps, func(a, b layout.Mapping) int { return cmp.Compare(a.Logical, b.Logical) })
@@ -223,7 +268,7 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 		}
 	}
 	if t.isDir && v.err == nil {
-		e.readDir(v, src, w.seed)
+		e.readDir(v, src, w.seed, t.names)
 	}
 	return v
 }
@@ -238,6 +283,7 @@ type treeWalk struct {
 	seed    uint32
 	sealed  []layout.Mapping // the committed range's block map
 	sealedN uint64           // its length in blocks
+	checks  bool             // new tree blocks must carry the checksum (checksNew)
 }
 
 // agrees reports whether extents found in the image (not written by the
@@ -274,7 +320,11 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted b
 	if err == nil && depth >= 0 && int(n.Header.Depth) != depth {
 		err = fmt.Errorf("%w: depth %d, parent expects %d", layout.ErrCorrupt, n.Header.Depth, depth)
 	}
-	if err == nil && !trusted && at != 0 && w.e.sb.HasMetadataCsum() && !layout.VerifyExtentTail(w.seed, b, n.Header) {
+	// A tree block (not the root in i_block) found in the image must carry
+	// this inode's checksum to be taken; a new version the host wrote
+	// must too, or the kernel refuses it (__ext4_ext_check: EFSBADCRC).
+	if err == nil && depth >= 0 && w.e.sb.HasMetadataCsum() && (!trusted || w.checks && w.e.isNew(at, b)) &&
+		!layout.VerifyExtentTail(w.seed, b, n.Header) {
 		err = fmt.Errorf("%w: tail checksum", layout.ErrCorrupt)
 	}
 	if err == nil && !trusted && !w.agrees(n.Extents) {
@@ -338,10 +388,14 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted b
 	}
 }
 
-// readDir collects the entries of every mapped block of a directory.
-func (e *Engine) readDir(v *view, src source, seed uint32) {
+// readDir collects the entries of every mapped block of a directory, and
+// what the watched names name.
+func (e *Engine) readDir(v *view, src source, seed uint32, watch map[string]binding) {
 	v.entries = map[uint32]int{}
 	v.entryBlock = map[uint32]uint64{}
+	if len(watch) > 0 {
+		v.named = map[string]uint32{}
+	}
 	if len(v.unknown) > 0 {
 		v.dirUnknown = true
 	}
@@ -365,6 +419,11 @@ func (e *Engine) readDir(v *view, src source, seed uint32) {
 			if perr == nil && !trusted && e.sb.HasMetadataCsum() && layout.HasDirTail(d) && !layout.VerifyDirTail(seed, d) {
 				perr = fmt.Errorf("%w: directory tail checksum", layout.ErrCorrupt)
 			}
+			if perr == nil && trusted && e.verifiesNew() && e.isNew(b, d) {
+				// A new version the host wrote: the kernel refuses a leaf
+				// whose checksum fails (__ext4_read_dirblock: EFSBADCRC).
+				perr = e.dirBlockCsumError(v.inode, seed, m.Logical+i, d)
+			}
 			if perr != nil {
 				if trusted {
 					v.err, v.errAt = fmt.Errorf("directory block %d: %w", b, perr), b
@@ -378,6 +437,13 @@ func (e *Engine) readDir(v *view, src source, seed uint32) {
 				v.entries[en.Inode]++
 				if _, ok := v.entryBlock[en.Inode]; !ok {
 					v.entryBlock[en.Inode] = b
+				}
+				if _, ok := watch[en.Name]; ok {
+					if prev, seen := v.named[en.Name]; seen && prev != en.Inode {
+						v.named[en.Name] = namedTwice
+					} else {
+						v.named[en.Name] = en.Inode
+					}
 				}
 			}
 		}

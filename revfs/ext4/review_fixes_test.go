@@ -35,6 +35,13 @@ func newGrowthFixture(t *testing.T, img string) *growthFixture {
 	m, _ := r.e.byIno[uint64(r.ids[fixPath])].view.lookup(0)
 	g := &growthFixture{r: r, first: uint32(m.Physical), content: make([]byte, fixGrown), data: make([]byte, r.bs)}
 	copy(g.content, r.img.b[int64(g.first)*r.bs:int64(g.first+2)*r.bs])
+	// The second block completed, as the kernel writes it before the
+	// growth commits: a block that held the file's end holds only the
+	// bytes up to it (proven).
+	copy(g.content[5000:2*r.bs], bytes.Repeat([]byte("filled line\n"), 400))
+	if vs := r.write(int64(g.first+1)*r.bs, g.content[r.bs:2*r.bs]); len(vs) != 0 {
+		t.Fatalf("completing the second block: %v", vs)
+	}
 	copy(g.content[2*r.bs:], bytes.Repeat([]byte("appended line\n"), 100))
 	copy(g.data, g.content[2*r.bs:])
 	return g

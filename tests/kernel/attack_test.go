@@ -78,6 +78,12 @@ type attack struct {
 	// it reads the device's version of the block again (its cached
 	// version fails the inode checksum, and ext4 turns read-only on it).
 	wrecksTable bool
+	// movesDir: the attack moves the directory holding the victim and the
+	// bystander. Under discard the image keeps the old entry, but the
+	// host's cached directory tree keeps the moved one (a directory in
+	// use is not dropped from the dcache), so the host's view is checked
+	// only through the image.
+	movesDir bool
 }
 
 func (a *attackEnv) sync() { host(a.t, "sync") }
@@ -134,6 +140,42 @@ var attacks = []attack{
 			return r
 		},
 		want: []diffWant{{audit.Missing, 0, whole}}, gone: true,
+	},
+	{
+		// Rotation by rename, a forged file put at the name: the sealed
+		// inode keeps every byte, but whoever opens the path reads the
+		// forged file.
+		name: "mv-log-then-forge", kinds: []string{"dir-entry"},
+		run: func(a *attackEnv) hostResult {
+			if r := host(a.t, "mv", a.path, a.path+".1"); r.err != nil {
+				return r
+			}
+			if err := os.WriteFile(a.path, []byte("nothing happened here\n"), 0o644); err != nil {
+				return hostResult{err: err}
+			}
+			a.sync()
+			return hostResult{}
+		},
+		want: []diffWant{},
+	},
+	{
+		// The same one directory up: the path's directory replaced.
+		name: "mv-dir-then-forge", kinds: []string{"dir-entry"},
+		run: func(a *attackEnv) hostResult {
+			dir := filepath.Dir(a.path)
+			if r := host(a.t, "mv", dir, dir+".old"); r.err != nil {
+				return r
+			}
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return hostResult{err: err}
+			}
+			if err := os.WriteFile(a.path, []byte("nothing happened here\n"), 0o644); err != nil {
+				return hostResult{err: err}
+			}
+			a.sync()
+			return hostResult{}
+		},
+		want: []diffWant{}, movesDir: true,
 	},
 	{
 		name: "debugfs-size", kinds: []string{"size-decreased"}, raw: true,
@@ -258,7 +300,7 @@ func TestAttacks(t *testing.T) {
 // the engine sees the same changes through other block sequences: data and
 // inode through the journal (data=journal), or only home writes (no
 // journal).
-var modeAttacks = []string{"truncate", "dd-middle-byte", "rm", "debugfs-size", "dd-data-block", "punch-hole"}
+var modeAttacks = []string{"truncate", "dd-middle-byte", "rm", "debugfs-size", "dd-data-block", "punch-hole", "mv-log-then-forge", "mv-dir-then-forge"}
 
 // TestAttacksJournalModes runs modeAttacks under every response with
 // data=journal and without a journal.
@@ -402,10 +444,10 @@ func runAttack(t *testing.T, bin, journal string, resp worm.Response, at attack)
 		// transaction carries the inode-table block whose attacker's
 		// version the host may still cache.
 		bys := before[bystander]
-		if !at.global && !at.wrecksTable && journal != "none" {
+		if !at.global && !at.wrecksTable && !at.movesDir && journal != "none" {
 			bys = k.appendReplayed(bystander, bys, line(4000))
 		}
-		if !at.global {
+		if !at.global && !at.movesDir {
 			// The host, once it forgets its cache, reads the original bytes,
 			// and the bystander keeps working. jbd2 pins the metadata
 			// buffers it journalled until a checkpoint, so drop_caches alone

@@ -32,27 +32,43 @@ type InodeFlags uint32
 // Inode flags.
 const (
 	InodeFlagSecRm       InodeFlags = 0x1
+	InodeFlagUnRm        InodeFlags = 0x2
+	InodeFlagCompr       InodeFlags = 0x4
 	InodeFlagSync        InodeFlags = 0x8
 	InodeFlagImmutable   InodeFlags = 0x10
 	InodeFlagAppend      InodeFlags = 0x20
 	InodeFlagNoDump      InodeFlags = 0x40
 	InodeFlagNoAtime     InodeFlags = 0x80
+	InodeFlagDirty       InodeFlags = 0x100
+	InodeFlagComprBlk    InodeFlags = 0x200
+	InodeFlagNoCompr     InodeFlags = 0x400
 	InodeFlagEncrypt     InodeFlags = 0x800
 	InodeFlagIndex       InodeFlags = 0x1000
+	InodeFlagIMagic      InodeFlags = 0x2000
 	InodeFlagJournalData InodeFlags = 0x4000
+	InodeFlagNoTail      InodeFlags = 0x8000
+	InodeFlagDirSync     InodeFlags = 0x10000
+	InodeFlagTopDir      InodeFlags = 0x20000
 	InodeFlagHugeFile    InodeFlags = 0x40000
 	InodeFlagExtents     InodeFlags = 0x80000
 	InodeFlagVerity      InodeFlags = 0x100000
 	InodeFlagEAInode     InodeFlags = 0x200000
+	InodeFlagEOFBlocks   InodeFlags = 0x400000 // no longer used by the kernel
+	InodeFlagDAX         InodeFlags = 0x2000000
 	InodeFlagInlineData  InodeFlags = 0x10000000
+	InodeFlagProjInherit InodeFlags = 0x20000000
 	InodeFlagCasefold    InodeFlags = 0x40000000
+	InodeFlagReserved    InodeFlags = 0x80000000
 )
 
 var inodeFlagNames = []bitnames.Name{
-	{0x1, "secrm"}, {0x8, "sync"}, {0x10, "immutable"}, {0x20, "append"}, {0x40, "nodump"},
-	{0x80, "noatime"}, {0x800, "encrypt"}, {0x1000, "index"}, {0x4000, "journal_data"},
-	{0x40000, "huge_file"}, {0x80000, "extents"}, {0x100000, "verity"}, {0x200000, "ea_inode"},
-	{0x10000000, "inline_data"}, {0x40000000, "casefold"},
+	{0x1, "secrm"}, {0x2, "unrm"}, {0x4, "compr"}, {0x8, "sync"}, {0x10, "immutable"}, {0x20, "append"},
+	{0x40, "nodump"}, {0x80, "noatime"}, {0x100, "dirty"}, {0x200, "comprblk"}, {0x400, "nocompr"},
+	{0x800, "encrypt"}, {0x1000, "index"}, {0x2000, "imagic"}, {0x4000, "journal_data"},
+	{0x8000, "notail"}, {0x10000, "dirsync"}, {0x20000, "topdir"}, {0x40000, "huge_file"},
+	{0x80000, "extents"}, {0x100000, "verity"}, {0x200000, "ea_inode"}, {0x400000, "eofblocks"},
+	{0x2000000, "dax"}, {0x10000000, "inline_data"}, {0x20000000, "projinherit"},
+	{0x40000000, "casefold"}, {0x80000000, "reserved"},
 }
 
 func (f InodeFlags) String() string { return bitnames.Format(uint32(f), inodeFlagNames) }
