@@ -47,7 +47,6 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 		return revfs.Stall{Kind: kind, Off: int64(lo) * e.bs, Len: min(int64(hi)*e.bs, size) - int64(lo)*e.bs, Device: dev}
 	}
 	var out, zeros []revfs.Stall
-	var sm []int64 // f.suffixMins(), once needed
 	for lb < nb && len(out) < most {
 		if v.unknownIn(lb, lb+1) {
 			break
@@ -84,10 +83,7 @@ func (e *Engine) stallsFrom(f *tracked, lb uint64, most int) []revfs.Stall {
 		k := e.writtenPrefix(phys, end-lb)
 		// Written blocks that prove fewer bytes than the file has there.
 		for i := uint64(0); i < k && len(out) < most; i++ {
-			if sm == nil {
-				sm = f.suffixMins()
-			}
-			if p := int64(lb+i) * e.bs; e.blockProves(f, lb+i, phys+i, size, sm) < min(p+e.bs, size) {
+			if p := int64(lb+i) * e.bs; e.blockProves(f, lb+i, phys+i, size) < min(p+e.bs, size) {
 				out = append(out, stall(revfs.StallPartial, lb+i, lb+i+1, int64(phys+i)*e.bs))
 			}
 		}

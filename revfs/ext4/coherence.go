@@ -147,7 +147,6 @@ func (e *Engine) proven(f *tracked, end int64) int64 {
 	if end <= from {
 		return end
 	}
-	sm := f.suffixMins()
 	for lb := uint64(from / e.bs); int64(lb)*e.bs < end; lb++ {
 		p := int64(lb) * e.bs
 		m, ok := f.view.lookup(lb)
@@ -158,30 +157,19 @@ func (e *Engine) proven(f *tracked, end int64) int64 {
 			}
 			return max(p, from)
 		}
-		if got := e.blockProves(f, lb, m.Physical+lb-m.Logical, end, sm); got < min(p+e.bs, end) {
+		if got := e.blockProves(f, lb, m.Physical+lb-m.Logical, end); got < min(p+e.bs, end) {
 			return max(got, from)
 		}
 	}
 	return end
 }
 
-// suffixMins returns, for each i, the smallest size f grew to from
-// f.sizes[i] on (no bound past the last).
-func (f *tracked) suffixMins() []int64 {
-	sm := make([]int64, len(f.sizes)+1)
-	sm[len(f.sizes)] = math.MaxInt64
-	for i := len(f.sizes) - 1; i >= 0; i-- {
-		sm[i] = min(f.sizes[i].size, sm[i+1])
-	}
-	return sm
-}
-
 // blockProves returns the file offset up to which f's initialised block lb
 // (at phys) is proven to hold the file's bytes below end (see proven): the
 // whole block, or up to just past its last non-zero byte for a suspect
 // block and for the last block unless written after the newest size
-// increase. sm is f.suffixMins().
-func (e *Engine) blockProves(f *tracked, lb, phys uint64, end int64, sm []int64) int64 {
+// increase.
+func (e *Engine) blockProves(f *tracked, lb, phys uint64, end int64) int64 {
 	p := int64(lb) * e.bs
 	blockEnd := min(p+e.bs, end)
 	var seq uint64
@@ -192,7 +180,7 @@ func (e *Engine) blockProves(f *tracked, lb, phys uint64, end int64, sm []int64)
 		// Not the last block: suspect only if the file ended inside or
 		// before it at some size increase since its newest write.
 		i := sort.Search(len(f.sizes), func(i int) bool { return f.sizes[i].seq >= seq })
-		if sm[i] >= p+e.bs {
+		if i >= len(f.sizesMin) || f.sizesMin[i] >= p+e.bs {
 			return blockEnd
 		}
 	} else if seq > f.grew {

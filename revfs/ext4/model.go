@@ -34,6 +34,7 @@ type tracked struct {
 	// sizes are the sizes the file grew to, with the event sequence of
 	// each (oldest first; see trustedEnd).
 	sizes          []sizeMark
+	sizesMin       []int64 // sizesMin[i]: the smallest of sizes[i:] (no bound at len(sizes))
 	journalled     bool
 	dataJournalled bool
 	lastTouch      time.Time
@@ -64,6 +65,11 @@ func (f *tracked) noteSize(seq uint64, size int64) {
 	if len(f.sizes) > maxSizeMarks {
 		f.sizes[1].size = min(f.sizes[0].size, f.sizes[1].size)
 		f.sizes = slices.Delete(f.sizes, 0, 1)
+	}
+	f.sizesMin = slices.Grow(f.sizesMin[:0], len(f.sizes)+1)[:len(f.sizes)+1]
+	f.sizesMin[len(f.sizes)] = math.MaxInt64
+	for i := len(f.sizes) - 1; i >= 0; i-- {
+		f.sizesMin[i] = min(f.sizes[i].size, f.sizesMin[i+1])
 	}
 }
 
