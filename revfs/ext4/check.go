@@ -106,6 +106,7 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 		if apply {
 			e.seq++
 			e.written.Add(w.first, w.last-w.first+1)
+			e.noteRecent(w.first, w.last-w.first+1)
 			if len(e.overlay) > 0 {
 				for b := w.first; b <= w.last; b++ {
 					delete(e.overlay, b)
@@ -129,6 +130,7 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 	if apply {
 		e.seq++
 		e.written.Add(w.first, w.last-w.first+1)
+		e.noteRecent(w.first, w.last-w.first+1)
 		e.noteData(w, touched)
 		e.checkpointed(w)
 	} else {
@@ -759,7 +761,8 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 
 // applyBitmap takes a new version of a block bitmap: blocks whose bit goes
 // from 1 to 0 were freed, so they no longer count as written (a later
-// owner must write them again before its bytes are trusted).
+// owner must write them again before its bytes are trusted), except, in a
+// journal commit, blocks written after its log (keptFrom).
 func (e *Engine) applyBitmap(b uint64, nb []byte) {
 	old := e.bitmaps[b]
 	base := uint64(e.sb.FirstDataBlock) + e.bitmapG[b]*uint64(e.sb.BlocksPerGroup)
@@ -768,7 +771,12 @@ func (e *Engine) applyBitmap(b uint64, nb []byte) {
 		limit = min(uint64(e.sb.BlocksPerGroup), e.blocks-base, uint64(len(old))*8, uint64(len(nb))*8)
 	}
 	bitRuns(limit, func(w uint64) uint64 { return word64(old, w) &^ word64(nb, w) }, func(lo, hi uint64) {
-		e.written.Remove(base+lo, hi-lo)
+		from := base + lo
+		for _, k := range e.keptFrom(base+lo, base+hi) {
+			e.written.Remove(from, k.lo-from)
+			from = k.hi
+		}
+		e.written.Remove(from, base+hi-from)
 	})
 	e.bitmaps[b] = nb
 }
@@ -888,4 +896,61 @@ func (e *Engine) Discarded(off, length int64) {
 	for _, f := range e.files {
 		e.updateCoherent(f)
 	}
+}
+
+// recentWrite is a host write the engine recorded (Engine.recent).
+type recentWrite struct{ first, n, seq uint64 }
+
+// maxRecent bounds Engine.recent; past it the older half is dropped, and
+// blocks only they wrote are forgotten when freed, as without the list.
+const maxRecent = 1 << 16
+
+// noteRecent records a host write of n blocks from first (Engine.recent).
+func (e *Engine) noteRecent(first, n uint64) {
+	if e.jnl == nil {
+		return
+	}
+	if len(e.recent) >= maxRecent {
+		e.recent = append(e.recent[:0], e.recent[len(e.recent)/2:]...)
+	}
+	e.recent = append(e.recent, recentWrite{first, n, e.seq})
+}
+
+// keptFrom returns, sorted and disjoint, the parts of [lo, hi) that a
+// journal commit being applied frees but that stay written: the host wrote
+// them after the commit's first log block (Engine.freedAfter).
+//
+// With data=writeback, ext4 frees a data block for reuse at once, not
+// when the transaction freeing it commits (fs/ext4/mballoc.c,
+// ext4_mb_clear_bb: only EXT4_FREE_BLOCKS_METADATA blocks, or data blocks
+// in the other modes, wait in ext4_mb_free_metadata). The next transaction
+// can allocate the block to another file, and writeback write its data,
+// while jbd2 is still writing the frozen copy of the bitmap that shows it
+// free: the new owner's data reaches the device before the commit that
+// frees the block. The old owner's last write does not: ext4 waits for a
+// file's writeback and direct I/O before it frees its blocks, inside a
+// handle of that transaction, and jbd2 writes the transaction's log only
+// once all its handles are done. A write after the first log block is the
+// new owner's.
+func (e *Engine) keptFrom(lo, hi uint64) []lrange {
+	if e.freedAfter == 0 {
+		return nil
+	}
+	i := sort.Search(len(e.recent), func(i int) bool { return e.recent[i].seq > e.freedAfter })
+	var out []lrange
+	for _, w := range e.recent[i:] {
+		if s, t := max(w.first, lo), min(w.first+w.n, hi); s < t {
+			out = append(out, lrange{s, t})
+		}
+	}
+	slices.SortFunc(out, func(a, b lrange) int { return cmp.Compare(a.lo, b.lo) })
+	merged := out[:0]
+	for _, r := range out {
+		if k := len(merged) - 1; k >= 0 && r.lo <= merged[k].hi {
+			merged[k].hi = max(merged[k].hi, r.hi)
+			continue
+		}
+		merged = append(merged, r)
+	}
+	return merged
 }

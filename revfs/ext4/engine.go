@@ -90,6 +90,14 @@ type Engine struct {
 	homeWrote map[uint64]uint64 // watched metadata block -> epoch of its newest home write
 	opening   bool              // Open is reading the image as its baseline
 
+	// recent lists the host's writes since the last journal commit the
+	// engine applied, in order; freedAfter, while a commit is applied, is
+	// the sequence of the first write to its log (0: unknown). A block
+	// the commit frees that was written after that is not forgotten
+	// (applyBitmap, keptFrom).
+	recent     []recentWrite
+	freedAfter uint64
+
 	// FreeBlocks' running sum of the descriptors' free counts, per group
 	// and in all, valid while freeValid (space.go)
 	freeG     []uint32

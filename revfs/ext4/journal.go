@@ -959,7 +959,15 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 		_, res = e.evalChange(chg)
 	}
 	e.seq++
+	e.freedAfter = j.firstLogWrite(txs[len(txs)-1])
 	e.applyChange(chg, res, touched)
+	e.freedAfter = 0
+	if m, ok := j.wroteAt(txs[len(txs)-1].End); ok {
+		i := sort.Search(len(e.recent), func(i int) bool { return e.recent[i].seq > m.seq })
+		e.recent = append(e.recent[:0], e.recent[i:]...)
+	} else {
+		e.recent = e.recent[:0]
+	}
 	e.reindex()
 	rv := revokedThrough(txs)
 	var homes []uint64 // protected data blocks whose copies now count as written
@@ -1802,4 +1810,25 @@ func (j *journal) pendingBlame(txs []jbd2.Transaction, w *hostWrite, lo, hi int6
 		}
 		return lo, hi - lo
 	}
+}
+
+// firstLogWrite returns the sequence of the host's first write to the log
+// blocks of tx, from its first block to its commit block, or 0 when one of
+// them has no write since its log position was last consumed (at Open:
+// transactions the host wrote before).
+func (j *journal) firstLogWrite(tx jbd2.Transaction) uint64 {
+	first := uint64(0)
+	for jb, n := tx.Start, uint64(0); n <= j.length(); jb, n = j.after(jb), n+1 {
+		m, ok := j.wroteAt(jb)
+		if !ok {
+			return 0
+		}
+		if first == 0 || m.seq < first {
+			first = m.seq
+		}
+		if jb == tx.End {
+			return first
+		}
+	}
+	return 0
 }
