@@ -183,12 +183,16 @@
 //     the host writes it is trusted if it parses (there is no checksum to
 //     tell a stale block from a fresh one); with metadata_csum it must
 //     carry this inode's checksum.
-//   - With metadata_csum, a new version of a protected file's inode record,
-//     extent block or directory (inode or leaf block) whose checksum fails
-//     is KindUnparseable only with a journal (inodecheck.go): without one,
-//     ext4 may write a block while it changes it, and the torn checksum is
-//     repaired by the next write. Htree index blocks (dx_tail) are not
-//     checked.
+//   - With metadata_csum, a new version of a protected file's inode record
+//     or extent block, or of a watched directory's inode, whose checksum
+//     fails is KindUnparseable only with a journal (inodecheck.go): without
+//     one, ext4 may write a block while it changes it, and the torn
+//     checksum is repaired by the next write. Directory blocks are not
+//     checked: a kernel turning the root into an htree wrote a block the
+//     check refused, cause not found (a broken leaf tail hides the file
+//     from the host's lookups; indelible diff still reports the path).
+//   - A directory above the file's parent that does not decode, or holds
+//     more than maxTrackedDirBlocks blocks, is not judged until it does.
 //   - A block map change of the committed range made under an extent
 //     subtree the host has not written yet is judged when that subtree
 //     arrives, and blamed on it.
