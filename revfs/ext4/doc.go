@@ -161,14 +161,16 @@
 //
 // # Known limits
 //
-//   - The path is watched from the root (Engine.watchPath, checkNames):
-//     every directory on it, and the name the path takes in each, must
-//     keep naming the inode it named at Open. A rename of the file (log
-//     rotation by rename included) or of a directory above it, another
-//     file put at a name, or two names exchanged is KindDirEntry. Without
-//     a journal a name that merely disappears is not raised (the blocks of
-//     one directory change arrive one by one, in any order), only one that
-//     names another inode; the file's own entry keeps checkEntry's rules.
+//   - The path is watched from the root (Engine.watchPath, checkNames): no
+//     name the path takes may come to name another inode than at Open
+//     (another file put at the name after a rename of the file or of a
+//     directory above it, log rotation by rename and create included, or
+//     two names exchanged: KindDirEntry). A name that merely disappears is
+//     not raised (the path leads nowhere; indelible diff reports it): the
+//     blocks of one directory change may arrive in any order, and a kernel
+//     turning a directory into an htree showed the engine the new block
+//     before the grown inode. The file's own entry keeps checkEntry's
+//     rules.
 //   - Without a journal, a directory block without a protected file's
 //     entry is not reported by itself (the blocks of one directory change,
 //     a rename into another block or an htree split, arrive one by one in
