@@ -212,15 +212,10 @@ func (im *Image) replayJournal(home *layout.Image) error {
 // recovering data block", fs/jbd2/recovery.c), so ext4_load_journal fails
 // the mount: the host sees no file at all.
 func failingCopy(txs []jbd2.Transaction) error {
-	lastRevoke := map[uint64]int{}
-	for i, tx := range txs {
-		for _, r := range tx.Revoked {
-			lastRevoke[r] = i
-		}
-	}
+	rv := jbd2.Revocations(txs)
 	for i, tx := range txs {
 		for _, lb := range tx.Skipped {
-			if r, ok := lastRevoke[lb.Home]; ok && r >= i {
+			if rv.Cancels(lb.Home, i) {
 				continue
 			}
 			return fmt.Errorf("%w: journal block %d, the copy of block %d in committed transaction %d, fails its checksum: the kernel's recovery fails (\"JBD2: Invalid checksum recovering data block\") and the filesystem does not mount", ErrCorrupt, lb.JBlock, lb.Home, tx.Sequence)

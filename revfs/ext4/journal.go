@@ -846,10 +846,10 @@ func replayCopies(txs []jbd2.Transaction) (map[uint64]loggedAt, []uint64) {
 	n = min(n, maxVersionsHint)
 	latest := make(map[uint64]loggedAt, n)
 	homes := make([]uint64, 0, n)
-	rv := revokedThrough(txs)
+	rv := jbd2.Revocations(txs)
 	for i, tx := range txs {
 		for _, lb := range tx.Blocks {
-			if rv.cancels(lb.Home, i) {
+			if rv.Cancels(lb.Home, i) {
 				continue // a replay skips it
 			}
 			if _, ok := latest[lb.Home]; !ok {
@@ -859,37 +859,6 @@ func replayCopies(txs []jbd2.Transaction) (map[uint64]loggedAt, []uint64) {
 		}
 	}
 	return latest, homes
-}
-
-// revokeIndex holds, for each home block the revoke records of a run of
-// transactions name, the index (in the run) of the last transaction
-// revoking it.
-type revokeIndex map[uint64]int
-
-// revokedThrough indexes the revoke records of txs; nil when there are
-// none (the usual case).
-func revokedThrough(txs []jbd2.Transaction) revokeIndex {
-	var rv revokeIndex
-	for i, tx := range txs {
-		for _, r := range tx.Revoked {
-			if rv == nil {
-				rv = revokeIndex{}
-			}
-			rv[r] = i
-		}
-	}
-	return rv
-}
-
-// cancels reports whether a revoke record cancels a copy of home block h
-// logged by the run's ith transaction. The kernel's recovery
-// (jbd2_journal_test_revoke, jbd2.ReplayPlan) skips a copy when a record
-// for its block has a tid at or after the copy's: a transaction's revoke
-// records cancel its own copies as well as earlier ones, whatever their
-// order in the log.
-func (rv revokeIndex) cancels(h uint64, i int) bool {
-	r, ok := rv[h]
-	return ok && r >= i
 }
 
 // judge evaluates a change made of journalled versions: the metadata it
@@ -969,7 +938,7 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 		e.recent = e.recent[:0]
 	}
 	e.reindex()
-	rv := revokedThrough(txs)
+	rv := jbd2.Revocations(txs)
 	var homes []uint64 // protected data blocks whose copies now count as written
 	for i, tx := range txs {
 		for _, r := range tx.Revoked {
@@ -981,7 +950,7 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 			}
 		}
 		for _, lb := range tx.Blocks {
-			if rv.cancels(lb.Home, i) {
+			if rv.Cancels(lb.Home, i) {
 				continue // a replay skips it: the home block stays as it is
 			}
 			ds := e.dataAt(lb.Home, lb.Home)

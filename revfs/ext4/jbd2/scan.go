@@ -376,20 +376,45 @@ func v1CommitOK(c *Commit, crc uint32) bool {
 // cancels it (jbd2_journal_test_revoke: a revoke with tid >= the copy's tid
 // wins).
 func ReplayPlan(txs []Transaction) map[uint64]LoggedBlock {
-	lastRevoke := map[uint64]int{} // home block -> index of the latest revoking transaction
-	for i, tx := range txs {
-		for _, r := range tx.Revoked {
-			lastRevoke[r] = i
-		}
-	}
+	rv := Revocations(txs)
 	plan := map[uint64]LoggedBlock{}
 	for i, tx := range txs {
 		for _, lb := range tx.Blocks {
-			if r, ok := lastRevoke[lb.Home]; ok && r >= i {
+			if rv.Cancels(lb.Home, i) {
 				continue
 			}
 			plan[lb.Home] = lb
 		}
 	}
 	return plan
+}
+
+// RevokeIndex holds, for each home block the revoke records of a run of
+// consecutive transactions name, the index (in the run) of the last
+// transaction revoking it.
+type RevokeIndex map[uint64]int
+
+// Revocations indexes the revoke records of txs; nil when there are none
+// (the usual case).
+func Revocations(txs []Transaction) RevokeIndex {
+	var rv RevokeIndex
+	for i, tx := range txs {
+		for _, r := range tx.Revoked {
+			if rv == nil {
+				rv = RevokeIndex{}
+			}
+			rv[r] = i
+		}
+	}
+	return rv
+}
+
+// Cancels reports whether a revoke record cancels a copy of home block h
+// logged by the run's ith transaction. The kernel's recovery
+// (jbd2_journal_test_revoke) skips a copy when a record for its block has a
+// tid at or after the copy's: a transaction's revoke records cancel its own
+// copies as well as earlier ones, whatever their order in the log.
+func (rv RevokeIndex) Cancels(h uint64, i int) bool {
+	r, ok := rv[h]
+	return ok && r >= i
 }
