@@ -773,8 +773,8 @@ func (e *Engine) applyBitmap(b uint64, nb []byte) {
 	bitRuns(limit, func(w uint64) uint64 { return word64(old, w) &^ word64(nb, w) }, func(lo, hi uint64) {
 		from := base + lo
 		for _, k := range e.keptFrom(base+lo, base+hi) {
-			e.written.Remove(from, k.lo-from)
-			from = k.hi
+			e.written.Remove(from, k.start-from)
+			from = k.end
 		}
 		e.written.Remove(from, base+hi-from)
 	})
@@ -932,25 +932,17 @@ func (e *Engine) noteRecent(first, n uint64) {
 // handle of that transaction, and jbd2 writes the transaction's log only
 // once all its handles are done. A write after the first log block is the
 // new owner's.
-func (e *Engine) keptFrom(lo, hi uint64) []lrange {
+func (e *Engine) keptFrom(lo, hi uint64) []span {
 	if e.freedAfter == 0 {
 		return nil
 	}
 	i := sort.Search(len(e.recent), func(i int) bool { return e.recent[i].seq > e.freedAfter })
-	var out []lrange
+	var out []span
 	for _, w := range e.recent[i:] {
 		if s, t := max(w.first, lo), min(w.first+w.n, hi); s < t {
-			out = append(out, lrange{s, t})
+			out = append(out, span{s, t})
 		}
 	}
-	slices.SortFunc(out, func(a, b lrange) int { return cmp.Compare(a.lo, b.lo) })
-	merged := out[:0]
-	for _, r := range out {
-		if k := len(merged) - 1; k >= 0 && r.lo <= merged[k].hi {
-			merged[k].hi = max(merged[k].hi, r.hi)
-			continue
-		}
-		merged = append(merged, r)
-	}
-	return merged
+	slices.SortFunc(out, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	return mergeSpans(nil, out, nil)
 }

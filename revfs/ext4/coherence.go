@@ -54,14 +54,7 @@ func (e *Engine) pruneLastWrite() {
 		}
 	}
 	slices.SortFunc(tails, func(a, b span) int { return cmp.Compare(a.start, b.start) })
-	merged := tails[:0]
-	for _, t := range tails {
-		if k := len(merged) - 1; k >= 0 && t.start <= merged[k].end {
-			merged[k].end = max(merged[k].end, t.end)
-			continue
-		}
-		merged = append(merged, t)
-	}
+	merged := mergeSpans(nil, tails, nil)
 	e.lastWrite.keepOnly(func(pb uint64) bool {
 		i := sort.Search(len(merged), func(i int) bool { return merged[i].end > pb })
 		return i < len(merged) && merged[i].start <= pb
