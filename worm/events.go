@@ -129,17 +129,23 @@ func (l *eventLog) drop(e Event, n int) {
 	if l.dropIno == nil {
 		l.dropIno = map[uint64]bool{}
 	}
-	inos := e.Inodes
-	if e.Kind != "suppressed" {
-		inos = []uint64{e.Inode}
-	}
-	for _, ino := range inos {
+	for _, ino := range e.files() {
 		if len(l.dropIno) < maxDroppedInodes {
 			l.dropIno[ino] = true
 		} else {
 			l.dropIno[0] = true // too many to name: the whole device
 		}
 	}
+}
+
+// files returns the protected files (inode numbers, 0: every file) the
+// indicators e stands for concern: its Inode, or for a "suppressed" line
+// the Inodes of those it counts.
+func (e Event) files() []uint64 {
+	if e.Kind == "suppressed" {
+		return e.Inodes
+	}
+	return []uint64{e.Inode}
 }
 
 // maxDroppedInodes bounds the files one "suppressed" line names; the engine

@@ -85,11 +85,7 @@ func (t *tally) add(e Event) {
 			t.Tripped = &first
 		}
 	case Response(e.Response) == ResponseHoneypot:
-		inos := e.Inodes
-		if e.Kind != "suppressed" {
-			inos = []uint64{e.Inode}
-		}
-		for _, ino := range inos {
+		for _, ino := range e.files() {
 			if i, found := slices.BinarySearch(t.Frozen, ino); !found && len(t.Frozen) < maxDroppedInodes {
 				t.Frozen = slices.Insert(t.Frozen, i, ino)
 			}
