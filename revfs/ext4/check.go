@@ -933,8 +933,16 @@ func (e *Engine) noteRecent(first, n uint64) {
 // once all its handles are done. A write after the first log block is the
 // new owner's.
 func (e *Engine) keptFrom(lo, hi uint64) []span {
-	if e.freedAfter == 0 {
+	if e.freeing == nil {
 		return nil
+	}
+	if e.freedAfter == 0 {
+		// Only a commit that frees blocks needs it: found once, on the
+		// first freed run, rather than for every commit applied.
+		if e.freedAfter = e.jnl.firstLogWrite(*e.freeing); e.freedAfter == 0 {
+			e.freeing = nil // unknown: nothing is kept
+			return nil
+		}
 	}
 	i := sort.Search(len(e.recent), func(i int) bool { return e.recent[i].seq > e.freedAfter })
 	var out []span

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
 	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
@@ -91,11 +92,13 @@ type Engine struct {
 	opening   bool              // Open is reading the image as its baseline
 
 	// recent lists the host's writes since the last journal commit the
-	// engine applied, in order; freedAfter, while a commit is applied, is
-	// the sequence of the first write to its log (0: unknown). A block
-	// the commit frees that was written after that is not forgotten
-	// (applyBitmap, keptFrom).
+	// engine applied, in order. While a commit is applied, freeing is its
+	// (last) transaction and freedAfter, once keptFrom needs it, the
+	// sequence of the first write to its log. A block the commit frees
+	// that was written after that is not forgotten (applyBitmap,
+	// keptFrom).
 	recent     []recentWrite
+	freeing    *jbd2.Transaction
 	freedAfter uint64
 
 	// FreeBlocks' running sum of the descriptors' free counts, per group

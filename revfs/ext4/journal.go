@@ -928,9 +928,9 @@ func (j *journal) apply(txs []jbd2.Transaction, read func(uint32) ([]byte, error
 		_, res = e.evalChange(chg)
 	}
 	e.seq++
-	e.freedAfter = j.firstLogWrite(txs[len(txs)-1])
+	e.freeing = &txs[len(txs)-1]
 	e.applyChange(chg, res, touched)
-	e.freedAfter = 0
+	e.freeing, e.freedAfter = nil, 0
 	if m, ok := j.wroteAt(txs[len(txs)-1].End); ok {
 		i := sort.Search(len(e.recent), func(i int) bool { return e.recent[i].seq > m.seq })
 		e.recent = append(e.recent[:0], e.recent[i:]...)
