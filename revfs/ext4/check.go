@@ -149,7 +149,7 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 		if _, ok := e.roles[b]; ok {
 			chg.homes = append(chg.homes, b)
 			chg.carries[b] = true
-			if apply {
+			if apply && !e.staleHome(w, b) {
 				e.homeWrote[b] = e.epoch
 			}
 		}
@@ -170,6 +170,21 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 		}
 	}
 	return vs
+}
+
+// staleHome reports whether w writes home block b with the version the
+// model already holds: a checkpoint of a transaction already applied. It
+// is no newer than a copy logged in the same flush epoch, and must not
+// hide it (journal.versions): when the kernel turns a directory into an
+// htree, the transaction logs the directory's inode and its new dx_root
+// block, while a checkpoint of the inode's previous version may land in
+// the same epoch; dropping the logged inode made the engine read the
+// dx_root block against the old linear inode ("entry removed"). A write
+// home of a version the model does not hold yet does count: it may be
+// newer than the copy (the order inside one epoch means nothing).
+func (e *Engine) staleHome(w *hostWrite, b uint64) bool {
+	cur, ok := e.meta[b]
+	return ok && bytes.Equal(cur, w.block(b))
 }
 
 // checkpointed records that w wrote its blocks home: a journalled copy
