@@ -464,16 +464,14 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 
 // checkEntry reports a protected file whose entry left its directory.
 // checkNames judges the names a protected path takes in directory d (see
-// Engine.watchPath) in its new view nv: a name must not name another inode
-// than it did, or whoever opens the path gets another file (a rename of the
-// file or of a directory above it with another file put at the name, an
-// exchange). A name that names nothing is not judged: without a journal
-// the blocks of one directory change arrive one by one, in any order (see
-// checkEntry), and with one a kernel turning the root into an htree showed
-// the engine the new root block before the root's grown inode (a review's
-// kernel test; the cause was not found). The file's own entry keeps
-// checkEntry's rules. For a directory above the files' parents (ancestor),
-// a removed directory is judged here too; checkEntry does it for a parent.
+// Engine.watchPath) in its new view nv: each must still name the inode it
+// named, or whoever opens the path gets another file (a rename of the file
+// or of a directory above it, another file put at the name, an exchange).
+// A name that names nothing is judged only with a journal: without one,
+// the blocks of one directory change arrive one by one in any order (see
+// checkEntry), and the file's own entry has checkEntry's rules. For a
+// directory above the files' parents (ancestor), a removed or unreadable
+// directory is judged here too; checkEntry does it for a parent.
 func (e *Engine) checkNames(d *tracked, nv *view, chg *change, ancestor bool) []revfs.Violation {
 	if len(d.names) == 0 {
 		return nil
@@ -494,10 +492,9 @@ func (e *Engine) checkNames(d *tracked, nv *view, chg *change, ancestor bool) []
 	first := d.names[names[0]]
 	switch {
 	case nv.inode == nil || nv.err != nil:
-		// A directory above the parent that does not decode, or is over
-		// maxTrackedDirBlocks, is not judged (the parent's is, by
-		// checkEntry): an honest root with many entries must not trip the
-		// device. Its names are judged again once it decodes.
+		if ancestor {
+			return []revfs.Violation{viol(revfs.KindUnparseable, first, "directory %d on the path %s: %v", d.ino, first.file.path, nv.err)}
+		}
 		return nil
 	case nv.freed() || !nv.inode.IsDir():
 		if ancestor {
@@ -516,6 +513,9 @@ func (e *Engine) checkNames(d *tracked, nv *view, chg *change, ancestor bool) []
 			vs = append(vs, viol(revfs.KindDirEntry, b, "directory %d holds two entries %q for different inodes: the path %s may lead to another file than inode %d", d.ino, name, b.file.path, b.child))
 		case ok && uint64(got) != b.child:
 			vs = append(vs, viol(revfs.KindDirEntry, b, "entry %q of directory %d names inode %d, not %d: the path %s leads to another file", name, d.ino, got, b.child, b.file.path))
+		case !ok && e.jnl != nil && !(b.child == b.file.ino && nv.entries[uint32(b.child)] == 0):
+			// (A file's last entry gone is checkEntry's.)
+			vs = append(vs, viol(revfs.KindDirEntry, b, "entry %q of directory %d, naming inode %d, is gone: the path %s leads nowhere", name, d.ino, b.child, b.file.path))
 		}
 	}
 	return vs

@@ -165,12 +165,10 @@
 //     name the path takes may come to name another inode than at Open
 //     (another file put at the name after a rename of the file or of a
 //     directory above it, log rotation by rename and create included, or
-//     two names exchanged: KindDirEntry). A name that merely disappears is
-//     not raised (the path leads nowhere; indelible diff reports it): the
-//     blocks of one directory change may arrive in any order, and a kernel
-//     turning a directory into an htree showed the engine the new block
-//     before the grown inode. The file's own entry keeps checkEntry's
-//     rules.
+//     two names exchanged: KindDirEntry). With a journal, a name that
+//     disappears is raised too (the path leads nowhere); without one it is
+//     not: the blocks of one directory change may arrive in any order. The
+//     file's own entry keeps checkEntry's rules.
 //   - Without a journal, a directory block without a protected file's
 //     entry is not reported by itself (the blocks of one directory change,
 //     a rename into another block or an htree split, arrive one by one in
@@ -185,16 +183,12 @@
 //     the host writes it is trusted if it parses (there is no checksum to
 //     tell a stale block from a fresh one); with metadata_csum it must
 //     carry this inode's checksum.
-//   - With metadata_csum, a new version of a protected file's inode record
-//     or extent block, or of a watched directory's inode, whose checksum
-//     fails is KindUnparseable only with a journal (inodecheck.go): without
-//     one, ext4 may write a block while it changes it, and the torn
-//     checksum is repaired by the next write. Directory blocks are not
-//     checked: a kernel turning the root into an htree wrote a block the
-//     check refused, cause not found (a broken leaf tail hides the file
-//     from the host's lookups; indelible diff still reports the path).
-//   - A directory above the file's parent that does not decode, or holds
-//     more than maxTrackedDirBlocks blocks, is not judged until it does.
+//   - With metadata_csum, a new version of a protected file's inode record,
+//     extent block or directory (inode or leaf block) whose checksum fails
+//     is KindUnparseable only with a journal (inodecheck.go): without one,
+//     ext4 may write a block while it changes it, and the torn checksum is
+//     repaired by the next write. Htree index blocks (dx_tail) are not
+//     checked.
 //   - A block map change of the committed range made under an extent
 //     subtree the host has not written yet is judged when that subtree
 //     arrives, and blamed on it.

@@ -116,9 +116,9 @@ func isPower(g, base uint64) bool {
 }
 
 // verifiesNew reports whether new versions of watched metadata must carry
-// valid checksums: with metadata_csum, the kernel refuses to read an inode
-// or extent block whose checksum fails (ext4_iget: EFSBADCRC;
-// __ext4_ext_check: EFSBADCRC), so a
+// valid checksums: with metadata_csum, the kernel refuses to read an inode,
+// extent block or directory block whose checksum fails (ext4_iget:
+// EFSBADCRC; __ext4_ext_check, __ext4_read_dirblock: EFSBADCRC), so a
 // version that fails hides a protected file from the host. Only with a
 // journal: jbd2 writes every metadata block, to the log and home, as a
 // consistent snapshot (a handle changing a buffer being written waits for
@@ -164,4 +164,27 @@ func (e *Engine) inodeCsumError(t *tracked, raw []byte) error {
 		return nil
 	}
 	return fmt.Errorf("%w: inode %d fails its checksum (the kernel refuses to read it)", layout.ErrCorrupt, t.ino)
+}
+
+// dirBlockCsumError checks a new version d of logical block lb of a
+// directory whose inode is in, as __ext4_read_dirblock (fs/ext4/namei.c)
+// does: a leaf must end in a dirent tail (ext4_dir_entry_tail) whose
+// crc32c matches. In an indexed directory (dir_index and the index flag)
+// block 0, and any block whose first record spans the whole block, is an
+// htree index block: it carries a dx_tail the engine does not check (the
+// kernel only checks it when it reads the block as an index, and an empty
+// leaf can look the same).
+func (e *Engine) dirBlockCsumError(in *layout.Inode, seed uint32, lb uint64, d []byte) error {
+	if in != nil && in.Flags&layout.InodeFlagIndex != 0 && e.sb.FeatureCompat&layout.CompatDirIndex != 0 {
+		if lb == 0 || (len(d) >= layout.DirEntryHeaderSize && layout.RecLen(uint16(d[4])|uint16(d[5])<<8, len(d)) == len(d)) {
+			return nil
+		}
+	}
+	if !layout.HasDirTail(d) {
+		return fmt.Errorf("%w: directory leaf without a checksum tail", layout.ErrCorrupt)
+	}
+	if !layout.VerifyDirTail(seed, d) {
+		return fmt.Errorf("%w: directory tail checksum", layout.ErrCorrupt)
+	}
+	return nil
 }

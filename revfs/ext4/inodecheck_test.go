@@ -185,6 +185,24 @@ func TestNewVersionsMustCarryChecksums(t *testing.T) {
 			t.Fatalf("got %v, want unparseable", vs)
 		}
 	})
+	t.Run("directory block tail checksum", func(t *testing.T) {
+		r, f := open()
+		db := f.parent.view.dirBlocks[0]
+		blk := rawBlock(r, db)
+		binary.LittleEndian.PutUint32(blk[r.bs-4:], 0xFFFFFFFF)
+		if vs := r.write(int64(db)*r.bs, blk); !hasKind(vs, revfs.KindUnparseable) {
+			t.Fatalf("got %v, want unparseable", vs)
+		}
+	})
+	t.Run("directory block without its tail", func(t *testing.T) {
+		r, f := open()
+		db := f.parent.view.dirBlocks[0]
+		blk := rawBlock(r, db)
+		copy(blk[r.bs-12:], make([]byte, 12)) // the tail's rec_len and type gone
+		if vs := r.write(int64(db)*r.bs, blk); !hasKind(vs, revfs.KindUnparseable) {
+			t.Fatalf("got %v, want unparseable", vs)
+		}
+	})
 	t.Run("extent block tail checksum", func(t *testing.T) {
 		r, _ := open()
 		g := r.e.byIno[uint64(r.ids[frag])]

@@ -425,11 +425,11 @@ func (e *Engine) readDir(v *view, src source, seed uint32, watch map[string]bind
 			if perr == nil && !trusted && e.sb.HasMetadataCsum() && layout.HasDirTail(d) && !layout.VerifyDirTail(seed, d) {
 				perr = fmt.Errorf("%w: directory tail checksum", layout.ErrCorrupt)
 			}
-			// A new version the host writes is not checked against its
-			// checksum (dirBlockCsumError): a kernel turning the root
-			// into an htree wrote a block the check refused (a review's
-			// kernel test; the cause was not found), and a false
-			// indicator makes an honest device read-only.
+			if perr == nil && trusted && e.verifiesNew() && e.isNew(b, d) {
+				// A new version the host wrote: the kernel refuses a leaf
+				// whose checksum fails (__ext4_read_dirblock: EFSBADCRC).
+				perr = e.dirBlockCsumError(v.inode, seed, m.Logical+i, d)
+			}
 			if perr != nil {
 				if trusted {
 					v.err, v.errAt = fmt.Errorf("directory block %d: %w", b, perr), b

@@ -9,16 +9,16 @@ import (
 )
 
 // The directories above a protected file are watched (a name on the path
-// that comes to name another inode is an indicator), but honest work in
-// them is not: a hard link, attributes, renames of other entries, and
-// thousands of entries in the root, which turn it into an htree. A review's
-// kernel test found the root's htree conversion raising false indicators:
-// a checksum check of new directory blocks, then an entry on the path seen
-// gone (both dropped; see checkNames). The same conversion of the file's
-// own directory raised "entry removed": the transaction that indexes the
-// directory logs its inode, and a checkpoint of an older inode version in
-// the same flush epoch made the engine drop that copy and read the new
-// dx_root block against the old, linear inode.
+// that comes to name another inode, or with a journal names nothing, is an
+// indicator), but honest work in them is not: a hard link, attributes,
+// renames of other entries, and thousands of entries in the root and in
+// the file's own directory, which turn them into htrees. Those conversions
+// raised false indicators (a directory block's checksum refused, a name on
+// the path seen gone, the file's entry seen removed): the transaction that
+// indexes a directory logs its inode and its new dx_root block, and a
+// checkpoint of the inode's previous version in the same flush epoch made
+// the engine drop the logged inode and read the dx_root block against the
+// old linear one (Engine.staleHome).
 func TestAncestorsHonestWork(t *testing.T) {
 	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {

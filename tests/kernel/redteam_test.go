@@ -18,8 +18,7 @@ import (
 // set (encrypt: ENODATA on open, verity: EOPNOTSUPP, ea_inode and casefold:
 // EUCLEAN), an xattr block inside the group descriptors (EUCLEAN), a broken
 // inode checksum (EBADMSG), a broken checksum on the directory's inode,
-// (A broken tail checksum in the directory's block is not judged: see
-// readDir.)
+// and a broken tail checksum in the directory's block.
 func TestRedTeamInode(t *testing.T) {
 	testenv.RequireRoot(t)
 	sif := func(field string) func(a *attackEnv) error {
@@ -43,6 +42,25 @@ func TestRedTeamInode(t *testing.T) {
 			r := a.k.debugfs(true, "sif var/log checksum 0x1234")
 			dropCaches(a.t)
 			return r.err
+		}},
+		{"dir-block-csum", func(a *attackEnv) error {
+			r := a.k.debugfs(false, "bmap var/log 0")
+			m := reBmap.FindStringSubmatch(r.out)
+			if m == nil {
+				return fmt.Errorf("bmap: %s", r.out)
+			}
+			var phys int64
+			fmt.Sscan(m[1], &phys)
+			lf, err := os.OpenFile(a.k.m.Loop, os.O_RDWR, 0)
+			if err != nil {
+				return err
+			}
+			// The last 4 bytes of the block: the dirent tail's det_checksum.
+			_, err = lf.WriteAt([]byte{0xff, 0xff, 0xff, 0xff}, (phys+1)*a.bs-4)
+			lf.Sync()
+			lf.Close()
+			dropCaches(a.t)
+			return err
 		}},
 	}
 	for _, mode := range []string{"ordered", "journal"} {
