@@ -38,6 +38,7 @@ type Image struct {
 	fs     *layout.Image // opened through the overlay
 	copies map[uint64]jbd2.LoggedBlock
 	jmap   []layout.Mapping // journal inode map, for copies' device blocks
+	zone   layout.Zone      // blocks no file may map (the filesystem's own)
 
 	// Replayed is the number of home blocks the journal overrides.
 	Replayed int
@@ -63,10 +64,10 @@ func OpenImage(img io.ReaderAt, size int64) (*Image, error) {
 	} else if err != nil {
 		im.Notes = append(im.Notes, fmt.Sprintf("journal not replayed, home blocks shown as they are: %v", err))
 		im.copies = nil
-		return im, nil
+		return im.withZone(), nil
 	}
 	if len(im.copies) == 0 {
-		return im, nil
+		return im.withZone(), nil
 	}
 	im.fs, err = openLayout(&overlay{im}, size)
 	if err != nil {
@@ -78,7 +79,18 @@ func OpenImage(img io.ReaderAt, size int64) (*Image, error) {
 		// changes these (online resizing changes the block count only).
 		return nil, fmt.Errorf("%w: the journal replays a superblock whose %s differs from the home superblock's", ErrCorrupt, why)
 	}
-	return im, nil
+	return im.withZone(), nil
+}
+
+// withZone sets the system zone of the filesystem as the host mounts it
+// (the journal's blocks included) and returns im.
+func (im *Image) withZone() *Image {
+	var j []layout.Span
+	for _, m := range im.jmap {
+		j = append(j, layout.Span{Start: m.Physical, End: m.Physical + m.Len})
+	}
+	im.zone = layout.SystemZone(im.fs.SB, im.fs.Groups, j)
+	return im
 }
 
 // geometryChange names the first field of the filesystem's geometry that
@@ -402,8 +414,14 @@ func (im *Image) OpenFile(ino uint64) (*File, error) {
 	// A size past the image's end is a sparse tail the kernel shows as
 	// zeros; readers go a chunk at a time, and ReadAll refuses it.
 	f.Size = int64(min(in.Size(), math.MaxInt64))
-	if f.maps, _, err = im.fs.FileMap(in); err != nil {
+	var tree []uint64
+	if f.maps, tree, err = im.fs.FileMap(in); err != nil {
 		return f, fmt.Errorf("%w: inode %d: extent tree: %w", ErrCorrupt, ino, err)
+	}
+	if err := im.zone.CheckMaps(f.maps, tree); err != nil {
+		// The kernel refuses the file (ext4_inode_block_valid): the host
+		// reads an error where the "data" are the filesystem's own bytes.
+		return f, fmt.Errorf("%w: inode %d: %w", ErrGone, ino, err)
 	}
 	return f, nil
 }

@@ -93,6 +93,11 @@ type FileState struct {
 	DataJournalled bool
 	// LastTouch is when a write last touched the file's data or metadata.
 	LastTouch time.Time
+	// UnknownMap is true when part of the file's block map below its size
+	// lies under an extent tree block the host has not written: the
+	// device watches it as a StallUnknownTree range even when the
+	// coherent prefix has caught up with the size.
+	UnknownMap bool
 }
 
 // BlockSet is a set of filesystem block numbers. The device core supplies a
@@ -162,6 +167,12 @@ const (
 	// grew past them (a block completed in the page cache only, while a
 	// later range was made durable; after a crash, data the host lost).
 	StallPartial
+	// StallUnknownTree is a range whose block map lies under an extent
+	// tree block the host has not written (without a journal the parent
+	// may land first, for moments). Never taken as found: the device
+	// raises an indicator once it stays so (the kernel cannot read the
+	// file there: a forged tree).
+	StallUnknownTree
 )
 
 var stallNames = map[StallKind]string{
@@ -169,7 +180,8 @@ var stallNames = map[StallKind]string{
 	StallUnwritten:  "unwritten-extent",
 	StallHole:       "hole",
 	StallTail:       "tail",
-	StallPartial:    "partial-block",
+	StallPartial:     "partial-block",
+	StallUnknownTree: "unknown-tree",
 }
 
 func (k StallKind) String() string {
@@ -181,8 +193,9 @@ func (k StallKind) String() string {
 
 // TakenAsFound reports whether a range of this kind is ever taken as
 // found after commit.lost_after: every kind but StallTail, after which
-// nothing the host appended waits.
-func (k StallKind) TakenAsFound() bool { return k != StallTail }
+// nothing the host appended waits, and StallUnknownTree, whose bytes are
+// not known to be the file's at all.
+func (k StallKind) TakenAsFound() bool { return k != StallTail && k != StallUnknownTree }
 
 // Describe says in words what such a range is, for people (status, the
 // lost-write notice).
@@ -198,6 +211,8 @@ func (k StallKind) Describe() string {
 		return "the end of the file reads as zeroes (holes or unwritten extents up to its size): not written by the host yet, or data it lost in a crash"
 	case StallPartial:
 		return "a block written while the file ended inside it, whose later bytes the host has not written since"
+	case StallUnknownTree:
+		return "its block map lies under an extent tree block the host has not written"
 	}
 	return k.String()
 }

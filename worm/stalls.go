@@ -59,7 +59,7 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 		return false
 	}
 	w := d.stalls[st.ID]
-	if st.Coherent >= st.Size {
+	if st.Coherent >= st.Size && !st.UnknownMap {
 		// Caught up: nothing is stalled. The watch stays, with the time of
 		// its last walk, so that a file whose prefix trails its size now
 		// and then (every append, for moments) is walked once a second at
@@ -89,6 +89,14 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 			}
 		}
 		stalled := now.Sub(mark.since)
+		if s.Kind == revfs.StallUnknownTree {
+			if stalled >= unknownTreeAfter(window) && !mark.warned {
+				mark.warned = true
+				d.unknownTree(st.ID, s, stalled)
+			}
+			marks = append(marks, mark)
+			continue
+		}
 		if !s.Kind.TakenAsFound() {
 			// A tail: shown in status only, nothing to warn about (no
 			// data the host appended waits behind it).
@@ -112,6 +120,33 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 	return took
 }
 
+// unknownTreeAfter is how long a file's block map may lie under an extent
+// tree block the host has not written before the device raises an
+// indicator: commit.lost_after when set, or defaultUnknownTreeAfter.
+// Without a journal the kernel may write a new index before the leaf it
+// points to, and its writeback brings the leaf within seconds (at most
+// dirty_expire_centisecs, 30 s by default, later under load); with a
+// journal both come in one transaction. A tree whose block never comes
+// is forged: the kernel cannot read the file there.
+func unknownTreeAfter(window time.Duration) time.Duration {
+	if window > 0 {
+		return window
+	}
+	return defaultUnknownTreeAfter
+}
+
+const defaultUnknownTreeAfter = 2 * time.Minute
+
+// unknownTree raises the indicator for a range whose block map stayed
+// under an unwritten extent tree block. Called with mu held.
+func (d *Device) unknownTree(id revfs.FileID, s revfs.Stall, stalled time.Duration) {
+	vs := []revfs.Violation{{Kind: revfs.KindUnparseable, File: id,
+		Detail: fmt.Sprintf("file bytes [%d,%d): %s, for %s: the kernel cannot read the file there (a forged extent tree)",
+			s.Off, s.Off+s.Len, s.Kind.Describe(), stalled.Round(time.Second))}}
+	// No request carries it: a read-only trip refuses the next write.
+	d.respond(vs, nil, 0, "watch")
+}
+
 // stallDue has the scheduler look again when the oldest watched range's
 // window ends. Called with mu held.
 func (d *Device) stallDue(w *stallWatch, window time.Duration) {
@@ -119,10 +154,13 @@ func (d *Device) stallDue(w *stallWatch, window time.Duration) {
 		return // nothing is taken: no reason to wake up for it
 	}
 	for _, m := range w.marks {
-		if !m.s.Kind.TakenAsFound() {
+		at := m.since.Add(window)
+		switch {
+		case m.s.Kind == revfs.StallUnknownTree && !m.warned:
+			at = m.since.Add(unknownTreeAfter(window))
+		case !m.s.Kind.TakenAsFound():
 			continue // no window ends
 		}
-		at := m.since.Add(window)
 		if at.Before(w.checked.Add(stallCheckEvery)) {
 			at = w.checked.Add(stallCheckEvery)
 		}

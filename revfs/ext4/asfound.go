@@ -26,7 +26,29 @@ func (e *Engine) Stalls(id revfs.FileID, most int) []revfs.Stall {
 	if f == nil || most <= 0 {
 		return nil
 	}
-	return e.stallsFrom(f, uint64(f.coherent/e.bs), most)
+	out := e.unknownMap(f, most)
+	return append(out, e.stallsFrom(f, uint64(f.coherent/e.bs), most-len(out))...)
+}
+
+// unknownMap returns up to most ranges below f's size whose block map lies
+// under an extent tree block the host has not written (the walk of
+// stallsFrom stops at them; they are reported even when the coherent
+// prefix has caught up with the size, as after a forged index).
+func (e *Engine) unknownMap(f *tracked, most int) []revfs.Stall {
+	v := f.view
+	if v == nil || v.inode == nil || v.err != nil || v.freed() || !v.inode.IsRegular() || v.size <= 0 {
+		return nil
+	}
+	var out []revfs.Stall
+	for _, u := range v.unknown {
+		if len(out) >= most {
+			break
+		}
+		if off := int64(u.lo) * e.bs; off < v.size {
+			out = append(out, revfs.Stall{Kind: revfs.StallUnknownTree, Off: off, Len: min(int64(u.hi)*e.bs, v.size) - off, Device: -1})
+		}
+	}
+	return out
 }
 
 // stallsFrom walks f's blocks from logical block lb to its size and returns

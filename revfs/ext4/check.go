@@ -429,6 +429,20 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 		return viol(revfs.KindUnparseable, nv.errAt, "inode %d: %v", f.ino, nv.err)
 	}
 	var vs []revfs.Violation
+	if e.jnl == nil && old.inode != nil && in.LinksCount < old.inode.LinksCount {
+		// A name of the file removed (unlink.go). If it is the protected
+		// one (its block already came without it), that is an unlink
+		// while another name, elsewhere, keeps the inode alive: the path
+		// no longer leads to the file. Otherwise the block may still
+		// come, in this flush epoch (checkEntry).
+		if e.gone[f.ino] != nil {
+			f.unlinkTried = true
+			vs = append(vs, viol(revfs.KindDirEntry, f.inoBlock, "entry of file %d (%s) removed from directory %d while its link count fell %d -> %d: unlinked, another name keeps the inode",
+				f.ino, f.path, e.gone[f.ino].dir, old.inode.LinksCount, in.LinksCount)...)
+		} else {
+			f.linksDropEpoch = e.epoch
+		}
+	}
 	if nv.size < f.committed {
 		vs = append(vs, viol(revfs.KindSizeDecreased, f.inoBlock, "size %d -> %d (committed %d)", old.size, nv.size, f.committed)...)
 	}
@@ -541,12 +555,13 @@ func (e *Engine) checkEntry(f, d *tracked, nv *view, chg *change) []revfs.Violat
 	case nv.entries[uint32(f.ino)] > 0:
 		delete(e.gone, f.ino) // back (or never gone)
 	case d.view.entries[uint32(f.ino)] > 0:
-		if e.jnl == nil && !f.unlinkTried {
+		if e.jnl == nil && !f.unlinkTried && f.linksDropEpoch != e.epoch {
 			// Without a journal the blocks of one directory change
 			// (a rename into another block, an htree split) reach the
 			// device one by one, in any order: a block without the entry
 			// does not mean the entry is gone. An attempt to free the
-			// inode does (checkFile); until then the removal is only
+			// inode does, or its link count falling in the same flush
+			// epoch (checkFile); until then the removal is only
 			// remembered (unlink.go).
 			e.noteGone(f, d, nv)
 			e.log.Info("ext4: entry of a protected file not in its directory's known blocks", "file", f.ino, "dir", d.ino)

@@ -124,6 +124,10 @@ type Engine struct {
 	missBlock       uint64
 
 	scratch []byte // peekNewest's buffer
+
+	// zone is the blocks the filesystem keeps for its metadata: a tracked
+	// inode's extent tree may not map or hold any of them (treeWalk.node).
+	zone layout.Zone
 }
 
 // writeMark says when a block was written.
@@ -209,6 +213,8 @@ func Open(img io.ReaderAt, size int64, files []revfs.ProtectedFile, written revf
 			return nil, err
 		}
 	}
+
+	e.zone = systemZone(im)
 
 	sorted := append([]revfs.ProtectedFile(nil), files...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
@@ -561,6 +567,7 @@ func (e *Engine) Files() []revfs.FileState {
 		out = append(out, revfs.FileState{
 			ID: revfs.FileID(f.ino), Size: f.view.size, Coherent: f.coherent,
 			Journalled: f.journalled, DataJournalled: f.dataJournalled, LastTouch: f.lastTouch,
+			UnknownMap: len(e.unknownMap(f, 1)) > 0,
 		})
 	}
 	return out
@@ -644,4 +651,24 @@ func (e *Engine) ReadFile(id revfs.FileID, p []byte, off int64) error {
 		p, off = p[n:], off+n
 	}
 	return nil
+}
+
+// systemZone is the filesystem's system zone, the journal's blocks included
+// (as the kernel protects the journal inode's). A journal inode that does
+// not read leaves its blocks out here; openJournal refuses it anyway.
+func systemZone(im *layout.Image) layout.Zone {
+	var extra []layout.Span
+	if im.SB.FeatureCompat&layout.CompatHasJournal != 0 {
+		if in, _, err := im.ReadInode(uint64(im.SB.JournalInum)); err == nil {
+			if maps, tree, err := im.FileMap(in); err == nil {
+				for _, m := range maps {
+					extra = append(extra, layout.Span{Start: m.Physical, End: m.Physical + m.Len})
+				}
+				for _, b := range tree {
+					extra = append(extra, layout.Span{Start: b, End: b + 1})
+				}
+			}
+		}
+	}
+	return layout.SystemZone(im.SB, im.Groups, extra)
 }

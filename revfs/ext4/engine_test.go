@@ -147,7 +147,9 @@ func TestAttacks(t *testing.T) {
 				{"to directory", []string{"set_inode_field " + p + " mode 040644"}, revfs.KindTypeChanged},
 				{"drop extents flag", []string{"set_inode_field " + p + " flags 0"}, revfs.KindTypeChanged},
 				{"generation", []string{"set_inode_field " + p + " generation 77"}, revfs.KindInodeFreed},
-				{"extent start", []string{"set_inode_field " + p + " block[5] 1000"}, revfs.KindMappingChanged},
+				{"extent start", []string{"set_inode_field " + p + " block[5] 1700"}, revfs.KindMappingChanged},
+				// Block 2: descriptors (1 KiB blocks) or reserved ones (4 KiB).
+				{"extent into metadata", []string{"set_inode_field " + p + " block[5] 2"}, revfs.KindUnparseable},
 				{"garbage extent header", []string{"set_inode_field " + p + " block[0] 0x12345678"}, revfs.KindUnparseable},
 				// Sizes no kernel writes: negative as a signed number, or
 				// past the 2^32 blocks extents can map.
@@ -365,7 +367,11 @@ func TestStaleLeafDefersVerdict(t *testing.T) {
 	leaf := f.view.tree[0]
 	forged := bytes.Clone(r.img.b[int64(leaf)*r.bs : int64(leaf+1)*r.bs])
 	start := binary.LittleEndian.Uint32(forged[20:])
-	binary.LittleEndian.PutUint32(forged[20:], start+100)
+	moved := start + 100
+	for _, in := r.e.zone.Overlap(uint64(moved), 1); in; _, in = r.e.zone.Overlap(uint64(moved), 1) {
+		moved++ // a stale leaf, not one mapping metadata (unparseable)
+	}
+	binary.LittleEndian.PutUint32(forged[20:], moved)
 	n, err := layout.ParseExtentNode(forged)
 	if err != nil {
 		t.Fatal(err)

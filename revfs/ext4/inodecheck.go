@@ -70,7 +70,7 @@ func (e *Engine) systemBlock(b uint64) string {
 	ipb := uint64(e.bs) / uint64(e.sb.InodeSizeBytes())
 	itb := (uint64(e.sb.InodesPerGroup) + ipb - 1) / ipb
 	for g, gd := range e.groups {
-		if start := uint64(e.sb.FirstDataBlock) + uint64(g)*bpg; e.groupHasSuper(uint64(g)) &&
+		if start := uint64(e.sb.FirstDataBlock) + uint64(g)*bpg; e.sb.HasSuperBackup(uint64(g)) &&
 			b >= start && b < start+1+e.gdtCount+uint64(e.sb.ReservedGDTBlocks) {
 			return fmt.Sprintf("the superblock or group descriptors of group %d", g)
 		}
@@ -89,30 +89,6 @@ func (e *Engine) systemBlock(b uint64) string {
 		}
 	}
 	return ""
-}
-
-// groupHasSuper mirrors ext4_bg_has_super (fs/ext4/balloc.c): whether
-// group g holds a copy of the superblock and group descriptors.
-func (e *Engine) groupHasSuper(g uint64) bool {
-	switch {
-	case g == 0:
-		return true
-	case e.sb.FeatureCompat&layout.CompatSparseSuper2 != 0:
-		return g == uint64(e.sb.BackupBGs[0]) || g == uint64(e.sb.BackupBGs[1])
-	case g == 1 || e.sb.FeatureROCompat&layout.ROCompatSparseSuper == 0:
-		return true
-	case g%2 == 0:
-		return false
-	}
-	return isPower(g, 3) || isPower(g, 5) || isPower(g, 7)
-}
-
-func isPower(g, base uint64) bool {
-	n := uint64(1)
-	for n < g {
-		n *= base
-	}
-	return n == g
 }
 
 // verifiesNew reports whether new versions of watched metadata must carry

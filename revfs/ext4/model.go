@@ -38,7 +38,8 @@ type tracked struct {
 	journalled     bool
 	dataJournalled bool
 	lastTouch      time.Time
-	unlinkTried    bool // the host tried to free the inode (unlink.go)
+	unlinkTried    bool   // the host tried to free the inode (unlink.go)
+	linksDropEpoch uint64 // flush epoch in which its link count last fell (no journal; 0: never)
 	// asZero are logical block ranges taken as found while they were holes
 	// or unwritten extents (asfound.go): they count as zeroes for the
 	// coherent prefix until sealed.
@@ -263,6 +264,9 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 	w := treeWalk{e: e, v: v, src: src, seen: map[uint64]bool{},
 		seed:   layout.InodeSeed(e.fsSeed, uint32(t.ino), in.Generation),
 		sealed: t.sealed, sealedN: e.blocksFor(t.committed), checks: e.checksNew(t)}
+	if t.ino != uint64(e.sb.JournalInum) {
+		w.zone = e.zone // the journal inode maps the journal's blocks, part of the zone
+	}
 	w.node(in.Block[:], -1, 0, 1<<32, t.inoBlock, true)
 	if v.err == nil {
 		slices.SortFunc(v.maps, func(a, b layout.Mapping) int { return cmp.Compare(a.Logical, b.Logical) })
@@ -290,6 +294,7 @@ type treeWalk struct {
 	sealed  []layout.Mapping // the committed range's block map
 	sealedN uint64           // its length in blocks
 	checks  bool             // new tree blocks must carry the checksum (checksNew)
+	zone    layout.Zone      // blocks no extent may map (nil: the journal's own walk)
 }
 
 // agrees reports whether extents found in the image (not written by the
@@ -355,6 +360,10 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted b
 			v.err, v.errAt = fmt.Errorf("%w: extent at logical %d maps blocks [%d,+%d) outside the filesystem", layout.ErrCorrupt, x.Block, x.Start(), x.Length()), at
 			return
 		}
+		if z, ok := w.zone.Overlap(x.Start(), uint64(x.Length())); ok {
+			v.err, v.errAt = fmt.Errorf("%w: extent at logical %d maps blocks [%d,%d) of filesystem metadata (%s): the kernel refuses the file", layout.ErrCorrupt, x.Block, z.Start, z.End, w.e.systemBlock(z.Start)), at
+			return
+		}
 		if len(v.maps) >= maxTreeExtents {
 			v.err, v.errAt = fmt.Errorf("%w: more than %d extents", layout.ErrCorrupt, maxTreeExtents), at
 			return
@@ -372,6 +381,10 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted b
 		}
 		if c == 0 || c >= w.e.blocks || w.seen[c] || len(v.tree) >= maxTreeBlocks {
 			v.err, v.errAt = fmt.Errorf("%w: extent index to block %d (outside, repeated or too many nodes)", layout.ErrCorrupt, c), at
+			return
+		}
+		if _, ok := w.zone.Overlap(c, 1); ok {
+			v.err, v.errAt = fmt.Errorf("%w: extent index to block %d, in filesystem metadata (%s): the kernel refuses the file", layout.ErrCorrupt, c, w.e.systemBlock(c)), at
 			return
 		}
 		w.seen[c] = true

@@ -18,15 +18,21 @@ import (
 // to a block not written yet). An attempt to free the inode does prove an
 // unlink. So:
 //
-//   - once the host has tried to free the inode (tracked.unlinkTried), a
-//     directory write that drops the entry is a KindDirEntry violation
-//     (checkEntry), and the discard response keeps the block's old bytes;
+//   - once the host has tried to free the inode (tracked.unlinkTried), or
+//     lowered its link count in the same flush epoch (another name of it
+//     removed: maybe this one), a directory write that drops the entry is
+//     a KindDirEntry violation (checkEntry), and the discard response
+//     keeps the block's old bytes;
+//   - an inode write that lowers the link count after a directory write
+//     dropped the entry is a KindDirEntry violation (checkFile): the file
+//     was unlinked while another name, outside the watched directories,
+//     keeps it alive;
 //   - a directory write that dropped the entry before that is let through
 //     but remembered here (the block's version that held it); when the
-//     inode write then raises KindInodeFreed, RepairDiscard puts the entry
-//     back into the block as it is now (whatever else changed in it since),
-//     so that the discard response leaves both the inode and its name in
-//     place.
+//     inode write then raises KindInodeFreed (or KindDirEntry, above),
+//     RepairDiscard puts the entry back into the block as it is now
+//     (whatever else changed in it since), so that the discard response
+//     leaves both the inode and its name in place.
 //
 // The host still holds the entry-less block in its cache; if it writes it
 // again, the first rule applies.
@@ -34,6 +40,7 @@ import (
 // goneEntry is a protected file's entry that a directory write removed.
 type goneEntry struct {
 	file  uint64
+	dir   uint64 // the directory
 	block uint64 // the directory block that held it
 	old   []byte // that block before the removal
 }
@@ -54,7 +61,7 @@ func (e *Engine) noteGone(f, d *tracked, nv *view) {
 	if e.gone == nil {
 		e.gone = map[uint64]*goneEntry{}
 	}
-	e.gone[f.ino] = &goneEntry{file: f.ino, block: b, old: bytes.Clone(old)}
+	e.gone[f.ino] = &goneEntry{file: f.ino, dir: d.ino, block: b, old: bytes.Clone(old)}
 }
 
 // restoreGone puts back, through write, the entries whose removal vs now
@@ -62,7 +69,7 @@ func (e *Engine) noteGone(f, d *tracked, nv *view) {
 // now, and records those blocks in the model as written.
 func (e *Engine) restoreGone(vs []revfs.Violation, write func(b []byte, off int64) error) error {
 	for _, v := range vs {
-		if v.Kind != revfs.KindInodeFreed {
+		if v.Kind != revfs.KindInodeFreed && v.Kind != revfs.KindDirEntry {
 			continue
 		}
 		g := e.gone[uint64(v.File)]
