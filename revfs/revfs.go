@@ -176,10 +176,10 @@ const (
 )
 
 var stallNames = map[StallKind]string{
-	StallNotWritten: "not-written",
-	StallUnwritten:  "unwritten-extent",
-	StallHole:       "hole",
-	StallTail:       "tail",
+	StallNotWritten:  "not-written",
+	StallUnwritten:   "unwritten-extent",
+	StallHole:        "hole",
+	StallTail:        "tail",
 	StallPartial:     "partial-block",
 	StallUnknownTree: "unknown-tree",
 }
