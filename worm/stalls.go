@@ -190,7 +190,7 @@ func (d *Device) noteLostWrite(id revfs.FileID, s revfs.Stall, stalled time.Dura
 
 // StallStatus is a stalled range in Status.
 type StallStatus struct {
-	Kind string `json:"kind"` // not-written, unwritten-extent, hole, tail
+	Kind string `json:"kind"` // not-written, unwritten-extent, hole, tail, partial-block, unknown-tree
 	What string `json:"what"` // the kind in words
 	Off  int64  `json:"off"`  // file byte range
 	Len  int64  `json:"len"`

@@ -191,7 +191,15 @@
 //     checked.
 //   - A block map change of the committed range made under an extent
 //     subtree the host has not written yet is judged when that subtree
-//     arrives, and blamed on it.
+//     arrives, and blamed on it. A subtree that never arrives is reported
+//     as an unknown-tree stall (asfound.go), which the device core raises
+//     as KindUnparseable once it stays (worm/stalls.go): not at once,
+//     since without a journal an index may land before its leaf.
+//   - Without a journal, a protected file's entry gone from its directory
+//     is judged only once the host tries to free the inode or lowers its
+//     link count in the same flush epoch (unlink.go): a rename of the file
+//     into another directory, which changes neither, is not raised (with
+//     a journal it is: checkNames).
 //   - Superblock backups are not watched: a new mkfs is caught by the
 //     primary superblock, the descriptors and the inode tables.
 //   - A file whose last byte is zero, in a last block written before the
