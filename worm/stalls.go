@@ -173,14 +173,21 @@ func (d *Device) stallDue(w *stallWatch, window time.Duration) {
 // noteLostWrite records that a stalled range was taken as found.
 func (d *Device) noteLostWrite(id revfs.FileID, s revfs.Stall, stalled time.Duration, now time.Time) {
 	what := s.Kind.Describe() + "; sealed as zeroes"
-	if s.Kind == revfs.StallNotWritten {
+	why := "the host most likely lost this data in a crash"
+	switch s.Kind {
+	case revfs.StallNotWritten:
 		what = s.Kind.Describe() + "; sealed as the device holds them"
+	case revfs.StallPartial:
+		// Zero bytes at the end of the block: data that ends in zeroes
+		// (binary records) cannot be told from bytes never written.
+		what = s.Kind.Describe() + "; sealed as the device holds them"
+		why = "they are zero bytes: data the host appended that ends in zeroes, or data it lost in a crash"
 	}
 	e := Event{
 		Time: now.UTC(), Kind: "lost-write", Op: "seal", File: d.paths[id], Inode: uint64(id),
 		FileOff: s.Off, FileLen: s.Len, Response: "sealed-as-found",
-		Detail: fmt.Sprintf("file bytes [%d,%d): %s, after %s unchanged (commit.lost_after); the host most likely lost this data in a crash",
-			s.Off, s.Off+s.Len, what, stalled.Round(time.Second)),
+		Detail: fmt.Sprintf("file bytes [%d,%d): %s, after %s unchanged (commit.lost_after); %s",
+			s.Off, s.Off+s.Len, what, stalled.Round(time.Second), why),
 	}
 	if s.Device >= 0 {
 		e.Off, e.Len = s.Device, s.Len

@@ -67,6 +67,9 @@ type change struct {
 	// tid returns the transaction whose copy of a carried block the
 	// change holds (journal changes only).
 	tid func(b uint64) uint32
+	// revoked lists the blocks the change's revoke records name (journal
+	// changes only; checkRevokes).
+	revoked []uint64
 }
 
 // result is what evalChange computed, for applyChange.
@@ -333,7 +336,11 @@ func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
 	}
 	for _, t := range ts {
 		if !t.isDir {
-			vs = append(vs, e.checkFile(t, res.views[t], chg)...)
+			pv := res.views[t.parent]
+			if pv == nil && t.parent != nil {
+				pv = t.parent.view
+			}
+			vs = append(vs, e.checkFile(t, res.views[t], chg, pv)...)
 			continue
 		}
 		parent := false
@@ -398,8 +405,9 @@ func (e *Engine) blameBlock(t *tracked, nv *view, b uint64, chg *change) (int64,
 	return e.blameInode(t, nv, chg)
 }
 
-// checkFile compares a protected file's new view with its current one.
-func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation {
+// checkFile compares a protected file's new view with its current one;
+// pv is its directory's view after the change (nil: not watched).
+func (e *Engine) checkFile(f *tracked, nv *view, chg *change, pv *view) []revfs.Violation {
 	id := revfs.FileID(f.ino)
 	old := f.view
 	viol := func(k revfs.Kind, at uint64, format string, args ...any) []revfs.Violation {
@@ -431,11 +439,13 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation 
 	var vs []revfs.Violation
 	if e.jnl == nil && old.inode != nil && in.LinksCount < old.inode.LinksCount {
 		// A name of the file removed (unlink.go). If it is the protected
-		// one (its block already came without it), that is an unlink
-		// while another name, elsewhere, keeps the inode alive: the path
-		// no longer leads to the file. Otherwise the block may still
-		// come, in this flush epoch (checkEntry).
-		if e.gone[f.ino] != nil {
+		// one (its block already came without it, and no block of the
+		// directory is still to come: an htree split moves entries to
+		// new blocks), that is an unlink while another name, elsewhere,
+		// keeps the inode alive: the path no longer leads to the file.
+		// Otherwise the block may still come, in this flush epoch
+		// (checkEntry).
+		if e.gone[f.ino] != nil && pv != nil && !pv.dirUnknown && len(pv.unknown) == 0 {
 			f.unlinkTried = true
 			vs = append(vs, viol(revfs.KindDirEntry, f.inoBlock, "entry of file %d (%s) removed from directory %d while its link count fell %d -> %d: unlinked, another name keeps the inode",
 				f.ino, f.path, e.gone[f.ino].dir, old.inode.LinksCount, in.LinksCount)...)
@@ -530,7 +540,14 @@ func (e *Engine) checkNames(d *tracked, nv *view, chg *change, ancestor bool) []
 		case !ok && e.jnl != nil && !(b.child == b.file.ino && nv.entries[uint32(b.child)] == 0):
 			// (A file's last entry gone is checkEntry's.)
 			vs = append(vs, viol(revfs.KindDirEntry, b, "entry %q of directory %d, naming inode %d, is gone: the path %s leads nowhere", name, d.ino, b.child, b.file.path))
+		case ok && d.view.namedType[name] != 0 && nv.namedType[name] != 0 && nv.namedType[name] != d.view.namedType[name]:
+			// (0, unknown, was seen in a view of a root being turned
+			// into an htree without a journal: not judged.)
+			vs = append(vs, viol(revfs.KindDirEntry, b, "entry %q of directory %d changes its file type %d -> %d: readers of the path %s are told it is another kind of file", name, d.ino, d.view.namedType[name], nv.namedType[name], b.file.path))
 		}
+	}
+	if d.view.dxHash >= 0 && nv.dxHash >= 0 && nv.dxHash != d.view.dxHash {
+		vs = append(vs, viol(revfs.KindDirEntry, first, "htree of directory %d changes its hash version %d -> %d: the kernel's lookup of %s would miss the name", d.ino, d.view.dxHash, nv.dxHash, first.file.path))
 	}
 	return vs
 }
@@ -625,9 +642,23 @@ func layoutChange(o, nsb *layout.SuperBlock) string {
 		return fmt.Sprintf("journal changed (has_journal %v, inode %d -> %d)", nsb.FeatureCompat&layout.CompatHasJournal != 0, o.JournalInum, nsb.JournalInum)
 	case o.FeatureIncompat&layout.IncompatCsumSeed != 0 && nsb.ChecksumSeedField != o.ChecksumSeedField:
 		return "checksum seed changed"
+	// The kernel never rewrites these (ext4_fill_super only adds a hash
+	// signedness flag to a filesystem that has none), and each changes
+	// what the host finds: another seed or hash makes htree lookups of
+	// existing names miss them (ENOENT), another first inode makes the
+	// protected inode a reserved one (EUCLEAN). A red team's finding.
+	case nsb.HashSeed != o.HashSeed || nsb.DefHashVersion != o.DefHashVersion:
+		return "directory hash seed or default hash version changed: htree lookups of existing names would miss them"
+	case o.Flags&hashFlags != 0 && nsb.Flags&hashFlags != o.Flags&hashFlags:
+		return fmt.Sprintf("directory hash signedness flags %#x -> %#x", o.Flags&hashFlags, nsb.Flags&hashFlags)
+	case nsb.FirstIno != o.FirstIno:
+		return fmt.Sprintf("first non-reserved inode %d -> %d", o.FirstIno, nsb.FirstIno)
 	}
 	return ""
 }
+
+// hashFlags are s_flags' EXT2_FLAGS_SIGNED_HASH and EXT2_FLAGS_UNSIGNED_HASH.
+const hashFlags = 0x1 | 0x2
 
 // checkGroupDescs compares the descriptors in a new version of a group
 // descriptor table block: moving a bitmap or inode table is a new layout.

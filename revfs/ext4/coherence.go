@@ -176,8 +176,15 @@ func (e *Engine) blockProves(f *tracked, lb, phys uint64, end int64) int64 {
 		if i >= len(f.sizesMin) || f.sizesMin[i] >= p+e.bs {
 			return blockEnd
 		}
-	} else if seq > f.grew {
-		return blockEnd // the last block, written after the newest increase
+	} else if seq == foundMark.seq || seq > f.grew && end >= f.view.size {
+		// The block the file ends in, written after the newest
+		// increase: ext4 zeroes a block only past the in-memory size.
+		// Not so for a block the prefix stops after below the size: its
+		// zeroes may be the rest of an unwritten extent that ext4 zeroed
+		// when a write converted it (space preallocated with fallocate
+		// inside the size), which the host may still write. (A block
+		// taken as found proves all its bytes.)
+		return blockEnd
 	}
 	blk, err := e.peekNewest(phys)
 	if err != nil {

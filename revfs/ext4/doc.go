@@ -200,11 +200,21 @@
 //     link count in the same flush epoch (unlink.go): a rename of the file
 //     into another directory, which changes neither, is not raised (with
 //     a journal it is: checkNames).
+//   - Without a journal and with -o discard, ext4 trims an extent tree
+//     block it frees (a tree merged back into the inode) at once, before
+//     the inode that stops using it is written: the engine raises a
+//     discard over a watched block, a false positive (seen now and then
+//     by a kernel test; not fixed).
 //   - Superblock backups are not watched: a new mkfs is caught by the
 //     primary superblock, the descriptors and the inode tables.
 //   - A file whose last byte is zero, in a last block written before the
 //     size that covers it arrived, is not coherent up to that byte until
-//     the block is written again or the file grows past it.
+//     the block is written again or the file grows past it (binary logs
+//     such as wtmp, whose records end in NUL bytes: the last record's
+//     zeroes wait for the next one, or for commit.lost_after). Likewise the
+//     zeroes that end a block followed by an unwritten extent or a hole
+//     inside the size (fallocate'd space being filled): they may be the
+//     rest of the extent, zeroed by ext4 when a write converted it.
 //   - A transaction whose commit block came first is judged at the write
 //     that completes it, and the response acts on that write. When the
 //     response refuses it (readonly), the log position keeps what it held

@@ -532,6 +532,18 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 			}
 		}
 		if h, ok := jbd2.ParseHeader(nb); ok && h.BlockType == jbd2.BlockTypeCommit {
+			if !apply && j.expect && tidBefore(h.Sequence, j.seq) {
+				// A commit block of a transaction before the one the log
+				// is at: only ever the same bytes written again (a page
+				// of a 1 KiB-block log written back whole). New bytes
+				// are a commit the kernel did not write: tids only grow,
+				// and one below the log's would be skipped as applied.
+				if old, err := j.readJ(jb, nil); err == nil && !bytes.Equal(old, nb) {
+					off, n := w.blame(pb, 0, int(e.bs))
+					vs = append(vs, revfs.Violation{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
+						Detail: fmt.Sprintf("journal block %d: a new commit block of transaction %d, before the log's next transaction %d: tids only grow", jb, h.Sequence, j.seq)})
+				}
+			}
 			commits = append(commits, commit{pb, jb, h.Sequence})
 		}
 	}
@@ -709,12 +721,21 @@ func (j *journal) find(seq uint32, read func(uint32) ([]byte, error), sums func(
 	budget := int(j.sb.MaxLen())
 	type cand struct{ pos, seq uint32 }
 	var cands []cand
+	// Where the log may go on: after the last applied transaction, or
+	// from its first block or s_head (a new log after a mount) with the
+	// tid it was at. The tid of a new log is the engine's next one, or
+	// without one the commit's own (the log's start comes with the
+	// superblock, maybe after the commit in the same flush epoch). A
+	// transaction found elsewhere with a tid ahead of the engine's would
+	// make it skip every later commit of the kernel as old.
+	restart := seq
 	if j.expect {
 		cands = append(cands, cand{j.pos, j.seq})
+		restart = j.seq
 	}
-	cands = append(cands, cand{j.sb.First(), seq})
+	cands = append(cands, cand{j.sb.First(), restart})
 	if h := j.sb.Head(); h != 0 {
-		cands = append(cands, cand{h, seq})
+		cands = append(cands, cand{h, restart})
 	}
 	if !j.sb.Clean() {
 		cands = append(cands, cand{j.sb.Start(), j.sb.Sequence()})
@@ -801,6 +822,9 @@ func (j *journal) versions(txs []jbd2.Transaction, read func(uint32) ([]byte, er
 		}
 	}
 	chg.tid = func(b uint64) uint32 { return txs[latest[b].tx].Sequence }
+	for _, tx := range txs {
+		chg.revoked = append(chg.revoked, tx.Revoked...)
+	}
 	chg.peek = func(b uint64) ([]byte, bool) {
 		at, ok := latest[b]
 		if !ok {
@@ -865,7 +889,51 @@ func replayCopies(txs []jbd2.Transaction) (map[uint64]loggedAt, []uint64) {
 // carries (evalChange) and the copies of protected data (checkDataCopies).
 func (j *journal) judge(chg *change, blame func(uint64, int, int) (int64, int64)) ([]revfs.Violation, *result) {
 	vs, res := j.e.evalChange(chg)
-	return append(vs, j.checkDataCopies(chg, blame)...), res
+	vs = append(vs, j.checkDataCopies(chg, blame)...)
+	return append(vs, j.checkRevokes(chg, blame)...), res
+}
+
+// checkRevokes reports revoke records that name a block holding a
+// protected inode or committed data of a protected file. Recovery skips
+// every copy of a revoked block in the revoking transaction and those
+// before it, so such a record makes the host's next mount read an older
+// version of the inode (a smaller size) or of the data (zeroes), although
+// the device applied and sealed the newer one. The kernel never revokes an
+// inode-table block (inode tables are never freed), and revokes a data
+// block (data=journal) only when freeing it, which a committed range
+// never is honestly. Blocks of extent trees and directories are freed and
+// revoked honestly; their new versions are judged by evalChange.
+func (j *journal) checkRevokes(chg *change, blame func(uint64, int, int) (int64, int64)) []revfs.Violation {
+	e := j.e
+	var vs []revfs.Violation
+	for _, r := range chg.revoked {
+		// One violation a block: the protected file's inode if the block
+		// holds one, else a watched directory's (no one file).
+		var owner *tracked
+		for _, ro := range e.roles[r] {
+			if ro.kind == roleInodeTable && ro.owner != nil && (owner == nil || owner.isDir && !ro.owner.isDir) {
+				owner = ro.owner
+			}
+		}
+		if owner != nil {
+			var id revfs.FileID
+			if !owner.isDir {
+				id = revfs.FileID(owner.ino)
+			}
+			off, n := blame(r, 0, int(e.bs))
+			vs = append(vs, revfs.Violation{Kind: revfs.KindLayoutChanged, File: id, Off: off, Len: n,
+				Detail: fmt.Sprintf("the journal revokes block %d, the inode table holding inode %d: recovery would skip its logged versions", r, owner.ino)})
+		}
+		for _, d := range e.dataAt(r, r) {
+			f := d.file
+			if start := int64(d.logical+r-d.phys) * e.bs; start < f.committed {
+				off, n := blame(r, 0, int(e.bs))
+				vs = append(vs, revfs.Violation{Kind: revfs.KindDataChanged, File: revfs.FileID(f.ino), Off: off, Len: n,
+					Detail: fmt.Sprintf("the journal revokes block %d, committed data of file %d at byte %d: recovery would skip its logged copies", r, f.ino, start)})
+			}
+		}
+	}
+	return vs
 }
 
 // noBlame places a violation nowhere: for changes judged where no request

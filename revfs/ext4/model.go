@@ -2,6 +2,7 @@ package ext4
 
 import (
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -100,6 +101,30 @@ type view struct {
 	// entry names (namedTwice when two entries name different inodes);
 	// a name without a live entry is absent.
 	named map[string]uint32
+	// namedType is the file type of each watched name's entry, and dxHash
+	// the hash version of an htree's root (-1: not an htree root). Neither
+	// changes in an honest kernel's hands, and each decides what a lookup
+	// of the path finds (checkNames).
+	namedType map[string]uint8
+	dxHash    int
+}
+
+// dxHashOff is the offset of dx_root_info.hash_version in an htree's
+// block 0: after the "." and ".." entries (12 bytes each) and the 4-byte
+// reserved_zero.
+const dxHashOff = 0x1C
+
+// dxRootHash returns the hash version of block 0 of an htree, or -1 when
+// the block is not a dx_root (the index flag and the root block of a
+// directory being converted can arrive apart): ".." must span the rest of
+// the block and dx_root_info must be 8 bytes long with reserved_zero 0.
+func dxRootHash(d []byte) int {
+	if len(d) < 0x20 || binary.LittleEndian.Uint16(d[4:]) != 12 ||
+		layout.RecLen(binary.LittleEndian.Uint16(d[16:]), len(d)) != len(d)-12 ||
+		binary.LittleEndian.Uint32(d[0x18:]) != 0 || d[0x1D] != 8 {
+		return -1
+	}
+	return int(d[dxHashOff])
 }
 
 // namedTwice marks a watched name two live entries give to different
@@ -412,8 +437,10 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted b
 func (e *Engine) readDir(v *view, src source, seed uint32, watch map[string]binding) {
 	v.entries = map[uint32]int{}
 	v.entryBlock = map[uint32]uint64{}
+	v.dxHash = -1
 	if len(watch) > 0 {
 		v.named = map[string]uint32{}
+		v.namedType = map[string]uint8{}
 	}
 	if len(v.unknown) > 0 {
 		v.dirUnknown = true
@@ -452,6 +479,9 @@ func (e *Engine) readDir(v *view, src source, seed uint32, watch map[string]bind
 				continue
 			}
 			v.used[b] = d
+			if m.Logical+i == 0 && v.inode.Flags&layout.InodeFlagIndex != 0 {
+				v.dxHash = dxRootHash(d)
+			}
 			for _, en := range layout.LiveEntries(ents) {
 				v.entries[en.Inode]++
 				if _, ok := v.entryBlock[en.Inode]; !ok {
@@ -462,6 +492,7 @@ func (e *Engine) readDir(v *view, src source, seed uint32, watch map[string]bind
 						v.named[en.Name] = namedTwice
 					} else {
 						v.named[en.Name] = en.Inode
+						v.namedType[en.Name] = en.FileType
 					}
 				}
 			}

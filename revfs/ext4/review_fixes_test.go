@@ -251,8 +251,9 @@ func TestSuperblockPassingForgottenBlock(t *testing.T) {
 	r.e.Flushed()
 	// A copy of the file's inode-table block that changes another
 	// inode's record, then a revoke record of the block in the next
-	// transaction (an inode-table block is never freed; the engine does
-	// not care which kind of block it is).
+	// transaction. An inode-table block is never freed, so that record is
+	// an indicator (checkRevokes); the copy it cancels still no longer
+	// holds the log's start back.
 	f := r.e.byIno[uint64(r.ids[fixPath])]
 	home := f.inoBlock
 	ino := bytes.Clone(r.img.b[int64(home)*r.bs : int64(home+1)*r.bs])
@@ -265,7 +266,9 @@ func TestSuperblockPassingForgottenBlock(t *testing.T) {
 	if vs := r.e.CheckWrite(off, sb); !layoutChangedIn(vs) {
 		t.Fatalf("superblock passing the copy before the revoke: %v, want %v", vs, revfs.KindLayoutChanged)
 	}
-	w.revokeTx([]uint64{home})
+	if vs := w.revokeTx([]uint64{home}); !layoutChangedIn(vs) {
+		t.Fatalf("a revoke of an inode-table block: %v, want %v", vs, revfs.KindLayoutChanged)
+	}
 	r.e.Flushed()
 	if vs := r.write(r.journalSuperblockAt(w.pos, w.seq)); len(vs) != 0 {
 		t.Fatalf("superblock past a revoked block: %v", vs)
@@ -300,8 +303,9 @@ func TestOpenComparesSealedGaps(t *testing.T) {
 }
 
 // revokeAndCommit writes a revoke block naming home in the current
-// transaction of w, then commits copies in that same transaction.
-func revokeAndCommit(t *testing.T, w *txWriter, revoked uint64, homes []uint64, copies [][]byte) {
+// transaction of w, then commits copies in that same transaction, and
+// returns what the commit raised.
+func revokeAndCommit(t *testing.T, w *txWriter, revoked uint64, homes []uint64, copies [][]byte) []revfs.Violation {
 	rb := jbdBlock(w.r.bs, jbd2.BlockTypeRevoke, w.seq)
 	binary.BigEndian.PutUint32(rb[jbd2.RevokeHeaderSize:], uint32(revoked))
 	binary.BigEndian.PutUint32(rb[jbd2.HeaderSize:], uint32(jbd2.RevokeHeaderSize+4))
@@ -309,9 +313,8 @@ func revokeAndCommit(t *testing.T, w *txWriter, revoked uint64, homes []uint64, 
 		t.Fatal(vs)
 	}
 	w.pos++
-	if vs, _ := w.commit(homes, copies); len(vs) != 0 {
-		t.Fatalf("commit: %v", vs)
-	}
+	vs, _ := w.commit(homes, copies)
+	return vs
 }
 
 // Finding 2: a revoke record cancels the copies of its own transaction,
@@ -332,7 +335,9 @@ func TestSameTransactionRevokeCancelsCopy(t *testing.T) {
 		start, seq0 := w.pos, w.seq
 		g.mount(w)
 		home, ino := g.inode(false)
-		revokeAndCommit(t, w, fixNewBlock, []uint64{home, fixNewBlock}, [][]byte{ino, g.data})
+		if vs := revokeAndCommit(t, w, fixNewBlock, []uint64{home, fixNewBlock}, [][]byte{ino, g.data}); len(vs) != 0 {
+			t.Fatalf("commit: %v", vs)
+		}
 		r.e.Flushed()
 		j := r.e.jnl
 		txs, _, _, _ := jbd2.Scan(j.sb, start, seq0, func(jb uint32) ([]byte, error) { return j.readJ(jb, nil) }, int(j.sb.MaxLen()))
@@ -359,13 +364,16 @@ func TestSameTransactionRevokeCancelsCopy(t *testing.T) {
 	})
 
 	// data=ordered: the transaction converts the unwritten extent and
-	// revokes the inode block: the kernel never sees the conversion.
+	// revokes the inode block: the kernel never sees the conversion. No
+	// kernel revokes an inode-table block: an indicator.
 	t.Run("metadata copy", func(t *testing.T) {
 		g := newGrowthFixture(t, "b4k-journal.img")
 		r := g.r
 		home, w := g.unwrittenAtHome(t)
 		_, ino := g.inode(false)
-		revokeAndCommit(t, w, home, []uint64{home}, [][]byte{ino})
+		if vs := revokeAndCommit(t, w, home, []uint64{home}, [][]byte{ino}); !layoutChangedIn(vs) {
+			t.Fatalf("commit revoking the inode-table block: %v, want %v", vs, revfs.KindLayoutChanged)
+		}
 		r.e.Flushed()
 		m, _ := r.e.byIno[uint64(r.ids[fixPath])].view.lookup(2)
 		if !m.Unwritten {

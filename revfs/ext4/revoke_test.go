@@ -11,8 +11,9 @@ import (
 )
 
 // revokeTx writes a transaction of revoke blocks only (no checksums, no
-// 64bit: 4-byte records) and its commit block.
-func (w *txWriter) revokeTx(blocks ...[]uint64) {
+// 64bit: 4-byte records) and its commit block, and returns what the commit
+// block raised.
+func (w *txWriter) revokeTx(blocks ...[]uint64) []revfs.Violation {
 	for _, recs := range blocks {
 		b := jbdBlock(w.r.bs, jbd2.BlockTypeRevoke, w.seq)
 		off := jbd2.RevokeHeaderSize
@@ -26,10 +27,9 @@ func (w *txWriter) revokeTx(blocks ...[]uint64) {
 		}
 		w.pos++
 	}
-	if vs := w.put(w.pos, jbdBlock(w.r.bs, jbd2.BlockTypeCommit, w.seq)); len(vs) > 0 {
-		w.r.t.Fatalf("commit block raised %v", vs)
-	}
+	vs := w.put(w.pos, jbdBlock(w.r.bs, jbd2.BlockTypeCommit, w.seq))
 	w.pos, w.seq = w.pos+1, w.seq+1
+	return vs
 }
 
 // A scan keeps only the revoke records that cancel something, but a copy
@@ -61,12 +61,16 @@ func TestRevokeDropsHeldCopy(t *testing.T) {
 	for i := range noise {
 		noise[i] = 1<<20 + uint64(i)
 	}
-	w.revokeTx(noise)
+	if vs := w.revokeTx(noise); len(vs) > 0 {
+		t.Fatalf("revoke records of blocks nobody logged: %v", vs)
+	}
 	if _, ok := r.e.overlay[home]; !ok {
 		t.Fatal("a transaction revoking other blocks dropped the held copy")
 	}
 	pos := r.e.jnl.pos
-	w.revokeTx(noise, append(noise[:10:10], home))
+	if vs := w.revokeTx(noise, append(noise[:10:10], home)); len(vs) > 0 {
+		t.Fatalf("a revoke of the held copy (past the committed bytes): %v", vs)
+	}
 	if _, ok := r.e.overlay[home]; ok {
 		t.Fatal("the held copy survived the transaction that revokes it")
 	}

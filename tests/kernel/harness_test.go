@@ -170,6 +170,7 @@ func appendFile(t *testing.T, path string, data []byte, fsync bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close() // also when a write fails: an open file keeps the unmount busy
 	if _, err := f.Write(data); err != nil {
 		t.Fatal(err)
 	}
