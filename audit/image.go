@@ -38,6 +38,7 @@ type Image struct {
 	fs     *layout.Image // opened through the overlay
 	copies map[uint64]jbd2.LoggedBlock
 	jmap   []layout.Mapping // journal inode map, for copies' device blocks
+	jtree  []uint64         // journal inode's extent tree blocks (part of the zone)
 	zone   layout.Zone      // blocks no file may map (the filesystem's own)
 
 	// Replayed is the number of home blocks the journal overrides.
@@ -88,6 +89,9 @@ func (im *Image) withZone() *Image {
 	var j []layout.Span
 	for _, m := range im.jmap {
 		j = append(j, layout.Span{Start: m.Physical, End: m.Physical + m.Len})
+	}
+	for _, b := range im.jtree {
+		j = append(j, layout.Span{Start: b, End: b + 1})
 	}
 	im.zone = layout.SystemZone(im.fs.SB, im.fs.Groups, j)
 	return im
@@ -156,11 +160,11 @@ func (im *Image) replayJournal(home *layout.Image) error {
 	if err != nil {
 		return fmt.Errorf("journal inode %d: %w", sb.JournalInum, err)
 	}
-	maps, _, err := home.FileMap(in)
+	maps, tree, err := home.FileMap(in)
 	if err != nil {
 		return fmt.Errorf("journal inode %d: %w", sb.JournalInum, err)
 	}
-	im.jmap = maps
+	im.jmap, im.jtree = maps, tree
 	first, err := im.journalBlock(0)
 	if err != nil {
 		return err

@@ -83,8 +83,12 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 	for _, s := range cur {
 		mark := stallMark{s: s, since: now}
 		for _, m := range w.marks {
-			if m.s == s {
+			// An unknown-tree range is the same while it starts at the
+			// same place: its length follows the size, which a host
+			// could change to keep its window from ever ending.
+			if m.s == s || s.Kind == revfs.StallUnknownTree && m.s.Kind == s.Kind && m.s.Off == s.Off {
 				mark = m
+				mark.s = s
 				break
 			}
 		}
@@ -125,9 +129,12 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 // indicator: commit.lost_after when set, or defaultUnknownTreeAfter.
 // Without a journal the kernel may write a new index before the leaf it
 // points to, and its writeback brings the leaf within seconds (at most
-// dirty_expire_centisecs, 30 s by default, later under load); with a
-// journal both come in one transaction. A tree whose block never comes
-// is forged: the kernel cannot read the file there.
+// dirty_expire_centisecs, 30 s by default; later under load or with a
+// longer expiry, so a lost_after that short can raise it on an honest
+// host); with a journal both come in one transaction. A tree whose block
+// never comes is forged: the kernel cannot read the file there. (After a
+// device crash that lost an unflushed leaf the host never writes again,
+// the same holds: the host cannot read the file either.)
 func unknownTreeAfter(window time.Duration) time.Duration {
 	if window > 0 {
 		return window
@@ -135,7 +142,7 @@ func unknownTreeAfter(window time.Duration) time.Duration {
 	return defaultUnknownTreeAfter
 }
 
-const defaultUnknownTreeAfter = 2 * time.Minute
+const defaultUnknownTreeAfter = 10 * time.Minute
 
 // unknownTree raises the indicator for a range whose block map stayed
 // under an unwritten extent tree block. Called with mu held.

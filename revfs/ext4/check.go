@@ -336,11 +336,7 @@ func (e *Engine) evalChange(chg *change) ([]revfs.Violation, *result) {
 	}
 	for _, t := range ts {
 		if !t.isDir {
-			pv := res.views[t.parent]
-			if pv == nil && t.parent != nil {
-				pv = t.parent.view
-			}
-			vs = append(vs, e.checkFile(t, res.views[t], chg, pv)...)
+			vs = append(vs, e.checkFile(t, res.views[t], chg)...)
 			continue
 		}
 		parent := false
@@ -405,9 +401,8 @@ func (e *Engine) blameBlock(t *tracked, nv *view, b uint64, chg *change) (int64,
 	return e.blameInode(t, nv, chg)
 }
 
-// checkFile compares a protected file's new view with its current one;
-// pv is its directory's view after the change (nil: not watched).
-func (e *Engine) checkFile(f *tracked, nv *view, chg *change, pv *view) []revfs.Violation {
+// checkFile compares a protected file's new view with its current one.
+func (e *Engine) checkFile(f *tracked, nv *view, chg *change) []revfs.Violation {
 	id := revfs.FileID(f.ino)
 	old := f.view
 	viol := func(k revfs.Kind, at uint64, format string, args ...any) []revfs.Violation {
@@ -438,20 +433,10 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change, pv *view) []revfs.
 	}
 	var vs []revfs.Violation
 	if e.jnl == nil && old.inode != nil && in.LinksCount < old.inode.LinksCount {
-		// A name of the file removed (unlink.go). If it is the protected
-		// one (its block already came without it, and no block of the
-		// directory is still to come: an htree split moves entries to
-		// new blocks), that is an unlink while another name, elsewhere,
-		// keeps the inode alive: the path no longer leads to the file.
-		// Otherwise the block may still come, in this flush epoch
-		// (checkEntry).
-		if e.gone[f.ino] != nil && pv != nil && !pv.dirUnknown && len(pv.unknown) == 0 {
-			f.unlinkTried = true
-			vs = append(vs, viol(revfs.KindDirEntry, f.inoBlock, "entry of file %d (%s) removed from directory %d while its link count fell %d -> %d: unlinked, another name keeps the inode",
-				f.ino, f.path, e.gone[f.ino].dir, old.inode.LinksCount, in.LinksCount)...)
-		} else {
-			f.linksDropEpoch = e.epoch
-		}
+		// A name of the file removed: judged at the flush that ends this
+		// epoch, once every block of the change has landed (unlink.go,
+		// unlinkedAtFlush).
+		f.linksDropEpoch = e.epoch
 	}
 	if nv.size < f.committed {
 		vs = append(vs, viol(revfs.KindSizeDecreased, f.inoBlock, "size %d -> %d (committed %d)", old.size, nv.size, f.committed)...)
@@ -486,7 +471,6 @@ func (e *Engine) checkFile(f *tracked, nv *view, chg *change, pv *view) []revfs.
 	return vs
 }
 
-// checkEntry reports a protected file whose entry left its directory.
 // checkNames judges the names a protected path takes in directory d (see
 // Engine.watchPath) in its new view nv: each must still name the inode it
 // named, or whoever opens the path gets another file (a rename of the file
@@ -552,6 +536,8 @@ func (e *Engine) checkNames(d *tracked, nv *view, chg *change, ancestor bool) []
 	return vs
 }
 
+// checkEntry reports a protected file whose entry left its directory d in
+// d's new view nv.
 func (e *Engine) checkEntry(f, d *tracked, nv *view, chg *change) []revfs.Violation {
 	id := revfs.FileID(f.ino)
 	blameAt := func(b uint64) (int64, int64) {
@@ -572,14 +558,14 @@ func (e *Engine) checkEntry(f, d *tracked, nv *view, chg *change) []revfs.Violat
 	case nv.entries[uint32(f.ino)] > 0:
 		delete(e.gone, f.ino) // back (or never gone)
 	case d.view.entries[uint32(f.ino)] > 0:
-		if e.jnl == nil && !f.unlinkTried && f.linksDropEpoch != e.epoch {
+		if e.jnl == nil && !f.unlinkTried {
 			// Without a journal the blocks of one directory change
 			// (a rename into another block, an htree split) reach the
 			// device one by one, in any order: a block without the entry
 			// does not mean the entry is gone. An attempt to free the
-			// inode does, or its link count falling in the same flush
-			// epoch (checkFile); until then the removal is only
-			// remembered (unlink.go).
+			// inode does (checkFile); until then the removal is only
+			// remembered (unlink.go), and judged at the flush if the
+			// link count fell in this epoch (unlinkedAtFlush).
 			e.noteGone(f, d, nv)
 			e.log.Info("ext4: entry of a protected file not in its directory's known blocks", "file", f.ino, "dir", d.ino)
 			return nil
@@ -647,8 +633,10 @@ func layoutChange(o, nsb *layout.SuperBlock) string {
 	// what the host finds: another seed or hash makes htree lookups of
 	// existing names miss them (ENOENT), another first inode makes the
 	// protected inode a reserved one (EUCLEAN). A red team's finding.
-	case nsb.HashSeed != o.HashSeed || nsb.DefHashVersion != o.DefHashVersion:
-		return "directory hash seed or default hash version changed: htree lookups of existing names would miss them"
+	case nsb.HashSeed != o.HashSeed:
+		// (Not s_def_hash_version: each htree's root names its own
+		// hash, the default only applies to new ones.)
+		return "directory hash seed changed: htree lookups of existing names would miss them"
 	case o.Flags&hashFlags != 0 && nsb.Flags&hashFlags != o.Flags&hashFlags:
 		return fmt.Sprintf("directory hash signedness flags %#x -> %#x", o.Flags&hashFlags, nsb.Flags&hashFlags)
 	case nsb.FirstIno != o.FirstIno:

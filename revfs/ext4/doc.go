@@ -200,6 +200,12 @@
 //     link count in the same flush epoch (unlink.go): a rename of the file
 //     into another directory, which changes neither, is not raised (with
 //     a journal it is: checkNames).
+//   - A watched htree is read leaf by leaf, not looked up: an index whose
+//     entries no longer lead to the leaf holding a protected name (its
+//     hash ranges or leaf pointers forged, dx_tail recomputed) hides the
+//     name from the kernel's lookup and is not raised (the root's hash
+//     version, the superblock's hash seed and signedness are). indelible
+//     diff, which looks names up linearly too, does not see it either.
 //   - Without a journal and with -o discard, ext4 trims an extent tree
 //     block it frees (a tree merged back into the inode) at once, before
 //     the inode that stops using it is written: the engine raises a

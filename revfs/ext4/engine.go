@@ -507,11 +507,14 @@ func (e *Engine) Flushed() {
 		// Before the epoch moves: what a journal superblock of this
 		// epoch passed must have been written home by now.
 		e.flushVs = append(e.flushVs, e.jnl.owedAtFlush()...)
+	} else {
+		e.flushVs = append(e.flushVs, e.unlinkedAtFlush()...)
 	}
 	e.epoch++
 	if e.jnl != nil {
 		e.reindexIfDirty()
 		e.jnl.catchUp(map[*tracked]bool{})
+		e.jnl.markEpoch()
 		e.reindexIfDirty()
 	}
 	for _, f := range e.files {

@@ -87,16 +87,16 @@ func TestMappingCheckJudgesKnownPart(t *testing.T) {
 
 	// The last extent unknown, the first remapped: judged, refused.
 	known := slices.DeleteFunc(slices.Clone(remapped), func(m layout.Mapping) bool { return m.Logical == last.Logical })
-	if vs := r.e.checkFile(f, view(known, lrange{last.Logical, 1 << 32}), chg, nil); !slices.Contains(kinds(vs), revfs.KindMappingChanged) {
+	if vs := r.e.checkFile(f, view(known, lrange{last.Logical, 1 << 32}), chg); !slices.Contains(kinds(vs), revfs.KindMappingChanged) {
 		t.Errorf("remap beside an unknown subtree: %v, want mapping-changed", vs)
 	}
 	// The first extent unknown (remapped or not, it cannot be read): waits.
 	rest := slices.Clone(f.sealed[1:])
-	if vs := r.e.checkFile(f, view(rest, lrange{first.Logical, first.Logical + first.Len}), chg, nil); len(vs) != 0 {
+	if vs := r.e.checkFile(f, view(rest, lrange{first.Logical, first.Logical + first.Len}), chg); len(vs) != 0 {
 		t.Errorf("only the unknown part differs: %v, want none yet", vs)
 	}
 	// Nothing unknown, nothing changed: fine.
-	if vs := r.e.checkFile(f, view(slices.Clone(f.sealed)), chg, nil); len(vs) != 0 {
+	if vs := r.e.checkFile(f, view(slices.Clone(f.sealed)), chg); len(vs) != 0 {
 		t.Errorf("same map: %v", vs)
 	}
 	// While the first extent is unknown, its committed blocks stay watched.

@@ -29,6 +29,11 @@ type journal struct {
 	sb       *jbd2.Superblock
 	expect   bool   // pos/seq known: where the next transaction starts
 	pos, seq uint32 // journal block and tid of the next transaction
+	// epochExpect and epochSeq are expect and seq as the current flush
+	// epoch began (markEpoch): a commit block below epochSeq cannot be
+	// one of this epoch's reordered writes.
+	epochExpect bool
+	epochSeq    uint32
 	// wrote holds, indexed by journal block, the event sequence of the
 	// newest write of the block since its log position was last consumed
 	// (epoch 0: none): a journalled copy is as recent as its own write, not
@@ -532,16 +537,19 @@ func (j *journal) process(w *hostWrite, apply bool, touched map[*tracked]bool) [
 			}
 		}
 		if h, ok := jbd2.ParseHeader(nb); ok && h.BlockType == jbd2.BlockTypeCommit {
-			if !apply && j.expect && tidBefore(h.Sequence, j.seq) {
+			if !apply && j.epochExpect && tidBefore(h.Sequence, j.epochSeq) {
 				// A commit block of a transaction before the one the log
-				// is at: only ever the same bytes written again (a page
-				// of a 1 KiB-block log written back whole). New bytes
-				// are a commit the kernel did not write: tids only grow,
-				// and one below the log's would be skipped as applied.
+				// was at when this flush epoch began: only ever the same
+				// bytes written again (a page of a 1 KiB-block log
+				// written back whole). New bytes are a commit the kernel
+				// did not write: tids only grow, and one below the log's
+				// would be skipped as applied. (Inside the epoch the
+				// engine may have gone past a transaction whose commit
+				// block it has not seen yet: writes come in any order.)
 				if old, err := j.readJ(jb, nil); err == nil && !bytes.Equal(old, nb) {
 					off, n := w.blame(pb, 0, int(e.bs))
 					vs = append(vs, revfs.Violation{Kind: revfs.KindLayoutChanged, Off: off, Len: n,
-						Detail: fmt.Sprintf("journal block %d: a new commit block of transaction %d, before the log's next transaction %d: tids only grow", jb, h.Sequence, j.seq)})
+						Detail: fmt.Sprintf("journal block %d: a new commit block of transaction %d, before the log's next transaction %d: tids only grow", jb, h.Sequence, j.epochSeq)})
 				}
 			}
 			commits = append(commits, commit{pb, jb, h.Sequence})
@@ -773,6 +781,28 @@ func (j *journal) find(seq uint32, read func(uint32) ([]byte, error), sums func(
 	return nil, 0, 0
 }
 
+// usesAfter returns a tracked inode whose extent tree or directory uses
+// block b after the change res describes (its new view, or its current one
+// when the change leaves it), or nil.
+func (j *journal) usesAfter(b uint64, res *result) *tracked {
+	for _, ro := range j.e.roles[b] {
+		if (ro.kind != roleTree && ro.kind != roleDir) || ro.owner == nil {
+			continue
+		}
+		v := ro.owner.view
+		if res != nil && res.views[ro.owner] != nil {
+			v = res.views[ro.owner]
+		}
+		if v != nil && (slices.Contains(v.tree, b) || slices.Contains(v.dirBlocks, b)) {
+			return ro.owner
+		}
+	}
+	return nil
+}
+
+// markEpoch records where the log is as a flush epoch begins.
+func (j *journal) markEpoch() { j.epochExpect, j.epochSeq = j.expect, j.seq }
+
 // held reports, for jbd2.ScanWithSums, the home blocks whose committed
 // copy the engine holds (overlay) or follows until its checkpoint (ckpt)
 // from transactions applied before: a
@@ -890,7 +920,7 @@ func replayCopies(txs []jbd2.Transaction) (map[uint64]loggedAt, []uint64) {
 func (j *journal) judge(chg *change, blame func(uint64, int, int) (int64, int64)) ([]revfs.Violation, *result) {
 	vs, res := j.e.evalChange(chg)
 	vs = append(vs, j.checkDataCopies(chg, blame)...)
-	return append(vs, j.checkRevokes(chg, blame)...), res
+	return append(vs, j.checkRevokes(chg, res, blame)...), res
 }
 
 // checkRevokes reports revoke records that name a block holding a
@@ -902,11 +932,29 @@ func (j *journal) judge(chg *change, blame func(uint64, int, int) (int64, int64)
 // inode-table block (inode tables are never freed), and revokes a data
 // block (data=journal) only when freeing it, which a committed range
 // never is honestly. Blocks of extent trees and directories are freed and
-// revoked honestly; their new versions are judged by evalChange.
-func (j *journal) checkRevokes(chg *change, blame func(uint64, int, int) (int64, int64)) []revfs.Violation {
+// revoked honestly, with the change that stops using them: a revoke of one
+// whose applied copy has not been written home, while a tracked inode
+// still uses it after the change (res), leaves a recovery reading its
+// older home version (an index over a leaf never written home: the host
+// gets EIO).
+func (j *journal) checkRevokes(chg *change, res *result, blame func(uint64, int, int) (int64, int64)) []revfs.Violation {
 	e := j.e
 	var vs []revfs.Violation
 	for _, r := range chg.revoked {
+		_, inOverlay := e.overlay[r]
+		_, owed := j.ckpt[r]
+		if (inOverlay || owed) && !chg.carries[r] {
+			if t := j.usesAfter(r, res); t != nil {
+				off, n := blame(r, 0, int(e.bs))
+				var id revfs.FileID
+				if !t.isDir {
+					id = revfs.FileID(t.ino)
+				}
+				vs = append(vs, revfs.Violation{Kind: revfs.KindLayoutChanged, File: id, Off: off, Len: n,
+					Detail: fmt.Sprintf("the journal revokes block %d, which inode %d still uses and whose logged version was never written home: recovery would leave the older one", r, t.ino)})
+				continue
+			}
+		}
 		// One violation a block: the protected file's inode if the block
 		// holds one, else a watched directory's (no one file).
 		var owner *tracked

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/jbd2"
 	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
@@ -199,4 +200,31 @@ func TestJournalTransactions(t *testing.T) {
 			t.Fatalf("moved log start: %v", vs)
 		}
 	})
+}
+
+// Tids only grow: a commit block with new bytes and a tid below the one the
+// log was at when the flush epoch began is not the kernel's (skipped as
+// applied, it would hide what it commits). The same bytes written again (a
+// page of a 1 KiB-block log written back whole) are not judged, nor is a
+// commit block of this epoch's own transactions arriving late.
+func TestCommitBelowTheLogsTid(t *testing.T) {
+	const p = "var/log/app.log"
+	r := openRig(t, loadImage(t, "b4k-journal.img"), map[string]int64{p: 5000}, p)
+	w := newTxWriter(r)
+	w.mountAndGrow(p)
+	// The commit block just written, written again: the same bytes.
+	last, _ := w.r.e.jnl.physOf(w.pos - 1)
+	again := bytes.Clone(r.img.b[int64(last)*r.bs : int64(last+1)*r.bs])
+	if vs := r.write(int64(last)*r.bs, again); len(vs) != 0 {
+		t.Fatalf("an applied commit block rewritten in its epoch: %v", vs)
+	}
+	r.e.Flushed()
+	if vs := r.write(int64(last)*r.bs, again); len(vs) != 0 {
+		t.Fatalf("an applied commit block rewritten with the same bytes: %v", vs)
+	}
+	// A new commit block, at the head, of a tid below the log's.
+	old := w.seq - 1
+	if vs := w.put(w.pos, jbdBlock(r.bs, jbd2.BlockTypeCommit, old)); !layoutChangedIn(vs) {
+		t.Fatalf("a new commit block of tid %d (the log is at %d): %v, want %v", old, w.seq, vs, revfs.KindLayoutChanged)
+	}
 }

@@ -243,7 +243,7 @@ func (e *Engine) source(pending func(uint64) ([]byte, bool)) source {
 // computeView decodes inode t and its extent tree (and, for a directory,
 // its entries) from src.
 func (e *Engine) computeView(t *tracked, src source) *view {
-	v := &view{used: map[uint64][]byte{}}
+	v := &view{used: map[uint64][]byte{}, dxHash: -1}
 	blk, _, err := src(t.inoBlock)
 	if err != nil {
 		v.err, v.errAt = err, t.inoBlock

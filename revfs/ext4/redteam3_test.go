@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/indelible-worm/indelible/audit"
@@ -654,4 +655,81 @@ func TestRedTeam3DirentFileType(t *testing.T) {
 		t.Fatalf("silent: the protected file's entry now says directory; no indicator")
 	}
 	t.Logf("raised %s", kinds(vs))
+}
+
+// A revoke record naming a protected file's extent leaf whose applied copy
+// was never written home, while the inode still uses it: a recovery would
+// read the leaf's old home bytes (zeroes here: the host gets EIO). Found
+// by a review; raised by checkRevokes.
+func TestRedTeam3RevokeExtentLeafStillUsed(t *testing.T) {
+	const p = "var/log/app.log"
+	le := binary.LittleEndian
+	v3 := jbd2.FeatureIncompatRevoke | jbd2.FeatureIncompat64Bit | jbd2.FeatureIncompatCsumV3
+	r := openRig(t, mountedJournal(t, "b4k-journal.img", v3, 0), map[string]int64{p: 5000}, p)
+	f := r.e.byIno[uint64(r.ids[p])]
+	xs := rt2RootExtents(t, r, p)
+	L := r.e.blocks - 7
+	for _, c := range r.img.b[int64(L)*r.bs : int64(L+1)*r.bs] {
+		if c != 0 {
+			t.Fatalf("block %d not free-looking", L)
+		}
+	}
+	gen := le.Uint32(r.img.b[int64(f.inoBlock)*r.bs+int64(f.inoOff)+0x64:])
+	leaf := make([]byte, r.bs)
+	max := uint16((r.bs - 12) / 12)
+	le.PutUint16(leaf[0:], layout.ExtentMagic)
+	le.PutUint16(leaf[2:], uint16(len(xs)))
+	le.PutUint16(leaf[4:], max)
+	for i, x := range xs {
+		e := leaf[12+12*i:]
+		le.PutUint32(e[0:], x.Block)
+		le.PutUint16(e[4:], x.Len)
+		le.PutUint16(e[6:], x.StartHi)
+		le.PutUint32(e[8:], x.StartLo)
+	}
+	if r.e.sb.HasMetadataCsum() {
+		off := layout.ExtentTailOffset(max)
+		le.PutUint32(leaf[off:], layout.TailChecksum(layout.InodeSeed(r.e.fsSeed, uint32(f.ino), gen), leaf, off))
+	}
+	home, blk := r.inodeBlockWith(p, func(raw []byte) {
+		le.PutUint32(raw[4:], 6000)
+		ib := raw[0x28 : 0x28+60]
+		clear(ib)
+		le.PutUint16(ib[0:], layout.ExtentMagic)
+		le.PutUint16(ib[2:], 1)
+		le.PutUint16(ib[4:], 4)
+		le.PutUint16(ib[6:], 1)
+		le.PutUint32(ib[12:], 0)
+		le.PutUint32(ib[16:], uint32(L))
+		le.PutUint16(ib[20:], uint16(L>>32))
+	})
+	r.writeBlocks(p, 0, 1)
+	w := newCsumTx(r)
+	cpos := w.log([]uint64{home, L}, [][]byte{blk, leaf})
+	r.e.Flushed()
+	if vs, _ := w.commit(cpos); len(vs) != 0 {
+		t.Fatalf("T1: %v", vs)
+	}
+	r.e.Flushed()
+	st := r.state(p)
+	t.Logf("after T1: %+v tree %v", st, r.e.byIno[f.ino].view.tree)
+	r.e.SetCommitted(r.ids[p], 6000)
+	var all []revfs.Violation
+	all = append(all, r.write(w.blockAt(w.pos), rt3RevokeBlock(w, L))...)
+	cv, _ := w.commit(w.pos + 1)
+	all = append(all, cv...)
+	r.e.Flushed()
+	all = append(all, r.e.FlushViolations()...)
+	img := r.withNeedsRecovery(true)
+	if kb, ok := rt3KernelRead(t, img, p); ok {
+		t.Logf("kernel reads %d bytes", len(kb))
+	}
+	t.Logf("violations after revoking the leaf: %v", all)
+	raised := false
+	for _, v := range all {
+		raised = raised || v.Kind == revfs.KindLayoutChanged && strings.Contains(v.Detail, "still uses")
+	}
+	if !raised {
+		t.Fatalf("a revoke of a leaf the inode still uses, never written home: %v, want %v", all, revfs.KindLayoutChanged)
+	}
 }

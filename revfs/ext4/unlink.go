@@ -18,19 +18,22 @@ import (
 // to a block not written yet). An attempt to free the inode does prove an
 // unlink. So:
 //
-//   - once the host has tried to free the inode (tracked.unlinkTried), or
-//     lowered its link count in the same flush epoch (another name of it
-//     removed: maybe this one), a directory write that drops the entry is
-//     a KindDirEntry violation (checkEntry), and the discard response
-//     keeps the block's old bytes;
-//   - an inode write that lowers the link count after a directory write
-//     dropped the entry is a KindDirEntry violation (checkFile): the file
-//     was unlinked while another name, outside the watched directories,
-//     keeps it alive;
+//   - once the host has tried to free the inode (tracked.unlinkTried), a
+//     directory write that drops the entry is a KindDirEntry violation
+//     (checkEntry), and the discard response keeps the block's old bytes;
+//   - a link count that falls (another name of the file removed: maybe
+//     this one) is judged at the FLUSH that ends its epoch, when every
+//     block of the change has landed: a directory that then lacks the
+//     entry is a KindDirEntry violation (unlinkedAtFlush), the file
+//     unlinked while a name outside the watched directories keeps it
+//     alive (as a copy of the log directory made with cp -al does). It is
+//     raised there, after the fact: the discard response does not put the
+//     name back. A FLUSH between the inode write and the directory's lets
+//     it through;
 //   - a directory write that dropped the entry before that is let through
 //     but remembered here (the block's version that held it); when the
-//     inode write then raises KindInodeFreed (or KindDirEntry, above),
-//     RepairDiscard puts the entry back into the block as it is now
+//     inode write then raises KindInodeFreed, RepairDiscard puts the
+//     entry back into the block as it is now
 //     (whatever else changed in it since), so that the discard response
 //     leaves both the inode and its name in place.
 //
@@ -40,7 +43,6 @@ import (
 // goneEntry is a protected file's entry that a directory write removed.
 type goneEntry struct {
 	file  uint64
-	dir   uint64 // the directory
 	block uint64 // the directory block that held it
 	old   []byte // that block before the removal
 }
@@ -61,7 +63,31 @@ func (e *Engine) noteGone(f, d *tracked, nv *view) {
 	if e.gone == nil {
 		e.gone = map[uint64]*goneEntry{}
 	}
-	e.gone[f.ino] = &goneEntry{file: f.ino, dir: d.ino, block: b, old: bytes.Clone(old)}
+	e.gone[f.ino] = &goneEntry{file: f.ino, block: b, old: bytes.Clone(old)}
+}
+
+// unlinkedAtFlush returns, as a flush ends epoch e.epoch without a
+// journal, a violation for each protected file whose link count fell in
+// that epoch and whose directory, read whole, no longer names it.
+func (e *Engine) unlinkedAtFlush() []revfs.Violation {
+	var vs []revfs.Violation
+	for _, f := range e.files {
+		d := f.parent
+		if f.linksDropEpoch != e.epoch || d == nil || d.view == nil || f.view.inode == nil {
+			continue
+		}
+		if d.view.inode == nil || d.view.err != nil || d.view.dirUnknown || len(d.view.unknown) > 0 || d.view.entries[uint32(f.ino)] > 0 {
+			continue
+		}
+		var off, n int64
+		if g := e.gone[f.ino]; g != nil {
+			off, n = int64(g.block)*e.bs, e.bs
+		}
+		vs = append(vs, revfs.Violation{Kind: revfs.KindDirEntry, File: revfs.FileID(f.ino), Off: off, Len: n,
+			Detail: fmt.Sprintf("entry of file %d (%s) removed from directory %d while its link count fell to %d: unlinked, another name keeps the inode",
+				f.ino, f.path, d.ino, f.view.inode.LinksCount)})
+	}
+	return vs
 }
 
 // restoreGone puts back, through write, the entries whose removal vs now
@@ -69,7 +95,7 @@ func (e *Engine) noteGone(f, d *tracked, nv *view) {
 // now, and records those blocks in the model as written.
 func (e *Engine) restoreGone(vs []revfs.Violation, write func(b []byte, off int64) error) error {
 	for _, v := range vs {
-		if v.Kind != revfs.KindInodeFreed && v.Kind != revfs.KindDirEntry {
+		if v.Kind != revfs.KindInodeFreed {
 			continue
 		}
 		g := e.gone[uint64(v.File)]
@@ -84,6 +110,12 @@ func (e *Engine) restoreGone(vs []revfs.Violation, write func(b []byte, off int6
 		d := f.parent
 		if d.view.entries[uint32(f.ino)] > 0 {
 			continue // the entry is back
+		}
+		if d.view.dirUnknown || len(d.view.unknown) > 0 {
+			// A block of the directory still to come may hold the entry
+			// (an htree split moves entries): putting it back could
+			// make two entries of one name.
+			continue
 		}
 		cur := d.view.used[g.block]
 		var seed uint32
