@@ -196,10 +196,12 @@
 //     as KindUnparseable once it stays (worm/stalls.go): not at once,
 //     since without a journal an index may land before its leaf.
 //   - Without a journal, a protected file's entry gone from its directory
-//     is judged only once the host tries to free the inode or lowers its
-//     link count in the same flush epoch (unlink.go): a rename of the file
-//     into another directory, which changes neither, is not raised (with
-//     a journal it is: checkNames).
+//     is judged only once the host tries to free the inode, or at the
+//     flush that ends an epoch in which its link count fell (unlink.go;
+//     raised after the fact there: discard does not put the name back,
+//     and a flush between the inode write and the directory's lets it
+//     through): a rename of the file into another directory, which
+//     changes neither, is not raised (with a journal it is: checkNames).
 //   - A watched htree is read leaf by leaf, not looked up: an index whose
 //     entries no longer lead to the leaf holding a protected name (its
 //     hash ranges or leaf pointers forged, dx_tail recomputed) hides the
