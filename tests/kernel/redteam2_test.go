@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -359,53 +360,26 @@ func TestRedTeam2ExtentIntoMetadata(t *testing.T) {
 			host(t, "fsfreeze", "--freeze", k.m.Dir)
 			host(t, "fsfreeze", "--unfreeze", k.m.Dir)
 			ino := k.inode(victim)
-			iblk, ioff := k.inodeBlock(ino)
-			dev, err := os.OpenFile(k.m.Loop, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer dev.Close()
-			sbRaw := make([]byte, 1024)
-			dev.ReadAt(sbRaw, 1024)
-			sb, err := layout.ParseSuperBlock(sbRaw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bs := int64(sb.BlockSize())
-			isz := int64(sb.InodeSizeBytes())
-			b := make([]byte, bs)
-			if _, err := dev.ReadAt(b, iblk*bs); err != nil {
-				t.Fatal(err)
-			}
-			raw := b[ioff : ioff+isz]
-			n, err := layout.ParseExtentNode(raw[0x28 : 0x28+60])
-			if err != nil || n.Header.Depth != 0 || len(n.Extents) >= 4 {
-				t.Skipf("root node %+v: %v", n, err)
-			}
-			last := n.Extents[len(n.Extents)-1]
-			next := uint64(last.Block) + uint64(last.Length())
-			e := raw[0x28+12+12*len(n.Extents):]
-			put32 := func(p []byte, v uint32) { p[0], p[1], p[2], p[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24) }
-			put16 := func(p []byte, v uint16) { p[0], p[1] = byte(v), byte(v>>8) }
-			put32(e[0:], uint32(next))
-			put16(e[4:], 1)
-			put16(e[6:], 0)
-			put32(e[8:], uint32(iblk))
-			put16(raw[0x28+2:], uint16(len(n.Extents)+1))
-			newSize := int64(next+1) * bs
-			put32(raw[4:], uint32(newSize))
-			if sb.HasMetadataCsum() {
-				c := layout.InodeChecksum(sb.ChecksumSeed(), uint32(ino), raw)
-				put16(raw[0x7C:], uint16(c))
-				if isz >= 0x84 && uint16(raw[0x80])|uint16(raw[0x81])<<8 >= 4 {
-					put16(raw[0x82:], uint16(c>>16))
+			iblk, _ := k.inodeBlock(ino)
+			bs := k.blockSize()
+			var next uint64
+			rt2EditInode(t, k, ino, func(raw []byte, sb *layout.SuperBlock) {
+				n, err := layout.ParseExtentNode(raw[0x28 : 0x28+60])
+				if err != nil || n.Header.Depth != 0 || len(n.Extents) >= 4 {
+					t.Skipf("root node %+v: %v", n, err)
 				}
-			}
-			if _, err := dev.WriteAt(b, iblk*bs); err != nil {
-				t.Fatal(err)
-			}
-			dev.Sync()
-			dropCaches(t)
+				last := n.Extents[len(n.Extents)-1]
+				next = uint64(last.Block) + uint64(last.Length())
+				// One more extent, past the end, over the inode table
+				// block that holds the victim's own inode.
+				e := raw[0x28+12+12*len(n.Extents):]
+				binary.LittleEndian.PutUint32(e[0:], uint32(next))
+				binary.LittleEndian.PutUint16(e[4:], 1)
+				binary.LittleEndian.PutUint16(e[6:], 0)
+				binary.LittleEndian.PutUint32(e[8:], uint32(iblk))
+				binary.LittleEndian.PutUint16(raw[0x28+2:], uint16(len(n.Extents)+1))
+				binary.LittleEndian.PutUint32(raw[4:], uint32(int64(next+1)*bs))
+			})
 			time.Sleep(5 * time.Second)
 			got, rerr := os.ReadFile(k.path(victim))
 			real := k.realLog(victim)
