@@ -208,6 +208,12 @@
 //     name from the kernel's lookup and is not raised (the root's hash
 //     version, the superblock's hash seed and signedness are). indelible
 //     diff, which looks names up linearly too, does not see it either.
+//   - Without a journal, several writers appending to one protected file
+//     while another process runs fdatasync, sync_file_range and sync -f
+//     in a loop: now and then sealing stops for good at a run of blocks
+//     the engine counts as not written since allocation although the host
+//     synced them (a not-written stall; an I3 failure, not diagnosed,
+//     tests/kernel TestHuntSameFileWritersAndSyncer).
 //   - Without a journal and with -o discard, ext4 trims an extent tree
 //     block it frees (a tree merged back into the inode) at once, before
 //     the inode that stops using it is written: the engine raises a
