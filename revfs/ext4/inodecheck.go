@@ -64,8 +64,12 @@ func (e *Engine) badXattrBlock(n uint64) string {
 }
 
 // systemBlock names the filesystem metadata that block b belongs to, or
-// returns "" when it belongs to none.
+// returns "" when it belongs to none. Whether it belongs is the system
+// zone's answer (e.zone); the walk over the groups only names the part.
 func (e *Engine) systemBlock(b uint64) string {
+	if _, in := e.zone.Overlap(b, 1); !in {
+		return ""
+	}
 	bpg := uint64(e.sb.BlocksPerGroup)
 	ipb := uint64(e.bs) / uint64(e.sb.InodeSizeBytes())
 	itb := (uint64(e.sb.InodesPerGroup) + ipb - 1) / ipb
@@ -83,12 +87,7 @@ func (e *Engine) systemBlock(b uint64) string {
 			return fmt.Sprintf("the inode table of group %d", g)
 		}
 	}
-	if e.jnl != nil {
-		if _, ok := e.jnl.jblockOf(b); ok {
-			return "the journal"
-		}
-	}
-	return ""
+	return "the journal" // the zone's other blocks: the log and its inode's tree
 }
 
 // verifiesNew reports whether new versions of watched metadata must carry
