@@ -157,16 +157,14 @@ func (d *Device) unknownTree(id revfs.FileID, s revfs.Stall, stalled time.Durati
 // stallDue has the scheduler look again when the oldest watched range's
 // window ends. Called with mu held.
 func (d *Device) stallDue(w *stallWatch, window time.Duration) {
-	if window <= 0 {
-		return // nothing is taken: no reason to wake up for it
-	}
 	for _, m := range w.marks {
 		at := m.since.Add(window)
 		switch {
 		case m.s.Kind == revfs.StallUnknownTree && !m.warned:
+			// Due with or without lost_after (unknownTreeAfter).
 			at = m.since.Add(unknownTreeAfter(window))
-		case !m.s.Kind.TakenAsFound():
-			continue // no window ends
+		case !m.s.Kind.TakenAsFound() || window <= 0:
+			continue // no window ends: nothing is taken
 		}
 		if at.Before(w.checked.Add(stallCheckEvery)) {
 			at = w.checked.Add(stallCheckEvery)

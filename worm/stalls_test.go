@@ -207,3 +207,31 @@ func TestStallWalksAtMostOncePerSecond(t *testing.T) {
 		t.Fatalf("%d walks for stalled ranges within one second of the device's clock, want 1", walks)
 	}
 }
+
+// A file whose block map lies under an extent tree block the host never
+// writes raises an indicator once it stays so, also without lost_after
+// (after defaultUnknownTreeAfter), and the scheduler wakes up for that
+// deadline by itself: a host that stops writing must not keep it quiet.
+func TestUnknownTreeDueWithoutLostAfter(t *testing.T) {
+	r, se := newStallRig(t, 0)
+	r.appendBytes(t, []byte("hello\n"))
+	waitSealed(t, r, 6)
+	start := r.clk.now()
+	r.stall(se, 4096+100, revfs.Stall{Kind: revfs.StallUnknownTree, Off: 6, Len: 4090, Device: -1})
+	r.waitPass(t)
+	r.dev.mu.Lock()
+	due := r.dev.nextDue
+	r.dev.mu.Unlock()
+	if due.IsZero() || due.Before(start.Add(defaultUnknownTreeAfter)) {
+		t.Fatalf("next wake-up %v, want %v after %v", due, defaultUnknownTreeAfter, start)
+	}
+	if _, st := r.fileStatus(t); st.Indicators != 0 {
+		t.Fatalf("%d indicators before the deadline", st.Indicators)
+	}
+	r.clk.add(defaultUnknownTreeAfter)
+	r.waitPass(t)
+	r.wantNotTaken(t, se, 6, "an unknown tree")
+	if _, st := r.fileStatus(t); st.Indicators != 1 {
+		t.Fatalf("%d indicators after the deadline, want 1", st.Indicators)
+	}
+}
