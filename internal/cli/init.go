@@ -24,8 +24,8 @@ func init() {
 		Long: `init is the "configure" stage, run by the auditor on a trusted machine. It creates
 DEVICE_DIR holding:
   image.ext4   an ext4 image made by mkfs.ext4 (extents, 64bit, metadata_csum, flex_bg,
-               dir_index; never inline_data, encrypt, bigalloc or meta_bg, which the
-               device cannot follow) with each protected file created empty, its parent
+               dir_index; never inline_data, encrypt, casefold, bigalloc or meta_bg,
+               which the device cannot follow) with each protected file created empty, its parent
                directories too, and the chosen data= mode and errors=remount-ro stored as
                the image's default mount options;
   store/       the empty sealed-log store;

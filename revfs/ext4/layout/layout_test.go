@@ -145,6 +145,7 @@ func TestUnsupportedFeatures(t *testing.T) {
 		{"external journal", func(sb *SuperBlock) { sb.JournalInum = 0 }, "external journal"},
 		{"meta_bg", func(sb *SuperBlock) { sb.FeatureIncompat |= IncompatMetaBG }, "meta_bg"},
 		{"encrypt", func(sb *SuperBlock) { sb.FeatureIncompat |= IncompatEncrypt }, "encrypt"},
+		{"casefold", func(sb *SuperBlock) { sb.FeatureIncompat |= IncompatCasefold }, "casefold"},
 		{"journal_dev", func(sb *SuperBlock) { sb.FeatureIncompat |= IncompatJournalDev }, "journal_dev"},
 		{"unknown incompat", func(sb *SuperBlock) { sb.FeatureIncompat |= 0x80000000 }, "0x80000000"},
 		{"no extents", func(sb *SuperBlock) { sb.FeatureIncompat &^= IncompatExtents }, "extents"},

@@ -264,6 +264,7 @@ func (sb *SuperBlock) Supported() error {
 		{uint32(IncompatDirData), "dirdata entries carry extra data the directory parser does not understand"},
 		{uint32(IncompatInlineData), "inline_data keeps small files inside the inode, outside any data block"},
 		{uint32(IncompatEncrypt), "encrypted files cannot be sealed as plain logs"},
+		{uint32(IncompatCasefold), "casefolded directories find names whatever their case, by a hash of the folded name; the engine follows names byte for byte"},
 	}
 	for _, r := range incompat {
 		if uint32(sb.FeatureIncompat)&r.bit != 0 {
