@@ -146,7 +146,7 @@ func (e *Engine) AcceptAsFound(id revfs.FileID, s revfs.Stall) bool {
 	lo, hi := uint64(s.Off/e.bs), e.blocksFor(s.Off+s.Len)
 	switch s.Kind {
 	case revfs.StallNotWritten:
-		e.written.Add(uint64(s.Device/e.bs), hi-lo)
+		e.markWritten(uint64(s.Device/e.bs), hi-lo)
 	case revfs.StallPartial:
 		for pb := uint64(s.Device / e.bs); pb < uint64(s.Device/e.bs)+hi-lo; pb++ {
 			e.lastWrite.set(pb, foundMark)

@@ -108,7 +108,7 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 		// (delalloc data arrives before the metadata that maps it).
 		if apply {
 			e.seq++
-			e.written.Add(w.first, w.last-w.first+1)
+			e.markWritten(w.first, w.last-w.first+1)
 			e.noteRecent(w.first, w.last-w.first+1)
 			if len(e.overlay) > 0 {
 				for b := w.first; b <= w.last; b++ {
@@ -124,7 +124,7 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 		// it, but the model keeps the newest committed version.
 		if apply {
 			e.seq++
-			e.written.Add(w.first, w.last-w.first+1)
+			e.markWritten(w.first, w.last-w.first+1)
 		}
 		return nil
 	}
@@ -132,7 +132,7 @@ func (e *Engine) process(off int64, p []byte, apply bool) []revfs.Violation {
 	var vs []revfs.Violation
 	if apply {
 		e.seq++
-		e.written.Add(w.first, w.last-w.first+1)
+		e.markWritten(w.first, w.last-w.first+1)
 		e.noteRecent(w.first, w.last-w.first+1)
 		e.noteData(w, touched)
 		e.checkpointed(w)
@@ -727,6 +727,7 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 		old := t.view
 		e.forgetDropped(t, old, nv)
 		t.view = nv
+		e.claimDropped(t, nv)
 		for b, d := range nv.used {
 			// Most blocks a view uses are the versions meta already
 			// holds (immutable): copy only new ones. The view then holds
@@ -765,11 +766,13 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 	e.dirty = true
 }
 
-// forgetDropped removes from the written set the blocks a tracked inode
-// stopped using: tree blocks no longer referenced and data blocks beyond
-// the committed range no longer mapped. ext4 frees them, and without a
-// journal it may hand them out again before the device ever sees their
-// bitmap bit clear; a new owner must write them before they count.
+// forgetDropped sets aside the blocks a tracked inode stopped using: tree
+// blocks no longer referenced and data blocks beyond the committed range
+// no longer mapped. ext4 frees them, and without a journal it may hand
+// them out again before the device ever sees their bitmap bit clear; a new
+// owner must write them before they count. They are forgotten once
+// another owner claims them (dropped.go: the inode may not really have
+// dropped them).
 func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 	if nv.inode == nil || nv.err != nil || len(nv.unknown) > 0 {
 		return // an incomplete view proves nothing was dropped
@@ -780,7 +783,7 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 	}
 	for _, b := range old.tree {
 		if !keep[b] {
-			e.written.Remove(b, 1)
+			e.drop(droppedSpan{phys: b, n: 1, ino: t.ino, tree: true})
 		}
 	}
 	if t.isDir || slices.Equal(old.maps, nv.maps) {
@@ -802,7 +805,7 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 					continue
 				}
 			}
-			e.written.Remove(m.Physical+lb-m.Logical, stop-lb)
+			e.drop(droppedSpan{phys: m.Physical + lb - m.Logical, n: stop - lb, logical: lb, ino: t.ino})
 			lb = stop
 		}
 	}

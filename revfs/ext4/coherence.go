@@ -18,7 +18,7 @@ func (e *Engine) setCommitted(f *tracked, n int64) {
 	// persistent set has them already, and a fresh image has none.
 	for _, m := range f.sealed {
 		if !m.Unwritten {
-			e.written.Add(m.Physical, m.Len)
+			e.markWritten(m.Physical, m.Len)
 		}
 	}
 	if e.lastWrite.slots() > max(minLastWritePrune, e.lastWrite.pruneAt) {

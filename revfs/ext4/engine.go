@@ -97,7 +97,10 @@ type Engine struct {
 	// sequence of the first write to its log. A block the commit frees
 	// that was written after that is not forgotten (applyBitmap,
 	// keptFrom).
-	recent     []recentWrite
+	recent []recentWrite
+	// dropped are blocks tracked inodes stopped using, set aside until
+	// another owner claims them (dropped.go).
+	dropped    []droppedSpan
 	freeing    *jbd2.Transaction
 	freedAfter uint64
 

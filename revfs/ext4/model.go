@@ -292,9 +292,15 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 	if t.ino != uint64(e.sb.JournalInum) {
 		w.zone = e.zone // the journal inode maps the journal's blocks, part of the zone
 	}
+	// Without a journal, a protected file's extents may overlap for a
+	// moment (unknownOverlaps); a directory's keep the strict rule.
+	w.tornOK = e.jnl == nil && !t.isDir
 	w.node(in.Block[:], -1, 0, 1<<32, t.inoBlock, true)
 	if v.err == nil {
 		slices.SortFunc(v.maps, func(a, b layout.Mapping) int { return cmp.Compare(a.Logical, b.Logical) })
+		if w.tornOK {
+			v.maps = v.unknownOverlaps(v.maps)
+		}
 		for i := 1; i < len(v.maps); i++ {
 			if v.maps[i].Logical < v.maps[i-1].Logical+v.maps[i-1].Len {
 				v.err, v.errAt = fmt.Errorf("%w: extents overlap at logical block %d", layout.ErrCorrupt, v.maps[i].Logical), t.inoBlock
@@ -320,6 +326,51 @@ type treeWalk struct {
 	sealedN uint64           // its length in blocks
 	checks  bool             // new tree blocks must carry the checksum (checksNew)
 	zone    layout.Zone      // blocks no extent may map (nil: the journal's own walk)
+	tornOK  bool             // overlapping extents may be torn copies (unknownOverlaps)
+}
+
+// unknownOverlaps returns maps, sorted by logical block, without the
+// groups of overlapping mappings that agree on every block they share,
+// whose ranges become unknown. Groups that disagree stay, for the caller
+// to refuse. For a protected file without a journal only:
+//
+// Nothing freezes a metadata block while it is written without a journal:
+// ext4 copies the inode's extent root into the inode table block
+// (ext4_do_update_inode) and writeback sends a leaf's buffer while the
+// extent code may be editing them. Merging an extent into its neighbour
+// lengthens the first before it moves the others down over the second, so
+// for a moment both cover the same blocks, and moving entries leaves one
+// twice. The kernel marks the node dirty again when the edit is done, so a
+// whole copy follows. A view also joins nodes of different moments (the
+// inode or a parent index newer or older than a leaf), which overlap the
+// same way. Such a range is unknown, as under a node not written yet: the
+// file waits there, and the device raises an indicator when it stays so
+// (StallUnknownTree; the kernel refuses overlapping extents). Extents that
+// overlap and map a block to different places are a violation at once:
+// the kernel's lookup and the device's could read different blocks.
+func (v *view) unknownOverlaps(maps []layout.Mapping) []layout.Mapping {
+	out := maps[:0]
+	for i := 0; i < len(maps); {
+		lo, hi := maps[i].Logical, maps[i].Logical+maps[i].Len
+		j := i + 1
+		agree := true
+		for ; j < len(maps) && maps[j].Logical < hi; j++ {
+			for k := i; k < j; k++ {
+				a, b := maps[k], maps[j]
+				if b.Logical < a.Logical+a.Len && a.Physical+b.Logical-a.Logical != b.Physical {
+					agree = false
+				}
+			}
+			hi = max(hi, maps[j].Logical+maps[j].Len)
+		}
+		if j == i+1 || !agree {
+			out = append(out, maps[i:j]...)
+		} else {
+			v.unknown = append(v.unknown, lrange{lo, hi})
+		}
+		i = j
+	}
+	return out
 }
 
 // agrees reports whether extents found in the image (not written by the
@@ -353,6 +404,11 @@ func (w *treeWalk) agrees(xs []layout.Extent) bool {
 func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted bool) {
 	v := w.v
 	n, err := layout.ParseExtentNode(b)
+	if errors.Is(err, layout.ErrOverlap) && trusted && w.tornOK {
+		// Possibly torn (view.unknownOverlaps): the overlaps are judged once
+		// the whole tree is read.
+		n, err = layout.ParseExtentNodeOverlapping(b)
+	}
 	if err == nil && depth >= 0 && int(n.Header.Depth) != depth {
 		err = fmt.Errorf("%w: depth %d, parent expects %d", layout.ErrCorrupt, n.Header.Depth, depth)
 	}

@@ -8,11 +8,14 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/indelible-worm/indelible/blockdev"
 	"github.com/indelible-worm/indelible/internal/testenv"
 	"github.com/indelible-worm/indelible/nbd/nbdtest"
 	"github.com/indelible-worm/indelible/provision"
@@ -32,6 +35,7 @@ type kdev struct {
 	dev        *worm.Opened
 	uri        string
 	m          *testenv.KernelMount
+	starts     int // how many times start served the device (KTRACE)
 }
 
 type devOpts struct {
@@ -102,8 +106,55 @@ func (k *kdev) start() {
 			k.t.Errorf("closing the device: %v", err)
 		}
 	})
-	k.uri = nbdtest.StartDevice(k.t, dev)
+	k.uri = nbdtest.StartDevice(k.t, k.recording(dev))
 }
+
+// recording returns dev, or, when KTRACE names a directory, dev wrapped in
+// a blockdev.Recorder: the first start copies the device directory as it
+// was before the host wrote anything to KTRACE/TEST/template and every
+// start records the host's requests to KTRACE/TEST/requests.N.trace, so
+// that a failure the kernel shows only now and then can be replayed
+// offline, as often as needed (go run ./bench/replay -dir template -trace
+// requests.1.trace).
+func (k *kdev) recording(dev blockdev.Device) blockdev.Device {
+	root := os.Getenv("KTRACE")
+	if root == "" {
+		return dev
+	}
+	dir := filepath.Join(root, strings.NewReplacer("/", "_").Replace(k.t.Name()))
+	k.starts++
+	if k.starts == 1 {
+		os.RemoveAll(dir)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			k.t.Fatal(err)
+		}
+		if out, err := exec.Command("cp", "-a", "--sparse=always", k.dir, filepath.Join(dir, "template")).CombinedOutput(); err != nil {
+			k.t.Fatalf("KTRACE: copying the device directory: %v: %s", err, out)
+		}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("requests.%d.trace", k.starts)))
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	r, err := blockdev.NewRecorder(keepOpen{dev}, f)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	// Registered after the device's Close and before the server's stop:
+	// runs after the server stopped and before the device closes.
+	k.t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			k.t.Errorf("KTRACE: %v", err)
+		}
+	})
+	return r
+}
+
+// keepOpen hides the device's Close from the Recorder: the test closes
+// the device itself.
+type keepOpen struct{ blockdev.Device }
+
+func (keepOpen) Close() error { return nil }
 
 // path is the host path of a protected file.
 func (k *kdev) path(log string) string { return filepath.Join(k.m.Dir, log) }

@@ -26,6 +26,9 @@ var (
 	ErrUnsupported = errors.New("layout: unsupported ext4 feature")
 	ErrNotFound    = errors.New("layout: no such file or directory")
 	ErrCorrupt     = errors.New("layout: corrupt structure")
+	// ErrOverlap (an ErrCorrupt) is ParseExtentNode's error for leaf
+	// extents out of order or overlapping.
+	ErrOverlap = fmt.Errorf("%w: extents overlap", ErrCorrupt)
 )
 
 // FormatError reports a malformed structure at a byte offset (relative to

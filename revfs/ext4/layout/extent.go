@@ -66,7 +66,15 @@ type ExtentNode struct {
 // block) and checks it the way the kernel's __ext4_ext_check does: magic,
 // entries <= max, max fits the buffer, depth <= ExtentMaxDepth, entries in
 // increasing logical order without overlap, lengths non-zero.
-func ParseExtentNode(b []byte) (*ExtentNode, error) {
+func ParseExtentNode(b []byte) (*ExtentNode, error) { return parseExtentNode(b, false) }
+
+// ParseExtentNodeOverlapping is ParseExtentNode that lets a leaf's extents
+// overlap (each may start at or after the previous one's start): a copy
+// of a node the kernel was editing when it was written, without a journal,
+// can show one (ErrOverlap). The caller judges the overlaps.
+func ParseExtentNodeOverlapping(b []byte) (*ExtentNode, error) { return parseExtentNode(b, true) }
+
+func parseExtentNode(b []byte, overlapOK bool) (*ExtentNode, error) {
 	n := new(ExtentNode)
 	if len(b) < ExtentEntrySize {
 		return nil, formatErr(0, "extent header", ErrShort, "need %d bytes, have %d", ExtentEntrySize, len(b))
@@ -117,9 +125,11 @@ func ParseExtentNode(b []byte) (*ExtentNode, error) {
 			return nil, formatErr(int64(off), "extent", ErrCorrupt, "zero length")
 		}
 		if i > 0 && uint64(x.Block) < next {
-			return nil, formatErr(int64(off), "extent", ErrCorrupt, "logical block %d overlaps the previous extent", x.Block)
+			if !overlapOK || uint64(x.Block) < uint64(n.Extents[i-1].Block) {
+				return nil, formatErr(int64(off), "extent", ErrOverlap, "logical block %d overlaps the previous extent", x.Block)
+			}
 		}
-		next = uint64(x.Block) + uint64(x.Length())
+		next = max(next, uint64(x.Block)+uint64(x.Length()))
 		if next > 1<<32 {
 			return nil, formatErr(int64(off), "extent", ErrCorrupt, "extent ends past logical block 2^32")
 		}

@@ -1,0 +1,122 @@
+package ext4
+
+import (
+	"encoding/binary"
+	"slices"
+	"testing"
+
+	"github.com/indelible-worm/indelible/revfs"
+)
+
+// tornRig opens img with var/log/big.log (70000 bytes, 18 blocks)
+// protected and nothing committed, has the host write all its blocks, and
+// returns the rig and the file's extents ({logical, length, physical}),
+// the last at least 8 blocks long.
+func tornRig(t *testing.T, img string) (*rig, [][3]uint64) {
+	t.Helper()
+	const p = "var/log/big.log"
+	r := openRig(t, loadImage(t, img), nil, p)
+	var xs [][3]uint64
+	for _, x := range rt2RootExtents(t, r, p) {
+		xs = append(xs, [3]uint64{uint64(x.Block), uint64(x.Length()), x.Start()})
+	}
+	if len(xs) > 2 || xs[len(xs)-1][1] < 8 || r.bs != 4096 {
+		t.Skipf("big.log's extents are %v", xs)
+	}
+	lbs := make([]uint64, 18)
+	for i := range lbs {
+		lbs[i] = uint64(i)
+	}
+	r.writeBlocks(p, lbs...)
+	r.wantCoherent(p, 70000, "every block written")
+	return r, xs
+}
+
+// writeExtents has the host write big.log's inode with extents xs
+// ({logical, length, physical}) and size n.
+func (r *rig) writeExtents(xs [][3]uint64, n uint32) []revfs.Violation {
+	home, blk := r.inodeBlockWith("var/log/big.log", func(raw []byte) {
+		rt2Extents(raw, xs)
+		binary.LittleEndian.PutUint32(raw[4:], n)
+	})
+	return r.write(int64(home)*r.bs, blk)
+}
+
+// Without a journal the kernel may write an inode while it merges two of
+// its extents: the first already covers the second, which is still there
+// (ext4_ext_try_to_merge_right). Both map the shared blocks to the same
+// place. The range waits as unknown, nothing is raised, and the whole
+// copy that follows lets sealing go on. With a journal the copy is frozen:
+// such an inode is a violation.
+func TestTornExtentMergeWithoutJournal(t *testing.T) {
+	const p = "var/log/big.log"
+	r, xs := tornRig(t, "b4k-nojournal.img")
+	last := xs[len(xs)-1] // {logical, length, physical}
+	torn := append(slices.Clone(xs), [3]uint64{last[0] + 4, last[1] - 4, last[2] + 4})
+	if vs := r.writeExtents(torn, 70000); len(vs) != 0 {
+		t.Fatalf("a torn merge raised %v", vs)
+	}
+	if got := r.e.Stalls(r.ids[p], 4); len(got) == 0 || got[0].Kind != revfs.StallUnknownTree || got[0].Off != int64(last[0])*4096 {
+		t.Fatalf("stalls %v, want the range under the overlap unknown", got)
+	}
+	if vs := r.writeExtents(xs, 70000); len(vs) != 0 {
+		t.Fatalf("the whole copy raised %v", vs)
+	}
+	r.wantCoherent(p, 70000, "after the whole copy")
+	if got := r.e.Stalls(r.ids[p], 4); len(got) != 0 {
+		t.Fatalf("stalls %v after the whole copy", got)
+	}
+
+	// Overlapping extents that map a block to two places are forged:
+	// the kernel's lookup and the device's could read different blocks.
+	forged := append(slices.Clone(xs), [3]uint64{last[0] + 4, last[1] - 4, last[2] + 5})
+	if vs := r.writeExtents(forged, 70000); !hasKind(vs, revfs.KindUnparseable) {
+		t.Fatalf("overlapping extents that disagree raised %q", kinds(vs))
+	}
+
+	r, xs = tornRig(t, "b4k-journal.img")
+	last = xs[len(xs)-1]
+	torn = append(slices.Clone(xs), [3]uint64{last[0] + 4, last[1] - 4, last[2] + 4})
+	if vs := r.writeExtents(torn, 70000); !hasKind(vs, revfs.KindUnparseable) {
+		t.Fatalf("with a journal, overlapping extents raised %q", kinds(vs))
+	}
+}
+
+// Without a journal an inode can arrive older than the data it maps, or
+// joined to an older leaf: its view maps fewer blocks than the last one.
+// The blocks it lacks were written by the host; when the next view maps
+// them again where they were, they still count (they used to be
+// forgotten, and sealing stalled there for good). Mapped anywhere else,
+// they must be written again.
+func TestDroppedBlocksKeptWhenMappedAgain(t *testing.T) {
+	const p = "var/log/big.log"
+	r, xs := tornRig(t, "b4k-nojournal.img")
+	last := xs[len(xs)-1]
+	short := slices.Clone(xs)
+	short[len(short)-1][1] = 4 // the last extent, 4 blocks long
+	if vs := r.writeExtents(short, 70000); len(vs) != 0 {
+		t.Fatalf("an older inode raised %v", vs)
+	}
+	r.wantCoherent(p, int64(last[0]+4)*4096, "the older inode maps fewer blocks")
+	if vs := r.writeExtents(xs, 70000); len(vs) != 0 {
+		t.Fatalf("the newer inode raised %v", vs)
+	}
+	r.wantCoherent(p, 70000, "the blocks mapped again where they were")
+
+	// Dropped, then mapped at other logical blocks: a new allocation.
+	if vs := r.writeExtents(short, 70000); len(vs) != 0 {
+		t.Fatalf("%v", vs)
+	}
+	moved := append(slices.Clone(short), [3]uint64{last[0] + last[1] + 2, last[1] - 4, last[2] + 4})
+	if vs := r.writeExtents(moved, uint32(last[0]+2*last[1]-2)*4096); len(vs) != 0 {
+		t.Fatalf("%v", vs)
+	}
+	for _, b := range []uint64{last[2] + 4, last[2] + last[1] - 1} {
+		if r.e.written.Contains(b, 1) {
+			t.Fatalf("block %d, dropped and mapped at another logical block, still counts as written", b)
+		}
+	}
+	if !r.e.written.Contains(last[2], 4) {
+		t.Fatal("the blocks the file kept lost their written state")
+	}
+}
