@@ -530,6 +530,11 @@ func (e *Engine) checkNames(d *tracked, nv *view, chg *change, ancestor bool) []
 			vs = append(vs, viol(revfs.KindDirEntry, b, "entry %q of directory %d changes its file type %d -> %d: readers of the path %s are told it is another kind of file", name, d.ino, d.view.namedType[name], nv.namedType[name], b.file.path))
 		}
 	}
+	for _, name := range nv.dxMissed {
+		if b, ok := d.names[name]; ok && !slices.Contains(d.view.dxMissed, name) {
+			vs = append(vs, viol(revfs.KindDirEntry, b, "the htree index of directory %d no longer leads to its entry %q: the kernel's lookup of %s misses it (the path leads nowhere)", d.ino, name, b.file.path))
+		}
+	}
 	if d.view.dxHash >= 0 && nv.dxHash >= 0 && nv.dxHash != d.view.dxHash {
 		vs = append(vs, viol(revfs.KindDirEntry, first, "htree of directory %d changes its hash version %d -> %d: the kernel's lookup of %s would miss the name", d.ino, d.view.dxHash, nv.dxHash, first.file.path))
 	}

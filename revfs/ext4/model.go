@@ -107,6 +107,10 @@ type view struct {
 	// of the path finds (checkNames).
 	namedType map[string]uint8
 	dxHash    int
+	// dxMissed are the watched names the directory holds that the
+	// kernel's htree lookup would not find (dxMisses; with a journal
+	// only: without one a view joins blocks of different moments).
+	dxMissed []string
 }
 
 // dxHashOff is the offset of dx_root_info.hash_version in an htree's
@@ -553,6 +557,9 @@ func (e *Engine) readDir(v *view, src source, seed uint32, watch map[string]bind
 				}
 			}
 		}
+	}
+	if e.jnl != nil && !v.dirUnknown {
+		v.dxMissed = e.dxMisses(v)
 	}
 }
 

@@ -420,34 +420,26 @@ func TestRedTeam3HashSeedKernel(t *testing.T) {
 			return r.write(rt3SuperWith(r, func(sb []byte) { le.PutUint32(sb[0xEC:], le.Uint32(sb[0xEC:])+1) }))
 		}},
 		{"dx_root hash version", func(r *rig) []revfs.Violation {
-			f := r.e.byIno[uint64(r.ids[p])]
-			d := f.parent
-			if d == nil {
-				t.Fatal("no parent tracked")
-			}
-			m := d.view.maps[0]
-			off := int64(m.Physical) * r.bs
-			b := bytes.Clone(r.img.b[off : off+r.bs])
-			if b[0x1D] != 8 {
-				t.Fatalf("block 0 of var/log is no dx_root (info_length %d)", b[0x1D])
-			}
-			t.Logf("dx_root hash version %d, levels %d, count %d", b[0x1C], b[0x1E], le.Uint16(b[0x22:]))
-			if b[0x1C] == 1 {
-				b[0x1C] = 2 // half_md4 -> tea
-			} else {
-				b[0x1C] = 1
-			}
-			if r.e.sb.HasMetadataCsum() {
-				limit, count := int(le.Uint16(b[0x20:])), int(le.Uint16(b[0x22:]))
-				tail := 0x20 + limit*8
-				in := d.view.inode
-				seed := layout.InodeSeed(r.e.fsSeed, uint32(d.ino), in.Generation)
-				c := layout.Crc32c(seed, b[:0x20+count*8])
-				c = layout.Crc32c(c, b[tail:tail+4])
-				c = layout.Crc32c(c, []byte{0, 0, 0, 0})
-				le.PutUint32(b[tail+4:], c)
-			}
-			return r.write(off, b)
+			return rt3EditDxRoot(t, r, p, func(b []byte) {
+				if b[0x1C] == 1 {
+					b[0x1C] = 2 // half_md4 -> tea
+				} else {
+					b[0x1C] = 1
+				}
+			})
+		}},
+		// The index's leaf pointers rotated by one (block0 and each
+		// entry's block): every lookup lands in the leaf beside the
+		// right one, while every entry stays where it was.
+		{"dx_root leaf pointers", func(r *rig) []revfs.Violation {
+			return rt3EditDxRoot(t, r, p, func(b []byte) {
+				count := int(le.Uint16(b[0x22:]))
+				first := le.Uint32(b[0x24:])
+				for i := 0; i < count-1; i++ {
+					le.PutUint32(b[0x24+8*i:], le.Uint32(b[0x24+8*(i+1):]))
+				}
+				le.PutUint32(b[0x24+8*(count-1)+4:], first)
+			})
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -465,6 +457,36 @@ func TestRedTeam3HashSeedKernel(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rt3EditDxRoot has the host write the dx_root of p's directory edited by
+// edit, its dx_tail checksum made again.
+func rt3EditDxRoot(t *testing.T, r *rig, p string, edit func(b []byte)) []revfs.Violation {
+	le := binary.LittleEndian
+	f := r.e.byIno[uint64(r.ids[p])]
+	d := f.parent
+	if d == nil {
+		t.Fatal("no parent tracked")
+	}
+	m := d.view.maps[0]
+	off := int64(m.Physical) * r.bs
+	b := bytes.Clone(r.img.b[off : off+r.bs])
+	if b[0x1D] != 8 {
+		t.Fatalf("block 0 of %s is no dx_root (info_length %d)", filepath.Dir(p), b[0x1D])
+	}
+	t.Logf("dx_root hash version %d, levels %d, count %d", b[0x1C], b[0x1E], le.Uint16(b[0x22:]))
+	edit(b)
+	if r.e.sb.HasMetadataCsum() {
+		limit, count := int(le.Uint16(b[0x20:])), int(le.Uint16(b[0x22:]))
+		tail := 0x20 + limit*8
+		in := d.view.inode
+		seed := layout.InodeSeed(r.e.fsSeed, uint32(d.ino), in.Generation)
+		c := layout.Crc32c(seed, b[:0x20+count*8])
+		c = layout.Crc32c(c, b[tail:tail+4])
+		c = layout.Crc32c(c, []byte{0, 0, 0, 0})
+		le.PutUint32(b[tail+4:], c)
+	}
+	return r.write(off, b)
 }
 
 // TestRedTeam3GroupDescFlags: the protected inode's group descriptor
