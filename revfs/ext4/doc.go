@@ -202,18 +202,21 @@
 //     and a flush between the inode write and the directory's lets it
 //     through): a rename of the file into another directory, which
 //     changes neither, is not raised (with a journal it is: checkNames).
-//   - A watched htree is read leaf by leaf, not looked up: an index whose
-//     entries no longer lead to the leaf holding a protected name (its
-//     hash ranges or leaf pointers forged, dx_tail recomputed) hides the
-//     name from the kernel's lookup and is not raised (the root's hash
-//     version, the superblock's hash seed and signedness are). indelible
-//     diff, which looks names up linearly too, does not see it either.
-//   - Without a journal, several writers appending to one protected file
-//     while another process runs fdatasync, sync_file_range and sync -f
-//     in a loop: now and then sealing stops for good at a run of blocks
-//     the engine counts as not written since allocation although the host
-//     synced them (a not-written stall; an I3 failure, not diagnosed,
-//     tests/kernel TestHuntSameFileWritersAndSyncer).
+//   - A watched htree is read leaf by leaf, and, with a journal, each
+//     watched name is also looked up through the index as the kernel does
+//     (htree.go): an index that no longer leads to the leaf holding the
+//     name (hash ranges or leaf pointers forged, dx_tail recomputed) is
+//     KindDirEntry. Without a journal it is not judged (a view joins index
+//     and leaf blocks of different moments), nor is a run of equal hashes
+//     that crosses an index node, nor an index the walk cannot follow to
+//     the end. indelible diff looks names up linearly.
+//   - Without a journal, a protected file's overlapping extents that map
+//     their shared blocks to the same place are taken as a torn copy (the
+//     kernel copies a node while it merges extents, and a view joins nodes
+//     of different moments): that range is unknown, an unknown-tree stall,
+//     raised only if it stays so (view.unknownOverlaps). Other malformed
+//     nodes, and overlaps that disagree, are raised at once: a torn copy of
+//     another kind would be a false positive (none seen yet).
 //   - Without a journal and with -o discard, ext4 trims an extent tree
 //     block it frees (a tree merged back into the inode) at once, before
 //     the inode that stops using it is written: the engine raises a
