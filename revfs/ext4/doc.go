@@ -209,7 +209,8 @@
 //     KindDirEntry. Without a journal it is not judged (a view joins index
 //     and leaf blocks of different moments), nor is a run of equal hashes
 //     that crosses an index node, nor an index the walk cannot follow to
-//     the end. indelible diff looks names up linearly.
+//     the end. indelible diff (layout.Image.Lookup) looks names up the
+//     same way.
 //   - Without a journal, a protected file's overlapping extents that map
 //     their shared blocks to the same place are taken as a torn copy (the
 //     kernel copies a node while it merges extents, and a view joins nodes

@@ -6,19 +6,10 @@ import (
 	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
-// An indexed directory (htree) is searched by hash: the kernel hashes the
-// name, follows the index from the root (block 0) down to one leaf block
-// and reads only that leaf, and the ones after it while their index
-// entries carry the same hash (ext4_dx_find_entry, dx_probe and
-// ext4_htree_next_block in fs/ext4/namei.c). A valid index whose entries
-// point elsewhere (leaf pointers swapped, checksums made again) hides a
-// name that is still in the directory: the path leads nowhere, yet every
-// entry is where it was. So the engine follows the index as the kernel
-// does, for each watched name.
-
-// dxMaxLeaves bounds the leaves one lookup reads after the first, through
-// a run of equal hashes.
-const dxMaxLeaves = 64
+// A watched htree's names are also looked up through its index as the
+// kernel does (layout.DxFinds): an index whose entries point elsewhere
+// (leaf pointers swapped, checksums made again) hides a name that is still
+// in the directory, and the path leads nowhere for the host.
 
 // dxMisses returns, sorted, the watched names that view v of an indexed
 // directory holds but that the kernel's lookup would not find through its
@@ -31,6 +22,9 @@ func (e *Engine) dxMisses(v *view) []string {
 		return nil
 	}
 	block := func(lb uint64) (b []byte, mapped bool) {
+		if int64(lb)*e.bs >= v.size {
+			return nil, false // past i_size: ext4_read_dirblock refuses it
+		}
 		m, ok := v.lookup(lb)
 		if !ok || m.Unwritten {
 			return nil, false
@@ -41,115 +35,15 @@ func (e *Engine) dxMisses(v *view) []string {
 	if root == nil {
 		return nil
 	}
-	r, err := layout.ParseDxRoot(root)
-	if err != nil {
-		return nil // dx_probe gives up: the kernel searches linearly
-	}
-	hv, err := e.sb.DirHashVersion(r.Info.HashVersion)
-	if err != nil {
-		return nil
-	}
 	var missed []string
 	for name, ino := range v.named {
 		if ino == namedTwice {
 			continue // checkNames raises it
 		}
-		major, _, err := layout.DirHash(hv, e.sb.HashSeed, []byte(name))
-		if err != nil {
-			continue
-		}
-		if found, sure := dxFind(block, r, major, name); sure && !found {
+		if found, sure := layout.DxFinds(e.sb, root, name, block); sure && !found {
 			missed = append(missed, name)
 		}
 	}
 	slices.Sort(missed)
 	return missed
 }
-
-// dxFind follows the index of root to the leaf the kernel reads for hash,
-// and the leaves after it in the same run of equal hashes, and reports
-// whether one holds a live entry called name; sure is false when the walk
-// cannot be completed. A pointer to a block the directory does not map
-// fails the kernel's lookup (ext4_read_dirblock: a hole or a block past
-// the end is corruption): surely not found.
-func dxFind(block func(lb uint64) ([]byte, bool), root *layout.DxRoot, hash uint32, name string) (found, sure bool) {
-	block0, entries := root.Block0, root.Entries
-	for range root.Info.IndirectLevels {
-		node, mapped := block(uint64(dxBlock(dxPick(block0, entries, hash))))
-		if !mapped {
-			return false, true // a hole or past the end: EFSCORRUPTED
-		}
-		if node == nil {
-			return false, false
-		}
-		var err error
-		if _, block0, entries, err = layout.ParseDxNode(node); err != nil {
-			return false, false
-		}
-	}
-	// The leaf, then the next ones while the next index entry's hash,
-	// without its continuation bit, is the name's (ext4_htree_next_block
-	// with the lookup's hash: the low bit of a computed hash is clear).
-	i := dxIndex(entries, hash) // -1: block0
-	for range dxMaxLeaves {
-		lb := block0
-		if i >= 0 {
-			lb = entries[i].Block
-		}
-		leaf, mapped := block(uint64(dxBlock(lb)))
-		if !mapped {
-			return false, true
-		}
-		if leaf == nil {
-			return false, false
-		}
-		ents, err := layout.ParseDirBlock(leaf)
-		if err != nil {
-			return false, false
-		}
-		for _, en := range layout.LiveEntries(ents) {
-			if en.Name == name {
-				return true, true
-			}
-		}
-		i++
-		if i >= len(entries) {
-			// Without index nodes this was the last leaf; with them the
-			// run may go on in the next node, which is not followed.
-			return false, root.Info.IndirectLevels == 0
-		}
-		if entries[i].Hash&^1 != hash {
-			return false, true
-		}
-	}
-	return false, false
-}
-
-// dxIndex returns the index of the entry dx_probe stops at for hash: the
-// last whose stored hash (continuation bit included) is at most hash, or
-// -1 for block0. It is the kernel's binary search step for step, so that
-// entries out of order (forged) lead where they lead the kernel.
-func dxIndex(entries []layout.DxEntry, hash uint32) int {
-	lo, hi := 0, len(entries)-1
-	for lo <= hi {
-		m := lo + (hi-lo)/2
-		if entries[m].Hash > hash {
-			hi = m - 1
-		} else {
-			lo = m + 1
-		}
-	}
-	return lo - 1
-}
-
-// dxPick returns the block dx_probe descends to for hash.
-func dxPick(block0 uint32, entries []layout.DxEntry, hash uint32) uint32 {
-	if i := dxIndex(entries, hash); i >= 0 {
-		return entries[i].Block
-	}
-	return block0
-}
-
-// dxBlock is dx_get_block: the logical block of an index entry, without
-// the high bits the kernel masks off.
-func dxBlock(b uint32) uint32 { return b & 0x0fffffff }

@@ -3,6 +3,7 @@ package ext4
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -454,6 +455,11 @@ func TestRedTeam3HashSeedKernel(t *testing.T) {
 			t.Logf("engine: %v; the kernel then reads %d bytes of %s", vs, len(b), p)
 			if len(vs) == 0 && len(b) != 5000 {
 				t.Fatalf("silent: the kernel no longer finds %s (reads %d bytes); no indicator", p, len(b))
+			}
+			// indelible diff looks the path up as the kernel does.
+			_, err := layout.LookupPath(bytes.NewReader(r.img.b), p)
+			if kernelMisses := len(b) != 5000; kernelMisses != errors.Is(err, layout.ErrNotFound) {
+				t.Fatalf("the kernel reads %d bytes of %s, layout.LookupPath says %v", len(b), p, err)
 			}
 		})
 	}

@@ -350,8 +350,46 @@ func (im *Image) Lookup(path string) (uint64, error) {
 		if !found {
 			return 0, fmt.Errorf("%w: %q in %q", ErrNotFound, name, path)
 		}
+		if im.dxMisses(in, name) {
+			return 0, fmt.Errorf("%w: %q in %q: the directory holds it, but its htree index does not lead the kernel's lookup to it", ErrNotFound, name, path)
+		}
 	}
 	return ino, nil
+}
+
+// dxMisses reports whether the kernel's lookup of name in directory in, an
+// htree, surely misses it through the index (DxFinds).
+func (im *Image) dxMisses(in *Inode, name string) bool {
+	if in.Flags&InodeFlagIndex == 0 || im.SB.FeatureCompat&CompatDirIndex == 0 {
+		return false
+	}
+	maps, _, err := im.FileMap(in)
+	if err != nil {
+		return false
+	}
+	bs := uint64(im.SB.BlockSize())
+	blocks := in.Size()/bs + min(in.Size()%bs, 1)
+	block := func(lb uint64) ([]byte, bool) {
+		if lb >= blocks {
+			return nil, false
+		}
+		for _, m := range maps {
+			if lb >= m.Logical && lb < m.Logical+m.Len && !m.Unwritten {
+				b, err := im.ReadBlock(m.Physical + lb - m.Logical)
+				if err != nil {
+					return nil, true
+				}
+				return b, true
+			}
+		}
+		return nil, false
+	}
+	root, _ := block(0)
+	if root == nil {
+		return false
+	}
+	found, sure := DxFinds(im.SB, root, name, block)
+	return sure && !found
 }
 
 // Info is what `indelible init` needs to know about an image.

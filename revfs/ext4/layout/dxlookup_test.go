@@ -1,10 +1,8 @@
-package ext4
+package layout
 
 import (
 	"encoding/binary"
 	"testing"
-
-	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
 // dxLeaf is a 1 KiB directory block holding one live entry per name.
@@ -29,7 +27,7 @@ func dxLeaf(t *testing.T, names ...string) []byte {
 }
 
 func TestDxIndexIsTheKernelsSearch(t *testing.T) {
-	entries := []layout.DxEntry{{Hash: 0x100, Block: 2}, {Hash: 0x201, Block: 3}, {Hash: 0x400, Block: 4}}
+	entries := []DxEntry{{Hash: 0x100, Block: 2}, {Hash: 0x201, Block: 3}, {Hash: 0x400, Block: 4}}
 	for _, tc := range []struct {
 		hash uint32
 		want int
@@ -63,7 +61,7 @@ func TestDxFind(t *testing.T) {
 		}
 		return leaves[lb], true // nil for a block not known yet
 	}
-	root := &layout.DxRoot{Block0: 1, Entries: []layout.DxEntry{{Hash: 0x100, Block: 2}, {Hash: 0x101, Block: 3}, {Hash: 0x300, Block: 4}}}
+	root := &DxRoot{Block0: 1, Entries: []DxEntry{{Hash: 0x100, Block: 2}, {Hash: 0x101, Block: 3}, {Hash: 0x300, Block: 4}}}
 	for _, tc := range []struct {
 		what        string
 		hash        uint32
@@ -84,12 +82,12 @@ func TestDxFind(t *testing.T) {
 	}
 
 	// A pointer past the directory's end: the kernel's lookup fails.
-	bad := &layout.DxRoot{Block0: 1, Entries: []layout.DxEntry{{Hash: 0x100, Block: 12}}}
+	bad := &DxRoot{Block0: 1, Entries: []DxEntry{{Hash: 0x100, Block: 12}}}
 	if found, sure := dxFind(block, bad, 0x200, "b"); found || !sure {
 		t.Errorf("pointer past the end: found %v sure %v", found, sure)
 	}
 	// A leaf not known yet: not judged.
-	unknown := &layout.DxRoot{Block0: 1, Entries: []layout.DxEntry{{Hash: 0x100, Block: 7}}}
+	unknown := &DxRoot{Block0: 1, Entries: []DxEntry{{Hash: 0x100, Block: 7}}}
 	if _, sure := dxFind(block, unknown, 0x200, "b"); sure {
 		t.Error("a leaf not known yet was judged")
 	}
@@ -103,7 +101,7 @@ func TestDxFind(t *testing.T) {
 	le.PutUint32(leaves[5][0xC:], 2)      // block for hashes below the entry
 	le.PutUint32(leaves[5][0x10:], 0x100) // entry 1: hash
 	le.PutUint32(leaves[5][0x14:], 3)     // entry 1: block
-	deep := &layout.DxRoot{Info: layout.DxRootInfo{IndirectLevels: 1}, Block0: 5}
+	deep := &DxRoot{Info: DxRootInfo{IndirectLevels: 1}, Block0: 5}
 	if found, sure := dxFind(block, deep, 0x100, "d"); found || sure {
 		t.Errorf("a run at a node's end: found %v sure %v", found, sure)
 	}
