@@ -2,6 +2,7 @@ package worm
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/indelible-worm/indelible/revfs"
@@ -41,7 +42,20 @@ const (
 type stallWatch struct {
 	checked time.Time
 	marks   []stallMark
+	// An episode of unknown-tree ranges: from the first check that saw
+	// one (unknownSince) until checks have seen none for
+	// unknownClearAfter (clearSince: the first of them), whatever ranges
+	// and offsets it shows meanwhile; a host alternating between forged
+	// trees that hide the file at different places must not restart the
+	// clock each time.
+	unknownSince  time.Time
+	unknownWarned bool
+	clearSince    time.Time
 }
+
+// unknownClearAfter is how long a file must show no unknown-tree range for
+// its episode to end.
+const unknownClearAfter = time.Minute
 
 type stallMark struct {
 	s      revfs.Stall
@@ -66,6 +80,7 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 		// most, not at every pass.
 		if w != nil {
 			w.marks = nil
+			w.seenClear(now)
 		}
 		return false
 	}
@@ -80,27 +95,36 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 	cur := sr.Stalls(st.ID, maxWatchedStalls)
 	marks := make([]stallMark, 0, len(cur))
 	took := false
+	if !slices.ContainsFunc(cur, func(s revfs.Stall) bool { return s.Kind == revfs.StallUnknownTree }) {
+		w.seenClear(now)
+	}
 	for _, s := range cur {
 		mark := stallMark{s: s, since: now}
+		if s.Kind == revfs.StallUnknownTree {
+			// Judged by episode (stallWatch), whatever its place.
+			if !w.unknownSince.IsZero() && !w.clearSince.IsZero() && now.Sub(w.clearSince) >= unknownClearAfter {
+				w.unknownSince = time.Time{}
+			}
+			if w.unknownSince.IsZero() {
+				w.unknownSince, w.unknownWarned = now, false
+			}
+			w.clearSince = time.Time{}
+			mark.since = w.unknownSince
+			if stalled := now.Sub(w.unknownSince); stalled >= unknownTreeAfter(window) && !w.unknownWarned {
+				w.unknownWarned = true
+				d.unknownTree(st.ID, s, stalled)
+			}
+			mark.warned = w.unknownWarned
+			marks = append(marks, mark)
+			continue
+		}
 		for _, m := range w.marks {
-			// An unknown-tree range is the same while it starts at the
-			// same place: its length follows the size, which a host
-			// could change to keep its window from ever ending.
-			if m.s == s || s.Kind == revfs.StallUnknownTree && m.s.Kind == s.Kind && m.s.Off == s.Off {
+			if m.s == s {
 				mark = m
-				mark.s = s
 				break
 			}
 		}
 		stalled := now.Sub(mark.since)
-		if s.Kind == revfs.StallUnknownTree {
-			if stalled >= unknownTreeAfter(window) && !mark.warned {
-				mark.warned = true
-				d.unknownTree(st.ID, s, stalled)
-			}
-			marks = append(marks, mark)
-			continue
-		}
 		if !s.Kind.TakenAsFound() {
 			// A tail: shown in status only, nothing to warn about (no
 			// data the host appended waits behind it).
@@ -122,6 +146,13 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 	w.marks = marks
 	d.stallDue(w, window)
 	return took
+}
+
+// seenClear notes a check that found no unknown-tree range.
+func (w *stallWatch) seenClear(now time.Time) {
+	if w.clearSince.IsZero() {
+		w.clearSince = now
+	}
 }
 
 // unknownTreeAfter is how long a file's block map may lie under an extent

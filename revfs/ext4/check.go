@@ -728,9 +728,13 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 			}
 		}
 	}
+	// Every inode's dropped blocks are set aside before any view claims
+	// blocks: one write can move a block from one file to another.
+	for t, nv := range res.views {
+		e.forgetDropped(t, t.view, nv)
+	}
 	for t, nv := range res.views {
 		old := t.view
-		e.forgetDropped(t, old, nv)
 		t.view = nv
 		e.claimDropped(t, nv)
 		for b, d := range nv.used {
@@ -775,30 +779,52 @@ func (e *Engine) applyChange(chg *change, res *result, touched map[*tracked]bool
 // blocks no longer referenced and data blocks beyond the committed range
 // no longer mapped. ext4 frees them, and without a journal it may hand
 // them out again before the device ever sees their bitmap bit clear; a new
-// owner must write them before they count. They are forgotten once
-// another owner claims them (dropped.go: the inode may not really have
-// dropped them).
+// owner must write them before they count. Without a journal, tree blocks
+// and data blocks inside the new size are forgotten only once another
+// owner claims them (dropped.go: the view may join an inode and a leaf of
+// different moments; a file does not lose blocks inside its size).
 func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
-	if nv.inode == nil || nv.err != nil || len(nv.unknown) > 0 {
-		return // an incomplete view proves nothing was dropped
-	}
-	keep := map[uint64]bool{}
-	for _, b := range nv.tree {
-		keep[b] = true
-	}
-	for _, b := range old.tree {
-		if !keep[b] {
-			e.drop(droppedSpan{phys: b, n: 1, ino: t.ino, tree: true})
-		}
-	}
-	if t.isDir || slices.Equal(old.maps, nv.maps) {
+	if nv.inode == nil || nv.err != nil {
 		return
 	}
+	if len(nv.unknown) == 0 {
+		// (An incomplete view may leave tree blocks out.)
+		keep := map[uint64]bool{}
+		for _, b := range nv.tree {
+			keep[b] = true
+		}
+		for _, b := range old.tree {
+			switch {
+			case keep[b]:
+			case e.jnl == nil:
+				e.drop(droppedSpan{phys: b, n: 1, ino: t.ino, tree: true})
+			default:
+				e.written.Remove(b, 1)
+			}
+		}
+	}
+	if t.isDir {
+		return
+	}
+	known := old.maps
+	if t.knownSet {
+		known = t.known
+	}
+	t.known, t.knownSet = knownMap(known, nv), true
+	if slices.Equal(known, nv.maps) {
+		return
+	}
+	inside := uint64(0) // data blocks below it are set aside
+	if e.jnl == nil {
+		inside = e.blocksFor(nv.size)
+	}
 	from := e.blocksFor(t.committed)
-	// Walk each old mapping past the committed blocks in pieces that the
-	// new maps cover in one way (one new mapping, or none); both map
-	// linearly, so a piece keeps its physical blocks or loses all of them.
-	for _, m := range old.maps {
+	// Walk each known mapping past the committed blocks in pieces that
+	// the new maps cover in one way (one new mapping, or none); both map
+	// linearly, so a piece keeps its physical blocks or loses all of
+	// them. Pieces under the new view's unknown ranges are not judged:
+	// the known map keeps them for the next view.
+	for _, m := range known {
 		lb, end := max(m.Logical, from), m.Logical+m.Len
 		for lb < end {
 			n, covered, next := nv.around(lb)
@@ -810,10 +836,43 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 					continue
 				}
 			}
-			e.drop(droppedSpan{phys: m.Physical + lb - m.Logical, n: stop - lb, logical: lb, ino: t.ino})
+			for _, r := range nv.outsideUnknown(lb, stop) {
+				e.dropData(t, m, r.lo, r.hi, inside)
+			}
 			lb = stop
 		}
 	}
+}
+
+// dropData forgets, or sets aside below block inside, the physical blocks
+// of mapping m at logical blocks [lo, hi), which t no longer maps there.
+func (e *Engine) dropData(t *tracked, m layout.Mapping, lo, hi, inside uint64) {
+	if aside := min(hi, max(lo, inside)); aside > lo {
+		e.drop(droppedSpan{phys: m.Physical + lo - m.Logical, n: aside - lo, logical: lo, ino: t.ino})
+		lo = aside
+	}
+	if lo < hi {
+		e.written.Remove(m.Physical+lo-m.Logical, hi-lo)
+	}
+}
+
+// knownMap is the known block map after view nv: nv's maps, and under
+// nv's unknown ranges what known held there, sorted by logical block.
+func knownMap(known []layout.Mapping, nv *view) []layout.Mapping {
+	if len(nv.unknown) == 0 {
+		return nv.maps
+	}
+	out := slices.Clone(nv.maps)
+	for _, u := range nv.unknownMerged() {
+		for _, m := range known {
+			lo, hi := max(m.Logical, u.lo), min(m.Logical+m.Len, u.hi)
+			if lo < hi {
+				out = append(out, layout.Mapping{Logical: lo, Physical: m.Physical + lo - m.Logical, Len: hi - lo, Unwritten: m.Unwritten})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b layout.Mapping) int { return cmp.Compare(a.Logical, b.Logical) })
+	return out
 }
 
 // applyBitmap takes a new version of a block bitmap: blocks whose bit goes

@@ -1,5 +1,11 @@
 package ext4
 
+import (
+	"cmp"
+	"slices"
+	"sort"
+)
+
 // Blocks a tracked inode stopped using are not forgotten at once: they are
 // set aside (Engine.dropped) and forgotten only when something else claims
 // them.
@@ -33,21 +39,25 @@ type droppedSpan struct {
 	tree    bool
 }
 
-// maxDropped bounds Engine.dropped: past it, the oldest span is forgotten
-// at once, as if claimed.
+// maxDropped bounds Engine.dropped: past it, the span with the lowest
+// blocks is forgotten at once, as if claimed.
 const maxDropped = 1024
 
-// drop sets blocks aside (see above).
+// drop sets blocks aside (see above). Engine.dropped is kept sorted by
+// physical block and its spans disjoint: a block set aside again replaces
+// its older record.
 func (e *Engine) drop(s droppedSpan) {
 	if s.n == 0 {
 		return
 	}
+	e.settleDropped(s.phys, s.n, func(droppedSpan, uint64, uint64) bool { return false })
 	if len(e.dropped) >= maxDropped {
 		old := e.dropped[0]
 		e.written.Remove(old.phys, old.n)
-		e.dropped = append(e.dropped[:0], e.dropped[1:]...)
+		e.dropped = slices.Delete(e.dropped, 0, 1)
 	}
-	e.dropped = append(e.dropped, s)
+	i, _ := slices.BinarySearchFunc(e.dropped, s.phys, func(d droppedSpan, p uint64) int { return cmp.Compare(d.phys, p) })
+	e.dropped = slices.Insert(e.dropped, i, s)
 }
 
 // markWritten records that the host wrote blocks [first, first+n): they
@@ -74,6 +84,17 @@ func (e *Engine) claimDropped(t *tracked, nv *view) {
 	if t.isDir {
 		return
 	}
+	// Blocks t set aside that now lie past its size were dropped for
+	// good (a truncate): a later append over them must write them again.
+	if !nv.freed() && len(nv.unknown) == 0 {
+		end := e.blocksFor(nv.size)
+		for _, s := range slices.Clone(e.dropped) {
+			if !s.tree && s.ino == t.ino && s.logical+s.n > end {
+				lo := s.phys + max(s.logical, end) - s.logical
+				e.settleDropped(lo, s.phys+s.n-lo, func(droppedSpan, uint64, uint64) bool { return true })
+			}
+		}
+	}
 	for _, m := range nv.maps {
 		e.settleDropped(m.Physical, m.Len, func(s droppedSpan, lo, _ uint64) bool {
 			same := !s.tree && s.ino == t.ino &&
@@ -85,26 +106,29 @@ func (e *Engine) claimDropped(t *tracked, nv *view) {
 
 // settleDropped removes [first, first+n) from the set-aside spans; where
 // forget says so for a span's overlap [lo, hi), those blocks are no longer
-// written.
+// written. It costs a binary search when nothing set aside overlaps.
 func (e *Engine) settleDropped(first, n uint64, forget func(s droppedSpan, lo, hi uint64) bool) {
 	end := first + n
-	out := e.dropped[:0]
-	var cut []droppedSpan
-	for _, s := range e.dropped {
+	i := sort.Search(len(e.dropped), func(i int) bool { return e.dropped[i].phys+e.dropped[i].n > first })
+	j := i
+	for j < len(e.dropped) && e.dropped[j].phys < end {
+		j++
+	}
+	if i == j {
+		return
+	}
+	var rest []droppedSpan
+	for _, s := range e.dropped[i:j] {
 		lo, hi := max(s.phys, first), min(s.phys+s.n, end)
-		if lo >= hi {
-			out = append(out, s)
-			continue
-		}
 		if forget(s, lo, hi) {
 			e.written.Remove(lo, hi-lo)
 		}
 		if s.phys < lo {
-			out = append(out, droppedSpan{phys: s.phys, n: lo - s.phys, logical: s.logical, ino: s.ino, tree: s.tree})
+			rest = append(rest, droppedSpan{phys: s.phys, n: lo - s.phys, logical: s.logical, ino: s.ino, tree: s.tree})
 		}
 		if hi < s.phys+s.n {
-			cut = append(cut, droppedSpan{phys: hi, n: s.phys + s.n - hi, logical: s.logical + hi - s.phys, ino: s.ino, tree: s.tree})
+			rest = append(rest, droppedSpan{phys: hi, n: s.phys + s.n - hi, logical: s.logical + hi - s.phys, ino: s.ino, tree: s.tree})
 		}
 	}
-	e.dropped = append(out, cut...)
+	e.dropped = slices.Replace(e.dropped, i, j, rest...)
 }

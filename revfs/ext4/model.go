@@ -45,6 +45,13 @@ type tracked struct {
 	// or unwritten extents (asfound.go): they count as zeroes for the
 	// coherent prefix until sealed.
 	asZero []lrange
+	// known is the block map as last known, range by range: a view with
+	// unknown ranges keeps there what the views before it showed, so that
+	// forgetDropped judges blocks moved under an unknown range once it is
+	// known again (knownSet: known was set by forgetDropped at least once;
+	// before that the view's maps are the known map).
+	known    []layout.Mapping
+	knownSet bool
 }
 
 // lrange is a logical block range [lo, hi).
@@ -299,7 +306,7 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 	// Without a journal, a protected file's extents may overlap for a
 	// moment (unknownOverlaps); a directory's keep the strict rule.
 	w.tornOK = e.jnl == nil && !t.isDir
-	w.node(in.Block[:], -1, 0, 1<<32, t.inoBlock, true)
+	w.node(in.Block[:], -1, 0, 1<<32, 0, t.inoBlock, true)
 	if v.err == nil {
 		slices.SortFunc(v.maps, func(a, b layout.Mapping) int { return cmp.Compare(a.Logical, b.Logical) })
 		if w.tornOK {
@@ -403,9 +410,10 @@ func (w *treeWalk) agrees(xs []layout.Extent) bool {
 	return true
 }
 
-// node decodes one extent node covering logical blocks [lo, hi). at is the
-// block holding it (the inode block for the root).
-func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted bool) {
+// node decodes one extent node covering logical blocks [lo, hi), whose
+// index entry (none for the root) says it starts at logical block indexed.
+// at is the block holding it (the inode block for the root).
+func (w *treeWalk) node(b []byte, depth int, lo, hi, indexed uint64, at uint64, trusted bool) {
 	v := w.v
 	n, err := layout.ParseExtentNode(b)
 	if errors.Is(err, layout.ErrOverlap) && trusted && w.tornOK {
@@ -425,6 +433,23 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted b
 	}
 	if err == nil && !trusted && !w.agrees(n.Extents) {
 		err = fmt.Errorf("%w: unwritten copy disagrees with the committed block map", layout.ErrCorrupt)
+	}
+	// A node below the root must start where its index entry says, or the
+	// kernel refuses it (ext4_valid_extent_entries: EFSCORRUPTED) and every
+	// read under it fails, though the blocks it maps are where they were.
+	if err == nil && depth >= 0 && n.Header.Entries > 0 {
+		first := uint64(0)
+		if len(n.Extents) > 0 {
+			first = uint64(n.Extents[0].Block)
+		} else {
+			first = uint64(n.Index[0].Block)
+		}
+		if first != indexed {
+			err = fmt.Errorf("%w: first entry at logical block %d, its index entry says %d", layout.ErrCorrupt, first, indexed)
+			if trusted && w.tornOK {
+				trusted = false // without a journal: maybe a leaf of another moment (unknownOverlaps)
+			}
+		}
 	}
 	if err != nil {
 		if trusted {
@@ -482,7 +507,7 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi uint64, at uint64, trusted b
 		if ctrusted {
 			v.used[c] = cb
 		}
-		w.node(cb, int(n.Header.Depth)-1, clo, chi, c, ctrusted)
+		w.node(cb, int(n.Header.Depth)-1, clo, chi, uint64(x.Block), c, ctrusted)
 		if v.err != nil {
 			return
 		}
@@ -639,6 +664,39 @@ func mapDiffs(a, b []layout.Mapping, n uint64) []lrange {
 
 // unknownCovers reports whether logical blocks [lo, hi) all lie under tree
 // nodes the view could not read.
+// unknownMerged returns v's unknown ranges sorted and merged.
+func (v *view) unknownMerged() []lrange {
+	us := slices.Clone(v.unknown)
+	slices.SortFunc(us, func(a, b lrange) int { return cmp.Compare(a.lo, b.lo) })
+	out := us[:0]
+	for _, u := range us {
+		if k := len(out); k > 0 && u.lo <= out[k-1].hi {
+			out[k-1].hi = max(out[k-1].hi, u.hi)
+			continue
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// outsideUnknown returns the parts of [lo, hi) outside v's unknown ranges.
+func (v *view) outsideUnknown(lo, hi uint64) []lrange {
+	var out []lrange
+	for _, u := range v.unknownMerged() {
+		if u.hi <= lo || u.lo >= hi {
+			continue
+		}
+		if u.lo > lo {
+			out = append(out, lrange{lo, u.lo})
+		}
+		lo = max(lo, u.hi)
+	}
+	if lo < hi {
+		out = append(out, lrange{lo, hi})
+	}
+	return out
+}
+
 func (v *view) unknownCovers(lo, hi uint64) bool {
 	us := slices.Clone(v.unknown)
 	slices.SortFunc(us, func(a, b lrange) int { return cmp.Compare(a.lo, b.lo) })

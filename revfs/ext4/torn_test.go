@@ -2,10 +2,13 @@ package ext4
 
 import (
 	"encoding/binary"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
 	"github.com/indelible-worm/indelible/revfs"
+	"github.com/indelible-worm/indelible/revfs/ext4/layout"
 )
 
 // tornRig opens img with var/log/big.log (70000 bytes, 18 blocks)
@@ -118,5 +121,69 @@ func TestDroppedBlocksKeptWhenMappedAgain(t *testing.T) {
 	}
 	if !r.e.written.Contains(last[2], 4) {
 		t.Fatal("the blocks the file kept lost their written state")
+	}
+}
+
+// Engine.dropped is a sorted list of disjoint spans; the rule it
+// implements is per block: the newest record of a block set aside, cut by
+// a write, kept by a claim from the same place, forgotten (not written)
+// by a claim from elsewhere. The test checks the spans against that rule
+// on random drops, writes and claims.
+func TestDroppedSpansPerBlockRule(t *testing.T) {
+	type rec struct{ ino, logical uint64 }
+	rng := rand.New(rand.NewPCG(5, 8))
+	for range 300 {
+		e := &Engine{bs: 4096, written: blockSet{}}
+		model := map[uint64]rec{}
+		written := map[uint64]bool{}
+		for b := uint64(0); b < 200; b++ {
+			e.written.Add(b, 1)
+			written[b] = true
+		}
+		for range 60 {
+			first, n := uint64(rng.IntN(180)), uint64(1+rng.IntN(20))
+			ino, logical := uint64(1+rng.IntN(3)), uint64(rng.IntN(50))
+			switch rng.IntN(3) {
+			case 0:
+				e.drop(droppedSpan{phys: first, n: n, logical: logical, ino: ino})
+				for i := range n {
+					model[first+i] = rec{ino, logical + i}
+				}
+			case 1:
+				e.markWritten(first, n)
+				for i := range n {
+					delete(model, first+i)
+					written[first+i] = true
+				}
+			case 2:
+				e.claimDropped(&tracked{ino: ino}, &view{inode: &layout.Inode{}, maps: []layout.Mapping{{Logical: logical, Physical: first, Len: n}}})
+				for i := range n {
+					if r, ok := model[first+i]; ok {
+						if r != (rec{ino, logical + i}) {
+							delete(written, first+i)
+						}
+						delete(model, first+i)
+					}
+				}
+			}
+			if len(e.dropped) > maxDropped {
+				t.Fatalf("%d spans", len(e.dropped))
+			}
+			got := map[uint64]rec{}
+			for k, s := range e.dropped {
+				if k > 0 && e.dropped[k-1].phys+e.dropped[k-1].n > s.phys {
+					t.Fatalf("spans out of order or overlapping: %v", e.dropped)
+				}
+				for i := range s.n {
+					got[s.phys+i] = rec{s.ino, s.logical + i}
+				}
+			}
+			if !maps.Equal(got, model) {
+				t.Fatalf("set aside %v, want %v", got, model)
+			}
+			if !maps.Equal(map[uint64]bool(e.written.(blockSet)), written) {
+				t.Fatal("written set differs from the per-block rule")
+			}
+		}
 	}
 }
