@@ -251,6 +251,18 @@ type StallReporter interface {
 	AcceptAsFound(id FileID, s Stall) bool
 }
 
+// TrimHolder is implemented by engines that may have the device core
+// accept a TRIM without carrying it out. A TRIM promises nothing about what
+// the blocks read afterwards (WRITE_ZEROES does), so leaving them as they
+// are is a valid answer to it.
+type TrimHolder interface {
+	// HoldTrim reports whether the TRIM of [off, off+length), which
+	// touches something the engine watches, is to be answered with
+	// success and left undone. The device core asks before CheckDiscard;
+	// when it returns true, neither CheckDiscard nor Discarded follows.
+	HoldTrim(off, length int64) bool
+}
+
 // FlushJudge is implemented by engines that judge some changes only at the
 // host's FLUSH, when the host's writes up to it are known to be complete
 // (revfs/ext4: a journal transaction whose commit block landed but some of

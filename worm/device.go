@@ -444,6 +444,9 @@ func (d *Device) discard(off, length int64, do func() error, op string) error {
 		return nil
 	}
 	defer d.mu.Unlock()
+	if h, ok := d.eng.(revfs.TrimHolder); ok && op == "trim" && h.HoldTrim(off, length) {
+		return nil // accepted, left undone (revfs.TrimHolder)
+	}
 	if vs := d.eng.CheckDiscard(off, length); len(vs) > 0 {
 		if _, err := d.respond(vs, nil, off, op); err != nil {
 			return err

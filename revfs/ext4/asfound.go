@@ -48,6 +48,12 @@ func (e *Engine) unknownMap(f *tracked, most int) []revfs.Stall {
 			out = append(out, revfs.Stall{Kind: revfs.StallUnknownTree, Off: off, Len: min(int64(u.hi)*e.bs, v.size) - off, Device: -1})
 		}
 	}
+	if len(out) < most && len(e.held) > 0 && e.heldUnknown(f) {
+		// A held TRIM of a tree block the file still uses after a FLUSH
+		// (heldtrim.go): where the tree block maps is not recorded, so
+		// the whole file is named.
+		out = append(out, revfs.Stall{Kind: revfs.StallUnknownTree, Off: 0, Len: v.size, Device: -1})
+	}
 	return out
 }
 

@@ -814,8 +814,12 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 	if slices.Equal(known, nv.maps) {
 		return
 	}
-	inside := uint64(0) // data blocks below it are set aside
-	if e.jnl == nil {
+	// Data blocks below inside are set aside: without a journal, when the
+	// inode still counts as many blocks as before (i_blocks), so that it
+	// did not free any (a truncate or a punched hole lowers it; a view
+	// joining the inode with an older leaf does not).
+	inside := uint64(0)
+	if e.jnl == nil && old.inode != nil && nv.inode.Blocks() >= old.inode.Blocks() {
 		inside = e.blocksFor(nv.size)
 	}
 	from := e.blocksFor(t.committed)

@@ -182,7 +182,20 @@
 //   - Without metadata_csum, an extent block read from the image before
 //     the host writes it is trusted if it parses (there is no checksum to
 //     tell a stale block from a fresh one); with metadata_csum it must
-//     carry this inode's checksum.
+//     carry this inode's checksum. Without a journal, a block the engine
+//     holds for another inode's tree reads the same way (ownTreeSource:
+//     ext4 folds one file's tree back into its inode and hands the leaf
+//     to another file, whose inode can land first).
+//   - Without a journal, the leaf of a tree ext4 may have folded back into
+//     the inode (one leaf, at most four extents once joined: view.mayFold)
+//     can hold what its next owner wrote there before the inode that
+//     stopped using it landed. A version of such a leaf that does not
+//     parse, or fails the file's checksum, is an unknown range, raised as
+//     an unknown-tree stall when it stays (StallUnknownTree), not at once:
+//     the write lands. Without metadata_csum another file's leaf there
+//     parses as this file's (a change of the committed block map is
+//     raised at once: a false positive, not seen with the kernel tests,
+//     which use metadata_csum). Larger trees keep the strict rule.
 //   - With metadata_csum, a new version of a protected file's inode record,
 //     extent block or directory (inode or leaf block) whose checksum fails
 //     is KindUnparseable only with a journal (inodecheck.go): without one,
@@ -218,11 +231,15 @@
 //     raised only if it stays so (view.unknownOverlaps). Other malformed
 //     nodes, and overlaps that disagree, are raised at once: a torn copy of
 //     another kind would be a false positive (none seen yet).
-//   - Without a journal and with -o discard, ext4 trims an extent tree
-//     block it frees (a tree merged back into the inode) at once, before
-//     the inode that stops using it is written: the engine raises a
-//     discard over a watched block, a false positive (seen now and then
-//     by a kernel test; not fixed).
+//   - Without a journal, a TRIM of a protected file's extent tree block
+//     (and of nothing else watched) is held: accepted and left undone,
+//     since ext4 with -o discard trims a leaf it frees (a tree folded back
+//     into the inode) before the inode that stops using it is written
+//     (heldtrim.go). It is raised only if the inode still uses the block
+//     after a FLUSH and stays so (an unknown-tree stall, at the
+//     unknown-tree deadline); the block keeps its bytes meanwhile. Holds
+//     live in memory: after a restart of the device a held TRIM is not
+//     raised (the block still holds the leaf).
 //   - Superblock backups are not watched: a new mkfs is caught by the
 //     primary superblock, the descriptors and the inode tables.
 //   - A file whose last byte is zero, in a last block written before the

@@ -64,6 +64,9 @@ func (e *Engine) drop(s droppedSpan) {
 // count as written, whoever maps them later.
 func (e *Engine) markWritten(first, n uint64) {
 	e.written.Add(first, n)
+	if len(e.held) > 0 {
+		e.settleHeld(first, n)
+	}
 	if len(e.dropped) > 0 {
 		e.settleDropped(first, n, func(droppedSpan, uint64, uint64) bool { return false })
 	}

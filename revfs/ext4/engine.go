@@ -100,7 +100,10 @@ type Engine struct {
 	recent []recentWrite
 	// dropped are blocks tracked inodes stopped using, set aside until
 	// another owner claims them (dropped.go).
-	dropped    []droppedSpan
+	dropped []droppedSpan
+	// held are TRIMs of protected files' extent tree blocks the device
+	// accepted without carrying them out (heldtrim.go).
+	held       map[uint64]heldTrim
 	freeing    *jbd2.Transaction
 	freedAfter uint64
 

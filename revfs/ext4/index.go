@@ -55,6 +55,9 @@ func (e *Engine) reindexIfDirty() {
 // (8192 on a 1 TiB image).
 func (e *Engine) reindex() {
 	e.dirty = false
+	if len(e.held) > 0 {
+		e.settleHeld(0, 0)
+	}
 	if e.staticRoles == nil {
 		e.buildStatic()
 		e.buildStaticSpans()

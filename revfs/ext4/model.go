@@ -251,6 +251,60 @@ func (e *Engine) source(pending func(uint64) ([]byte, bool)) source {
 	}
 }
 
+// ownTreeSource returns src for t's extent tree blocks. Without a journal,
+// the version of a block the engine holds for another inode's tree is not
+// a version of t's: ext4 frees a leaf when it folds a small tree back into
+// its inode (ext4_ext_try_to_merge_up) and may at once allocate the block
+// as another file's new leaf; the inode-table block pointing that file at
+// it (the two inodes often share it) can land before the new leaf, and
+// before the other inode stops pointing at it, and the held version, the
+// other inode's extents, would map that inode's blocks into t. Such a
+// block reads as if found in the image: it must carry t's checksum and
+// agree with t's committed block map, or its range is unknown until the
+// host writes it (treeWalk.node). A version the host writes now (src's
+// pending layer), and the blocks t's current view already uses, are t's.
+func (e *Engine) ownTreeSource(t *tracked, src source) source {
+	if e.jnl != nil || e.opening || t.view == nil {
+		// With a journal, a new leaf commits with the index naming it.
+		return src
+	}
+	return func(b uint64) ([]byte, bool, error) {
+		d, trusted, err := src(b)
+		if err != nil || !trusted || t.view.usesTree(b) {
+			return d, trusted, err
+		}
+		if held, ok := e.meta[b]; ok && len(held) > 0 && len(d) == len(held) && &d[0] == &held[0] {
+			return d, false, nil
+		}
+		return d, trusted, err
+	}
+}
+
+// mayFold reports whether ext4 may have folded the view's tree back into
+// the inode and freed its leaf: a single leaf under the root whose extents,
+// joined where they continue each other (an unwritten-extent conversion
+// merges them), fit in the inode (ext4_ext_try_to_merge_up; the only way
+// the kernel frees the leaf of a file that only grows). The maps under an
+// unknown leaf are absent, so an unknown leaf stays foldable.
+func (v *view) mayFold() bool {
+	if len(v.tree) != 1 {
+		return false
+	}
+	n := 0
+	for i, m := range v.maps {
+		if i == 0 || v.maps[i-1].Logical+v.maps[i-1].Len != m.Logical || v.maps[i-1].Physical+v.maps[i-1].Len != m.Physical {
+			n++
+		}
+	}
+	return n <= rootExtents
+}
+
+// rootExtents is how many extents i_block (60 bytes) holds after its header.
+const rootExtents = (60 - layout.ExtentEntrySize) / layout.ExtentEntrySize
+
+// usesTree reports whether b is one of the view's extent tree blocks.
+func (v *view) usesTree(b uint64) bool { return slices.Contains(v.tree, b) }
+
 // computeView decodes inode t and its extent tree (and, for a directory,
 // its entries) from src.
 func (e *Engine) computeView(t *tracked, src source) *view {
@@ -297,7 +351,7 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 	if (t.isDir && !in.IsDir()) || (!t.isDir && !in.IsRegular()) {
 		return v
 	}
-	w := treeWalk{e: e, v: v, src: src, seen: map[uint64]bool{},
+	w := treeWalk{e: e, v: v, src: e.ownTreeSource(t, src), seen: map[uint64]bool{},
 		seed:   layout.InodeSeed(e.fsSeed, uint32(t.ino), in.Generation),
 		sealed: t.sealed, sealedN: e.blocksFor(t.committed), checks: e.checksNew(t)}
 	if t.ino != uint64(e.sb.JournalInum) {
@@ -306,6 +360,7 @@ func (e *Engine) computeView(t *tracked, src source) *view {
 	// Without a journal, a protected file's extents may overlap for a
 	// moment (unknownOverlaps); a directory's keep the strict rule.
 	w.tornOK = e.jnl == nil && !t.isDir
+	w.foldable = w.tornOK && !e.opening && t.view != nil && t.view.mayFold()
 	w.node(in.Block[:], -1, 0, 1<<32, 0, t.inoBlock, true)
 	if v.err == nil {
 		slices.SortFunc(v.maps, func(a, b layout.Mapping) int { return cmp.Compare(a.Logical, b.Logical) })
@@ -338,6 +393,10 @@ type treeWalk struct {
 	checks  bool             // new tree blocks must carry the checksum (checksNew)
 	zone    layout.Zone      // blocks no extent may map (nil: the journal's own walk)
 	tornOK  bool             // overlapping extents may be torn copies (unknownOverlaps)
+	// foldable: without a journal, the file's tree is one leaf that ext4
+	// may have freed (view.mayFold); a leaf version that is not this
+	// file's is unknown, not a violation (treeWalk.node).
+	foldable bool
 }
 
 // unknownOverlaps returns maps, sorted by logical block, without the
@@ -427,9 +486,19 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi, indexed uint64, at uint64, 
 	// A tree block (not the root in i_block) found in the image must carry
 	// this inode's checksum to be taken; a new version the host wrote
 	// must too, or the kernel refuses it (__ext4_ext_check: EFSBADCRC).
-	if err == nil && depth >= 0 && w.e.sb.HasMetadataCsum() && (!trusted || w.checks && w.e.isNew(at, b)) &&
+	if err == nil && depth >= 0 && w.e.sb.HasMetadataCsum() && (!trusted || w.checks && w.e.isNew(at, b) || w.foldable) &&
 		!layout.VerifyExtentTail(w.seed, b, n.Header) {
 		err = fmt.Errorf("%w: tail checksum", layout.ErrCorrupt)
+	}
+	if err != nil && trusted && depth >= 0 && w.foldable {
+		// Without a journal, the leaf of a tree ext4 may have folded back
+		// into the inode (treeWalk.foldable) can hold what its next owner
+		// wrote there before this inode stopped pointing at it: another
+		// file's leaf or data. Nor is it a version of this file's tree
+		// (the kernel would refuse it: EFSBADCRC, EFSCORRUPTED): unknown,
+		// as a node not written yet, until the inode or a whole leaf of
+		// this file comes (StallUnknownTree if neither does).
+		trusted = false
 	}
 	if err == nil && !trusted && !w.agrees(n.Extents) {
 		err = fmt.Errorf("%w: unwritten copy disagrees with the committed block map", layout.ErrCorrupt)

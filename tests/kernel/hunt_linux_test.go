@@ -845,11 +845,7 @@ func TestHuntNeighbourFallocate(t *testing.T) {
 // TestHuntDiscardMount: the churn of TestHuntDirChurn's kind with online
 // discard (-o discard): every freed extent is trimmed at once.
 func TestHuntDiscardMount(t *testing.T) {
-	// Not without a journal: there ext4 trims a freed extent tree block at
-	// once, before the inode that stops using it is written, and the
-	// engine raises a discard over a watched block (a known false
-	// positive, intermittent: revfs/ext4 doc.go, known limits).
-	for _, mode := range []string{"ordered", "journal", "writeback"} {
+	for _, mode := range modes {
 		t.Run(mode, func(t *testing.T) {
 			logs := []string{"var/log/a.log", "var/log/b.log", "c.log"}
 			k := newDevice(t, devOpts{journal: mode, logs: logs, quiescence: 300 * time.Millisecond, mountOpts: "discard"})
