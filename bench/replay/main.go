@@ -6,7 +6,7 @@
 // host, the client path and their share of the CPU: differences far below
 // the end-to-end benchmark's run-to-run noise show up here.
 //
-//	go run ./bench/replay -dir TEMPLATE_DIR -trace requests.trace [-repeat 3] [-cpuprofile cpu.pprof]
+//	go run ./bench/replay -dir TEMPLATE_DIR -trace requests.trace [-repeat 3] [-cpuprofile cpu.pprof] [-verify]
 //
 // The template directory is never modified: each repeat copies it
 // (cp -a --sparse=always) into a temporary directory first.
@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/indelible-worm/indelible/audit"
 	"github.com/indelible-worm/indelible/bench/internal/reqtime"
 	"github.com/indelible-worm/indelible/blockdev"
 	"github.com/indelible-worm/indelible/worm"
@@ -34,6 +35,7 @@ func main() {
 	repeat := flag.Int("repeat", 1, "replays, each on a fresh copy of -dir")
 	cpu := flag.String("cpuprofile", "", "write a CPU profile of all replays to `file`")
 	settle := flag.Duration("settle", 10*time.Second, "after the last request, how long to wait for sealing to catch up")
+	verify := flag.Bool("verify", false, "after each replay, check that every real log is a prefix of its file in the image (I1), the journal replayed; exit 1 if one is not")
 	flag.Parse()
 	if *dir == "" || *trace == "" || *repeat < 1 {
 		fmt.Fprintln(os.Stderr, "usage: replay -dir TEMPLATE_DIR -trace FILE [-repeat N] [-cpuprofile FILE]")
@@ -51,7 +53,7 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	for i := 1; i <= *repeat; i++ {
-		if err := replayOnce(i, *dir, *trace, *settle); err != nil {
+		if err := replayOnce(i, *dir, *trace, *settle, *verify); err != nil {
 			pprof.StopCPUProfile()
 			fail(err)
 		}
@@ -63,7 +65,7 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func replayOnce(run int, template, trace string, settle time.Duration) error {
+func replayOnce(run int, template, trace string, settle time.Duration, verify bool) error {
 	tmp, err := os.MkdirTemp("", "indelible-replay-")
 	if err != nil {
 		return err
@@ -160,5 +162,53 @@ func replayOnce(run int, template, trace string, settle time.Duration) error {
 	if st.SealError != "" {
 		return errors.New("sealing failed: " + st.SealError)
 	}
+	if verify {
+		return verifyPrefixes(dir, st.Files)
+	}
+	return nil
+}
+
+// verifyPrefixes checks that each protected file's real log in device
+// directory dir holds the first bytes of the file as the image shows it
+// after a journal replay (I1: nothing sealed that the host did not append
+// there).
+func verifyPrefixes(dir string, files []worm.FileStatus) error {
+	img, err := os.Open(filepath.Join(dir, "image.ext4"))
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	fi, err := img.Stat()
+	if err != nil {
+		return err
+	}
+	bad := 0
+	for _, f := range files {
+		real, err := os.ReadFile(filepath.Join(dir, "store", f.Path))
+		if err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		content, err := audit.ReadImageFile(img, fi.Size(), f.Inode)
+		if err != nil {
+			return fmt.Errorf("%s: reading the image: %w", f.Path, err)
+		}
+		n := min(len(real), len(content))
+		for i := 0; i < n; i++ {
+			if real[i] != content[i] {
+				fmt.Printf("  verify: %s: the real log differs from the file at byte %d (real %q, file %q)\n",
+					f.Path, i, real[i:min(i+16, n)], content[i:min(i+16, n)])
+				bad++
+				break
+			}
+		}
+		if len(real) > len(content) {
+			fmt.Printf("  verify: %s: real log of %d bytes, the file holds %d\n", f.Path, len(real), len(content))
+			bad++
+		}
+	}
+	if bad > 0 {
+		return fmt.Errorf("verify: %d real logs are not a prefix of their files", bad)
+	}
+	fmt.Printf("  verify: %d real logs are prefixes of their files\n", len(files))
 	return nil
 }

@@ -209,7 +209,8 @@ var foundMark = writeMark{seq: math.MaxUint64}
 // writes a block before the transaction that maps it commits, when the
 // block is not yet f's and its write leaves no mark (noteData). Their
 // write went with a size no larger than the one this change sets
-// (proven). Blocks past the size count too: without a journal the extent
+// (proven), though not in a later flush epoch than a journalled copy of
+// it. Blocks past the size count too: without a journal the extent
 // leaf that maps a block may arrive before the inode that raises the size.
 // At most maxMarkMapped blocks are looked at; past them (only a forged map
 // reaches that far) blocks prove their bytes by their content.
@@ -233,7 +234,13 @@ func (e *Engine) markMapped(f *tracked, old, nv *view) {
 				continue // mapped so before
 			}
 			if _, marked := e.lastWrite.get(pb); !marked && e.written.Contains(pb, 1) {
-				e.lastWrite.set(pb, writeMark{e.seq, e.epoch})
+				// Epoch 0: not a home write newer than a journalled copy
+				// (apply). The write it stands for came before this
+				// change, maybe from the block's previous owner: freed
+				// and allocated again in one transaction, the bitmaps
+				// never show it free, and with data=journal the file's
+				// bytes for it are the copy in the log.
+				e.lastWrite.set(pb, writeMark{seq: e.seq})
 			}
 		}
 	}
