@@ -89,7 +89,8 @@ func (e *Engine) claimDropped(t *tracked, nv *view) {
 	}
 	// Blocks t set aside that now lie past its size were dropped for
 	// good (a truncate): a later append over them must write them again.
-	if !nv.freed() && len(nv.unknown) == 0 {
+	// The size is the inode's, known even when parts of its tree are not.
+	if !nv.freed() {
 		end := e.blocksFor(nv.size)
 		for _, s := range slices.Clone(e.dropped) {
 			if !s.tree && s.ino == t.ino && s.logical+s.n > end {
