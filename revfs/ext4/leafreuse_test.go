@@ -67,17 +67,7 @@ func TestLeafOfAnotherFileWithoutJournal(t *testing.T) {
 	r, big, frag := leafRig(t, nil)
 	leaf := frag.view.tree[0]
 	xs := big.view.maps
-	home, blk := r.inodeBlockWith("var/log/big.log", func(raw []byte) {
-		ib := raw[0x28 : 0x28+60]
-		le := binary.LittleEndian
-		clear(ib)
-		le.PutUint16(ib[0:], layout.ExtentMagic)
-		le.PutUint16(ib[2:], 1)
-		le.PutUint16(ib[4:], 4)
-		le.PutUint16(ib[6:], 1)
-		le.PutUint32(ib[16:], uint32(leaf))
-	})
-	if vs := r.write(int64(home)*r.bs, blk); len(vs) != 0 {
+	if vs := r.writeRootIndex("var/log/big.log", leaf); len(vs) != 0 {
 		t.Fatalf("big.log pointing at frag.log's leaf raised %v", vs)
 	}
 	if mapsAny(big, frag) {

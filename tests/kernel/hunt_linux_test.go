@@ -47,6 +47,17 @@ func (k *kdev) huntCheck() {
 	}
 }
 
+// huntDone closes errs, where a hunt's goroutines sent their errors,
+// fails on the first, then runs huntCheck.
+func (k *kdev) huntDone(errs chan error) {
+	k.t.Helper()
+	close(errs)
+	for err := range errs {
+		k.t.Fatalf("%v%s", err, k.eventSummary())
+	}
+	k.huntCheck()
+}
+
 // appendErr is appendFile for goroutines: it returns the error.
 func appendErr(path string, data []byte, how int) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
@@ -139,11 +150,7 @@ func TestHuntDirChurn(t *testing.T) {
 			wg.Wait()
 			close(stop)
 			cw.Wait()
-			close(errs)
-			for err := range errs {
-				t.Fatalf("%v%s", err, k.eventSummary())
-			}
-			k.huntCheck()
+			k.huntDone(errs)
 			// Remove the churn again: the directories shrink.
 			for _, d := range dirs {
 				ents, _ := os.ReadDir(filepath.Join(k.m.Dir, d))
@@ -546,11 +553,7 @@ func TestHuntManyFsyncs(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			close(errs)
-			for err := range errs {
-				t.Fatalf("%v%s", err, k.eventSummary())
-			}
-			k.huntCheck()
+			k.huntDone(errs)
 		})
 	}
 }
@@ -975,11 +978,7 @@ func TestHuntSameFileWritersAndSyncer(t *testing.T) {
 			wg.Wait()
 			close(stop)
 			<-sdone
-			close(errs)
-			for err := range errs {
-				t.Fatalf("%v%s", err, k.eventSummary())
-			}
-			k.huntCheck()
+			k.huntDone(errs)
 		})
 	}
 }

@@ -114,11 +114,7 @@ func TestHuntNoneMultiWriters(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	bg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("%v%s", err, k.eventSummary())
-	}
-	k.huntCheck()
+	k.huntDone(errs)
 }
 
 // TestHuntNoneFragmentedUnwritten: protected files grow past four extents
