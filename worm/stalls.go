@@ -42,20 +42,33 @@ const (
 type stallWatch struct {
 	checked time.Time
 	marks   []stallMark
-	// An episode of unknown-tree ranges: from the first check that saw
-	// one (unknownSince) until checks have seen none for
-	// unknownClearAfter (clearSince: the first of them), whatever ranges
-	// and offsets it shows meanwhile; a host alternating between forged
-	// trees that hide the file at different places must not restart the
-	// clock each time.
-	unknownSince  time.Time
+	// unknownDebt is how long the file has shown unknown-tree ranges,
+	// less how long it has shown none since (never below 0), as of
+	// debtAt, when the last check saw them (debtUnknown) or not: a host
+	// alternating between forged trees that hide the file at different
+	// places, or hiding it most of the time and showing it now and then,
+	// must not restart the clock. Honest unknown ranges last moments.
+	unknownDebt   time.Duration
+	debtAt        time.Time
+	debtUnknown   bool
 	unknownWarned bool
-	clearSince    time.Time
 }
 
-// unknownClearAfter is how long a file must show no unknown-tree range for
-// its episode to end.
-const unknownClearAfter = time.Minute
+// account brings unknownDebt up to now, the state since the last check
+// having been the one it saw, and records what this check sees.
+func (w *stallWatch) account(now time.Time, unknown bool) {
+	if !w.debtAt.IsZero() {
+		if el := now.Sub(w.debtAt); w.debtUnknown {
+			w.unknownDebt += el
+		} else {
+			w.unknownDebt = max(0, w.unknownDebt-el)
+		}
+	}
+	w.debtAt, w.debtUnknown = now, unknown
+	if w.unknownDebt == 0 {
+		w.unknownWarned = false
+	}
+}
 
 type stallMark struct {
 	s      revfs.Stall
@@ -80,7 +93,7 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 		// most, not at every pass.
 		if w != nil {
 			w.marks = nil
-			w.seenClear(now)
+			w.account(now, false)
 		}
 		return false
 	}
@@ -95,22 +108,13 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 	cur := sr.Stalls(st.ID, maxWatchedStalls)
 	marks := make([]stallMark, 0, len(cur))
 	took := false
-	if !slices.ContainsFunc(cur, func(s revfs.Stall) bool { return s.Kind == revfs.StallUnknownTree }) {
-		w.seenClear(now)
-	}
+	w.account(now, slices.ContainsFunc(cur, func(s revfs.Stall) bool { return s.Kind == revfs.StallUnknownTree }))
 	for _, s := range cur {
 		mark := stallMark{s: s, since: now}
 		if s.Kind == revfs.StallUnknownTree {
-			// Judged by episode (stallWatch), whatever its place.
-			if !w.unknownSince.IsZero() && !w.clearSince.IsZero() && now.Sub(w.clearSince) >= unknownClearAfter {
-				w.unknownSince = time.Time{}
-			}
-			if w.unknownSince.IsZero() {
-				w.unknownSince, w.unknownWarned = now, false
-			}
-			w.clearSince = time.Time{}
-			mark.since = w.unknownSince
-			if stalled := now.Sub(w.unknownSince); stalled >= unknownTreeAfter(window) && !w.unknownWarned {
+			// Judged by the file's debt (stallWatch), whatever its place.
+			mark.since = now.Add(-w.unknownDebt)
+			if stalled := w.unknownDebt; stalled >= unknownTreeAfter(window) && !w.unknownWarned {
 				w.unknownWarned = true
 				d.unknownTree(st.ID, s, stalled)
 			}
@@ -146,13 +150,6 @@ func (d *Device) watchStalls(st revfs.FileState, now time.Time) bool {
 	w.marks = marks
 	d.stallDue(w, window)
 	return took
-}
-
-// seenClear notes a check that found no unknown-tree range.
-func (w *stallWatch) seenClear(now time.Time) {
-	if w.clearSince.IsZero() {
-		w.clearSince = now
-	}
 }
 
 // unknownTreeAfter is how long a file's block map may lie under an extent
