@@ -43,7 +43,8 @@ type stallWatch struct {
 	checked time.Time
 	marks   []stallMark
 	// unknownDebt is how long the file has shown unknown-tree ranges,
-	// less how long it has shown none since (never below 0), as of
+	// less what the time it has shown none since paid back
+	// (unknownPayBack; never below 0), as of
 	// debtAt, when the last check saw them (debtUnknown) or not: a host
 	// alternating between forged trees that hide the file at different
 	// places, or hiding it most of the time and showing it now and then,
@@ -54,6 +55,11 @@ type stallWatch struct {
 	unknownWarned bool
 }
 
+// unknownPayBack is how many times longer than the time it was seen with
+// unknown ranges a file must be seen without any to pay it back: a host
+// can hide it at most a fifth of the time without an indicator.
+const unknownPayBack = 4
+
 // account brings unknownDebt up to now, the state since the last check
 // having been the one it saw, and records what this check sees.
 func (w *stallWatch) account(now time.Time, unknown bool) {
@@ -61,7 +67,7 @@ func (w *stallWatch) account(now time.Time, unknown bool) {
 		if el := now.Sub(w.debtAt); w.debtUnknown {
 			w.unknownDebt += el
 		} else {
-			w.unknownDebt = max(0, w.unknownDebt-el)
+			w.unknownDebt = max(0, w.unknownDebt-el/unknownPayBack)
 		}
 	}
 	w.debtAt, w.debtUnknown = now, unknown

@@ -506,6 +506,15 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi, indexed uint64, at uint64, 
 	// A node below the root must start where its index entry says, or the
 	// kernel refuses it (ext4_valid_extent_entries: EFSCORRUPTED) and every
 	// read under it fails, though the blocks it maps are where they were.
+	if err == nil && n.Header.Depth > 0 && n.Header.Entries == 0 {
+		// The kernel refuses an index node without entries
+		// (__ext4_ext_check: "invalid eh_entries"); read as a hole, its
+		// range could be taken as found as zeroes.
+		err = fmt.Errorf("%w: index node without entries", layout.ErrCorrupt)
+		if trusted && w.tornOK {
+			trusted = false
+		}
+	}
 	if err == nil && depth >= 0 && n.Header.Entries > 0 {
 		first := uint64(0)
 		if len(n.Extents) > 0 {

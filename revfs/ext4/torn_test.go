@@ -187,3 +187,36 @@ func TestDroppedSpansPerBlockRule(t *testing.T) {
 		}
 	}
 }
+
+// An index node without entries: the kernel refuses it (invalid
+// eh_entries), so the file cannot be read there; read as a hole, its range
+// could be taken as found as zeroes. With a journal it is unparseable at
+// once; without one, an unknown range (raised when it stays).
+func TestEmptyIndexNode(t *testing.T) {
+	const p = "var/log/big.log"
+	for _, img := range []string{"b4k-nojournal.img", "b4k-journal.img"} {
+		t.Run(img, func(t *testing.T) {
+			r, _ := tornRig(t, img)
+			home, blk := r.inodeBlockWith(p, func(raw []byte) {
+				ib := raw[0x28 : 0x28+60]
+				clear(ib)
+				binary.LittleEndian.PutUint16(ib[0:], layout.ExtentMagic)
+				binary.LittleEndian.PutUint16(ib[4:], 4)
+				binary.LittleEndian.PutUint16(ib[6:], 1)
+			})
+			vs := r.write(int64(home)*r.bs, blk)
+			if r.e.jnl != nil {
+				if !hasKind(vs, revfs.KindUnparseable) {
+					t.Fatalf("raised %q", kinds(vs))
+				}
+				return
+			}
+			if len(vs) != 0 {
+				t.Fatalf("raised %v", vs)
+			}
+			if got := r.e.Stalls(r.ids[p], 4); len(got) == 0 || got[0].Kind != revfs.StallUnknownTree {
+				t.Fatalf("stalls %v, want the file unknown", got)
+			}
+		})
+	}
+}
