@@ -228,9 +228,18 @@
 //     their shared blocks to the same place are taken as a torn copy (the
 //     kernel copies a node while it merges extents, and a view joins nodes
 //     of different moments): that range is unknown, an unknown-tree stall,
-//     raised only if it stays so (view.unknownOverlaps). Other malformed
+//     raised only if it stays so (view.unknownOverlaps). So is a node below
+//     the root that does not start where its index entry says, and an index
+//     node without entries (the kernel refuses both). Other malformed
 //     nodes, and overlaps that disagree, are raised at once: a torn copy of
 //     another kind would be a false positive (none seen yet).
+//   - Without a journal, data blocks a file's view stops mapping inside its
+//     size, while its i_blocks does not fall, are set aside rather than
+//     forgotten as written (dropped.go), and count as written again if the
+//     file maps them at the same place. A host writing raw inodes can drop
+//     and remap blocks that way without lowering i_blocks: the device then
+//     seals the bytes it wrote at that place before (its own bytes, where
+//     it wrote them; a later write there is a data change).
 //   - Without a journal, a TRIM of a protected file's extent tree block
 //     (and of nothing else watched) is held: accepted and left undone,
 //     since ext4 with -o discard trims a leaf it frees (a tree folded back
