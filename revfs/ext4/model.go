@@ -399,6 +399,31 @@ type treeWalk struct {
 	foldable bool
 }
 
+// placeErr reports a node the kernel refuses for where it stands in the
+// tree, though the blocks it maps are where they were, so that every read
+// under it fails: an index node without entries (__ext4_ext_check:
+// "invalid eh_entries"; read as a hole, its range could be taken as found
+// as zeroes), or a node below the root (depth >= 0) whose first entry does
+// not start where its index entry says (ext4_valid_extent_entries).
+func placeErr(n *layout.ExtentNode, depth int, indexed uint64) error {
+	if n.Header.Depth > 0 && n.Header.Entries == 0 {
+		return fmt.Errorf("%w: index node without entries", layout.ErrCorrupt)
+	}
+	if depth < 0 || n.Header.Entries == 0 {
+		return nil
+	}
+	first := uint64(0)
+	if len(n.Extents) > 0 {
+		first = uint64(n.Extents[0].Block)
+	} else {
+		first = uint64(n.Index[0].Block)
+	}
+	if first != indexed {
+		return fmt.Errorf("%w: first entry at logical block %d, its index entry says %d", layout.ErrCorrupt, first, indexed)
+	}
+	return nil
+}
+
 // unknownOverlaps returns maps, sorted by logical block, without the
 // groups of overlapping mappings that agree on every block they share,
 // whose ranges become unknown. Groups that disagree stay, for the caller
@@ -422,15 +447,15 @@ func (v *view) unknownOverlaps(maps []layout.Mapping) []layout.Mapping {
 	out := maps[:0]
 	for i := 0; i < len(maps); {
 		lo, hi := maps[i].Logical, maps[i].Logical+maps[i].Len
+		// Each mapping joins the group by overlapping one before it; the
+		// group agrees when they all map with the same offset (physical
+		// minus logical), which costs one comparison each, not one per
+		// pair (a forged leaf can hold many).
+		offset := maps[i].Physical - maps[i].Logical
 		j := i + 1
 		agree := true
 		for ; j < len(maps) && maps[j].Logical < hi; j++ {
-			for k := i; k < j; k++ {
-				a, b := maps[k], maps[j]
-				if b.Logical < a.Logical+a.Len && a.Physical+b.Logical-a.Logical != b.Physical {
-					agree = false
-				}
-			}
+			agree = agree && maps[j].Physical-maps[j].Logical == offset
 			hi = max(hi, maps[j].Logical+maps[j].Len)
 		}
 		if j == i+1 || !agree {
@@ -503,30 +528,9 @@ func (w *treeWalk) node(b []byte, depth int, lo, hi, indexed uint64, at uint64, 
 	if err == nil && !trusted && !w.agrees(n.Extents) {
 		err = fmt.Errorf("%w: unwritten copy disagrees with the committed block map", layout.ErrCorrupt)
 	}
-	// A node below the root must start where its index entry says, or the
-	// kernel refuses it (ext4_valid_extent_entries: EFSCORRUPTED) and every
-	// read under it fails, though the blocks it maps are where they were.
-	if err == nil && n.Header.Depth > 0 && n.Header.Entries == 0 {
-		// The kernel refuses an index node without entries
-		// (__ext4_ext_check: "invalid eh_entries"); read as a hole, its
-		// range could be taken as found as zeroes.
-		err = fmt.Errorf("%w: index node without entries", layout.ErrCorrupt)
-		if trusted && w.tornOK {
-			trusted = false
-		}
-	}
-	if err == nil && depth >= 0 && n.Header.Entries > 0 {
-		first := uint64(0)
-		if len(n.Extents) > 0 {
-			first = uint64(n.Extents[0].Block)
-		} else {
-			first = uint64(n.Index[0].Block)
-		}
-		if first != indexed {
-			err = fmt.Errorf("%w: first entry at logical block %d, its index entry says %d", layout.ErrCorrupt, first, indexed)
-			if trusted && w.tornOK {
-				trusted = false // without a journal: maybe a leaf of another moment (unknownOverlaps)
-			}
+	if err == nil {
+		if err = placeErr(n, depth, indexed); err != nil && trusted && w.tornOK {
+			trusted = false // without a journal: maybe a node of another moment (unknownOverlaps)
 		}
 	}
 	if err != nil {
