@@ -810,7 +810,8 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 	if t.knownSet {
 		known = t.known
 	}
-	t.known, t.knownSet = knownMap(known, nv), true
+	unknown := nv.unknownMerged() // sorted once for the walk below
+	t.known, t.knownSet = knownMap(known, nv.maps, unknown), true
 	if slices.Equal(known, nv.maps) {
 		return
 	}
@@ -840,7 +841,7 @@ func (e *Engine) forgetDropped(t *tracked, old, nv *view) {
 					continue
 				}
 			}
-			for _, r := range nv.outsideUnknown(lb, stop) {
+			for _, r := range outside(unknown, lb, stop) {
 				e.dropData(t, m, r.lo, r.hi, inside)
 			}
 			lb = stop
@@ -860,14 +861,15 @@ func (e *Engine) dropData(t *tracked, m layout.Mapping, lo, hi, inside uint64) {
 	}
 }
 
-// knownMap is the known block map after view nv: nv's maps, and under
-// nv's unknown ranges what known held there, sorted by logical block.
-func knownMap(known []layout.Mapping, nv *view) []layout.Mapping {
-	if len(nv.unknown) == 0 {
-		return nv.maps
+// knownMap is the known block map after a view with block map maps and
+// unknown ranges unknown (sorted and merged): maps, and under the unknown
+// ranges what known held there, sorted by logical block.
+func knownMap(known, maps []layout.Mapping, unknown []lrange) []layout.Mapping {
+	if len(unknown) == 0 {
+		return maps
 	}
-	out := slices.Clone(nv.maps)
-	for _, u := range nv.unknownMerged() {
+	out := slices.Clone(maps)
+	for _, u := range unknown {
 		for _, m := range known {
 			lo, hi := max(m.Logical, u.lo), min(m.Logical+m.Len, u.hi)
 			if lo < hi {

@@ -761,10 +761,11 @@ func (v *view) unknownMerged() []lrange {
 	return out
 }
 
-// outsideUnknown returns the parts of [lo, hi) outside v's unknown ranges.
-func (v *view) outsideUnknown(lo, hi uint64) []lrange {
+// outside returns the parts of [lo, hi) outside ranges (sorted and
+// merged, as unknownMerged returns them).
+func outside(ranges []lrange, lo, hi uint64) []lrange {
 	var out []lrange
-	for _, u := range v.unknownMerged() {
+	for _, u := range ranges {
 		if u.hi <= lo || u.lo >= hi {
 			continue
 		}
