@@ -39,6 +39,10 @@ type droppedSpan struct {
 	tree    bool
 }
 
+// keepWritten and forgetWritten are settleDropped's two fixed answers.
+func keepWritten(droppedSpan, uint64, uint64) bool   { return false }
+func forgetWritten(droppedSpan, uint64, uint64) bool { return true }
+
 // maxDropped bounds Engine.dropped: past it, the span with the lowest
 // blocks is forgotten at once, as if claimed.
 const maxDropped = 1024
@@ -50,7 +54,7 @@ func (e *Engine) drop(s droppedSpan) {
 	if s.n == 0 {
 		return
 	}
-	e.settleDropped(s.phys, s.n, func(droppedSpan, uint64, uint64) bool { return false })
+	e.settleDropped(s.phys, s.n, keepWritten)
 	if len(e.dropped) >= maxDropped {
 		old := e.dropped[0]
 		e.written.Remove(old.phys, old.n)
@@ -68,7 +72,7 @@ func (e *Engine) markWritten(first, n uint64) {
 		e.settleHeld(first, n)
 	}
 	if len(e.dropped) > 0 {
-		e.settleDropped(first, n, func(droppedSpan, uint64, uint64) bool { return false })
+		e.settleDropped(first, n, keepWritten)
 	}
 }
 
@@ -95,7 +99,7 @@ func (e *Engine) claimDropped(t *tracked, nv *view) {
 		for _, s := range slices.Clone(e.dropped) {
 			if !s.tree && s.ino == t.ino && s.logical+s.n > end {
 				lo := s.phys + max(s.logical, end) - s.logical
-				e.settleDropped(lo, s.phys+s.n-lo, func(droppedSpan, uint64, uint64) bool { return true })
+				e.settleDropped(lo, s.phys+s.n-lo, forgetWritten)
 			}
 		}
 	}

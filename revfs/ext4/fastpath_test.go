@@ -56,7 +56,7 @@ func TestForgetDroppedPerBlockRule(t *testing.T) {
 		e.forgetDropped(&tracked{committed: committed}, &view{maps: oldMaps}, nv)
 		// Dropped blocks are set aside; claimed by another owner, they
 		// are forgotten.
-		e.settleDropped(0, 1<<20, func(droppedSpan, uint64, uint64) bool { return true })
+		e.settleDropped(0, 1<<20, forgetWritten)
 		if got := e.written.(blockSet); !maps.Equal(got, want) {
 			t.Fatalf("old %v new %v committed %d: written differs from the per-block rule", oldMaps, newMaps, committed)
 		}
