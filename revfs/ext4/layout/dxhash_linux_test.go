@@ -169,15 +169,7 @@ func TestDirHashMatchesDebugfs(t *testing.T) {
 // names it checked and the root's indirect levels.
 func checkHtree(t *testing.T, path, dir string) (names, levels int) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	im, err := OpenImage(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	im := openImageFile(t, path)
 	ino, err := im.Lookup(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -345,15 +337,7 @@ func checkHashImage(t *testing.T, c htreeCase, img string, count int) (levels in
 	if names != count {
 		t.Errorf("the htree's leaves hold %d names, the directory %d", names, count)
 	}
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	im, err := OpenImage(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	im := openImageFile(t, img)
 	if c.zeroSeed != (im.SB.HashSeed == [4]uint32{}) {
 		t.Errorf("s_hash_seed %08x, want zero %v", im.SB.HashSeed, c.zeroSeed)
 	}

@@ -34,6 +34,21 @@ func loadImage(t testing.TB, name string) []byte {
 	return b
 }
 
+// openImageFile opens the image file at path for the test's length.
+func openImageFile(t testing.TB, path string) *Image {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	im, err := OpenImage(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return im
+}
+
 // seqContent is what make-images.sh's seq_file writes.
 func seqContent(n int) []byte {
 	var b bytes.Buffer

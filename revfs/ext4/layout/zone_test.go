@@ -59,15 +59,7 @@ func TestSystemZoneMatchesDumpe2fs(t *testing.T) {
 					want[x] = true
 				}
 			}
-			r, err := os.Open(img)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			im, err := OpenImage(r)
-			if err != nil {
-				t.Fatal(err)
-			}
+			im := openImageFile(t, img)
 			z := SystemZone(im.SB, im.Groups, nil)
 			got := map[uint64]bool{}
 			for _, s := range z {
