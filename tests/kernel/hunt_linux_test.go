@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,10 +48,35 @@ func (k *kdev) huntCheck() {
 	}
 }
 
-// huntDone closes errs, where a hunt's goroutines sent their errors,
-// fails on the first, then runs huntCheck.
-func (k *kdev) huntDone(errs chan error) {
+// hunt runs writer(0) … writer(n-1), each on its own goroutine, and each
+// of bg on its own goroutine until every writer has returned (bg polls
+// stopped); then it fails on the first error a writer returned and runs
+// huntCheck.
+func (k *kdev) hunt(n int, writer func(i int) error, bg ...func(stopped func() bool)) {
 	k.t.Helper()
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := writer(i); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	var stop atomic.Bool
+	var bgw sync.WaitGroup
+	for _, fn := range bg {
+		bgw.Add(1)
+		go func() {
+			defer bgw.Done()
+			fn(stop.Load)
+		}()
+	}
+	wg.Wait()
+	stop.Store(true)
+	bgw.Wait()
 	close(errs)
 	for err := range errs {
 		k.t.Fatalf("%v%s", err, k.eventSummary())
@@ -96,35 +122,10 @@ func TestHuntDirChurn(t *testing.T) {
 			logs := huntLogs()
 			k := newDevice(t, devOpts{journal: mode, logs: logs, quiescence: 300 * time.Millisecond, size: 256 << 20})
 			dirs := []string{"var/log", "var/log/sub", "srv", ".", "var/log/sub/deep"}
-			var wg sync.WaitGroup
-			errs := make(chan error, 100)
-			for i, l := range logs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					rng := rand.New(rand.NewSource(int64(i)))
-					for j := 0; j < 120; j++ {
-						buf := bytes.Repeat(line(j), 1+rng.Intn(60))
-						if err := appendErr(k.path(l), buf, rng.Intn(8)%3); err != nil {
-							errs <- fmt.Errorf("append %s: %w", l, err)
-							return
-						}
-					}
-				}()
-			}
-			stop := make(chan struct{})
-			var cw sync.WaitGroup
-			for c := 0; c < 3; c++ {
-				cw.Add(1)
-				go func() {
-					defer cw.Done()
+			churner := func(c int) func(stopped func() bool) {
+				return func(stopped func() bool) {
 					rng := rand.New(rand.NewSource(int64(100 + c)))
-					for n := 0; ; n++ {
-						select {
-						case <-stop:
-							return
-						default:
-						}
+					for !stopped() {
 						d := filepath.Join(k.m.Dir, dirs[rng.Intn(len(dirs))])
 						name := filepath.Join(d, fmt.Sprintf("churn-%d-%05d-a-rather-long-name-to-fill-directory-blocks", c, rng.Intn(1500)))
 						switch rng.Intn(8) {
@@ -145,12 +146,18 @@ func TestHuntDirChurn(t *testing.T) {
 							os.Remove(name + ".hl")
 						}
 					}
-				}()
+				}
 			}
-			wg.Wait()
-			close(stop)
-			cw.Wait()
-			k.huntDone(errs)
+			k.hunt(len(logs), func(i int) error {
+				rng := rand.New(rand.NewSource(int64(i)))
+				for j := 0; j < 120; j++ {
+					buf := bytes.Repeat(line(j), 1+rng.Intn(60))
+					if err := appendErr(k.path(logs[i]), buf, rng.Intn(8)%3); err != nil {
+						return fmt.Errorf("append %s: %w", logs[i], err)
+					}
+				}
+				return nil
+			}, churner(0), churner(1), churner(2))
 			// Remove the churn again: the directories shrink.
 			for _, d := range dirs {
 				ents, _ := os.ReadDir(filepath.Join(k.m.Dir, d))
@@ -523,37 +530,27 @@ func TestHuntManyFsyncs(t *testing.T) {
 				logs = append(logs, fmt.Sprintf("logs/%c/w%02d.log", 'a'+i%3, i))
 			}
 			k := newDevice(t, devOpts{journal: mode, logs: logs, quiescence: 300 * time.Millisecond})
-			var wg sync.WaitGroup
-			errs := make(chan error, 16)
-			for i, l := range logs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					f, err := os.OpenFile(k.path(l), os.O_WRONLY|os.O_APPEND, 0)
+			k.hunt(len(logs), func(i int) error {
+				f, err := os.OpenFile(k.path(logs[i]), os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				for j := 0; j < 150; j++ {
+					if _, err := f.Write(line(j)); err != nil {
+						return err
+					}
+					if (i+j)%2 == 0 {
+						err = f.Sync()
+					} else {
+						err = unix.Fdatasync(int(f.Fd()))
+					}
 					if err != nil {
-						errs <- err
-						return
+						return err
 					}
-					defer f.Close()
-					for j := 0; j < 150; j++ {
-						if _, err := f.Write(line(j)); err != nil {
-							errs <- err
-							return
-						}
-						if (i+j)%2 == 0 {
-							err = f.Sync()
-						} else {
-							err = unix.Fdatasync(int(f.Fd()))
-						}
-						if err != nil {
-							errs <- err
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			k.huntDone(errs)
+				}
+				return nil
+			})
 		})
 	}
 }
@@ -914,50 +911,35 @@ func TestHuntSameFileWritersAndSyncer(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			k := newDevice(t, devOpts{journal: mode, quiescence: 300 * time.Millisecond})
 			p := k.path(k.logs[0])
-			var wg sync.WaitGroup
-			errs := make(chan error, 16)
-			for w := 0; w < 6; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					rng := rand.New(rand.NewSource(int64(w)))
-					f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
-					if err != nil {
-						errs <- err
-						return
+			writer := func(w int) error {
+				rng := rand.New(rand.NewSource(int64(w)))
+				f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				deadline := time.Now().Add(6 * time.Second)
+				for j := 0; time.Now().Before(deadline); j++ {
+					if j%20 == 0 {
+						time.Sleep(time.Duration(rng.Intn(3)) * time.Millisecond)
 					}
-					defer f.Close()
-					deadline := time.Now().Add(6 * time.Second)
-					for j := 0; time.Now().Before(deadline); j++ {
-						if j%20 == 0 {
-							time.Sleep(time.Duration(rng.Intn(3)) * time.Millisecond)
-						}
-						if _, err := f.Write(bytes.Repeat(line(w*100000+j), 1+rng.Intn(8))); err != nil {
-							errs <- err
-							return
-						}
-						if rng.Intn(50) == 0 {
-							f.Sync()
-						}
+					if _, err := f.Write(bytes.Repeat(line(w*100000+j), 1+rng.Intn(8))); err != nil {
+						return err
 					}
-				}()
+					if rng.Intn(50) == 0 {
+						f.Sync()
+					}
+				}
+				return nil
 			}
-			stop := make(chan struct{})
-			sdone := make(chan struct{})
-			go func() {
-				defer close(sdone)
+			syncer := func(stopped func() bool) {
 				f, err := os.OpenFile(p, os.O_RDONLY, 0)
 				if err != nil {
 					return
 				}
 				defer f.Close()
 				rng := rand.New(rand.NewSource(99))
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
+				for i := 0; !stopped(); i++ {
 					fi, _ := f.Stat()
 					switch i % 4 {
 					case 0:
@@ -974,11 +956,8 @@ func TestHuntSameFileWritersAndSyncer(t *testing.T) {
 					}
 					time.Sleep(time.Duration(rng.Intn(5)) * time.Millisecond)
 				}
-			}()
-			wg.Wait()
-			close(stop)
-			<-sdone
-			k.huntDone(errs)
+			}
+			k.hunt(6, writer, syncer)
 		})
 	}
 }

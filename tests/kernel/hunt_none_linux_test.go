@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -36,49 +35,33 @@ import (
 func TestHuntNoneMultiWriters(t *testing.T) {
 	logs := []string{"var/log/a.log", "var/log/b.log", "var/log/c.log", "srv/d.log", "srv/e.log"}
 	k := newDevice(t, devOpts{journal: "none", logs: logs, quiescence: 300 * time.Millisecond, size: 256 << 20})
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for w, l := range logs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewSource(int64(w)))
-			f, err := os.OpenFile(k.path(l), os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
-				errs <- err
-				return
+	writer := func(w int) error {
+		rng := rand.New(rand.NewSource(int64(w)))
+		f, err := os.OpenFile(k.path(logs[w]), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		deadline := time.Now().Add(6 * time.Second)
+		for j := 0; time.Now().Before(deadline); j++ {
+			if _, err := f.Write(bytes.Repeat(line(w*100000+j), 1+rng.Intn(40))); err != nil {
+				return err
 			}
-			defer f.Close()
-			deadline := time.Now().Add(6 * time.Second)
-			for j := 0; time.Now().Before(deadline); j++ {
-				if _, err := f.Write(bytes.Repeat(line(w*100000+j), 1+rng.Intn(40))); err != nil {
-					errs <- err
-					return
-				}
-				switch rng.Intn(40) {
-				case 0:
-					f.Sync()
-				case 1:
-					unix.Fdatasync(int(f.Fd()))
-				}
-				if j%10 == 0 {
-					time.Sleep(time.Duration(rng.Intn(3)) * time.Millisecond)
-				}
+			switch rng.Intn(40) {
+			case 0:
+				f.Sync()
+			case 1:
+				unix.Fdatasync(int(f.Fd()))
 			}
-		}()
+			if j%10 == 0 {
+				time.Sleep(time.Duration(rng.Intn(3)) * time.Millisecond)
+			}
+		}
+		return nil
 	}
-	stop := make(chan struct{})
-	var bg sync.WaitGroup
-	bg.Add(2)
-	go func() { // syncer
-		defer bg.Done()
+	syncer := func(stopped func() bool) {
 		rng := rand.New(rand.NewSource(99))
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		for i := 0; !stopped(); i++ {
 			p := k.path(logs[rng.Intn(len(logs))])
 			if i%2 == 0 {
 				exec.Command("sync", "-f", p).Run()
@@ -88,17 +71,11 @@ func TestHuntNoneMultiWriters(t *testing.T) {
 			}
 			time.Sleep(time.Duration(rng.Intn(8)) * time.Millisecond)
 		}
-	}()
-	go func() { // churner
-		defer bg.Done()
+	}
+	churner := func(stopped func() bool) {
 		rng := rand.New(rand.NewSource(7))
 		dirs := []string{"var/log", "srv"}
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		for !stopped() {
 			d := filepath.Join(k.m.Dir, dirs[rng.Intn(2)])
 			name := filepath.Join(d, fmt.Sprintf("u%03d", rng.Intn(60)))
 			switch rng.Intn(4) {
@@ -110,11 +87,8 @@ func TestHuntNoneMultiWriters(t *testing.T) {
 				os.Remove(name)
 			}
 		}
-	}()
-	wg.Wait()
-	close(stop)
-	bg.Wait()
-	k.huntDone(errs)
+	}
+	k.hunt(len(logs), writer, syncer, churner)
 }
 
 // TestHuntNoneFragmentedUnwritten: protected files grow past four extents
