@@ -93,7 +93,6 @@ func (w *writeback) stop() {
 func (w *writeback) run() {
 	defer close(w.done)
 	var batch []wbRange
-	var settled []chan struct{}
 	gather := time.NewTimer(wbGather)
 	gather.Stop()
 	for {
@@ -104,7 +103,8 @@ func (w *writeback) run() {
 			batch = append(batch[:0], r)
 		}
 		// Take what comes within wbGather, up to one queue's worth; a
-		// settle request ends the wait (it waits for what came before).
+		// settle request ends the wait (it waits for what came before),
+		// so a batch holds at most one, last.
 		gather.Reset(wbGather)
 	take:
 		for len(batch) < wbQueue && batch[len(batch)-1].settled == nil {
@@ -116,12 +116,12 @@ func (w *writeback) run() {
 			}
 		}
 		gather.Stop()
-		settled = settled[:0]
+		var settled chan struct{}
 		first, end := int64(-1), int64(0)
 		for _, r := range batch {
 			switch {
 			case r.settled != nil:
-				settled = append(settled, r.settled)
+				settled = r.settled
 			case first < 0:
 				first, end = r.off, r.off+r.n
 			default:
@@ -133,8 +133,8 @@ func (w *writeback) run() {
 				w.refused.Store(true) // a hint only: never an error
 			}
 		}
-		for _, ch := range settled {
-			close(ch)
+		if settled != nil {
+			close(settled)
 		}
 	}
 }
