@@ -17,6 +17,12 @@ var (
 	maxPassBytes int64 = 8 << 20
 )
 
+// SealPassLimits reports how much one scheduler pass reads and seals at
+// most: perFile bytes of one file, perPass of all files together. Under a
+// backlog the device seals pass after pass of that size, each durable
+// before the next; bench/seal measures that shape (BenchmarkDevicePass).
+func SealPassLimits() (perFile, perPass int64) { return maxSealChunk, maxPassBytes }
+
 // sealJob is a coherent range handed from the engine to the store.
 type sealJob struct {
 	id   revfs.FileID

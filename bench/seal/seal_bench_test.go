@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/indelible-worm/indelible/seal"
+	"github.com/indelible-worm/indelible/worm"
 )
 
 type fixture struct{ store, dev, aud string }
@@ -127,9 +128,10 @@ func BenchmarkAppendBatch(b *testing.B) {
 }
 
 // BenchmarkAppendLarge seals one 64 MiB append at a time, durable before
-// the next: what the device does for a file the host writes at full speed
-// (one append per file per commit window). The store seals such an append
-// as 4 MiB entries whose MACs run on every core.
+// the next: the store's best case (a single writer of large appends, such
+// as `indelible seal-append` of a big file). The store seals such an
+// append as 4 MiB entries whose MACs run on every core. The device never
+// hands the store more than a pass at a time: BenchmarkDevicePass.
 func BenchmarkAppendLarge(b *testing.B) {
 	const n = 64 << 20
 	f := newFixture(b, seal.KeyBytesFor(int64(b.N)*16+64, 0))
@@ -155,6 +157,80 @@ func BenchmarkAppendLarge(b *testing.B) {
 	b.ReportMetric(float64(n)*float64(b.N)/1e6/cpu.Seconds(), "MB/cpu-s")
 	s.Close()
 }
+
+// BenchmarkDevicePass seals the way the device does when the host has
+// written faster than it seals: pass after pass, each reading the coherent
+// bytes of its files from the image (the host's writes, still in the page
+// cache) and sealing them as one batch, durable before the next pass. A
+// pass takes at most worm.SealPassLimits: up to 4 MiB of one file, 8 MiB of
+// all files. "1file" is one log written at full speed, "16files" sixteen.
+// Its MB/s is the device's sealing capacity, the figure to hold against
+// the NBD bench's write throughput (bench/seal/vs-nbd.sh). The image lives
+// beside the store ($TMPDIR), as the device directory keeps them.
+func BenchmarkDevicePass(b *testing.B) {
+	perFile, perPass := worm.SealPassLimits()
+	for _, files := range []int{1, 16} {
+		b.Run(fmt.Sprintf("%dfile%s", files, map[bool]string{true: "s"}[files > 1]), func(b *testing.B) {
+			chunk := min(perFile, perPass/int64(files))
+			const imageBytes = 256 << 20
+			dir := b.TempDir()
+			img, err := os.Create(filepath.Join(dir, "image"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer img.Close()
+			fill := make([]byte, 1<<20)
+			for i := range fill {
+				fill[i] = byte(' ' + i%90)
+			}
+			for off := int64(0); off < imageBytes; off += int64(len(fill)) {
+				if _, err := img.WriteAt(fill, off); err != nil {
+					b.Fatal(err)
+				}
+			}
+			f := newFixture(b, seal.KeyBytesFor(int64(b.N)*int64(files)*entriesPerAppend(chunk)+64, 0))
+			s, err := seal.Open(f.store, f.dev, seal.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			slab := make([]byte, perPass)
+			ops := make([]seal.AppendOp, files)
+			for i := range ops {
+				ops[i].File = seal.FileRef{ID: uint64(100 + i), Path: fmt.Sprintf("p%d.log", i)}
+			}
+			b.SetBytes(chunk * int64(files))
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			pos := int64(0)
+			for n := 0; n < b.N; n++ {
+				buf := slab
+				for i := range ops {
+					if pos+chunk > imageBytes {
+						pos = 0
+					}
+					if _, err := img.ReadAt(buf[:chunk], pos); err != nil {
+						b.Fatal(err)
+					}
+					ops[i].Off, ops[i].Data = s.Watermark(ops[i].File.ID), buf[:chunk]
+					buf, pos = buf[chunk:], pos+chunk
+				}
+				if err := s.AppendBatch(ops); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cpu := cpuTime() - cpu0
+			b.StopTimer()
+			b.ReportMetric(float64(chunk*int64(files))*float64(b.N)/1e6/cpu.Seconds(), "MB/cpu-s")
+			if err := s.Close(); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// entriesPerAppend is how many entries (keys) the store spends on an append
+// of n bytes: it seals at most 4 MiB per entry.
+func entriesPerAppend(n int64) int64 { return max(1, (n+(4<<20)-1)/(4<<20)) }
 
 // BenchmarkVerify verifies a store of 256 MiB of real log in appends of each
 // size, on one core (GOMAXPROCS=1 while it runs).
