@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,10 @@ type conn struct {
 	probe   int
 
 	lastWarn, suppressed atomic.Int64 // rate limit of device error logs
+
+	// stallArmed says the socket has a read deadline for the request being
+	// read (armStall); it belongs to the reader goroutine.
+	stallArmed bool
 }
 
 // request is one transmission request while it is being served.
@@ -119,7 +124,13 @@ func (c *conn) serve() {
 
 // drainAndClose is Shutdown's part for one connection: wait for its
 // in-flight requests (new ones are answered ESHUTDOWN), then disconnect.
+// When ctx ends first the connection is closed whatever the drain waits
+// for: the last replies may be stuck in a write to a client that does not
+// read them, which holds the reply writer (and the final flush below) for
+// up to replyWriteTimeout, far past the caller's deadline.
 func (c *conn) drainAndClose(ctx context.Context) {
+	stop := context.AfterFunc(ctx, c.close)
+	defer stop()
 	if c.state.Load() == stateTransmission {
 		for c.inflight.Load() != 0 {
 			select {
@@ -158,21 +169,19 @@ func (c *conn) transmit() {
 	var hdr [requestLen]byte
 	bigWrites := false // the last request was a WRITE with a large payload
 	for {
+		c.disarmStall() // between requests a connection may idle for ever
 		if c.br.Buffered() < requestLen {
 			c.w.flushPending() // about to wait for the client: send what is queued
 		}
-		var err error
+		var src io.Reader = c.br
 		if bigWrites && c.br.Buffered() == 0 {
 			// Large WRITEs are streaming in: read just the header, so that
 			// no part of the next payload passes through the read buffer.
-			_, err = io.ReadFull(c.nc, hdr[:])
-		} else {
-			_, err = io.ReadFull(c.br, hdr[:])
+			src = c.nc
 		}
+		err := c.readHeader(src, hdr[:])
 		if err != nil {
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-				c.log.Debug("nbd: read request", "err", err)
-			}
+			c.logReadError("nbd: read request", err)
 			return
 		}
 		req := DecodeRequest(hdr[:])
@@ -206,7 +215,9 @@ func (c *conn) transmit() {
 		if req.Type == CmdWrite && req.Length > 0 {
 			if errno != 0 {
 				c.w.flushPending()
+				c.armStall(int64(req.Length))
 				if _, err := io.CopyN(io.Discard, c.br, int64(req.Length)); err != nil {
+					c.logReadError("nbd: read refused WRITE payload", err)
 					c.done(r)
 					return
 				}
@@ -215,6 +226,7 @@ func (c *conn) transmit() {
 				c.acquire(r.budget)
 				r.buf = getBuffer(int(req.Length))
 				if err := c.readPayload(r.buf.b); err != nil {
+					c.logReadError("nbd: read WRITE payload", err)
 					c.done(r)
 					return
 				}
@@ -267,6 +279,7 @@ func (c *conn) readPayload(p []byte) error {
 		return nil
 	}
 	c.w.flushPending() // the rest may take a while to arrive
+	c.armStall(int64(len(p)))
 	var err error
 	if len(p) >= directReadMin {
 		_, err = io.ReadFull(c.nc, p) // the buffer is empty, so the stream stays in order
@@ -274,6 +287,68 @@ func (c *conn) readPayload(p []byte) error {
 		_, err = io.ReadFull(c.br, p)
 	}
 	return err
+}
+
+// A request must arrive whole once its first byte has: a client may idle
+// between requests for as long as it likes (kernel clients do), but one that
+// starts a request and stops sending holds a request slot, and with a WRITE
+// its payload's budget, for as long as it stays connected. So the rest of a
+// request gets requestStallBase plus its payload at minPayloadRate (a
+// 32 MiB payload: 158 s) before the connection is dropped. A client must
+// then send a whole request again to hold anything; what all clients can
+// hold at once is bounded by Config.MaxTotalBufferBytes. Variables so that
+// tests can shorten them.
+var (
+	requestStallBase       = 30 * time.Second
+	minPayloadRate   int64 = 256 << 10 // bytes per second
+)
+
+// readHeader reads a request header from src: the first bytes with no
+// deadline (the client may be idle), the rest under armStall.
+func (c *conn) readHeader(src io.Reader, hdr []byte) error {
+	n := 0
+	for n == 0 {
+		k, err := src.Read(hdr)
+		if err != nil {
+			return err
+		}
+		n = k
+	}
+	if n < len(hdr) {
+		c.armStall(0)
+		_, err := io.ReadFull(src, hdr[n:])
+		return err
+	}
+	return nil
+}
+
+// armStall gives the rest of the request being read, with n payload bytes
+// still to come, its deadline (see requestStallBase).
+func (c *conn) armStall(n int64) {
+	d := requestStallBase + time.Duration(n)*time.Second/time.Duration(minPayloadRate)
+	c.nc.SetReadDeadline(time.Now().Add(d))
+	c.stallArmed = true
+}
+
+// disarmStall clears armStall's deadline before the reader waits for the
+// next request.
+func (c *conn) disarmStall() {
+	if c.stallArmed {
+		c.nc.SetReadDeadline(time.Time{})
+		c.stallArmed = false
+	}
+}
+
+// logReadError logs why reading from the client ended: a stalled request
+// (the deadline of armStall) as a warning, a disconnect not at all.
+func (c *conn) logReadError(what string, err error) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.log.Warn("nbd: a request stopped arriving midway; disconnecting", "during", what)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+	default:
+		c.log.Debug(what, "err", err)
+	}
 }
 
 // check validates a request against the export and the negotiated options.
@@ -322,12 +397,15 @@ func (c *conn) check(r *Request) (Errno, string) {
 	return 0, ""
 }
 
-// acquire reserves payload bytes, first sending queued replies when it has
-// to wait (the bytes come back only as replies go out).
+// acquire reserves payload bytes from the connection's budget and then from
+// the server's, first sending queued replies when it has to wait (the bytes
+// come back only as replies go out).
 func (c *conn) acquire(n int64) {
-	if !c.budget.tryAcquire(n) {
-		c.w.flushPending()
-		c.budget.acquire(n)
+	for _, b := range [...]*budget{&c.budget, &c.srv.total} {
+		if !b.tryAcquire(n) {
+			c.w.flushPending()
+			b.acquire(n)
+		}
 	}
 }
 
@@ -527,6 +605,7 @@ func (c *conn) done(r *request) {
 	}
 	if r.budget != 0 {
 		c.budget.release(r.budget)
+		c.srv.total.release(r.budget)
 		r.budget = 0
 	}
 	r.inline = false
@@ -539,8 +618,9 @@ func (c *conn) done(r *request) {
 	}
 }
 
-// budget is a counting semaphore of payload bytes. Only the connection's
-// reader acquires, so a single waiter is woken with Signal.
+// budget is a counting semaphore of payload bytes: a connection's, which
+// only its reader acquires, or the server's, which every reader may wait on
+// for a different amount (so release wakes them all).
 type budget struct {
 	mu    sync.Mutex
 	cond  sync.Cond
@@ -575,5 +655,5 @@ func (b *budget) release(n int64) {
 	b.mu.Lock()
 	b.avail += n
 	b.mu.Unlock()
-	b.cond.Signal()
+	b.cond.Broadcast()
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -144,4 +145,111 @@ func tryDial(t *testing.T, sock string) (*rawClient, bool) {
 		return nil, false
 	}
 	return &rawClient{t: t, c: nc, br: br}, true
+}
+
+// A client that starts a request and stops sending is disconnected once the
+// rest is overdue (requestStallBase plus the payload at minPayloadRate), so
+// it cannot hold a request slot and a payload buffer for as long as it stays
+// connected; a client idle between requests is left alone.
+func TestStalledRequestDisconnects(t *testing.T) {
+	checkGoroutines(t)
+	t.Cleanup(nbd.SetRequestStall(300*time.Millisecond, 1<<30)) // after the server's shutdown: its readers use them
+	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: newFile(t, 64<<20)}}})
+	idle := dialRaw(t, srv.Socket)
+	idle.start(false)
+	cases := map[string]func(c *rawClient){
+		"half a header": func(c *rawClient) {
+			hdr := nbd.AppendRequest(nil, nbd.Request{Magic: nbd.MagicRequest, Type: nbd.CmdRead, Cookie: 1, Length: 4096})
+			c.write(hdr[:10])
+		},
+		"half a WRITE payload": func(c *rawClient) {
+			hdr := nbd.AppendRequest(nil, nbd.Request{Magic: nbd.MagicRequest, Type: nbd.CmdWrite, Cookie: 1, Length: 1 << 20})
+			c.write(append(hdr, make([]byte, 512<<10)...))
+		},
+		"half a refused WRITE payload": func(c *rawClient) { // past the end: its payload is read and dropped
+			hdr := nbd.AppendRequest(nil, nbd.Request{Magic: nbd.MagicRequest, Type: nbd.CmdWrite, Cookie: 1, Offset: 64 << 20, Length: 1 << 20})
+			c.write(append(hdr, make([]byte, 512<<10)...))
+		},
+	}
+	for name, stall := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := dialRaw(t, srv.Socket)
+			c.start(false)
+			stall(c)
+			start := time.Now()
+			c.expectClosed()
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("disconnected after %v, want about the 0.3 s allowed", d)
+			}
+		})
+	}
+	idle.request(0, nbd.CmdRead, 2, 0, 4096, nil)
+	if r := idle.readReply(4096); r.errno != 0 || r.cookie != 2 {
+		t.Fatalf("the idle client's READ after the others were dropped: %+v", r)
+	}
+}
+
+// gatedWrites holds every write until released and counts how many are in
+// the device at once.
+type gatedWrites struct {
+	blockdev.Device
+	release chan struct{}
+	inside  atomic.Int32
+	most    atomic.Int32
+}
+
+func (d *gatedWrites) WriteAt(p []byte, off int64) (int, error) {
+	n := d.inside.Add(1)
+	for m := d.most.Load(); n > m && !d.most.CompareAndSwap(m, n); m = d.most.Load() {
+	}
+	<-d.release
+	d.inside.Add(-1)
+	return d.Device.WriteAt(p, off)
+}
+
+// The payload bytes all connections hold together are bounded by
+// MaxTotalBufferBytes, not only each connection's by MaxBufferBytes: three
+// clients that may each hold two 1 MiB WRITEs get three into the device
+// with a 3 MiB total, and the rest once those are answered.
+func TestServerWideBufferBudget(t *testing.T) {
+	checkGoroutines(t)
+	dev := &gatedWrites{Device: newFile(t, 64<<20), release: make(chan struct{})}
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(dev.release) }) }
+	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: dev, MaxPayload: 1 << 20}},
+		MaxBufferBytes: 2 << 20, MaxTotalBufferBytes: 3 << 20})
+	t.Cleanup(releaseAll) // runs before the server's shutdown, which waits for the writes
+	var clients []*rawClient
+	for i := range 3 {
+		c := dialRaw(t, srv.Socket)
+		c.start(false)
+		clients = append(clients, c)
+		for k := range 2 {
+			go c.c.Write(append(nbd.AppendRequest(nil, nbd.Request{Magic: nbd.MagicRequest, Type: nbd.CmdWrite,
+				Cookie: uint64(k), Offset: uint64(2*i+k) << 20, Length: 1 << 20}), make([]byte, 1<<20)...))
+		}
+	}
+	testenv.WaitFor(t, 10*time.Second, "three WRITEs in the device", func() bool { return dev.inside.Load() >= 3 })
+	time.Sleep(200 * time.Millisecond) // room for a fourth, if the budget let one in
+	if m := dev.most.Load(); m != 3 {
+		t.Fatalf("%d 1 MiB WRITEs in the device at once with a 3 MiB server-wide budget, want 3", m)
+	}
+	releaseAll()
+	for _, c := range clients {
+		for range 2 {
+			if r := c.readReply(0); r.errno != 0 {
+				t.Fatalf("WRITE: %v", r.errno)
+			}
+		}
+	}
+}
+
+// A server-wide budget below one connection's cannot serve a request of
+// that size: refused at NewServer, not found out as a hung connection.
+func TestServerWideBudgetBelowConnections(t *testing.T) {
+	_, err := nbd.NewServer(nbd.Config{Exports: []nbd.Export{{Device: newFile(t, 1<<20)}},
+		MaxBufferBytes: 64 << 20, MaxTotalBufferBytes: 32 << 20})
+	if err == nil || !strings.Contains(err.Error(), "MaxTotalBufferBytes") {
+		t.Fatalf("NewServer: %v, want an error naming MaxTotalBufferBytes", err)
+	}
 }

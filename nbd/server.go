@@ -33,7 +33,17 @@
 // microseconds (the page cache), the reader serves those itself: waking a
 // worker would cost more than the request. At most Config.MaxInFlight
 // requests and Config.MaxBufferBytes of payload are outstanding per
-// connection; buffers come from pools so steady traffic does not allocate.
+// connection, and Config.MaxTotalBufferBytes of payload over all of them;
+// buffers come from pools so steady traffic does not allocate. A client may
+// idle between requests for ever, but a request that has begun must arrive
+// in bounded time (requestStallBase), and a client that stops reading its
+// replies is dropped after replyWriteTimeout.
+//
+// What it does not bound: a client can hold all MaxConns connection slots
+// (idle, or each in its handshake for HandshakeTimeout), keeping others
+// out. The NBD port is the host's disk and must be reachable by the host
+// alone; the limits here keep the device alive under a hostile host, not
+// available to several.
 package nbd
 
 import (
@@ -66,13 +76,14 @@ const maxNameLen = 4096
 
 // Defaults for Export and Config fields left zero.
 const (
-	DefaultMinBlock         = 512
-	DefaultPrefBlock        = 4096
-	DefaultMaxPayload       = HardMaxPayload
-	DefaultMaxConns         = 64
-	DefaultMaxInFlight      = 128
-	DefaultMaxBufferBytes   = 64 << 20
-	DefaultHandshakeTimeout = 30 * time.Second
+	DefaultMinBlock            = 512
+	DefaultPrefBlock           = 4096
+	DefaultMaxPayload          = HardMaxPayload
+	DefaultMaxConns            = 64
+	DefaultMaxInFlight         = 128
+	DefaultMaxBufferBytes      = 64 << 20
+	DefaultMaxTotalBufferBytes = 256 << 20
+	DefaultHandshakeTimeout    = 30 * time.Second
 )
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -118,6 +129,13 @@ type Config struct {
 	// MaxBufferBytes bounds READ and WRITE payload bytes held per connection
 	// (default 64 MiB, at least the largest MaxPayload).
 	MaxBufferBytes int64
+	// MaxTotalBufferBytes bounds the payload bytes held by all connections
+	// together (default 256 MiB, at least MaxBufferBytes). Without it a
+	// client opening MaxConns connections could make the server hold
+	// MaxConns × MaxBufferBytes (4 GiB by default): enough to have a small
+	// board's kernel kill the device. A connection whose request would pass
+	// it stops reading its socket until other requests are answered.
+	MaxTotalBufferBytes int64
 	// HandshakeTimeout bounds the whole option haggling (default 30 s).
 	HandshakeTimeout time.Duration
 }
@@ -134,6 +152,9 @@ type Server struct {
 	cfg     Config
 
 	shutting atomic.Bool
+	// total is the payload budget shared by every connection
+	// (Config.MaxTotalBufferBytes).
+	total budget
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -178,6 +199,13 @@ func NewServer(cfg Config) (*Server, error) {
 		}
 		s.exports = append(s.exports, x)
 	}
+	if cfg.MaxTotalBufferBytes <= 0 {
+		cfg.MaxTotalBufferBytes = max(DefaultMaxTotalBufferBytes, cfg.MaxBufferBytes)
+	}
+	if cfg.MaxTotalBufferBytes < cfg.MaxBufferBytes {
+		return nil, fmt.Errorf("nbd: MaxTotalBufferBytes %d is below one connection's MaxBufferBytes %d (a request of that size could never be served)", cfg.MaxTotalBufferBytes, cfg.MaxBufferBytes)
+	}
+	s.total.init(cfg.MaxTotalBufferBytes)
 	s.cfg = cfg
 	return s, nil
 }
