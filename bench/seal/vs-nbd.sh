@@ -29,6 +29,10 @@ repeats=${3:-2}
 passes=${PASSES:-200}
 export TMPDIR=${TMPDIR:-/tmp}
 
+# cpu_ticks -> "steal total": the machine's CPU time stolen by the hypervisor
+# and all of it, in clock ticks (the first line of /proc/stat).
+cpu_ticks() { awk '/^cpu /{t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t}' /proc/stat; }
+read -r steal0 total0 < <(cpu_ticks)
 echo "# $(date -u +%FT%TZ) $(go version) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 echo "# load: $(cut -d' ' -f1-3 /proc/loadavg), cores: $(nproc), TMPDIR=$TMPDIR on $(df --output=source "$TMPDIR" | tail -1)"
 echo "# 1. NBD writes: bash bench/nbd/run.sh $runtime $size $repeats (ONLY=write)"
@@ -50,6 +54,10 @@ for ((r = 0; r < repeats; r++)); do
 	disk+=("$(awk '{for (i = 1; i <= NF; i++) if ($i == "copied,") printf "%.1f", $1 / $(i + 1) / 1e6}' <<<"$out")")
 done
 
+read -r steal1 total1 < <(cpu_ticks)
+# A virtual machine whose host is busy runs slower by the time stolen from it,
+# and unevenly: compare runs taken at similar steal.
+echo "# CPU time stolen by the hypervisor during the run: $(( 100 * (steal1 - steal0) / (total1 - total0 + 1) )) %"
 python3 - "$nbd_out" "$seal_out" "${disk[*]}" <<'EOF'
 import re, statistics, sys
 nbd, seal = sys.argv[1], sys.argv[2]
