@@ -1,6 +1,7 @@
 package seal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"os"
 	"path/filepath"
@@ -195,11 +196,79 @@ func TestTamperZeroLogTail(t *testing.T) {
 	size := logSize(t, ts)
 	writeAt(t, filepath.Join(ts.store, LogName), make([]byte, 3*EntrySize), size-3*EntrySize)
 	sum, ps := ts.verify(t, VerifyOptions{})
-	if kinds(ps)[ProblemMisplaced] != 3 {
-		t.Fatalf("zeroed tail: %v", ps)
+	// One problem for the run of zeroed entries, naming them all.
+	first := (size-LogHeaderSize)/EntrySize - 3
+	var run []Problem
+	for _, p := range ps {
+		if p.Kind == ProblemStructure {
+			run = append(run, p)
+		}
+	}
+	if len(run) != 1 || run[0].Entry != first || run[0].Off != size-3*EntrySize || run[0].Len != 3*EntrySize {
+		t.Fatalf("zeroed tail: want one structure problem for entries %d to %d: %v", first, first+2, ps)
 	}
 	if sum.OK() {
 		t.Fatal("OK after zeroing")
+	}
+}
+
+// Entries zeroed in the middle of the log, from inside one ratchet block
+// to inside another: one problem for the run, and the entries after it
+// still verify (their keys are rebuilt from their block's first key: the
+// run's entries are neither keyed nor MACed).
+func TestTamperZeroedEntriesMidLog(t *testing.T) {
+	ts, _ := tamperStore(t)
+	n := (logSize(t, ts) - LogHeaderSize) / EntrySize
+	const from, count = 9, 5 // entries 9..13: blocks 2 and 3 (nratchet 4)
+	writeAt(t, filepath.Join(ts.store, LogName), make([]byte, count*EntrySize), entryPos(from))
+	sum, ps := ts.verify(t, VerifyOptions{})
+	var run []Problem
+	for _, p := range ps {
+		if p.Kind == ProblemStructure {
+			run = append(run, p)
+		}
+	}
+	if len(run) != 1 || run[0].Entry != from || run[0].Len != count*EntrySize {
+		t.Fatalf("want one structure problem for entries %d to %d: %v", from, from+count-1, ps)
+	}
+	if kinds(ps)[ProblemAltered] != 0 || kinds(ps)[ProblemMisplaced] != 0 {
+		t.Fatalf("entries after the zeroed ones failed their seals: %v", ps)
+	}
+	if sum.Intact != n-count {
+		t.Fatalf("%d entries intact, want %d", sum.Intact, n-count)
+	}
+}
+
+// A log extended sparsely within the keystream's reach is a million
+// all-zero entries: one problem for them all, not one each (which took
+// seconds and held a problem per entry in memory; hours for a large
+// keystream).
+func TestTamperSparseLogHole(t *testing.T) {
+	ts := newTestStore(t, 1<<20, tamperNR) // 32768 keys: 131072 entries
+	s := ts.open(t, Options{})
+	fill(t, s, twoFiles, 20)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lp := filepath.Join(ts.store, LogName)
+	size := logSize(t, ts)
+	n := (size - LogHeaderSize) / EntrySize
+	hole := 100000 - n
+	if err := os.Truncate(lp, size+hole*EntrySize); err != nil {
+		t.Fatal(err)
+	}
+	sum, ps := ts.verify(t, VerifyOptions{})
+	var run []Problem
+	for _, p := range ps {
+		if p.Kind == ProblemStructure {
+			run = append(run, p)
+		}
+	}
+	if len(run) != 1 || run[0].Entry != n || run[0].Len != hole*EntrySize {
+		t.Fatalf("want one structure problem for entries %d to %d, got %d problems (first: %v)", n, n+hole-1, len(ps), ps[:min(len(ps), 3)])
+	}
+	if sum.OK() || sum.Intact != n {
+		t.Fatalf("summary %+v: want not OK, %d entries intact", sum, n)
 	}
 }
 
@@ -478,5 +547,115 @@ func TestVerifyDeviceFilesUntampered(t *testing.T) {
 		if strings.Contains(p.Msg, "ratchet state") {
 			t.Errorf("SealFS-made store: %v", p)
 		}
+	}
+}
+
+// Entries planted past what the device acknowledged wait until the verifier
+// knows whether the device was sealing them (settleUnacked). A hostile log
+// can plant millions: at most maxHeldUnacked problems are kept one by one,
+// the rest are counted by kind and reported as one problem, and the
+// summary still counts them all.
+func TestTamperManyPlantedEntries(t *testing.T) {
+	ts := newTestStore(t, 1<<20, tamperNR) // 131072 entries' keys: all planted ones are keyed
+	s := ts.open(t, Options{})
+	fill(t, s, twoFiles, 20)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const planted = maxHeldUnacked + 2000
+	e0 := readEntry(t, ts, 0) // valid at 0, misplaced anywhere else
+	f, err := os.OpenFile(filepath.Join(ts.store, LogName), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(bytes.Repeat(e0, planted)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	sum, ps := ts.verify(t, VerifyOptions{})
+	misplaced := kinds(ps)[ProblemMisplaced]
+	if misplaced != maxHeldUnacked+1 {
+		t.Fatalf("%d misplaced problems reported for %d planted entries, want the first %d and one for the rest", misplaced, planted, maxHeldUnacked)
+	}
+	if !slices.ContainsFunc(ps, func(p Problem) bool { return strings.Contains(p.Msg, "2000 more misplaced problems") }) {
+		t.Fatal("no problem counts the misplaced entries past the first ones")
+	}
+	if kinds(ps)[ProblemKeystream] != 1 {
+		t.Fatalf("want the one keystream problem (keys the device has not burnt) as it is: %v", ps[len(ps)-3:])
+	}
+	if sum.Altered != planted || sum.OK() {
+		t.Fatalf("summary counts %d altered or misplaced entries (OK %v), want %d", sum.Altered, sum.OK(), planted)
+	}
+}
+
+// A real log, a directory of real logs, or the log of entries replaced by
+// a symbolic link is not followed: a link to a genuine copy kept elsewhere
+// would otherwise verify as intact, and one to any other file would be read
+// from the verifying machine.
+func TestTamperSymlinks(t *testing.T) {
+	t.Run("real log", func(t *testing.T) {
+		ts, _ := tamperStore(t)
+		p := filepath.Join(ts.store, "auth.log")
+		copyTo := filepath.Join(ts.dir, "genuine-auth.log")
+		if err := os.Rename(p, copyTo); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(copyTo, p); err != nil {
+			t.Fatal(err)
+		}
+		sum, ps := ts.verify(t, VerifyOptions{})
+		expect(t, sum, ps, map[ProblemKind]int{ProblemMissingFile: 1, ProblemUnknownFile: 1})
+	})
+	t.Run("directory", func(t *testing.T) {
+		ts, _ := tamperStore(t)
+		dir := filepath.Join(ts.store, "var")
+		moved := filepath.Join(ts.dir, "var-elsewhere")
+		if err := os.Rename(dir, moved); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(moved, dir); err != nil {
+			t.Fatal(err)
+		}
+		sum, ps := ts.verify(t, VerifyOptions{})
+		expect(t, sum, ps, map[ProblemKind]int{ProblemMissingFile: 1, ProblemUnknownFile: 1})
+	})
+	t.Run(LogName, func(t *testing.T) {
+		ts, _ := tamperStore(t)
+		p := filepath.Join(ts.store, LogName)
+		copyTo := filepath.Join(ts.dir, "genuine.log")
+		if err := os.Rename(p, copyTo); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(copyTo, p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Verify(ts.store, VerifyOptions{AuditorKey: ts.aud, DeviceKey: ts.dev}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Fatalf("Verify with %s a link: %v, want an error naming the link", LogName, err)
+		}
+	})
+}
+
+// An entry whose count or offset passes 2^63 is reported as changed, with
+// nothing else: its range would break the coverage arithmetic (a negative
+// length, and a false gap after it).
+func TestTamperImpossibleEntryRange(t *testing.T) {
+	for name, field := range map[string]int{"count": 24, "offset": 16} {
+		t.Run(name, func(t *testing.T) {
+			ts, _ := tamperStore(t)
+			i := int64(4) // a data entry in the middle of a real log
+			for e, _ := ParseEntry(readEntry(t, ts, i)); e.Inode == FakeInode; e, _ = ParseEntry(readEntry(t, ts, i)) {
+				i++
+			}
+			e := readEntry(t, ts, i)
+			binary.LittleEndian.PutUint64(e[field:], 1<<64-1)
+			writeAt(t, filepath.Join(ts.store, LogName), e, entryPos(i))
+			sum, ps := ts.verify(t, VerifyOptions{})
+			expect(t, sum, ps, map[ProblemKind]int{ProblemAltered: 1, ProblemGap: 1})
+			for _, p := range ps {
+				if p.Len < 0 || p.Off < 0 {
+					t.Errorf("problem with a negative range: %v", p)
+				}
+			}
+		})
 	}
 }

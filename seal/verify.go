@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -213,8 +215,11 @@ type verifier struct {
 	// log was read (the ratchet state's count; -1 when unknown). What a
 	// problem finds past it waits in unacked: a running device may be
 	// sealing it (settleUnacked decides).
-	acked        int64
-	unacked      []Problem
+	acked   int64
+	unacked []Problem
+	// unackedMore counts, by kind, the problems past acked not kept in
+	// unacked once it held maxHeldUnacked, and keeps the first of each.
+	unackedMore  map[ProblemKind]*heldBack
 	unackedPaths map[string]bool // real logs that map records past acked name
 	reread       bool            // unackedPaths holds the records file's latest map records
 	streamEnd    int64           // where the record stream stopped, once rr is nil
@@ -402,31 +407,14 @@ func (v *verifier) macOutcome(res *EntryResult, ok bool) {
 }
 
 func (v *verifier) deliver(p Problem) {
-	switch p.Kind {
-	case ProblemAltered, ProblemMisplaced:
-		v.sum.Altered++
-	case ProblemGap:
-		v.sum.Gaps++
-	case ProblemTruncated:
-		v.sum.Truncations++
-	case ProblemUnsealed:
-		v.sum.Unsealed++
-	case ProblemUnknownFile:
-		v.sum.UnknownFiles++
-	case ProblemMissingFile:
-		v.sum.MissingFiles++
-	case ProblemRecord:
-		v.sum.BadRecords++
-	default:
-		v.sum.Other++
-	}
+	v.count(p.Kind, 1)
 	if v.o.OnProblem != nil {
 		v.o.OnProblem(p)
 	}
 }
 
 func (v *verifier) run() (*Summary, error) {
-	lf, err := regfile.Open(filepath.Join(v.dir, LogName))
+	lf, err := regfile.OpenBeneath(v.dir, LogName)
 	if err != nil {
 		return nil, fmt.Errorf("seal: %s is not a store: %w", v.dir, err)
 	}
@@ -482,10 +470,41 @@ func (v *verifier) run() (*Summary, error) {
 	r := bufio.NewReaderSize(io.NewSectionReader(lf, LogHeaderSize, nEntries*EntrySize), 1<<20)
 	var b [EntrySize]byte
 	var key [KeySize]byte
+	zeroFrom := int64(-1) // the first of a run of all-zero entries being skipped
 	for i := int64(0); i < nEntries; i++ {
+		if v.keys != nil && i >= v.keys.slots*int64(v.nr) {
+			// Checked before reading: a run of zero entries is not keyed
+			// entry by entry (below), and must stop here too.
+			v.endZeroRun(&zeroFrom, i)
+			v.beyondKeys(i, nEntries)
+			break
+		}
 		if _, err := io.ReadFull(r, b[:]); err != nil {
+			v.endZeroRun(&zeroFrom, i)
 			v.report(Problem{Kind: ProblemStructure, Entry: i, Msg: "cannot read entry: " + err.Error()})
 			break
+		}
+		if b == ([EntrySize]byte{}) {
+			// An all-zero entry is never valid (its key offset would be
+			// inside the keystream's header): a hole in the log, or
+			// entries zeroed. A run of them is one problem, and costs
+			// neither keys nor MACs: a sparse log of millions of them
+			// would otherwise keep the verifier busy for hours and
+			// fill its memory with one problem each.
+			if zeroFrom < 0 {
+				zeroFrom = i
+			}
+			continue
+		}
+		if zeroFrom >= 0 {
+			v.endZeroRun(&zeroFrom, i)
+			if v.keys != nil && i%int64(v.nr) != 0 {
+				// The ratchet chains the keys of a block: rebuild
+				// it from the block's first key up to this entry.
+				for k := i - i%int64(v.nr); k < i; k++ {
+					v.entryKey(k, &key)
+				}
+			}
 		}
 		if v.keys != nil && !v.entryKey(i, &key) {
 			// No key seals these entries: the device refuses appends
@@ -494,10 +513,7 @@ func (v *verifier) run() (*Summary, error) {
 			// size is all that counts entries). Without a key they
 			// prove nothing one by one, and walking them would keep
 			// the verifier busy for hours: one problem covers them all.
-			rest := nEntries - i
-			v.report(Problem{Kind: ProblemKeystream, File: LogName, Entry: i, Off: entryPos(i), Len: rest * EntrySize,
-				Msg: fmt.Sprintf("entries %d to %d (%d entries) lie beyond the auditor keystream (%d keys): none of them is sealed, none was examined",
-					i, nEntries-1, rest, v.keys.slots)})
+			v.beyondKeys(i, nEntries)
 			break
 		}
 		e, _ := ParseEntry(b[:])
@@ -506,6 +522,9 @@ func (v *verifier) run() (*Summary, error) {
 		if v.o.Progress != nil && i%8192 == 0 {
 			v.o.Progress(LogHeaderSize+i*EntrySize, lst.Size())
 		}
+	}
+	if zeroFrom >= 0 {
+		v.endZeroRun(&zeroFrom, nEntries)
 	}
 	v.flushMACs()
 	if v.o.Progress != nil {
@@ -528,6 +547,56 @@ func (v *verifier) run() (*Summary, error) {
 	return &v.sum, nil
 }
 
+// beyondKeys reports entries i to n-1, which no key of the auditor
+// keystream seals.
+func (v *verifier) beyondKeys(i, n int64) {
+	rest := n - i
+	v.report(Problem{Kind: ProblemKeystream, File: LogName, Entry: i, Off: entryPos(i), Len: rest * EntrySize,
+		Msg: fmt.Sprintf("entries %d to %d (%d entries) lie beyond the auditor keystream (%d keys): none of them is sealed, none was examined",
+			i, n-1, rest, v.keys.slots)})
+}
+
+// endZeroRun reports the run of all-zero entries from *from up to end (if
+// one is open) as one problem, and closes it. With a file selected
+// (VerifyOptions.File) such entries concern no file and are not reported,
+// as a zero entry's own check would not have been.
+func (v *verifier) endZeroRun(from *int64, end int64) {
+	i := *from
+	if i < 0 {
+		return
+	}
+	*from = -1
+	if v.o.File != "" {
+		return
+	}
+	n := end - i
+	v.sum.Entries += n
+	v.reportUnacked(i >= v.acked, Problem{Kind: ProblemStructure, File: LogName, Entry: i, Off: entryPos(i), Len: n * EntrySize,
+		Msg: fmt.Sprintf("entries %d to %d (%d entries) are all zeros (a hole in the log, or entries erased): none of them is sealed", i, end-1, n)})
+}
+
+// count adds n problems of kind k to the summary's counters.
+func (v *verifier) count(k ProblemKind, n int64) {
+	switch k {
+	case ProblemAltered, ProblemMisplaced:
+		v.sum.Altered += n
+	case ProblemGap:
+		v.sum.Gaps += n
+	case ProblemTruncated:
+		v.sum.Truncations += n
+	case ProblemUnsealed:
+		v.sum.Unsealed += n
+	case ProblemUnknownFile:
+		v.sum.UnknownFiles += n
+	case ProblemMissingFile:
+		v.sum.MissingFiles += n
+	case ProblemRecord:
+		v.sum.BadRecords += n
+	default:
+		v.sum.Other += n
+	}
+}
+
 // changed reports whether the device sealed since Verify began: the log
 // or the device's own files are not what they were.
 func (v *verifier) changed() bool {
@@ -542,10 +611,35 @@ func (v *verifier) changed() bool {
 // lay past what the device had acknowledged.
 func (v *verifier) reportUnacked(past bool, p Problem) {
 	if past && v.acked >= 0 {
-		v.unacked = append(v.unacked, p)
+		if len(v.unacked) < maxHeldUnacked {
+			v.unacked = append(v.unacked, p)
+			return
+		}
+		if v.unackedMore == nil {
+			v.unackedMore = map[ProblemKind]*heldBack{}
+		}
+		h := v.unackedMore[p.Kind]
+		if h == nil {
+			h = &heldBack{first: p}
+			v.unackedMore[p.Kind] = h
+		}
+		h.n++
 		return
 	}
 	v.report(p)
+}
+
+// maxHeldUnacked bounds the problems past the acknowledged entries kept
+// until settleUnacked: a hostile log can plant millions of entries there,
+// and each problem held costs a few hundred bytes. The rest are counted by
+// kind and reported as one problem per kind.
+const maxHeldUnacked = 4096
+
+// heldBack is the problems of one kind past maxHeldUnacked: the first, and
+// how many.
+type heldBack struct {
+	first Problem
+	n     int64
 }
 
 // settleUnacked decides what the problems found past the acknowledged
@@ -555,17 +649,32 @@ func (v *verifier) reportUnacked(past bool, p Problem) {
 // the store open (its lock on .SEALFS.LOG), they are counted as in flight;
 // otherwise they are what a crash or someone else left, and are reported.
 func (v *verifier) settleUnacked() {
-	if len(v.unacked) == 0 {
+	more := int64(0)
+	for _, h := range v.unackedMore {
+		more += h.n
+	}
+	if len(v.unacked) == 0 && more == 0 {
 		return
 	}
 	if v.sum.Live {
-		v.sum.InFlight += int64(len(v.unacked))
+		v.sum.InFlight += int64(len(v.unacked)) + more
 	} else {
 		for _, p := range v.unacked {
 			v.report(p)
 		}
+		for _, k := range slices.Sorted(maps.Keys(v.unackedMore)) {
+			h := v.unackedMore[k]
+			if h.n == 1 {
+				v.report(h.first)
+				continue
+			}
+			v.report(Problem{Kind: k, Entry: -1, Msg: fmt.Sprintf(
+				"%d more %v problems past the entries the device acknowledged, not listed one by one (the first %d problems there are), the first of them at entry %d: %s",
+				h.n, k, maxHeldUnacked, h.first.Entry, h.first.Msg)})
+			v.count(k, h.n-1) // the problem above stands for n
+		}
 	}
-	v.unacked = nil
+	v.unacked, v.unackedMore = nil, nil
 }
 
 // detectNRatchet finds nratchet as SealFS's verify does: the value under
@@ -666,7 +775,7 @@ func (v *verifier) mapPaths() map[uint64]string {
 // now, read apart from the verification's own stream and unverified, up to
 // the first damaged record.
 func (v *verifier) eachMapRecord(f func(*Record)) {
-	rf, err := regfile.Open(filepath.Join(v.dir, RecordsName))
+	rf, err := regfile.OpenBeneath(v.dir, RecordsName)
 	if err != nil {
 		return
 	}
@@ -684,7 +793,7 @@ func (v *verifier) eachMapRecord(f func(*Record)) {
 }
 
 func (v *verifier) openRecords() {
-	f, err := regfile.Open(filepath.Join(v.dir, RecordsName))
+	f, err := regfile.OpenBeneath(v.dir, RecordsName)
 	if err != nil {
 		v.report(Problem{Kind: ProblemRecord, File: RecordsName, Entry: -1, Msg: "side records missing: real logs cannot be located"})
 		return
@@ -851,7 +960,7 @@ func (v *verifier) applyMap(i int64, r *Record) {
 	f := &vfile{path: r.Path, id: r.ID}
 	v.files[r.ID] = f
 	v.paths[r.Path] = r.ID
-	fh, err := regfile.Open(filepath.Join(v.dir, filepath.FromSlash(r.Path)))
+	fh, err := regfile.OpenBeneath(v.dir, filepath.FromSlash(r.Path))
 	if err != nil {
 		f.missing = true
 		return
@@ -945,6 +1054,12 @@ func (v *verifier) checkEntry(i int64, e *Entry, key *[KeySize]byte) {
 	}
 	if f == nil {
 		fail(Problem{Kind: ProblemUnknownFile, Off: off, Len: cnt, Msg: fmt.Sprintf("entry for file %d, which no sealed map record names", e.Inode)})
+		return
+	}
+	if off < 0 || cnt < 0 || off+cnt < off {
+		// No append reaches 2^63 bytes: the entry itself was changed.
+		// Judged before coverage, whose arithmetic it would break.
+		fail(Problem{Kind: ProblemAltered, Msg: fmt.Sprintf("entry's range (offset %d, count %d) is impossible (the entry was changed)", e.Offset, e.Count)})
 		return
 	}
 	f.entries++
@@ -1057,11 +1172,21 @@ func (v *verifier) createdPastAcked(rel string) bool {
 // scanUnknown reports files in the store that no map record names.
 func (v *verifier) scanUnknown() {
 	filepath.WalkDir(v.dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
 		rel, _ := filepath.Rel(v.dir, p)
 		rel = filepath.ToSlash(rel)
+		if err != nil {
+			// A directory that cannot be listed may hide anything:
+			// what it holds was not checked, so the store is not.
+			v.report(Problem{Kind: ProblemUnknownFile, File: rel, Entry: -1, Msg: "cannot be read, so what it holds was not checked: " + err.Error()})
+			return nil
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			// A real log (or directory) replaced by a link would be read
+			// from wherever it points: OpenBeneath refuses it, and it is
+			// named here whether a map record names it or not.
+			v.report(Problem{Kind: ProblemUnknownFile, File: rel, Entry: -1, Msg: "symbolic link in the store: a store holds files of its own, and a link may point anywhere (planted)"})
+			return nil
+		}
 		if d.IsDir() {
 			return nil
 		}

@@ -46,7 +46,10 @@ verification goes on:
 Then a summary line ("3 entries altered, 1 truncation, 10412 intact").
 
 Without a device keystream (a bare store and no --device-key) a cut tail
-cannot be detected: verify says so in a note ("cut tail not checked").
+cannot be detected: verify says so in a note ("cut tail not checked"). A
+device directory whose keystream is gone (the one device.toml names, or
+device.key beside store/) is a problem instead, since removing it is how a
+rolled-back store would hide; verify DIR/store to check the store alone.
 
 --key takes the auditor's copy. The device's own keystream (the file
 device.toml names, or any keystream with burnt keys) is refused: its burnt
@@ -217,7 +220,8 @@ type verifyTarget struct {
 	// none: device.toml's device_key, or device.key beside store/.
 	devKey string
 	// devKeyMissing is set for a device directory whose device.toml names
-	// a keystream that cannot be found: a reported problem, never a silent
+	// a keystream that cannot be found, or which has no device.toml and
+	// no device.key beside its store: a reported problem, never a silent
 	// skip (a store rolled back to an old copy, with the keystream that
 	// would expose it removed, must not pass).
 	devKeyMissing error
@@ -244,9 +248,14 @@ func resolveStore(dir string) (verifyTarget, error) {
 	}
 	s := filepath.Join(dir, "store")
 	if _, err := os.Stat(filepath.Join(s, seal.LogName)); err == nil {
-		t := verifyTarget{store: s}
-		if _, err := os.Stat(filepath.Join(dir, deviceKeyName)); err == nil {
-			t.devKey = filepath.Join(dir, deviceKeyName)
+		// A device directory without its device.toml: its keystream
+		// is expected beside the store. Gone too, that is a problem,
+		// as when device.toml names one that is gone: removing both
+		// must not turn a rolled-back device into a store that passes.
+		// Verifying DIR/store itself checks the store alone, on purpose.
+		t := verifyTarget{store: s, devKey: filepath.Join(dir, deviceKeyName)}
+		if _, err := os.Stat(t.devKey); err != nil {
+			t.devKey, t.devKeyMissing = "", fmt.Errorf("%s holds a store but no device keystream %s (%w); to check the store alone, verify %s", dir, deviceKeyName, err, s)
 		}
 		return t, nil
 	}

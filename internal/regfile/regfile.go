@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 )
 
 // Open opens path for reading and fails unless it is a regular file. A
@@ -28,6 +30,31 @@ func Open(path string) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// OpenBeneath opens root/rel like Open, and fails when rel leaves root or
+// when rel, or a directory on the way to it below root, is a symbolic link:
+// a directory someone else filled (a store copied off a device) may link to
+// any file of the machine reading it, such as a genuine copy of a log kept
+// elsewhere, and what it holds must be judged as it is. root itself may be a
+// link: the caller named it.
+func OpenBeneath(root, rel string) (*os.File, error) {
+	p := root
+	clean := filepath.Clean(rel)
+	if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
+		return nil, fmt.Errorf("%s leaves %s", rel, root)
+	}
+	for _, c := range strings.Split(clean, string(filepath.Separator)) {
+		p = filepath.Join(p, c)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return nil, err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return nil, fmt.Errorf("%s is a symbolic link, not a file of its own", p)
+		}
+	}
+	return Open(p)
 }
 
 // ReadSmall reads a regular file expected to hold at most limit bytes, and

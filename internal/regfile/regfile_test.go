@@ -38,3 +38,51 @@ func TestOpenAndReadSmall(t *testing.T) {
 		t.Fatal("ReadSmall read a file over its limit")
 	}
 }
+
+// OpenBeneath opens a regular file below root, through a root that is
+// itself a link, and refuses a link as the file or as a directory on the
+// way, and a path that leaves root.
+func TestOpenBeneath(t *testing.T) {
+	base := t.TempDir()
+	root := filepath.Join(base, "store")
+	outside := filepath.Join(base, "outside")
+	for _, d := range []string{filepath.Join(root, "sub"), outside} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{filepath.Join(root, "sub", "a.log"), filepath.Join(outside, "a.log")} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Join(outside, "a.log"), filepath.Join(root, "b.log")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "linked")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(root, filepath.Join(base, "root-link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		root, rel string
+		ok        bool
+	}{
+		{root, "sub/a.log", true},
+		{filepath.Join(base, "root-link"), "sub/a.log", true},
+		{root, "b.log", false},        // the file is a link
+		{root, "linked/a.log", false}, // a directory on the way is a link
+		{root, "../outside/a.log", false},
+		{root, "sub/../../outside/a.log", false},
+		{root, filepath.Join(outside, "a.log"), false},
+	} {
+		f, err := OpenBeneath(c.root, filepath.FromSlash(c.rel))
+		if f != nil {
+			f.Close()
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("OpenBeneath(%s, %s): %v, want ok=%v", c.root, c.rel, err, c.ok)
+		}
+	}
+}
