@@ -16,24 +16,39 @@ import (
 	"github.com/indelible-worm/indelible/nbd"
 )
 
-// gatedReads holds every read until released and counts how many are in
-// the device at once and how many bytes were asked for.
-type gatedReads struct {
+// gatedIO holds every read (with writes set, every write instead) until
+// released, and counts how many are in the device at once and how many
+// bytes they asked for.
+type gatedIO struct {
 	blockdev.Device
+	writes  bool
 	release chan struct{}
 	inside  atomic.Int32
 	most    atomic.Int32
 	bytes   atomic.Int64
 }
 
-func (d *gatedReads) ReadAt(p []byte, off int64) (int, error) {
-	n := d.inside.Add(1)
-	for m := d.most.Load(); n > m && !d.most.CompareAndSwap(m, n); m = d.most.Load() {
+func (d *gatedIO) hold(n int) {
+	in := d.inside.Add(1)
+	for m := d.most.Load(); in > m && !d.most.CompareAndSwap(m, in); m = d.most.Load() {
 	}
-	d.bytes.Add(int64(len(p)))
+	d.bytes.Add(int64(n))
 	<-d.release
 	d.inside.Add(-1)
+}
+
+func (d *gatedIO) ReadAt(p []byte, off int64) (int, error) {
+	if !d.writes {
+		d.hold(len(p))
+	}
 	return d.Device.ReadAt(p, off)
+}
+
+func (d *gatedIO) WriteAt(p []byte, off int64) (int, error) {
+	if d.writes {
+		d.hold(len(p))
+	}
+	return d.Device.WriteAt(p, off)
 }
 
 // CACHE reads through a buffer of its own: it is counted against the
@@ -42,7 +57,7 @@ func (d *gatedReads) ReadAt(p []byte, off int64) (int, error) {
 // CACHE reads at most 32 MiB however long its range.
 func TestCacheCountsAgainstBudget(t *testing.T) {
 	checkGoroutines(t)
-	dev := &gatedReads{Device: newFile(t, 8<<30), release: make(chan struct{})}
+	dev := &gatedIO{Device: newFile(t, 8<<30), release: make(chan struct{})}
 	var once sync.Once
 	releaseAll := func() { once.Do(func() { close(dev.release) }) }
 	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: dev, MaxPayload: 1 << 20}}, MaxBufferBytes: 2 << 20})
@@ -189,31 +204,13 @@ func TestStalledRequestDisconnects(t *testing.T) {
 	}
 }
 
-// gatedWrites holds every write until released and counts how many are in
-// the device at once.
-type gatedWrites struct {
-	blockdev.Device
-	release chan struct{}
-	inside  atomic.Int32
-	most    atomic.Int32
-}
-
-func (d *gatedWrites) WriteAt(p []byte, off int64) (int, error) {
-	n := d.inside.Add(1)
-	for m := d.most.Load(); n > m && !d.most.CompareAndSwap(m, n); m = d.most.Load() {
-	}
-	<-d.release
-	d.inside.Add(-1)
-	return d.Device.WriteAt(p, off)
-}
-
 // The payload bytes all connections hold together are bounded by
 // MaxTotalBufferBytes, not only each connection's by MaxBufferBytes: three
 // clients that may each hold two 1 MiB WRITEs get three into the device
 // with a 3 MiB total, and the rest once those are answered.
 func TestServerWideBufferBudget(t *testing.T) {
 	checkGoroutines(t)
-	dev := &gatedWrites{Device: newFile(t, 64<<20), release: make(chan struct{})}
+	dev := &gatedIO{Device: newFile(t, 64<<20), writes: true, release: make(chan struct{})}
 	var once sync.Once
 	releaseAll := func() { once.Do(func() { close(dev.release) }) }
 	srv := start(t, nbd.Config{Exports: []nbd.Export{{Device: dev, MaxPayload: 1 << 20}},
