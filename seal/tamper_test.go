@@ -595,44 +595,34 @@ func TestTamperManyPlantedEntries(t *testing.T) {
 func TestTamperSymlinks(t *testing.T) {
 	t.Run("real log", func(t *testing.T) {
 		ts, _ := tamperStore(t)
-		p := filepath.Join(ts.store, "auth.log")
-		copyTo := filepath.Join(ts.dir, "genuine-auth.log")
-		if err := os.Rename(p, copyTo); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(copyTo, p); err != nil {
-			t.Fatal(err)
-		}
+		moveAndLink(t, filepath.Join(ts.store, "auth.log"), filepath.Join(ts.dir, "genuine-auth.log"))
 		sum, ps := ts.verify(t, VerifyOptions{})
 		expect(t, sum, ps, map[ProblemKind]int{ProblemMissingFile: 1, ProblemUnknownFile: 1})
 	})
 	t.Run("directory", func(t *testing.T) {
 		ts, _ := tamperStore(t)
-		dir := filepath.Join(ts.store, "var")
-		moved := filepath.Join(ts.dir, "var-elsewhere")
-		if err := os.Rename(dir, moved); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(moved, dir); err != nil {
-			t.Fatal(err)
-		}
+		moveAndLink(t, filepath.Join(ts.store, "var"), filepath.Join(ts.dir, "var-elsewhere"))
 		sum, ps := ts.verify(t, VerifyOptions{})
 		expect(t, sum, ps, map[ProblemKind]int{ProblemMissingFile: 1, ProblemUnknownFile: 1})
 	})
 	t.Run(LogName, func(t *testing.T) {
 		ts, _ := tamperStore(t)
-		p := filepath.Join(ts.store, LogName)
-		copyTo := filepath.Join(ts.dir, "genuine.log")
-		if err := os.Rename(p, copyTo); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(copyTo, p); err != nil {
-			t.Fatal(err)
-		}
+		moveAndLink(t, filepath.Join(ts.store, LogName), filepath.Join(ts.dir, "genuine.log"))
 		if _, err := Verify(ts.store, VerifyOptions{AuditorKey: ts.aud, DeviceKey: ts.dev}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
 			t.Fatalf("Verify with %s a link: %v, want an error naming the link", LogName, err)
 		}
 	})
+}
+
+// moveAndLink moves p to to and leaves a symbolic link to it at p.
+func moveAndLink(t *testing.T, p, to string) {
+	t.Helper()
+	if err := os.Rename(p, to); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(to, p); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // An entry whose count or offset passes 2^63 is reported as changed, with
