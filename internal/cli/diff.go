@@ -90,7 +90,7 @@ func runDiff(env *Env, fs *flag.FlagSet, args []string) error {
 	im, imErr := audit.OpenImage(f, st.Size())
 	var reports []*audit.FileReport
 	for _, p := range cfg.Protected {
-		rep, err := diffOne(im, imErr, audit.Protected{Path: p.Path, Inode: p.Inode, Generation: p.Generation}, filepath.Join(store, filepath.FromSlash(p.Path)))
+		rep, err := diffOne(im, imErr, audit.Protected{Path: p.Path, Inode: p.Inode, Generation: p.Generation}, store)
 		if err != nil {
 			return err
 		}
@@ -174,13 +174,15 @@ func printFileReport(env *Env, r *audit.FileReport, strict bool) {
 	}
 }
 
-// diffOne compares one protected file with its real log at realPath (a
-// missing real log holds nothing), reading both a chunk at a time.
-func diffOne(im *audit.Image, imErr error, p audit.Protected, realPath string) (*audit.FileReport, error) {
+// diffOne compares one protected file with its real log in store (a
+// missing real log holds nothing), reading both a chunk at a time. The real
+// log is opened without following links (regfile.OpenBeneath): one that
+// leads out of the store is not the device's.
+func diffOne(im *audit.Image, imErr error, p audit.Protected, store string) (*audit.FileReport, error) {
 	path, ino := p.Path, p.Inode
 	var real io.ReaderAt = strings.NewReader("")
 	var realLen int64
-	rf, err := regfile.Open(realPath)
+	rf, err := regfile.OpenBeneath(store, filepath.FromSlash(p.Path))
 	switch {
 	case err == nil:
 		defer rf.Close()
