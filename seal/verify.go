@@ -472,6 +472,9 @@ func (v *verifier) run() (*Summary, error) {
 	var key [KeySize]byte
 	zeroFrom := int64(-1) // the first of a run of all-zero entries being skipped
 	for i := int64(0); i < nEntries; i++ {
+		if v.o.Progress != nil && i%8192 == 0 {
+			v.o.Progress(LogHeaderSize+i*EntrySize, lst.Size())
+		}
 		if v.keys != nil && i >= v.keys.slots*int64(v.nr) {
 			// Checked before reading: a run of zero entries is not keyed
 			// entry by entry (below), and must stop here too.
@@ -519,9 +522,6 @@ func (v *verifier) run() (*Summary, error) {
 		e, _ := ParseEntry(b[:])
 		v.applyRecords(i, &e, &key)
 		v.checkEntry(i, &e, &key)
-		if v.o.Progress != nil && i%8192 == 0 {
-			v.o.Progress(LogHeaderSize+i*EntrySize, lst.Size())
-		}
 	}
 	if zeroFrom >= 0 {
 		v.endZeroRun(&zeroFrom, nEntries)
