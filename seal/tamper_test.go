@@ -27,6 +27,17 @@ func tamperStore(t *testing.T) (*testStore, map[string][]byte) {
 	return ts, want
 }
 
+// ofKind returns the problems of kind k, in order.
+func ofKind(ps []Problem, k ProblemKind) []Problem {
+	var out []Problem
+	for _, p := range ps {
+		if p.Kind == k {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func kinds(ps []Problem) map[ProblemKind]int {
 	m := map[ProblemKind]int{}
 	for _, p := range ps {
@@ -198,12 +209,7 @@ func TestTamperZeroLogTail(t *testing.T) {
 	sum, ps := ts.verify(t, VerifyOptions{})
 	// One problem for the run of zeroed entries, naming them all.
 	first := (size-LogHeaderSize)/EntrySize - 3
-	var run []Problem
-	for _, p := range ps {
-		if p.Kind == ProblemStructure {
-			run = append(run, p)
-		}
-	}
+	run := ofKind(ps, ProblemStructure)
 	if len(run) != 1 || run[0].Entry != first || run[0].Off != size-3*EntrySize || run[0].Len != 3*EntrySize {
 		t.Fatalf("zeroed tail: want one structure problem for entries %d to %d: %v", first, first+2, ps)
 	}
@@ -222,12 +228,7 @@ func TestTamperZeroedEntriesMidLog(t *testing.T) {
 	const from, count = 9, 5 // entries 9..13: blocks 2 and 3 (nratchet 4)
 	writeAt(t, filepath.Join(ts.store, LogName), make([]byte, count*EntrySize), entryPos(from))
 	sum, ps := ts.verify(t, VerifyOptions{})
-	var run []Problem
-	for _, p := range ps {
-		if p.Kind == ProblemStructure {
-			run = append(run, p)
-		}
-	}
+	run := ofKind(ps, ProblemStructure)
 	if len(run) != 1 || run[0].Entry != from || run[0].Len != count*EntrySize {
 		t.Fatalf("want one structure problem for entries %d to %d: %v", from, from+count-1, ps)
 	}
@@ -258,12 +259,7 @@ func TestTamperSparseLogHole(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum, ps := ts.verify(t, VerifyOptions{})
-	var run []Problem
-	for _, p := range ps {
-		if p.Kind == ProblemStructure {
-			run = append(run, p)
-		}
-	}
+	run := ofKind(ps, ProblemStructure)
 	if len(run) != 1 || run[0].Entry != n || run[0].Len != hole*EntrySize {
 		t.Fatalf("want one structure problem for entries %d to %d, got %d problems (first: %v)", n, n+hole-1, len(ps), ps[:min(len(ps), 3)])
 	}

@@ -476,8 +476,14 @@ func (v *verifier) run() (*Summary, error) {
 			v.o.Progress(LogHeaderSize+i*EntrySize, lst.Size())
 		}
 		if v.keys != nil && i >= v.keys.slots*int64(v.nr) {
-			// Checked before reading: a run of zero entries is not keyed
-			// entry by entry (below), and must stop here too.
+			// No key seals these entries: the device refuses appends
+			// once its keystream is used up, so they were planted, or
+			// the log was extended, perhaps sparsely to terabytes (its
+			// size is all that counts entries). Without a key they
+			// prove nothing one by one, and walking them would keep
+			// the verifier busy for hours: one problem covers them all.
+			// Checked before reading, as a run of zero entries (below)
+			// is not keyed entry by entry.
 			v.endZeroRun(&zeroFrom, i)
 			v.beyondKeys(i, nEntries)
 			break
@@ -510,12 +516,9 @@ func (v *verifier) run() (*Summary, error) {
 			}
 		}
 		if v.keys != nil && !v.entryKey(i, &key) {
-			// No key seals these entries: the device refuses appends
-			// once its keystream is used up, so they were planted, or
-			// the log was extended, perhaps sparsely to terabytes (its
-			// size is all that counts entries). Without a key they
-			// prove nothing one by one, and walking them would keep
-			// the verifier busy for hours: one problem covers them all.
+			// Within the keystream's length, but its key could not be
+			// read (the file cut or failing while verified): nothing
+			// from here on can be checked.
 			v.beyondKeys(i, nEntries)
 			break
 		}
